@@ -1,0 +1,368 @@
+"""Reads config.toml once into frozen, typed objects; rejects unknown keys with a did-you-mean.
+
+Every error names the file, the key, the value and what was expected."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from datetime import time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.errors import ConfigError
+from rules.model import Ladder, Stage
+from rules.penalties import PenaltyPolicy, parse_half_year
+
+
+class Secret:
+    """A password read from the environment: never printed, never logged."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///relance.db"
+
+
+@dataclass(frozen=True)
+class CompanyConfig:
+    name: str = "ACME SAS"
+    email: str = "relances@acme.example"
+    reply_to: str = ""
+    signature: str = ""
+    payment_details: str = ""
+    language: Literal["fr", "en"] = "fr"
+    phone: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "localhost"
+    port: int = 587
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    verify_certificates: bool = True
+    ca_file: str = ""
+    username: str = ""
+    password_env: str = "RELANCE_SMTP_PASSWORD"
+    rate_per_minute: int = 60
+    timeout_seconds: int = 30
+    retries: int = 3
+    retry_backoff_seconds: Decimal = Decimal("2.0")
+
+    def password(self, source: str) -> Secret | None:
+        """The password from the environment; None when no authentication is configured."""
+        if not self.username:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(
+                f"{source}: smtp.password_env: environment variable {self.password_env!r} is not set "
+                f"(it must hold the SMTP password of {self.username!r}; or set smtp.username = \"\")"
+            )
+        return Secret(value)
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str = "localhost"
+    port: int = 993
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    verify_certificates: bool = True
+    username: str = ""
+    password_env: str = "RELANCE_IMAP_PASSWORD"
+    folders: tuple[str, ...] = ("INBOX",)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    timezone: str = "Europe/Paris"
+    business_days_only: bool = True
+    holidays: str = "FR"
+    window: tuple[str, ...] = ("09:00", "17:00")
+    consolidate: bool = False
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str = ""
+    template: str = ""
+    after_due_days: int | None = None
+    after_previous_days: int | None = None
+    attach_invoice: bool = False
+    penalties: bool = False
+
+
+@dataclass(frozen=True)
+class PauseConfig:
+    human_reply_days: int = 7
+    promise_grace_days: int = 3
+    payment_claim_days: int = 10
+
+
+@dataclass(frozen=True)
+class PenaltiesConfig:
+    margin_points: Decimal = Decimal(10)
+    fixed_indemnity: Decimal = Decimal("40.00")
+    contract_rate: Decimal | None = None
+    ecb_rates: dict[str, Decimal] = field(default_factory=dict)
+    legal_rates: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CostsConfig:
+    email: Decimal = Decimal("0.02")
+    formal_notice: Decimal = Decimal("0.50")
+    triage_minute: Decimal = Decimal("0.75")
+
+
+DEFAULT_STAGES = (
+    StageConfig("reminder", "reminder", after_due_days=3),
+    StageConfig("second_reminder", "second_reminder", after_previous_days=10, attach_invoice=True),
+    StageConfig("formal_notice", "formal_notice", after_previous_days=15, attach_invoice=True,
+                penalties=True),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Built by `load`; passed down explicitly."""
+
+    source: str = "<defaults>"
+    database: DatabaseConfig = DatabaseConfig()
+    company: CompanyConfig = CompanyConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    imap: ImapConfig = ImapConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    stages: tuple[StageConfig, ...] = DEFAULT_STAGES
+    pause: PauseConfig = PauseConfig()
+    penalties: PenaltiesConfig = PenaltiesConfig()
+    costs: CostsConfig = CostsConfig()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.schedule.timezone)
+
+    @property
+    def window(self) -> tuple[time, time]:
+        start, end = self.schedule.window
+        return time.fromisoformat(start), time.fromisoformat(end)
+
+    @property
+    def ladder(self) -> Ladder:
+        return Ladder(tuple(
+            Stage(
+                name=s.name,
+                template=s.template or s.name,
+                delay_days=s.after_due_days if i == 0 else s.after_previous_days,  # type: ignore[arg-type]
+                attach_invoice=s.attach_invoice,
+                penalties=s.penalties,
+            )
+            for i, s in enumerate(self.stages)
+        ))
+
+    @property
+    def penalty_policy(self) -> PenaltyPolicy:
+        p = self.penalties
+        return PenaltyPolicy(
+            ecb_rates={parse_half_year(k): v for k, v in p.ecb_rates.items()},
+            margin_points=p.margin_points,
+            contract_rate=p.contract_rate,
+            legal_rates={parse_half_year(k): v for k, v in p.legal_rates.items()},
+            fixed_indemnity=p.fixed_indemnity,
+        )
+
+
+_SECTIONS: dict[str, type] = {
+    "database": DatabaseConfig, "company": CompanyConfig, "smtp": SmtpConfig, "imap": ImapConfig,
+    "schedule": ScheduleConfig, "pause": PauseConfig, "penalties": PenaltiesConfig, "costs": CostsConfig,
+}
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("RELANCE_CONFIG", "config.toml"))
+
+
+def load(path: Path) -> Config:
+    """Parse and validate `path`. Raises ConfigError naming the file and key on any problem."""
+    src = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{src}: no such config file (copy config.example.toml to config.toml, "
+                          "or pass --config PATH)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{src}: cannot read the config file: {e}") from e
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{src}: not valid TOML: {e}") from e
+    return from_dict(doc, src)
+
+
+def from_dict(doc: dict[str, Any], source: str = "<config>") -> Config:
+    _reject_unknown(doc, [*_SECTIONS, "stages"], source, "")
+    sections = {name: _build(cls, doc.get(name, {}), source, name) for name, cls in _SECTIONS.items()}
+    stages = _stages(doc.get("stages"), source)
+    cfg = Config(source=source, stages=stages, **sections)
+    _check(cfg)
+    return cfg
+
+
+def _reject_unknown(table: dict[str, Any], known: list[str], source: str, prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            did = f"; did you mean {prefix}{hint[0]!r}?" if hint else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{source}: {prefix}{key}: unknown key{did}")
+
+
+def _build(cls: type, table: Any, source: str, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: {where}: expected a table, got {table!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(table, list(fields), source, f"{where}.")
+    hints = typing.get_type_hints(cls)
+    values = {k: _coerce(hints[k], v, source, f"{where}.{k}") for k, v in table.items()}
+    return cls(**values)
+
+
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    """Check `value` against the dataclass field type `hint`; convert decimals and tuples."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} = {value!r}: expected {expected}")
+
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if value == "" and Decimal in args:
+            return None
+        return _coerce(args[0], value, source, key)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise bad("one of " + ", ".join(repr(c) for c in choices))
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad("a whole number >= 0")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string in quotes")
+        return value
+    if hint is Decimal:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise bad('a decimal number, written as a string ("40.00")')
+        try:
+            d = Decimal(str(value))
+        except InvalidOperation:
+            raise bad('a decimal number such as "40.00"') from None
+        if not d.is_finite() or d < 0:
+            raise bad("a finite decimal number >= 0")
+        return d
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad('an inline table such as { "2025-H1" = "3.15" }')
+        return {k: _coerce(Decimal, v, source, f"{key}.{k}") for k, v in value.items()}
+    raise bad(str(hint))  # pragma: no cover - a field type this loader does not know
+
+
+def _stages(raw: Any, source: str) -> tuple[StageConfig, ...]:
+    if raw is None:
+        return DEFAULT_STAGES
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{source}: stages: expected at least one [[stages]] table")
+    out = []
+    for i, table in enumerate(raw):
+        where = f"stages[{i}]"
+        st: StageConfig = _build(StageConfig, table, source, where)
+        if not st.name:
+            raise ConfigError(f"{source}: {where}.name: missing (each stage needs a name)")
+        if i == 0 and st.after_due_days is None:
+            raise ConfigError(f"{source}: {where}.after_due_days: missing (the first stage counts "
+                              "from the due date)")
+        if i == 0 and st.after_previous_days is not None:
+            raise ConfigError(f"{source}: {where}.after_previous_days: the first stage takes "
+                              "after_due_days instead")
+        if i > 0 and st.after_previous_days is None:
+            raise ConfigError(f"{source}: {where}.after_previous_days: missing (later stages count "
+                              "from the previous one sent)")
+        if i > 0 and st.after_due_days is not None:
+            raise ConfigError(f"{source}: {where}.after_due_days: only the first stage counts from "
+                              "the due date; use after_previous_days")
+        out.append(dataclasses.replace(st, template=st.template or st.name))
+    names = [s.name for s in out]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"{source}: stages: name {sorted(dupes)[0]!r} used twice")
+    return tuple(out)
+
+
+def _check(cfg: Config) -> None:
+    src = cfg.source
+    try:
+        ZoneInfo(cfg.schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{src}: schedule.timezone = {cfg.schedule.timezone!r}: expected an IANA "
+                          'time zone such as "Europe/Paris"') from None
+    win = cfg.schedule.window
+    if len(win) != 2 or not all(_TIME.match(w) for w in win) or win[0] >= win[1]:
+        raise ConfigError(f"{src}: schedule.window = {list(win)!r}: expected two times "
+                          '["HH:MM", "HH:MM"], the first before the second')
+    if cfg.schedule.holidays:
+        import holidays  # noqa: PLC0415 - only needed to validate the country code
+
+        if cfg.schedule.holidays.upper() not in holidays.list_supported_countries():
+            raise ConfigError(f"{src}: schedule.holidays = {cfg.schedule.holidays!r}: expected a "
+                              'country code of the holidays package such as "FR", or ""')
+    if "@" not in cfg.company.email:
+        raise ConfigError(f"{src}: company.email = {cfg.company.email!r}: expected an email address")
+    if cfg.company.reply_to and "@" not in cfg.company.reply_to:
+        raise ConfigError(f"{src}: company.reply_to = {cfg.company.reply_to!r}: expected an email "
+                          'address, optionally with {token} ("ar+{token}@acme.example")')
+    for table in ("ecb_rates", "legal_rates"):
+        for k in getattr(cfg.penalties, table):
+            try:
+                parse_half_year(k)
+            except ValueError:
+                raise ConfigError(f'{src}: penalties.{table}."{k}": expected a half-year key such as '
+                                  '"2025-H1" or "2025-H2"') from None
+    if not cfg.database.url:
+        raise ConfigError(f"{src}: database.url: empty (expected sqlite:///relance.db or a "
+                          "postgresql+psycopg:// URL)")

@@ -1,0 +1,63 @@
+"""The exceptions Relance raises on purpose. Each carries what it concerns."""
+
+from __future__ import annotations
+
+
+class RelanceError(Exception):
+    """Base class: anything the CLI reports as a one-line error with exit code 1."""
+
+
+class ConfigError(RelanceError):
+    """The config file is missing, unreadable, or a key has a wrong name, type or value.
+
+    The message names the file, the key, the value and what was expected."""
+
+
+class ImportFileError(RelanceError):
+    """An invoice file has invalid rows; nothing was imported.
+
+    `errors` holds one `FILE:LINE: column: message` string per problem."""
+
+    def __init__(self, path: str, errors: list[str]) -> None:
+        self.path = path
+        self.errors = errors
+        super().__init__(f"{path}: {len(errors)} invalid row(s), nothing imported")
+
+
+class TemplateError(RelanceError):
+    """A template is missing or fails to render (syntax error, undefined variable)."""
+
+
+class StoreError(RelanceError):
+    """The database is unreachable, or not initialised (`relance init`), or an object is not found."""
+
+
+class NotFoundError(StoreError):
+    """An invoice number (or message) named on the command line does not exist."""
+
+
+class DeliveryError(RelanceError):
+    """Sending a message failed. `message_id` names the message, when one was involved."""
+
+    def __init__(self, reason: str, message_id: str | None = None) -> None:
+        self.reason = reason
+        self.message_id = message_id
+        super().__init__(reason if message_id is None else f"{message_id}: {reason}")
+
+
+class TransientDeliveryError(DeliveryError):
+    """The server answered 4xx or the connection dropped: retry later, nothing is lost."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The server refused the recipient or the message (5xx): do not retry this message."""
+
+
+class ConnectionFailedError(DeliveryError):
+    """The SMTP server cannot be reached, or refused the TLS handshake or the login.
+
+    Raised before any message is claimed, so nothing is marked sent."""
+
+
+class MailboxError(RelanceError):
+    """The IMAP server is unreachable or refused an operation."""

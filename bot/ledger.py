@@ -1,0 +1,288 @@
+"""Invoice import from CSV: validate every row, import nothing if any row is bad, upsert by number.
+
+Errors read `FILE:LINE: column: message`. Re-importing the same file changes nothing; a row
+whose `paid` covers the amount settles the invoice. Invoices missing from a file are left
+alone (a file may be a partial export)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from babel.numbers import list_currencies
+from sqlalchemy.engine import Engine
+
+from bot.errors import ImportFileError
+from bot.models import Client, Contact, Invoice, table
+from bot.store import record_events, session
+
+REQUIRED = ("number", "client", "email", "amount", "currency", "issue_date", "due_date")
+OPTIONAL = ("language", "paid", "pdf", "client_id", "cc", "client_kind")
+_EMAIL = re.compile(r"^[^@\s,;<>\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+_AMOUNT = re.compile(r"^\d+(?:[.,]\d{1,2})?$")
+_CURRENCIES = frozenset(list_currencies())
+_SPACES = re.compile(r"[\s\u00a0\u202f]+")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One valid ledger row."""
+
+    line: int
+    number: str
+    client: str
+    client_key: str
+    client_kind: str
+    email: str
+    cc: str
+    amount: Decimal
+    paid: Decimal
+    currency: str
+    issue_date: date
+    due_date: date
+    language: str
+    pdf: str | None
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(repr(astuple(self)[1:]).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    settled: int
+
+
+def parse_amount(text: str) -> Decimal:
+    """`1234.56`, `1234,56`, `1 234,56` -> Decimal('1234.56'). Raises ValueError otherwise."""
+    compact = _SPACES.sub("", text)
+    if not _AMOUNT.match(compact):
+        raise ValueError("expected an amount >= 0 with at most two decimals, such as 1234.56 or 1234,56")
+    try:
+        return Decimal(compact.replace(",", ".")).quantize(Decimal("0.01"))
+    except InvalidOperation as e:  # pragma: no cover - the pattern above admits only valid numbers
+        raise ValueError(str(e)) from e
+
+
+def parse_date(text: str) -> date:
+    """ISO 8601 (`2027-03-31`) or French order (`31/03/2027`)."""
+    try:
+        if "/" in text:
+            return datetime.strptime(text, "%d/%m/%Y").date()  # noqa: DTZ007 - a date, no time
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected a date as YYYY-MM-DD or DD/MM/YYYY") from None
+
+
+def client_key(name: str, client_id: str) -> str:
+    return f"id:{client_id}" if client_id else "name:" + " ".join(name.casefold().split())
+
+
+def read(path: Path, default_language: str) -> list[Row]:
+    """Parse and validate the whole file; raise ImportFileError listing every problem."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ImportFileError(name, [f"{name}: no such file"]) from None
+    except UnicodeDecodeError as e:
+        raise ImportFileError(name, [f"{name}: not UTF-8 ({e.reason} at byte {e.start}); "
+                                     "save the file as UTF-8 CSV"]) from None
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if first.count(";") > first.count(",") else ","  # French spreadsheet exports
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    errors = [f"{name}:1: {col}: missing required column" for col in REQUIRED if col not in header]
+    errors += [f"{name}:1: {col}: unknown column (known: {', '.join(REQUIRED + OPTIONAL)})"
+               for col in header if col not in REQUIRED + OPTIONAL]
+    if errors:
+        raise ImportFileError(name, errors)
+    rows: list[Row] = []
+    seen: dict[str, Row] = {}
+    for record in reader:
+        line = reader.line_num
+        if not any((v or "").strip() for v in record.values()):
+            continue
+        row = _validate(record, line, name, path.parent, default_language, errors)
+        if row is None:
+            continue
+        earlier = seen.get(row.number)
+        if earlier is None:
+            seen[row.number] = row
+            rows.append(row)
+        elif earlier.fingerprint() != row.fingerprint():
+            errors.append(f"{name}:{line}: number: {row.number} already on line {earlier.line} "
+                          "with different values")
+    if errors:
+        raise ImportFileError(name, errors)
+    return rows
+
+
+def _validate(rec: dict[str, Any], line: int, name: str, base: Path, default_language: str,
+              errors: list[str]) -> Row | None:
+    before = len(errors)
+
+    def err(col: str, msg: str) -> None:
+        errors.append(f"{name}:{line}: {col}: {msg}")
+
+    def get(col: str) -> str:
+        value = rec.get(col)
+        if isinstance(value, list):  # more cells than header columns
+            err(col, "too many cells on this line")
+            return ""
+        return (value or "").strip()
+
+    if None in rec:
+        err("(line)", f"{len(rec[None])} more cell(s) than the header has columns")
+    values = {c: get(c) for c in REQUIRED + OPTIONAL}
+    for col in REQUIRED:
+        if not values[col]:
+            err(col, "empty (required)")
+    amount = paid = Decimal("0.00")
+    issue = due = date.min
+    if values["amount"]:
+        try:
+            amount = parse_amount(values["amount"])
+            if amount <= 0:
+                err("amount", f"{values['amount']!r}: must be greater than zero")
+        except ValueError as e:
+            err("amount", f"{values['amount']!r}: {e}")
+    if values["paid"]:
+        try:
+            paid = parse_amount(values["paid"])
+            if amount > 0 and paid > amount:
+                err("paid", f"{values['paid']!r}: more than the amount {amount}")
+        except ValueError as e:
+            err("paid", f"{values['paid']!r}: {e}")
+    for col in ("issue_date", "due_date"):
+        if values[col]:
+            try:
+                parsed = parse_date(values[col])
+            except ValueError as e:
+                err(col, f"{values[col]!r}: {e}")
+                continue
+            if col == "issue_date":
+                issue = parsed
+            else:
+                due = parsed
+    if issue != date.min and due != date.min and due < issue:
+        err("due_date", f"{values['due_date']!r}: before the issue date {values['issue_date']}")
+    if values["email"] and not _EMAIL.match(values["email"]):
+        err("email", f"{values['email']!r}: not a valid email address")
+    cc = [c.strip() for c in re.split(r"[;,]", values["cc"]) if c.strip()]
+    for c in cc:
+        if not _EMAIL.match(c):
+            err("cc", f"{c!r}: not a valid email address")
+    currency = values["currency"].upper()
+    if currency and currency not in _CURRENCIES:
+        err("currency", f"{values['currency']!r}: expected an ISO 4217 code such as EUR")
+    language = values["language"].lower() or default_language
+    if language not in ("fr", "en"):
+        err("language", f"{values['language']!r}: expected fr or en")
+    kind = values["client_kind"].lower() or "business"
+    if kind not in ("business", "consumer"):
+        err("client_kind", f"{values['client_kind']!r}: expected business or consumer")
+    pdf = None
+    if values["pdf"]:
+        candidate = Path(values["pdf"])
+        candidate = candidate if candidate.is_absolute() else (base / candidate)
+        if not candidate.is_file():
+            err("pdf", f"{values['pdf']!r}: no such file (looked for {candidate})")
+        pdf = str(candidate.resolve())
+    if len(errors) > before:
+        return None
+    return Row(
+        line=line, number=values["number"], client=values["client"],
+        client_key=client_key(values["client"], values["client_id"]), client_kind=kind,
+        email=values["email"].lower(), cc=", ".join(cc), amount=amount, paid=paid, currency=currency,
+        issue_date=issue, due_date=due, language=language, pdf=pdf,
+    )
+
+
+def import_rows(engine: Engine, rows: Iterable[Row], now: datetime, source: str) -> ImportResult:
+    """Upsert `rows` in one transaction. Each created, changed or settled invoice gets an event."""
+    rows = list(rows)
+    inv_t, cli_t, con_t = table(Invoice), table(Client), table(Contact)
+    created = updated = unchanged = settled = 0
+    with session(engine) as s:
+        clients = {k: (i, n, kd) for i, k, n, kd in s.execute(
+            sa.select(cli_t.c.id, cli_t.c.key, cli_t.c.name, cli_t.c.kind))}
+        new_clients = {r.client_key: r for r in rows if r.client_key not in clients}
+        if new_clients:
+            s.execute(sa.insert(cli_t), [
+                {"key": k, "name": r.client, "kind": r.client_kind, "language": r.language}
+                for k, r in new_clients.items()])
+        for r in {r.client_key: r for r in rows if r.client_key in clients}.values():
+            cid, cname, ckind = clients[r.client_key]
+            if (cname, ckind) != (r.client, r.client_kind):
+                s.execute(sa.update(cli_t).where(cli_t.c.id == cid).values(name=r.client, kind=r.client_kind))
+        client_ids = dict(s.execute(sa.select(cli_t.c.key, cli_t.c.id)).tuples().all())
+
+        contacts = {(c, e): (i, cc) for i, c, e, cc in s.execute(
+            sa.select(con_t.c.id, con_t.c.client_id, con_t.c.email, con_t.c.cc))}
+        wanted: dict[tuple[int, str], str] = {(client_ids[r.client_key], r.email): r.cc for r in rows}
+        new_contacts = [{"client_id": c, "email": e, "cc": cc} for (c, e), cc in wanted.items()
+                        if (c, e) not in contacts]
+        if new_contacts:
+            s.execute(sa.insert(con_t), new_contacts)
+        for key, cc in wanted.items():
+            if key in contacts and contacts[key][1] != cc:
+                s.execute(sa.update(con_t).where(con_t.c.id == contacts[key][0]).values(cc=cc))
+        contact_ids = {(c, e): i for i, c, e in s.execute(
+            sa.select(con_t.c.id, con_t.c.client_id, con_t.c.email))}
+
+        existing = {n: (i, h, st) for i, n, h, st in s.execute(
+            sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.row_hash, inv_t.c.state))}
+        inserts, events = [], []
+        for r in rows:
+            cid = client_ids[r.client_key]
+            values = {
+                "client_id": cid, "contact_id": contact_ids[(cid, r.email)], "amount": r.amount,
+                "paid": r.paid, "currency": r.currency, "issue_date": r.issue_date,
+                "due_date": r.due_date, "language": r.language, "pdf": r.pdf,
+                "row_hash": r.fingerprint(),
+            }
+            is_paid = r.paid >= r.amount
+            found = existing.get(r.number)
+            if found is None:
+                inserts.append({"number": r.number, "state": "paid" if is_paid else "active",
+                                "imported_at": now, **values})
+                created += 1
+                continue
+            inv_id, old_hash, state = found
+            if old_hash == values["row_hash"]:
+                unchanged += 1
+                continue
+            updated += 1
+            new_state = state
+            if is_paid and state != "paid":
+                new_state, settled = "paid", settled + 1
+                events.append({"invoice_id": inv_id, "kind": "paid", "reason": f"paid column of {source}"})
+            elif not is_paid and state == "paid":
+                new_state = "active"
+                events.append({"invoice_id": inv_id, "kind": "reopened",
+                               "reason": f"paid column of {source} no longer covers the amount"})
+            s.execute(sa.update(inv_t).where(inv_t.c.id == inv_id).values(state=new_state, **values))
+            events.append({"invoice_id": inv_id, "kind": "updated", "reason": f"line {r.line} of {source}"})
+        if inserts:
+            ids = s.execute(sa.insert(inv_t).returning(inv_t.c.id, inv_t.c.state), inserts).all()
+            for inv_id, state in ids:
+                events.append({"invoice_id": inv_id, "kind": "imported", "reason": source})
+                if state == "paid":
+                    settled += 1
+                    events.append({"invoice_id": inv_id, "kind": "paid", "reason": f"paid column of {source}"})
+        record_events(s, [{"at": now, "actor": "import", **ev} for ev in events])
+    return ImportResult(len(rows), created, updated, unchanged, settled)

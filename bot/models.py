@@ -1,0 +1,183 @@
+"""The database tables (sqlmodel). Money is stored exactly, as integer cents; time as UTC.
+
+The invoice row carries a projection of its events (`state`, `hold_until`) kept in the same
+transaction as the event that changes it, so the scheduler reads one row per invoice; the
+event log stays the record of why."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+CENT = Decimal("0.01")
+
+
+class Money(sa.types.TypeDecorator[Decimal]):
+    """A Decimal with two places, stored as integer cents: exact on every engine, sortable in SQL."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        cents = (Decimal(value) * 100)
+        if cents != cents.to_integral_value():
+            raise ValueError(f"amount {value} has more than two decimal places")
+        return int(cents)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else (Decimal(int(value)) / 100).quantize(CENT)
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware datetime stored in UTC; SQLite, which keeps no zone, gets it back as UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def money(name: str, nullable: bool = False) -> Any:
+    return Field(sa_column=sa.Column(name, Money(), key=name.removesuffix("_cents"), nullable=nullable))
+
+
+def moment(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UtcDateTime(), nullable=nullable, index=index))
+
+
+class Client(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(200), unique=True, nullable=False))
+    name: str
+    kind: str = "business"  # business | consumer
+    language: str | None = None
+
+
+class Contact(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("client_id", "email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="client.id", index=True)
+    email: str
+    cc: str = ""
+    failing: bool = False
+    failure_reason: str | None = None
+
+
+class Invoice(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(sa_column=sa.Column(sa.String(100), unique=True, nullable=False))
+    client_id: int = Field(foreign_key="client.id", index=True)
+    contact_id: int = Field(foreign_key="contact.id")
+    amount: Decimal = money("amount_cents")
+    paid: Decimal = money("paid_cents")
+    currency: str = "EUR"
+    issue_date: date
+    due_date: date
+    language: str = "fr"
+    pdf: str | None = None
+    state: str = Field(default="active", index=True)
+    hold_until: datetime | None = moment()
+    row_hash: str = ""
+    imported_at: datetime | None = moment()
+
+    @property
+    def amount_due(self) -> Decimal:
+        return max(self.amount - self.paid, Decimal("0.00"))
+
+
+class Outbound(SQLModel, table=True):
+    """One email sent (or to send). Status: pending -> sending -> sent, or failed / cancelled;
+    `uncertain` when a crash left it `sending` (see bot/outbox.py)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(sa_column=sa.Column(sa.String(250), unique=True, nullable=False))
+    client_id: int = Field(foreign_key="client.id", index=True)
+    stage_index: int
+    stage: str
+    to_addr: str
+    cc: str = ""
+    subject: str = ""
+    status: str = Field(default="pending", index=True)
+    raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
+    created_at: datetime | None = moment(nullable=False)
+    claimed_at: datetime | None = moment()
+    claimed_by: str | None = None
+    sent_at: datetime | None = moment()
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class Reminder(SQLModel, table=True):
+    """A stage recorded for an invoice, at most once: the unique key is the 'never twice' guarantee.
+
+    `outbound_id` is None for a stage passed over by a late start."""
+
+    __table_args__ = (sa.UniqueConstraint("invoice_id", "stage_index"),)
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    stage_index: int
+    stage: str
+    outbound_id: int | None = Field(default=None, foreign_key="outbound.id", index=True)
+    at: datetime | None = moment(nullable=False)
+
+
+class Inbound(SQLModel, table=True):
+    """A received email, raw bytes stored before any parsing."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(default="", index=True)
+    folder: str = ""
+    uidvalidity: int | None = None
+    uid: int | None = None
+    content_hash: str = Field(default="", index=True)
+    raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    from_addr: str = ""
+    subject: str = ""
+    received_at: datetime | None = moment()
+    stored_at: datetime | None = moment(nullable=False)
+    kind: str | None = None
+    confidence: Decimal | None = Field(default=None, sa_column=sa.Column(sa.Numeric(4, 3), nullable=True))
+    status: str = "new"  # new | applied | triage | quarantined
+    reason: str = ""
+    text: str = ""
+    cues: str = "[]"  # JSON list
+
+
+class Event(SQLModel, table=True):
+    """Append-only: every state change of an invoice, with who, why and the message it came from."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    at: datetime | None = moment(nullable=False)  # the logical time (--now)
+    kind: str
+    actor: str = "relance"  # relance | cli:<user> | tui:<user> | import
+    reason: str = ""
+    data: str = "{}"  # JSON object
+    outbound_id: int | None = Field(default=None, foreign_key="outbound.id")
+    inbound_id: int | None = Field(default=None, foreign_key="inbound.id")
+
+
+def table(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a model, for bulk statements on hot paths."""
+    t = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(t, sa.Table)
+    return t

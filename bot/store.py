@@ -1,0 +1,106 @@
+"""Engines, migrations and sessions. SQLite (WAL, foreign keys on) by default, PostgreSQL by URL.
+
+No engine is created at import time: callers build one from the config and pass it down."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bot.errors import StoreError
+from bot.models import Event, table
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; on SQLite, each connection gets WAL, foreign keys and a busy timeout."""
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA synchronous=NORMAL")  # durable across a crash of the process
+                cur.close()
+
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as e:
+        raise StoreError(f"database.url = {url!r}: {e}") from e
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(resources.files("bot") / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> str:
+    """Create or upgrade the schema to the latest revision (idempotent). Returns the revision."""
+    cfg = _alembic_config(engine)
+    try:
+        command.upgrade(cfg, "head")
+    except sa.exc.OperationalError as e:
+        raise StoreError(f"cannot migrate the database: {e.orig}") from e
+    return ScriptDirectory.from_config(cfg).get_current_head() or ""
+
+
+def ensure_ready(engine: Engine) -> None:
+    """Raise a StoreError saying what to do when the database is unreachable or not migrated."""
+    cfg = _alembic_config(engine)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as e:
+        raise StoreError(f"cannot open the database {engine.url!r}: {e.orig}") from e
+    if current is None:
+        raise StoreError(f"the database {engine.url!r} is not initialised: run `relance init`")
+    if current != head:
+        raise StoreError(f"the database is at revision {current}, this version needs {head}: "
+                         "run `relance init` to migrate it")
+
+
+@contextmanager
+def session(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(engine, expire_on_commit=False) as s:
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+
+
+def record_event(s: Session, *, invoice_id: int | None, kind: str, at: datetime, reason: str = "",
+                 actor: str = "relance", data: dict[str, Any] | None = None,
+                 outbound_id: int | None = None, inbound_id: int | None = None) -> None:
+    """Append one event row (in the caller's transaction)."""
+    record_events(s, [{"invoice_id": invoice_id, "kind": kind, "at": at, "reason": reason, "actor": actor,
+                       "data": data, "outbound_id": outbound_id, "inbound_id": inbound_id}])
+
+
+def record_events(s: Session, events: list[dict[str, Any]]) -> None:
+    """Append many events in one statement; each dict has the keys of `record_event`."""
+    if not events:
+        return
+    rows = [{"invoice_id": None, "reason": "", "actor": "relance", "outbound_id": None, "inbound_id": None,
+             **e, "data": json.dumps(e.get("data") or {}, ensure_ascii=False, default=str)}
+            for e in events]
+    s.execute(sa.insert(table(Event)), rows)

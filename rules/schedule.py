@@ -1,0 +1,78 @@
+"""Which reminder an invoice is due for at a given moment.
+
+The guarantees, each covered by a property test:
+- a stage is never sent twice (only stages after the last one done are considered);
+- never before its time (the first stage `delay_days` after the due date, each later one
+  `delay_days` after the previous one was actually sent, and only at an allowed moment);
+- never skipped silently: a late start sends the highest stage due, once, and returns the
+  stages it passed over so the caller records them;
+- paused time does not count: a stage due during a hold is sent when the hold ends, and the
+  stages after it count from then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from rules.calendar import SendingCalendar
+from rules.model import InvoiceView, Ladder, State
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decision for one invoice at `now`."""
+
+    number: str
+    send: int | None  # index of the stage to send now, or None
+    skipped: tuple[int, ...] = ()
+    next_action: str = ""  # a stage name, "resume", "manual" (ladder finished) or "" (nothing)
+    next_at: datetime | None = None
+
+
+def plan(invoice: InvoiceView, ladder: Ladder, calendar: SendingCalendar, now: datetime) -> Plan:
+    """What to do for `invoice` at `now` (an aware datetime)."""
+    if invoice.state is not State.ACTIVE or invoice.amount_due <= 0:
+        return Plan(invoice.number, None)
+    last = max((d.index for d in invoice.done), default=-1)
+    first = last + 1
+    if first >= len(ladder):
+        return Plan(invoice.number, None, next_action="manual")
+    chain = _nominal_times(invoice, ladder, calendar, first)
+    hold = invoice.hold_until
+    if hold is not None and hold > now:
+        return Plan(invoice.number, None, next_action=ladder[first].name,
+                    next_at=calendar.next_allowed(max(chain[0], hold)))
+    due = [i for i, t in enumerate(chain) if t <= now]
+    if not due:
+        return Plan(invoice.number, None, next_action=ladder[first].name,
+                    next_at=calendar.next_allowed(chain[0]))
+    target = first + due[-1]
+    if not calendar.is_allowed(now):
+        return Plan(invoice.number, None, next_action=ladder[target].name,
+                    next_at=calendar.next_allowed(now))
+    return Plan(invoice.number, target, skipped=tuple(range(first, target)),
+                next_action=ladder[target].name, next_at=now)
+
+
+def _nominal_times(invoice: InvoiceView, ladder: Ladder, calendar: SendingCalendar,
+                   first: int) -> list[datetime]:
+    """Nominal due times of stages first..end, counted from what was really sent."""
+    if first == 0:
+        t = calendar.start_of_day(invoice.due_date) + timedelta(days=ladder[0].delay_days)
+    else:
+        last_at = max(d.at for d in invoice.done if d.index == first - 1)
+        t = last_at + timedelta(days=ladder[first].delay_days)
+    if invoice.hold_until is not None:
+        t = max(t, invoice.hold_until)
+    chain = [t]
+    for stage in ladder.stages[first + 1:]:
+        t = t + timedelta(days=stage.delay_days)
+        chain.append(t)
+    return chain
+
+
+def priority_key(amount_due: Decimal, due_date: date, number: str) -> tuple[Decimal, date, str]:
+    """Sending order: largest amount due first, then oldest due date, then number."""
+    return (-amount_due, due_date, number)
