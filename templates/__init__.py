@@ -1,0 +1,1 @@
+"""Relance's default email templates, one folder per language. Shipped in the wheel."""
