@@ -116,6 +116,7 @@ class Outbound(SQLModel, table=True):
     to_addr: str
     cc: str = ""
     subject: str = ""
+    reply_token: str | None = Field(default=None, index=True)
     status: str = Field(default="pending", index=True)
     raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
     created_at: datetime | None = moment(nullable=False)

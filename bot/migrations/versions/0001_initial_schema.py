@@ -71,6 +71,7 @@ def upgrade() -> None:
     sa.Column('to_addr', sa.String(), nullable=False),
     sa.Column('cc', sa.String(), nullable=False),
     sa.Column('subject', sa.String(), nullable=False),
+    sa.Column('reply_token', sa.String(), nullable=True),
     sa.Column('status', sa.String(), nullable=False),
     sa.Column('raw', sa.LargeBinary(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -85,6 +86,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('outbound', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbound_client_id'), ['client_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_outbound_reply_token'), ['reply_token'], unique=False)
         batch_op.create_index(batch_op.f('ix_outbound_status'), ['status'], unique=False)
 
     op.create_table('invoice',
@@ -165,6 +167,7 @@ def downgrade() -> None:
     op.drop_table('invoice')
     with op.batch_alter_table('outbound', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbound_status'))
+        batch_op.drop_index(batch_op.f('ix_outbound_reply_token'))
         batch_op.drop_index(batch_op.f('ix_outbound_client_id'))
 
     op.drop_table('outbound')

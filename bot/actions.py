@@ -1,0 +1,71 @@
+"""Manual overrides from the CLI (and later the TUI), each recorded as an event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot.errors import NotFoundError, RelanceError
+from bot.models import Contact, Invoice, table
+from bot.store import record_event, session
+
+inv_t, con_t = table(Invoice), table(Contact)
+
+
+def _invoice(s: sa.orm.Session, number: str) -> sa.Row[tuple[object, ...]]:
+    row = s.execute(sa.select(inv_t).where(inv_t.c.number == number)).first()
+    if row is None:
+        raise NotFoundError(f"no invoice numbered {number!r}")
+    return row
+
+
+def pause(engine: Engine, number: str, now: datetime, until: datetime | None, reason: str, actor: str) -> str:
+    """Hold escalation until `until`, or until `resume` when no date is given."""
+    with session(engine) as s:
+        inv = _invoice(s, number)
+        if inv.state == "paid":
+            raise RelanceError(f"{number} is paid: there is nothing to pause")
+        if until is not None and until <= now:
+            raise RelanceError(f"--until {until:%Y-%m-%d}: that is not in the future")
+        values = {"hold_until": until} if until else {"state": "paused", "hold_until": None}
+        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(**values))
+        record_event(s, invoice_id=int(inv.id), kind="paused", at=now, actor=actor, reason=reason,
+                     data={"until": until.isoformat() if until else None})
+    return f"{number} paused " + (f"until {until:%Y-%m-%d %H:%M %Z}" if until else "until resumed")
+
+
+def resume(engine: Engine, number: str, now: datetime, actor: str) -> str:
+    """Back to the ladder now; paused time does not count towards the next stage."""
+    with session(engine) as s:
+        inv = _invoice(s, number)
+        if inv.state == "paid":
+            raise RelanceError(f"{number} is paid: there is nothing to resume")
+        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now))
+        if inv.state == "bounced":
+            s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id).values(failing=False,
+                                                                                  failure_reason=None))
+        record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
+                     reason=f"was {inv.state}")
+    return f"{number} resumed"
+
+
+def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal | None, actor: str) -> str:
+    """Record a payment (the whole amount due when `amount` is None); settles the invoice when covered."""
+    with session(engine) as s:
+        inv = _invoice(s, number)
+        due = inv.amount - inv.paid
+        pay = due if amount is None else amount
+        if pay <= 0:
+            raise RelanceError(f"--amount {pay}: expected an amount greater than zero")
+        if pay > due:
+            raise RelanceError(f"--amount {pay}: more than the {due} {inv.currency} due on {number}")
+        paid = inv.paid + pay
+        settled = paid >= inv.amount
+        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(
+            paid=paid, state="paid" if settled else inv.state))
+        record_event(s, invoice_id=int(inv.id), kind="paid" if settled else "payment", at=now, actor=actor,
+                     reason=f"{pay} {inv.currency} recorded", data={"amount": str(pay)})
+    return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")

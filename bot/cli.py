@@ -1,0 +1,341 @@
+"""The `relance` command line. Exit codes: 0 ok, 1 invalid input or failed operation, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from bot import actions, ledger, reports, store
+from bot import config as configuration
+from bot.config import Config
+from bot.errors import ConfigError, ImportFileError, RelanceError
+from bot.mailer import SmtpMailer
+from bot.render import Renderer, check_templates
+from bot.tick import TickReport, tick
+
+
+def parse_now(text: str | None, config: Config) -> datetime:
+    """`--now`: ISO date or datetime. A naive time is in the configured zone; a date alone means
+    one hour into that day's sending window (a moment when reminders may go out)."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = config.window[0]
+            return datetime.combine(day, time(min(start.hour + 1, 23), start.minute), config.zone)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RelanceError(f"--now {text!r}: expected an ISO 8601 date or datetime "
+                           "(2027-04-12 or 2027-04-12T10:00:00+02:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=config.zone)
+
+
+def parse_day(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise RelanceError(f"{option} {text!r}: expected a date as YYYY-MM-DD") from None
+
+
+class App:
+    """What every command needs: the config, and the database opened on demand."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config = configuration.load(Path(args.config) if args.config else configuration.default_path())
+        self._engine: Engine | None = None
+        self.now = parse_now(getattr(args, "now", None), self.config)
+        self.actor = f"cli:{getpass.getuser()}"
+
+    def engine(self, ready: bool = True) -> Engine:
+        if self._engine is None:
+            self._engine = store.make_engine(self.config.database.url)
+            if ready:
+                store.ensure_ready(self._engine)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def emit(doc: Any) -> None:
+    print(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+
+
+def cmd_init(app: App) -> int:
+    revision = store.migrate(app.engine(ready=False))
+    print(f"database ready ({app.config.database.url.split('@')[-1]}, schema {revision})")
+    return 0
+
+
+def cmd_import(app: App) -> int:
+    path = Path(app.args.file)
+    rows = ledger.read(path, app.config.company.language)
+    result = ledger.import_rows(app.engine(), rows, app.now, path.name)
+    print(f"{path}: {result.rows} rows: {result.created} new, {result.updated} updated, "
+          f"{result.unchanged} unchanged, {result.settled} settled")
+    return 0
+
+
+def print_tick(report: TickReport, dry_run: bool) -> None:
+    if dry_run:
+        for p in report.planned:
+            print(f"would send  {', '.join(p.group.numbers)}  {p.stage}  {p.amount_due}  "
+                  f"{p.client} <{p.group.email}>")
+        print(f"{len(report.planned)} message(s) due (dry run: nothing sent, nothing recorded)")
+        return
+    for line in report.sent:
+        print(f"sent       {line}")
+    for line in report.uncertain:
+        print(f"uncertain  {line}")
+    for line in report.deferred:
+        print(f"deferred   {line}")
+    for line in report.failed:
+        print(f"refused    {line}")
+    print(f"{len(report.sent)} sent, {len(report.deferred)} deferred, {len(report.failed)} refused, "
+          f"{len(report.uncertain)} uncertain, {report.cancelled} cancelled")
+
+
+def cmd_tick(app: App) -> int:
+    cfg = app.config
+    password = None if app.args.dry_run else cfg.smtp.password(cfg.source)
+    renderer = Renderer(cfg.company)
+    if not app.args.dry_run:
+        problems = check_templates(cfg, renderer, app.now.date())
+        if problems:
+            raise RelanceError("template error, nothing sent: " + problems[0])
+    report = asyncio.run(tick(app.engine(), cfg, SmtpMailer(cfg.smtp, password), app.now, datetime.now(UTC),
+                              renderer=renderer, dry_run=app.args.dry_run))
+    print_tick(report, app.args.dry_run)
+    if report.aborted:
+        print(f"relance: tick stopped: {report.aborted}", file=sys.stderr)
+    elif not report.ok:
+        print("relance: some messages were not sent (see above)", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def table_out(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    for line in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+STATUS_COLUMNS = (("number", "NUMBER"), ("client", "CLIENT"), ("amount_due", "DUE"), ("currency", ""),
+                  ("days_overdue", "LATE"), ("stage", "STAGE"), ("state", "STATE"),
+                  ("next_action", "NEXT"), ("next_action_at", "WHEN"))
+
+
+def cmd_status(app: App) -> int:
+    with app.engine().connect() as conn:
+        rows = reports.status_rows(conn, app.config, app.now)
+    if app.args.json:
+        emit(rows)
+    else:
+        for r in rows:
+            if r["next_action_at"]:
+                r["next_action_at"] = r["next_action_at"][:16].replace("T", " ")
+        table_out(rows, STATUS_COLUMNS)
+    return 0
+
+
+def cmd_show(app: App) -> int:
+    with app.engine().connect() as conn:
+        doc = reports.show(conn, app.config, app.args.number, app.now)
+    if app.args.json:
+        emit(doc)
+        return 0
+    for key in ("number", "client", "email", "amount", "paid", "amount_due", "currency", "issue_date",
+                "due_date", "days_overdue", "stage", "state", "next_action", "next_action_at"):
+        print(f"{key:>15}: {'' if doc.get(key) is None else doc[key]}")
+    print("\nreminders:")
+    table_out(doc["reminders"], (("at", "AT"), ("stage", "STAGE"), ("status", "STATUS"), ("subject", "SUBJECT")))
+    print("\nevents:")
+    table_out(doc["events"], (("at", "AT"), ("kind", "KIND"), ("actor", "BY"), ("reason", "WHY")))
+    if doc["messages"]:
+        print("\nmessages:")
+        table_out(doc["messages"], (("received_at", "RECEIVED"), ("from", "FROM"), ("kind", "KIND"),
+                                    ("subject", "SUBJECT")))
+    return 0
+
+
+def cmd_pause(app: App) -> int:
+    until = None
+    if app.args.until:
+        until = datetime.combine(parse_day(app.args.until, "--until"), time(0, 0), app.config.zone)
+    print(actions.pause(app.engine(), app.args.number, app.now, until, app.args.reason or "", app.actor))
+    return 0
+
+
+def cmd_resume(app: App) -> int:
+    print(actions.resume(app.engine(), app.args.number, app.now, app.actor))
+    return 0
+
+
+def cmd_paid(app: App) -> int:
+    amount = None
+    if app.args.amount is not None:
+        try:
+            amount = ledger.parse_amount(app.args.amount)
+        except ValueError as e:
+            raise RelanceError(f"--amount {app.args.amount!r}: {e}") from None
+    print(actions.record_payment(app.engine(), app.args.number, app.now, amount, app.actor))
+    return 0
+
+
+def cmd_simulate(app: App) -> int:
+    start, end = parse_day(app.args.start, "--from"), parse_day(app.args.end, "--to")
+    if end < start:
+        raise RelanceError(f"--to {end} is before --from {start}")
+    with app.engine().connect() as conn:
+        sends = reports.simulate(conn, app.config, start, end)
+    if app.args.json:
+        emit([{"at": s.at.isoformat(), "number": s.number, "client": s.client, "stage": s.stage,
+               "amount_due": str(s.amount_due), "skipped": list(s.skipped)} for s in sends])
+        return 0
+    for s in sends:
+        skipped = f"  (passes over {', '.join(s.skipped)})" if s.skipped else ""
+        print(f"{s.at:%Y-%m-%d %a %H:%M}  {s.number}  {s.stage}  {s.amount_due}  {s.client}{skipped}")
+    print(f"{len(sends)} reminder(s) from {start} to {end} (simulation: nothing sent, nothing recorded)")
+    return 0
+
+
+def cmd_check(app: App) -> int:
+    cfg = app.config
+    print(f"config {cfg.source}: ok ({len(cfg.stages)} stages, {cfg.schedule.timezone}, "
+          f"holidays {cfg.schedule.holidays or 'none'})")
+    problems = check_templates(cfg, Renderer(cfg.company), app.now.date())
+    for p in problems:
+        print(f"template: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"templates: ok ({len(cfg.stages)} stages x fr, en rendered with a sample invoice)")
+    cfg.smtp.password(cfg.source)
+    print(f"smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.tls}), password "
+          + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))
+    store.ensure_ready(app.engine(ready=False))
+    print("database: ok")
+    return 0
+
+
+def cmd_kpi(app: App) -> int:
+    with app.engine().connect() as conn:
+        doc = reports.kpi(conn, app.config, app.now)
+    if app.args.json:
+        emit(doc)
+        return 0
+    for key, value in doc.items():
+        if key != "definitions":
+            print(f"{key:>40}: {'n/a' if value is None else value}")
+    return 0
+
+
+def cmd_messages(app: App) -> int:
+    with app.engine().connect() as conn:
+        rows = reports.messages(conn, app.args.triage)
+    if app.args.json:
+        emit(rows)
+    else:
+        table_out(rows, (("received_at", "RECEIVED"), ("from", "FROM"), ("kind", "KIND"),
+                         ("invoices", "INVOICES"), ("status", "STATUS"), ("subject", "SUBJECT")))
+    return 0
+
+
+def cmd_not_yet(app: App) -> int:
+    raise RelanceError(f"`relance {app.args.command}` comes with the inbound side (IMAP), which is not "
+                       "built yet; `relance tick` sends reminders, `relance messages` lists stored replies")
+
+
+def cmd_demo(app: App) -> int:
+    from bot import demo  # noqa: PLC0415 - the demo pulls in the sandbox servers
+
+    return demo.main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default ./config.toml, else $RELANCE_CONFIG)")
+    timed = argparse.ArgumentParser(add_help=False)
+    timed.add_argument("--now", help="replace the clock: ISO 8601 date or datetime")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    p = argparse.ArgumentParser(prog="relance", description="Gets unpaid invoices paid.")
+    p.add_argument("--config", default=None, help="config file (default ./config.toml, else $RELANCE_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[App], int], text: str, *parents: argparse.ArgumentParser
+            ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=text, description=text, parents=[common, *parents])
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("init", cmd_init, "create or migrate the database (idempotent)")
+    add("import", cmd_import, "upsert invoices from a CSV file", timed).add_argument("file")
+    sp = add("tick", cmd_tick, "one scheduling pass: send every reminder due now", timed)
+    sp.add_argument("--dry-run", action="store_true", help="print what would be sent, change nothing")
+    add("sync", cmd_not_yet, "one inbox pass (inbound side)", timed)
+    add("run", cmd_not_yet, "the daemon (inbound side and scheduler)")
+    add("status", cmd_status, "one row per open invoice", timed, as_json)
+    add("show", cmd_show, "one invoice with its history", timed, as_json).add_argument("number")
+    sp = add("pause", cmd_pause, "hold escalation for an invoice", timed)
+    sp.add_argument("number")
+    sp.add_argument("--until", help="YYYY-MM-DD; without it, until `relance resume`")
+    sp.add_argument("--reason", help="why, kept in the history")
+    add("resume", cmd_resume, "put an invoice back on the ladder", timed).add_argument("number")
+    sp = add("paid", cmd_paid, "record a payment (the whole amount due by default)", timed)
+    sp.add_argument("number")
+    sp.add_argument("--amount", help="a partial payment, e.g. 250.00")
+    sp = add("simulate", cmd_simulate, "replay the ladder day by day; changes nothing", as_json)
+    sp.add_argument("--from", dest="start", required=True, metavar="DATE")
+    sp.add_argument("--to", dest="end", required=True, metavar="DATE")
+    add("check", cmd_check, "validate the config and render every template", timed)
+    add("kpi", cmd_kpi, "collection KPIs", timed, as_json)
+    sp = add("messages", cmd_messages, "inbound messages and what was understood", timed, as_json)
+    sp.add_argument("--triage", action="store_true", help="only those waiting for a person")
+    add("tui", cmd_not_yet, "the triage UI")
+    add("demo", cmd_demo, "run everything against an embedded mail sandbox")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        return cmd_demo(None)  # type: ignore[arg-type]
+    app = None
+    try:
+        app = App(args)
+        return int(args.fn(app))
+    except ImportFileError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        print(f"relance: {e}", file=sys.stderr)
+        return 1
+    except (RelanceError, ConfigError) as e:
+        print(f"relance: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if app is not None:
+            app.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Sending mail: the `Mailer` interface, its SMTP implementation (aiosmtplib) and an in-memory double.
+
+A mailer is used as an async context manager around a batch: one connection per batch. `send`
+raises TransientDeliveryError (4xx, nothing accepted), PermanentDeliveryError (5xx, nothing
+accepted) or UncertainDeliveryError (the connection died while the server held the message body,
+so it may have been accepted)."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self
+
+import aiosmtplib
+
+from bot.config import Secret, SmtpConfig
+from bot.errors import ConnectionFailedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+
+
+class UncertainDeliveryError(DeliveryError):
+    """The connection failed during DATA: the server may or may not have accepted the message."""
+
+
+class Mailer(Protocol):
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+
+    async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
+        """Send `data`; return the recipients refused while others were accepted."""
+        ...
+
+
+def _reason(e: aiosmtplib.SMTPResponseException) -> str:
+    return f"{e.code} {e.message}".strip()
+
+
+class SmtpMailer:
+    """aiosmtplib over one connection, TLS per config, certificates verified unless disabled."""
+
+    def __init__(self, cfg: SmtpConfig, password: Secret | None) -> None:
+        self.cfg = cfg
+        self.password = password
+        self._smtp: aiosmtplib.SMTP | None = None
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.cfg.tls == "none":
+            return None
+        ctx = ssl.create_default_context(cafile=self.cfg.ca_file or None)
+        if not self.cfg.verify_certificates:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    async def connect(self) -> None:
+        cfg = self.cfg
+        smtp = aiosmtplib.SMTP(
+            hostname=cfg.host, port=cfg.port, timeout=cfg.timeout_seconds,
+            use_tls=cfg.tls == "implicit", start_tls=cfg.tls == "starttls",
+            tls_context=self._tls_context(), validate_certs=cfg.verify_certificates,
+        )
+        where = f"SMTP server {cfg.host}:{cfg.port}"
+        try:
+            await smtp.connect()
+            if cfg.username and self.password is not None:
+                await smtp.login(cfg.username, self.password.reveal())
+        except aiosmtplib.SMTPAuthenticationError as e:
+            await _close(smtp)
+            raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r}: {_reason(e)}") from e
+        except aiosmtplib.SMTPResponseException as e:
+            await _close(smtp)
+            raise ConnectionFailedError(f"{where} refused the session: {_reason(e)}") from e
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as e:
+            await _close(smtp)
+            raise ConnectionFailedError(f"cannot reach {where} ({cfg.tls} TLS): {e}") from e
+        self._smtp = smtp
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._smtp is not None:
+            await _close(self._smtp)
+            self._smtp = None
+
+    async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
+        if self._smtp is None or not self._smtp.is_connected:
+            await self.connect()
+        smtp = self._smtp
+        assert smtp is not None
+        refused: list[str] = []
+        try:
+            await smtp.mail(sender)
+            accepted = 0
+            for i, rcpt in enumerate(recipients):
+                try:
+                    await smtp.rcpt(rcpt)
+                    accepted += 1
+                except aiosmtplib.SMTPRecipientRefused as e:
+                    if i == 0 or e.code < 500:  # the main recipient, or a temporary refusal
+                        await smtp.rset()
+                        raise
+                    refused.append(f"{rcpt}: {_reason(e)}")
+        except aiosmtplib.SMTPResponseException as e:
+            error = PermanentDeliveryError if e.code >= 500 else TransientDeliveryError
+            raise error(_reason(e)) from e
+        except (aiosmtplib.SMTPException, OSError) as e:
+            await self._drop()
+            raise TransientDeliveryError(f"connection lost before the message was sent: {e}") from e
+        try:
+            await smtp.data(data)
+        except aiosmtplib.SMTPResponseException as e:
+            error = PermanentDeliveryError if e.code >= 500 else TransientDeliveryError
+            raise error(_reason(e)) from e
+        except (aiosmtplib.SMTPException, OSError) as e:
+            await self._drop()
+            raise UncertainDeliveryError(f"connection lost while sending the message body: {e}") from e
+        return refused
+
+    async def _drop(self) -> None:
+        if self._smtp is not None:
+            await _close(self._smtp)
+            self._smtp = None
+
+
+async def _close(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        if smtp.is_connected:
+            await smtp.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        smtp.close()
+
+
+@dataclass
+class MemoryMailer:
+    """Keeps what it is given. `refuse` maps a recipient to the (code, reason) the 'server' answers."""
+
+    sent: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        return None
+
+    async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
+        if recipients and recipients[0] in self.refuse:
+            code, reason = self.refuse[recipients[0]]
+            error = PermanentDeliveryError if code >= 500 else TransientDeliveryError
+            raise error(f"{code} {reason}")
+        self.sent.append((sender, recipients, data))
+        return []

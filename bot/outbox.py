@@ -1,0 +1,295 @@
+"""The outbox: every reminder is recorded before it is sent, and sent at most once.
+
+Life of a message (`outbound.status`):
+
+    pending --claim--> sending --250--> sent
+                          |--4xx / connection lost before DATA--> pending (retried later)
+                          |--5xx--> failed (invoice -> bounced)
+                          |--connection lost during DATA--> uncertain
+    pending --invoice paid/paused/disputed meanwhile--> cancelled
+
+`queue` writes, in one transaction, the outbound row (with its Message-ID) and one `reminder`
+row per (invoice, stage), whose unique key makes a second reminder of the same stage impossible,
+whatever the number of instances or crashes. `claim` re-reads the invoices, renders, stores the
+exact bytes and commits `sending` *before* the first SMTP command of that message.
+
+What a restart does with a message left `sending` (the process died between claim and the
+server's answer): nothing can tell whether the server accepted it, and a duplicate formal notice
+is worse than a late one, so it becomes `uncertain`: it counts as sent for the ladder (the next
+stage will follow in due time), and an event asks a person to check. That happens when its
+claimant is known dead (same host, process gone) or its claim is older than `LEASE`, which
+covers an instance that died on another host. A `pending` message left by a crash is simply
+sent by the next tick, after the same re-read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
+from bot.config import Config
+from bot.models import Client, Contact, Invoice, Outbound, Reminder, table
+from bot.render import InvoiceContext, Renderer, ReminderRef, penalties_for
+from bot.store import record_events, session
+from rules.penalties import ContractRateTooLowError, MissingRateError
+
+LEASE = timedelta(minutes=15)
+inv_t, cli_t, con_t = table(Invoice), table(Client), table(Contact)
+out_t, rem_t = table(Outbound), table(Reminder)
+
+
+def instance_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One message to queue: a stage for one invoice, or for several of one client (consolidated)."""
+
+    client_id: int
+    contact_id: int
+    email: str
+    stage_index: int
+    invoice_ids: tuple[int, ...]
+    numbers: tuple[str, ...]
+    skipped: tuple[tuple[int, tuple[int, ...]], ...] = ()  # (invoice id, stage indexes passed over)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    outbound_id: int
+    message_id: str
+    envelope: Envelope
+    data: bytes
+    numbers: tuple[str, ...]
+    stage: str
+    subject: str
+
+
+class Outbox:
+    def __init__(self, engine: Engine, config: Config, renderer: Renderer, now: datetime,
+                 wall_now: datetime, instance: str | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.renderer = renderer
+        self.now = now
+        self.wall_now = wall_now
+        self.instance = instance or instance_name()
+        self.ladder = config.ladder
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def queue(self, groups: Sequence[Group]) -> list[int]:
+        """Record `groups` as pending messages; returns their ids. A group whose stage another
+        instance recorded first is left out (its unique reminder key refuses it)."""
+        try:
+            with session(self.engine) as s:
+                return [self._queue_one(s, g) for g in groups]
+        except sa.exc.IntegrityError:
+            ids = []
+            for g in groups:  # someone raced us: fall back to one transaction per group
+                try:
+                    with session(self.engine) as s:
+                        ids.append(self._queue_one(s, g))
+                except sa.exc.IntegrityError:
+                    continue
+            return ids
+
+    def _queue_one(self, s: sa.orm.Session, g: Group) -> int:
+        stage = self.ladder[g.stage_index]
+        token = new_reply_token() if "{token}" in self.config.company.reply_to else None
+        mid = new_message_id(self.config.company.domain, g.numbers[0], g.stage_index)
+        ob_id = s.execute(sa.insert(out_t).returning(out_t.c.id).values(
+            message_id=mid, client_id=g.client_id, stage_index=g.stage_index, stage=stage.name,
+            to_addr=g.email, status="pending", created_at=self.now, reply_token=token, attempts=0,
+        )).scalar_one()
+        rows = [{"invoice_id": i, "stage_index": g.stage_index, "stage": stage.name, "outbound_id": ob_id,
+                 "at": self.now} for i in g.invoice_ids]
+        events = [{"invoice_id": i, "kind": "reminder_queued", "at": self.now, "outbound_id": ob_id,
+                   "reason": stage.name, "data": {"message_id": mid}} for i in g.invoice_ids]
+        for invoice_id, indexes in g.skipped:
+            for k in indexes:
+                rows.append({"invoice_id": invoice_id, "stage_index": k, "stage": self.ladder[k].name,
+                             "outbound_id": None, "at": self.now})
+                events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
+                               "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
+        s.execute(sa.insert(rem_t), rows)
+        record_events(s, events)
+        return int(ob_id)
+
+    def resolve_stale(self) -> list[str]:
+        """Turn `sending` rows whose claimant is gone into `uncertain` (see the module docstring)."""
+        with session(self.engine) as s:
+            rows = s.execute(sa.select(out_t.c.id, out_t.c.message_id, out_t.c.claimed_by, out_t.c.claimed_at)
+                             .where(out_t.c.status == "sending")).all()
+            stale = [r for r in rows if _claimant_dead(r.claimed_by, self.instance)
+                     or r.claimed_at is None or r.claimed_at < self.wall_now - LEASE]
+            for r in stale:
+                self._finish(s, r.id, "uncertain", "delivery_uncertain",
+                             f"left in 'sending' by {r.claimed_by}: it may or may not have been delivered; "
+                             "counted as sent, please check")
+            return [r.message_id for r in stale]
+
+    def pending_ids(self) -> list[int]:
+        with self.engine.connect() as c:
+            return list(c.execute(sa.select(out_t.c.id).where(out_t.c.status == "pending")
+                                  .order_by(out_t.c.id)).scalars())
+
+    # -- claiming --------------------------------------------------------------------------------
+
+    def claim(self, outbound_id: int) -> Prepared | None:
+        """Re-read the invoices, render, store the bytes and mark `sending`; None if nothing to send."""
+        with session(self.engine) as s:
+            ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
+            if ob.status != "pending":
+                return None
+            invs = s.execute(
+                sa.select(inv_t, cli_t.c.name.label("client_name"), cli_t.c.kind.label("client_kind"),
+                          con_t.c.email, con_t.c.cc, con_t.c.failing)
+                .join(rem_t, rem_t.c.invoice_id == inv_t.c.id).join(cli_t, cli_t.c.id == inv_t.c.client_id)
+                .join(con_t, con_t.c.id == inv_t.c.contact_id)
+                .where(rem_t.c.outbound_id == outbound_id).order_by(inv_t.c.due_date, inv_t.c.number)).all()
+            still, dropped = [], []
+            for r in invs:
+                why = self._not_due(r)
+                (dropped if why else still).append((r, why))
+            for r, why in dropped:
+                self._unlink(s, outbound_id, r.id, "reminder_cancelled", why)
+            if not still:
+                s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
+                return None
+            try:
+                prepared = self._prepare(s, ob, [r for r, _ in still])
+            except (MissingRateError, ContractRateTooLowError) as e:
+                self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
+                return None
+            claimed = s.execute(
+                sa.update(out_t).where(out_t.c.id == outbound_id, out_t.c.status == "pending")
+                .values(status="sending", raw=prepared.data, subject=prepared.subject, claimed_at=self.wall_now,
+                        claimed_by=self.instance, attempts=out_t.c.attempts + 1)).rowcount
+            if claimed != 1:  # another instance claimed it between our read and our write
+                s.rollback()
+                return None
+            return prepared
+
+    def _not_due(self, r: sa.Row[tuple[object, ...]]) -> str:
+        if r.state != "active":
+            return f"invoice is {r.state}"
+        if r.amount - r.paid <= 0:
+            return "nothing left to pay"
+        if r.hold_until is not None and r.hold_until > self.now:
+            return f"paused until {r.hold_until:%Y-%m-%d %H:%M}"
+        if r.failing:
+            return f"contact {r.email} is failing"
+        return ""
+
+    def _prepare(self, s: sa.orm.Session, ob: sa.Row[tuple[object, ...]],
+                 invs: list[sa.Row[tuple[object, ...]]]) -> Prepared:
+        cfg, stage = self.config, self.ladder[int(ob.stage_index)]  # type: ignore[call-overload]
+        ids = [r.id for r in invs]
+        earlier = s.execute(
+            sa.select(rem_t.c.invoice_id, rem_t.c.stage, rem_t.c.at, out_t.c.message_id)
+            .join(out_t, out_t.c.id == rem_t.c.outbound_id)
+            .where(rem_t.c.invoice_id.in_(ids), rem_t.c.stage_index < ob.stage_index,
+                   out_t.c.status.in_(("sent", "uncertain")))
+            .order_by(rem_t.c.at)).all()
+        refs: dict[int, list[ReminderRef]] = defaultdict(list)
+        message_ids: list[str] = []
+        for e in earlier:
+            refs[e.invoice_id].append(ReminderRef(e.at.astimezone(cfg.zone).date(), e.stage))
+            if e.message_id not in message_ids:
+                message_ids.append(e.message_id)
+        today: date = self.now.astimezone(cfg.zone).date()
+        first = invs[0]
+        contexts = []
+        for r in invs:
+            ctx = InvoiceContext(number=r.number, issue_date=r.issue_date, due_date=r.due_date, amount=r.amount,
+                                 paid=r.paid, currency=r.currency, reminders=tuple(refs[r.id]),
+                                 margin_points=cfg.penalties.margin_points)
+            if stage.penalties:
+                pen = penalties_for(cfg.penalty_policy, ctx, first.client_kind, today)
+                ctx = InvoiceContext(**{**ctx.__dict__, "penalties": pen})
+            contexts.append(ctx)
+        rendered = self.renderer.render(first.language, stage.template, client_name=first.client_name,
+                                        client_kind=first.client_kind, invoices=contexts, today=today)
+        cc = [c.strip() for c in first.cc.split(",") if c.strip()]
+        reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
+        attachments = []
+        if stage.attach_invoice:
+            attachments = [Attachment(Path(r.pdf), f"{r.number}.pdf") for r in invs
+                           if r.pdf and Path(r.pdf).is_file()]
+        msg = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email,
+                      to=first.email, to_name=first.client_name, cc=cc, reply_to=reply_to,
+                      message_id=str(ob.message_id), references=message_ids, date=self.now,
+                      invoice_numbers=[r.number for r in invs], attachments=attachments)
+        return Prepared(int(ob.id), str(ob.message_id), Envelope(cfg.company.email, (first.email, *cc)),
+                        msg.as_bytes(), tuple(r.number for r in invs), stage.name, rendered.subject)
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def mark_sent(self, outbound_id: int, refused_cc: Sequence[str] = ()) -> None:
+        with session(self.engine) as s:
+            self._finish(s, outbound_id, "sent", "reminder_sent",
+                         "; ".join(f"cc refused: {r}" for r in refused_cc))
+            s.execute(sa.update(rem_t).where(rem_t.c.outbound_id == outbound_id).values(at=self.now))
+            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(sent_at=self.now))
+
+    def mark_deferred(self, outbound_id: int, reason: str) -> None:
+        """A temporary failure: back to pending, retried by the next tick."""
+        with session(self.engine) as s:
+            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id)
+                      .values(status="pending", last_error=reason, claimed_by=None))
+
+    def mark_uncertain(self, outbound_id: int, reason: str) -> None:
+        with session(self.engine) as s:
+            self._finish(s, outbound_id, "uncertain", "delivery_uncertain", reason)
+
+    def mark_refused(self, outbound_id: int, reason: str) -> None:
+        """The server refused the recipient for good: the invoices bounce, the contact is failing."""
+        with session(self.engine) as s:
+            ids = self._finish(s, outbound_id, "failed", "bounced", reason, unlink=True)
+            s.execute(sa.update(inv_t).where(inv_t.c.id.in_(ids)).values(state="bounced"))
+            s.execute(sa.update(con_t).where(con_t.c.id.in_(
+                sa.select(inv_t.c.contact_id).where(inv_t.c.id.in_(ids)))).values(
+                failing=True, failure_reason=reason))
+
+    def _finish(self, s: sa.orm.Session, outbound_id: int, status: str, event: str, reason: str,
+                unlink: bool = False) -> list[int]:
+        ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id)).scalars())
+        s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
+            status=status, last_error=reason or None))
+        record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,
+                           "outbound_id": outbound_id} for i in ids])
+        if unlink:  # the stage was not delivered: free it so it can be sent once the cause is fixed
+            s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id))
+        return ids
+
+    def _unlink(self, s: sa.orm.Session, outbound_id: int, invoice_id: int, event: str, reason: str) -> None:
+        s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id, rem_t.c.invoice_id == invoice_id))
+        record_events(s, [{"invoice_id": invoice_id, "kind": event, "at": self.now, "reason": reason,
+                           "outbound_id": outbound_id}])
+
+
+def _claimant_dead(claimed_by: str | None, me: str) -> bool:
+    if not claimed_by or claimed_by == me:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+

@@ -1,0 +1,204 @@
+"""What the CLI shows: status rows, one invoice's history, the backtest, the KPIs.
+
+Every function takes `now`; none writes to the store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bot import views
+from bot.config import Config
+from bot.errors import NotFoundError
+from bot.models import Event, Inbound, Invoice, Outbound, Reminder, table
+from rules.model import StageDone
+from rules.schedule import plan
+
+OPEN_STATES = ("active", "paused", "disputed", "plan", "bounced")
+
+
+def status_rows(conn: Connection, config: Config, now: datetime,
+                numbers: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per open invoice (or per named invoice), with the contract's field names."""
+    cal, ladder = views.calendar(config), config.ladder
+    rows = views.load(conn, OPEN_STATES, numbers)
+    today = now.astimezone(config.zone).date()
+    out = []
+    for r in rows:
+        v = r.view
+        last = max((d.index for d in v.done), default=-1)
+        state = views.display_state(v, now)
+        p = plan(v, ladder, cal, now)
+        action, at = p.next_action, p.next_at
+        if v.state.value in ("disputed", "plan"):
+            action, at = "triage", None
+        elif v.state.value == "bounced" or r.contact_failing:
+            action, at = "fix_contact", None
+        elif v.state.value == "paused":
+            action, at = "resume", None
+        elif v.state.value == "paid":
+            action, at = "", None
+        out.append({
+            "number": r.number, "client": r.client, "email": r.email,
+            "amount_due": str(v.amount_due), "currency": r.currency,
+            "due_date": v.due_date.isoformat(), "days_overdue": max((today - v.due_date).days, 0),
+            "stage": ladder[last].name if last >= 0 else None, "state": state,
+            "next_action": action or None, "next_action_at": at.isoformat() if at else None,
+        })
+    out.sort(key=lambda x: (-Decimal(x["amount_due"]), x["due_date"], x["number"]))
+    return out
+
+
+def show(conn: Connection, config: Config, number: str, now: datetime) -> dict[str, Any]:
+    inv_t, ev_t, out_t, rem_t, in_t = (table(Invoice), table(Event), table(Outbound), table(Reminder),
+                                       table(Inbound))
+    inv = conn.execute(sa.select(inv_t).where(inv_t.c.number == number)).first()
+    if inv is None:
+        raise NotFoundError(f"no invoice numbered {number!r}")
+    rows = status_rows(conn, config, now, [number])
+    doc: dict[str, Any] = rows[0] if rows else {"number": number}
+    doc.update(state=inv.state if inv.state == "paid" else doc.get("state"),
+               amount=str(inv.amount), paid=str(inv.paid), issue_date=inv.issue_date.isoformat(),
+               language=inv.language, pdf=inv.pdf)
+    doc["events"] = [
+        {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "reason": e.reason,
+         "data": json.loads(e.data or "{}")}
+        for e in conn.execute(sa.select(ev_t).where(ev_t.c.invoice_id == inv.id).order_by(ev_t.c.id))]
+    doc["reminders"] = [
+        {"stage": r.stage, "message_id": r.message_id, "status": r.status or "skipped", "at": r.at.isoformat(),
+         "subject": r.subject}
+        for r in conn.execute(
+            sa.select(rem_t.c.stage, rem_t.c.at, out_t.c.message_id, out_t.c.status, out_t.c.subject)
+            .outerjoin(out_t, out_t.c.id == rem_t.c.outbound_id)
+            .where(rem_t.c.invoice_id == inv.id).order_by(rem_t.c.stage_index))]
+    mids = list(conn.execute(sa.select(ev_t.c.inbound_id).where(ev_t.c.invoice_id == inv.id,
+                                                                 ev_t.c.inbound_id.is_not(None))).scalars())
+    doc["messages"] = [
+        {"message_id": m.message_id, "from": m.from_addr, "subject": m.subject,
+         "received_at": m.received_at.isoformat() if m.received_at else None, "kind": m.kind,
+         "status": m.status, "text": m.text}
+        for m in conn.execute(sa.select(in_t).where(in_t.c.id.in_(mids)).order_by(in_t.c.id))]
+    return doc
+
+
+@dataclass(frozen=True)
+class SimulatedSend:
+    at: datetime
+    number: str
+    client: str
+    stage: str
+    amount_due: Decimal
+    skipped: tuple[str, ...]
+
+
+def simulate(conn: Connection, config: Config, start: date, end: date) -> list[SimulatedSend]:
+    """Replay the ladder once a day (an hour into the sending window) from `start` to `end`.
+
+    Starts from the current ledger and what was really sent; changes nothing."""
+    cal, ladder = views.calendar(config), config.ladder
+    rows = views.load(conn)
+    state = {r.id: r.view for r in rows}
+    by_id = {r.id: r for r in rows}
+    window_start = config.window[0]
+    at_time = time(min(window_start.hour + 1, 23), window_start.minute)
+    out: list[SimulatedSend] = []
+    day = start
+    while day <= end:
+        now = datetime.combine(day, at_time, config.zone)
+        for inv_id, v in state.items():
+            p = plan(v, ladder, cal, now)
+            if p.send is None:
+                continue
+            done = (*v.done, *(StageDone(k, now) for k in p.skipped), StageDone(p.send, now))
+            state[inv_id] = replace(v, done=done)
+            out.append(SimulatedSend(now, v.number, by_id[inv_id].client, ladder[p.send].name, v.amount_due,
+                                     tuple(ladder[k].name for k in p.skipped)))
+        day += timedelta(days=1)
+    return out
+
+
+def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
+    """Collection KPIs. Definitions are in the returned `definitions` field."""
+    inv_t, rem_t, out_t, ev_t, in_t = (table(Invoice), table(Reminder), table(Outbound), table(Event),
+                                       table(Inbound))
+    today = now.astimezone(config.zone).date()
+    invs = conn.execute(sa.select(inv_t.c.id, inv_t.c.amount, inv_t.c.paid, inv_t.c.state,
+                                  inv_t.c.issue_date)).all()
+    first_rem = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.min(rem_t.c.at))
+                                  .group_by(rem_t.c.invoice_id)).tuples().all())
+    top_stage = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.max(rem_t.c.stage_index))
+                                  .group_by(rem_t.c.invoice_id)).tuples().all())
+    paid_at = dict(conn.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
+                                .where(ev_t.c.kind == "paid").group_by(ev_t.c.invoice_id)).tuples().all())
+    receivable = sum((i.amount - i.paid for i in invs if i.state != "paid"), Decimal(0))
+    window = 90
+    sales = sum((i.amount for i in invs if 0 <= (today - i.issue_date).days < window), Decimal(0))
+    reminded = [i for i in invs if i.id in first_rem]
+    reminded_amount = sum((i.amount for i in reminded), Decimal(0))
+    recovered = [i for i in reminded if i.state == "paid"]
+    recovered_amount = sum((i.amount for i in recovered), Decimal(0))
+    delays = [(paid_at[i.id] - first_rem[i.id]).total_seconds() / 86400 for i in recovered
+              if i.id in paid_at and paid_at[i.id] >= first_rem[i.id]]
+    last = len(config.ladder) - 1
+    per_stage = {s.name: Decimal(0) for s in config.ladder.stages}
+    for i in recovered:
+        per_stage[config.ladder[top_stage[i.id]].name] += i.amount
+    amicable = [i for i in recovered if top_stage[i.id] < last]
+    sent = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
+                             .where(out_t.c.status.in_(("sent", "uncertain")))
+                             .group_by(out_t.c.stage_index)).tuples().all())
+    emails = sum(sent.values())
+    notices = sum(n for k, n in sent.items() if config.ladder[k].penalties)
+    replies = conn.execute(sa.select(sa.func.count()).select_from(in_t)
+                           .where(in_t.c.kind.not_in(("auto_reply", "bounce")))).scalar_one()
+    costs = config.costs
+    cost = (costs.email * emails + costs.formal_notice * notices).quantize(Decimal("0.01"))
+
+    def pct(a: Decimal | int, b: Decimal | int) -> str | None:
+        return f"{Decimal(a) * 100 / Decimal(b):.1f}" if b else None
+
+    return {
+        "as_of": now.isoformat(),
+        "dso_days": f"{receivable / sales * window:.1f}" if sales else None,
+        "open_receivables": str(receivable),
+        "recovery_rate_pct": pct(recovered_amount, reminded_amount),
+        "reply_rate_pct": pct(replies, len(reminded)),
+        "mean_days_to_pay_after_first_reminder": f"{sum(delays) / len(delays):.1f}" if delays else None,
+        "recovered_per_stage": {k: str(v) for k, v in per_stage.items()},
+        "amicable_conversion_pct": pct(len(amicable), len(recovered)),
+        "emails_sent": emails,
+        "formal_notices_sent": notices,
+        "cost_of_recovery": str(cost),
+        "definitions": {
+            "dso_days": f"open receivables / invoiced amount of the last {window} days x {window}",
+            "recovery_rate_pct": "amount of reminded invoices now paid / amount of all reminded invoices",
+            "reply_rate_pct": "client replies (not robots) / reminded invoices",
+            "amicable_conversion_pct": "reminded invoices paid before the last stage / reminded invoices paid",
+            "cost_of_recovery": "costs.email x emails + costs.formal_notice x formal notices "
+                                "(+ triage minutes once the inbound side records them)",
+        },
+    }
+
+
+def messages(conn: Connection, triage_only: bool = False) -> list[dict[str, Any]]:
+    in_t, ev_t, inv_t = table(Inbound), table(Event), table(Invoice)
+    q = sa.select(in_t).order_by(in_t.c.id)
+    if triage_only:
+        q = q.where(in_t.c.status == "triage")
+    links: dict[int, list[str]] = {}
+    for inbound_id, number in conn.execute(
+            sa.select(ev_t.c.inbound_id, inv_t.c.number).join(inv_t, inv_t.c.id == ev_t.c.invoice_id)
+            .where(ev_t.c.inbound_id.is_not(None)).distinct()):
+        links.setdefault(inbound_id, []).append(number)
+    return [{
+        "message_id": m.message_id, "from": m.from_addr, "subject": m.subject,
+        "received_at": m.received_at.isoformat() if m.received_at else None, "kind": m.kind,
+        "confidence": float(m.confidence) if m.confidence is not None else None,
+        "invoices": sorted(links.get(m.id, [])), "status": m.status, "reason": m.reason, "text": m.text,
+    } for m in conn.execute(q)]

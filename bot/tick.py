@@ -1,0 +1,158 @@
+"""One scheduling pass: plan with the rules, queue in the outbox, deliver over one connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from bot import views
+from bot.config import Config
+from bot.errors import ConnectionFailedError, PermanentDeliveryError, TransientDeliveryError
+from bot.mailer import Mailer, UncertainDeliveryError
+from bot.outbox import Group, Outbox
+from bot.render import Renderer
+from bot.views import InvoiceRow
+from rules.schedule import Plan, plan, priority_key
+
+
+@dataclass(frozen=True)
+class Planned:
+    group: Group
+    stage: str
+    amount_due: str
+    client: str
+
+
+@dataclass
+class TickReport:
+    planned: list[Planned] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)  # lines for the user
+    failed: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)
+    cancelled: int = 0
+    aborted: str = ""  # why the batch stopped early, if it did
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.deferred or self.aborted)
+
+
+def plan_groups(rows: list[InvoiceRow], config: Config, now: datetime) -> list[Planned]:
+    """What is due at `now`, in sending order; consolidated per client and stage when configured."""
+    cal = views.calendar(config)
+    ladder = config.ladder
+    due: list[tuple[InvoiceRow, Plan]] = []
+    for row in rows:
+        if row.contact_failing:
+            continue
+        p = plan(row.view, ladder, cal, now)
+        if p.send is not None:
+            due.append((row, p))
+    due.sort(key=lambda rp: priority_key(rp[0].view.amount_due, rp[0].view.due_date, rp[0].number))
+    buckets: dict[object, list[tuple[InvoiceRow, Plan]]] = {}
+    for row, p in due:
+        key: object = ((row.client_id, row.contact_id, p.send, row.language, row.currency)
+                       if config.schedule.consolidate else row.id)
+        buckets.setdefault(key, []).append((row, p))
+    out = []
+    for members in buckets.values():
+        first, fp = members[0]
+        assert fp.send is not None
+        out.append(Planned(
+            group=Group(
+                client_id=first.client_id, contact_id=first.contact_id, email=first.email, stage_index=fp.send,
+                invoice_ids=tuple(r.id for r, _ in members), numbers=tuple(r.number for r, _ in members),
+                skipped=tuple((r.id, p.skipped) for r, p in members if p.skipped)),
+            stage=ladder[fp.send].name,
+            amount_due=str(sum((r.view.amount_due for r, _ in members), start=first.view.amount_due * 0)),
+            client=first.client,
+        ))
+    return out
+
+
+class RateLimiter:
+    """At most `per_minute` sends a minute, spaced evenly (0 = no limit)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.interval = 60.0 / per_minute if per_minute else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_at = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock()
+        if now < self.next_at:
+            await self.sleep(self.next_at - now)
+            now = self.next_at
+        self.next_at = now + self.interval
+
+
+async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config, report: TickReport,
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Send the pending messages `ids` in order over `mailer` (already connected)."""
+    limiter = RateLimiter(config.smtp.rate_per_minute, sleep=sleep)
+    backoff = float(config.smtp.retry_backoff_seconds)
+    for index, ob_id in enumerate(ids):
+        prepared = outbox.claim(ob_id)
+        if prepared is None:
+            report.cancelled += 1
+            continue
+        label = f"{', '.join(prepared.numbers)}  {prepared.stage}  -> {prepared.envelope.recipients[0]}"
+        for attempt in range(config.smtp.retries + 1):
+            await limiter.wait()
+            try:
+                refused = await mailer.send(prepared.envelope.sender, list(prepared.envelope.recipients),
+                                            prepared.data)
+            except TransientDeliveryError as e:
+                if attempt < config.smtp.retries:
+                    await sleep(backoff * 2 ** attempt)
+                    continue
+                outbox.mark_deferred(ob_id, e.reason)
+                report.deferred.append(f"{label}: {e.reason} (will retry at the next tick)")
+            except PermanentDeliveryError as e:
+                outbox.mark_refused(ob_id, e.reason)
+                report.failed.append(f"{label}: refused: {e.reason}")
+            except UncertainDeliveryError as e:
+                outbox.mark_uncertain(ob_id, e.reason)
+                report.uncertain.append(f"{label}: {e.reason}")
+            except ConnectionFailedError as e:  # reconnecting failed: stop, the rest stays pending
+                outbox.mark_deferred(ob_id, e.reason)
+                report.aborted = f"{e.reason}; {len(ids) - index} message(s) left pending"
+                return
+            else:
+                outbox.mark_sent(ob_id, refused)
+                report.sent.append(label)
+            break
+
+
+async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wall_now: datetime,
+               renderer: Renderer | None = None, dry_run: bool = False,
+               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> TickReport:
+    """Plan, queue and send everything due at `now`. With `dry_run`, only plan.
+
+    The mailer connects before anything is queued, so an unreachable server or a refused login
+    leaves the store as it was (ConnectionFailedError propagates)."""
+    report = TickReport()
+    with engine.connect() as conn:
+        rows = views.load(conn)
+    report.planned = plan_groups(rows, config, now)
+    if dry_run:
+        return report
+    outbox = Outbox(engine, config, renderer or Renderer(config.company), now, wall_now)
+    for mid in outbox.resolve_stale():
+        report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
+    leftovers = outbox.pending_ids()
+    if not report.planned and not leftovers:
+        return report
+    async with mailer:
+        ids = leftovers + outbox.queue([p.group for p in report.planned])
+        await deliver(outbox, mailer, ids, config, report, sleep)
+    return report

@@ -1,0 +1,88 @@
+"""Reads invoices from the store into the rules' values (InvoiceView) in a few bulk queries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+import holidays
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bot.config import Config
+from bot.models import Client, Contact, Invoice, Reminder, table
+from rules.calendar import SendingCalendar
+from rules.model import InvoiceView, StageDone, State
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    """An invoice with what the CLI shows next to it; `view` is what the rules see."""
+
+    id: int
+    client_id: int
+    contact_id: int
+    client: str
+    client_kind: str
+    email: str
+    contact_failing: bool
+    language: str
+    currency: str
+    amount: Decimal
+    paid: Decimal
+    issue_date: date
+    view: InvoiceView
+
+    @property
+    def number(self) -> str:
+        return self.view.number
+
+
+def calendar(config: Config) -> SendingCalendar:
+    start, end = config.window
+    country = config.schedule.holidays
+    days: object = holidays.country_holidays(country.upper()) if country else frozenset()
+    return SendingCalendar(zone=config.zone, start=start, end=end,
+                           business_days_only=config.schedule.business_days_only,
+                           holidays=days)  # type: ignore[arg-type]
+
+
+def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterable[str] | None = None
+         ) -> list[InvoiceRow]:
+    """Invoices in `states` (or the given numbers, whatever their state), with their stages done."""
+    inv, cli, con, rem = table(Invoice), table(Client), table(Contact), table(Reminder)
+    q = (sa.select(inv.c.id, inv.c.number, inv.c.due_date, inv.c.issue_date, inv.c.amount, inv.c.paid,
+                   inv.c.state, inv.c.hold_until, inv.c.client_id, inv.c.contact_id, inv.c.language,
+                   inv.c.currency, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
+         .join(cli, cli.c.id == inv.c.client_id).join(con, con.c.id == inv.c.contact_id))
+    if numbers is not None:
+        q = q.where(inv.c.number.in_(list(numbers)))
+    else:
+        q = q.where(inv.c.state.in_(list(states)))
+    rows = conn.execute(q).all()
+    done: dict[int, list[StageDone]] = defaultdict(list)
+    rq = sa.select(rem.c.invoice_id, rem.c.stage_index, rem.c.at)
+    if numbers is not None:
+        rq = rq.where(rem.c.invoice_id.in_([r.id for r in rows]))
+    else:
+        rq = rq.join(inv, inv.c.id == rem.c.invoice_id).where(inv.c.state.in_(list(states)))
+    for invoice_id, index, at in conn.execute(rq):
+        done[invoice_id].append(StageDone(index, at))
+    out = []
+    for r in rows:
+        view = InvoiceView(number=r.number, due_date=r.due_date, amount_due=max(r.amount - r.paid, Decimal(0)),
+                           state=State(r.state), hold_until=r.hold_until, done=tuple(done.get(r.id, ())))
+        out.append(InvoiceRow(
+            id=r.id, client_id=r.client_id, contact_id=r.contact_id, client=r.name, client_kind=r.kind,
+            email=r.email, contact_failing=r.failing, language=r.language, currency=r.currency,
+            amount=r.amount, paid=r.paid, issue_date=r.issue_date, view=view))
+    return out
+
+
+def display_state(view: InvoiceView, now: datetime) -> str:
+    if view.state is State.ACTIVE and view.hold_until is not None and view.hold_until > now:
+        return State.PAUSED.value
+    return view.state.value
