@@ -229,7 +229,7 @@ def import_rows(engine: Engine, rows: Iterable[Row], now: datetime, source: str)
             cid, cname, ckind = clients[r.client_key]
             if (cname, ckind) != (r.client, r.client_kind):
                 s.execute(sa.update(cli_t).where(cli_t.c.id == cid).values(name=r.client, kind=r.client_kind))
-        client_ids = dict(s.execute(sa.select(cli_t.c.key, cli_t.c.id)).tuples().all())
+        client_ids = dict(s.execute(sa.select(cli_t.c.key, cli_t.c.id)).all())
 
         contacts = {(c, e): (i, cc) for i, c, e, cc in s.execute(
             sa.select(con_t.c.id, con_t.c.client_id, con_t.c.email, con_t.c.cc))}

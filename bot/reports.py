@@ -131,11 +131,11 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
     invs = conn.execute(sa.select(inv_t.c.id, inv_t.c.amount, inv_t.c.paid, inv_t.c.state,
                                   inv_t.c.issue_date)).all()
     first_rem = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.min(rem_t.c.at))
-                                  .group_by(rem_t.c.invoice_id)).tuples().all())
+                                  .group_by(rem_t.c.invoice_id)).all())
     top_stage = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.max(rem_t.c.stage_index))
-                                  .group_by(rem_t.c.invoice_id)).tuples().all())
+                                  .group_by(rem_t.c.invoice_id)).all())
     paid_at = dict(conn.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
-                                .where(ev_t.c.kind == "paid").group_by(ev_t.c.invoice_id)).tuples().all())
+                                .where(ev_t.c.kind == "paid").group_by(ev_t.c.invoice_id)).all())
     receivable = sum((i.amount - i.paid for i in invs if i.state != "paid"), Decimal(0))
     window = 90
     sales = sum((i.amount for i in invs if 0 <= (today - i.issue_date).days < window), Decimal(0))
@@ -152,7 +152,7 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
     amicable = [i for i in recovered if top_stage[i.id] < last]
     sent = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
                              .where(out_t.c.status.in_(("sent", "uncertain")))
-                             .group_by(out_t.c.stage_index)).tuples().all())
+                             .group_by(out_t.c.stage_index)).all())
     emails = sum(sent.values())
     notices = sum(n for k, n in sent.items() if config.ladder[k].penalties)
     replies = conn.execute(sa.select(sa.func.count()).select_from(in_t)

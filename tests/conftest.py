@@ -1,0 +1,74 @@
+"""Shared fixtures: config factory, databases (SQLite and PostgreSQL), an SMTP server."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot import store
+from bot.config import Config, from_dict
+from tests.servers import SmtpSink, postgres_cluster, smtp_server
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = tomllib.loads((ROOT / "config.example.toml").read_text())
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def make_config() -> Callable[..., Config]:
+    def make(**sections: Any) -> Config:
+        return from_dict(merge(EXAMPLE, sections), "test.toml")
+    return make
+
+
+@pytest.fixture(scope="session")
+def pg_base() -> Iterator[str]:
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'relance.db'}"
+        return
+    base = request.getfixturevalue("pg_base")
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = store.make_engine(db_url)
+    store.migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[SmtpSink, int]]:
+    with smtp_server() as server:
+        yield server

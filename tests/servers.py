@@ -1,0 +1,112 @@
+"""Real servers for the integration tests: aiosmtpd on loopback, a throwaway PostgreSQL cluster.
+
+Where PostgreSQL is not installed the tests that need it skip with how to install it, except in
+CI (CI=true), where they fail."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SmtpSink:
+    """An aiosmtpd handler that keeps every message and refuses the recipients it is told to."""
+
+    received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)  # address -> "550 reason"
+    fail_data: list[str] = field(default_factory=list)  # answers to give to the next DATA commands
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          rcpt_options: Any) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.fail_data:
+            return self.fail_data.pop(0)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def messages(self) -> list[EmailMessage]:
+        return [message_from_bytes(raw, policy=policy.default) for _, _, raw in self.received]  # type: ignore[misc]
+
+
+@contextmanager
+def smtp_server(**controller_kwargs: Any) -> Iterator[tuple[SmtpSink, int]]:
+    sink = SmtpSink()
+    port = free_port()
+    ctl = Controller(sink, hostname="127.0.0.1", port=port, **controller_kwargs)
+    ctl.start()
+    try:
+        yield sink, port
+    finally:
+        ctl.stop()
+
+
+def _pg_bin() -> str | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else None
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """Start a throwaway cluster on a loopback port; yields its base URL (database `postgres`)."""
+    url = os.environ.get("RELANCE_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    bindir = _pg_bin()
+    if bindir is None:
+        msg = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + ": CI must run the PostgreSQL tests")
+        pytest.skip(msg)
+    base = tempfile.mkdtemp(prefix="relance-pg-")
+    os.chmod(base, 0o755)
+    shutil.chown(base, "postgres", "postgres")
+    port = free_port()
+
+    def as_pg(cmd: str) -> None:
+        subprocess.run(["su", "postgres", "-c", cmd], check=True, capture_output=True, timeout=120)
+
+    as_pg(f"{bindir}/initdb -D {base}/data -A trust -U relance")
+    as_pg(f"{bindir}/pg_ctl -D {base}/data -o '-k {base} -p {port} -c listen_addresses=127.0.0.1 "
+          f"-c fsync=off' -l {base}/log -w start")
+    try:
+        yield f"postgresql+psycopg://relance@127.0.0.1:{port}"
+    finally:
+        as_pg(f"{bindir}/pg_ctl -D {base}/data -m fast -w stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")

@@ -1,0 +1,133 @@
+"""Helpers shared by tests that write config files, and the CLI contract driven as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXAMPLE, merge
+from tests.servers import smtp_server
+
+
+def toml_dump(d: dict[str, Any]) -> str:
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return str(v)
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items()) + " }"
+        raise TypeError(v)
+
+    out: list[str] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append(f"\n[{k}]")
+            out.extend(f"{ik} = {val(iv)}" for ik, iv in v.items())
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                out.append(f"\n[[{k}]]")
+                out.extend(f"{ik} = {val(iv)}" for ik, iv in item.items())
+        else:
+            out.insert(0, f"{k} = {val(v)}")
+    return "\n".join(out) + "\n"
+
+
+LEDGER = """number,client,email,amount,currency,issue_date,due_date,language,paid,client_kind
+F-1001,Société Exemple,compta@exemple.example,1500.00,EUR,2027-03-01,2027-03-31,fr,,business
+F-1002,Example Ltd,ap@example-ltd.example,720.50,EUR,2027-03-02,2027-04-01,en,,business
+F-1003,Déjà Payé,paye@exemple.example,300.00,EUR,2027-03-03,2027-04-02,fr,300.00,consumer
+"""
+
+
+class Cli:
+    def __init__(self, work: Path, port: int) -> None:
+        self.work = work
+        cfg = merge(EXAMPLE, {
+            "database": {"url": f"sqlite:///{work / 'relance.db'}"},
+            "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", "username": "", "rate_per_minute": 0,
+                     "retry_backoff_seconds": "0.01"},
+        })
+        (work / "config.toml").write_text(toml_dump(cfg))
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "RELANCE_CONFIG"}
+        return subprocess.run([sys.executable, "-m", "bot.cli", "--config", str(self.work / "config.toml"), *args],
+                              cwd=self.work, capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Any:
+    with smtp_server() as (sink, port):
+        c = Cli(tmp_path, port)
+        c.sink = sink  # type: ignore[attr-defined]
+        yield c
+
+
+def test_cli_end_to_end(cli: Any) -> None:
+    """init, import, status, dry run, tick, show, kpi, messages: exit codes and JSON as the contract says."""
+    assert cli("init").returncode == 0
+    assert cli("init").returncode == 0, "init is idempotent"
+    (cli.work / "ledger.csv").write_text(LEDGER)
+    r = cli("import", "ledger.csv")
+    assert r.returncode == 0, r.stderr
+    now = ("--now", "2027-04-12T10:00:00+02:00")
+    rows = json.loads(cli("status", "--json", *now).stdout)
+    assert {r["number"] for r in rows} == {"F-1001", "F-1002"}
+    assert rows[0]["number"] == "F-1001" and rows[0]["amount_due"] == "1500.00" and rows[0]["days_overdue"] == 12
+    dry = cli("tick", "--dry-run", *now)
+    assert dry.returncode == 0 and "F-1001" in dry.stdout and not cli.sink.received
+    r = cli("tick", *now)
+    assert r.returncode == 0, r.stderr
+    assert len(cli.sink.received) == 2
+    assert cli("tick", "--now", "2027-04-12T10:05:00+02:00").returncode == 0
+    assert len(cli.sink.received) == 2, "a second tick sends nothing more"
+    doc = json.loads(cli("show", "F-1001", "--json", *now).stdout)
+    assert doc["stage"] == "reminder" and [r["status"] for r in doc["reminders"]] == ["sent"]
+    assert "reminder_sent" in [e["kind"] for e in doc["events"]]
+    assert json.loads(cli("kpi", "--json", *now).stdout)["emails_sent"] == 2
+    assert json.loads(cli("messages", "--json", *now).stdout) == []
+
+
+@pytest.mark.parametrize(("args", "code", "stderr"), [
+    (("frobnicate",), 2, "invalid choice"),
+    (("show", "NOPE"), 1, "no invoice numbered 'NOPE'"),
+    (("status", "--now", "tomorrow"), 1, "--now 'tomorrow': expected an ISO 8601"),
+    (("import", "missing.csv"), 1, "missing.csv: no such file"),
+    (("simulate", "--from", "2027-05-01", "--to", "2027-04-01"), 1, "is before --from"),
+])
+def test_cli_errors(cli: Any, args: tuple[str, ...], code: int, stderr: str) -> None:
+    cli("init")
+    r = cli(*args)
+    assert r.returncode == code
+    assert stderr in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_uninitialised_database_says_what_to_do(cli: Any) -> None:
+    r = cli("status")
+    assert r.returncode == 1 and "run `relance init`" in r.stderr
+
+
+def test_unreachable_smtp_exits_1_and_records_nothing(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    c = Cli(tmp_path, free_port())  # nothing listens there
+    c("init")
+    (tmp_path / "ledger.csv").write_text(LEDGER)
+    c("import", "ledger.csv")
+    r = c("tick", "--now", "2027-04-12T10:00:00+02:00")
+    assert r.returncode == 1 and "cannot reach SMTP server 127.0.0.1" in r.stderr
+    doc = json.loads(c("show", "F-1001", "--json").stdout)
+    assert doc["reminders"] == [] and doc["stage"] is None
+    assert [e["kind"] for e in doc["events"]] == ["imported"]
