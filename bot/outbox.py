@@ -225,7 +225,7 @@ class Outbox:
         reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
         attachments = []
         if stage.attach_invoice:
-            attachments = [Attachment(Path(r.pdf), f"{r.number}.pdf") for r in invs
+            attachments = [Attachment(Path(r.pdf), Path(r.pdf).name) for r in invs
                            if r.pdf and Path(r.pdf).is_file()]
         msg = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email,
                       to=first.email, to_name=first.client_name, cc=cc, reply_to=reply_to,
