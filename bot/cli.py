@@ -9,7 +9,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -261,10 +260,10 @@ def cmd_not_yet(app: App) -> int:
                        "built yet; `relance tick` sends reminders, `relance messages` lists stored replies")
 
 
-def cmd_demo(app: App) -> int:
+def run_demo(keep: bool) -> int:
     from bot import demo  # noqa: PLC0415 - the demo pulls in the sandbox servers
 
-    return demo.main()
+    return demo.main(keep=keep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,14 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("messages", cmd_messages, "inbound messages and what was understood", timed, as_json)
     sp.add_argument("--triage", action="store_true", help="only those waiting for a person")
     add("tui", cmd_not_yet, "the triage UI")
-    add("demo", cmd_demo, "run everything against an embedded mail sandbox")
+    add("demo", cmd_not_yet, "run everything against an embedded mail sandbox").add_argument(
+        "--keep", action="store_true", help="keep the demo's database and files")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        return cmd_demo(None)  # type: ignore[arg-type]
+    if args.command == "demo":  # needs no config of the user's
+        try:
+            return run_demo(args.keep)
+        except RelanceError as e:
+            print(f"relance: {e}", file=sys.stderr)
+            return 1
     app = None
     try:
         app = App(args)

@@ -15,7 +15,7 @@ from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from babel.numbers import list_currencies
@@ -113,6 +113,7 @@ def read(path: Path, default_language: str) -> list[Row]:
     rows: list[Row] = []
     seen: dict[str, Row] = {}
     for record in reader:
+        record = cast(dict[str | None, Any], record)
         line = reader.line_num
         if not any((v or "").strip() for v in record.values()):
             continue
@@ -131,7 +132,7 @@ def read(path: Path, default_language: str) -> list[Row]:
     return rows
 
 
-def _validate(rec: dict[str, Any], line: int, name: str, base: Path, default_language: str,
+def _validate(rec: dict[str | None, Any], line: int, name: str, base: Path, default_language: str,
               errors: list[str]) -> Row | None:
     before = len(errors)
 
@@ -178,7 +179,7 @@ def _validate(rec: dict[str, Any], line: int, name: str, base: Path, default_lan
                 issue = parsed
             else:
                 due = parsed
-    if issue != date.min and due != date.min and due < issue:
+    if date.min not in (issue, due) and due < issue:
         err("due_date", f"{values['due_date']!r}: before the issue date {values['issue_date']}")
     if values["email"] and not _EMAIL.match(values["email"]):
         err("email", f"{values['email']!r}: not a valid email address")

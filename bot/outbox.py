@@ -31,14 +31,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
 from bot.models import Client, Contact, Invoice, Outbound, Reminder, table
-from bot.render import InvoiceContext, Renderer, ReminderRef, penalties_for
+from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.store import record_events, session
 from rules.penalties import ContractRateTooLowError, MissingRateError
 
@@ -104,7 +106,7 @@ class Outbox:
                     continue
             return ids
 
-    def _queue_one(self, s: sa.orm.Session, g: Group) -> int:
+    def _queue_one(self, s: Session, g: Group) -> int:
         stage = self.ladder[g.stage_index]
         token = new_reply_token() if "{token}" in self.config.company.reply_to else None
         mid = new_message_id(self.config.company.domain, g.numbers[0], g.stage_index)
@@ -158,7 +160,8 @@ class Outbox:
                 .join(rem_t, rem_t.c.invoice_id == inv_t.c.id).join(cli_t, cli_t.c.id == inv_t.c.client_id)
                 .join(con_t, con_t.c.id == inv_t.c.contact_id)
                 .where(rem_t.c.outbound_id == outbound_id).order_by(inv_t.c.due_date, inv_t.c.number)).all()
-            still, dropped = [], []
+            still: list[tuple[sa.Row[Any], str]] = []
+            dropped: list[tuple[sa.Row[Any], str]] = []
             for r in invs:
                 why = self._not_due(r)
                 (dropped if why else still).append((r, why))
@@ -172,16 +175,16 @@ class Outbox:
             except (MissingRateError, ContractRateTooLowError) as e:
                 self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
                 return None
-            claimed = s.execute(
+            claimed = cast(sa.CursorResult[Any], s.execute(
                 sa.update(out_t).where(out_t.c.id == outbound_id, out_t.c.status == "pending")
                 .values(status="sending", raw=prepared.data, subject=prepared.subject, claimed_at=self.wall_now,
-                        claimed_by=self.instance, attempts=out_t.c.attempts + 1)).rowcount
+                        claimed_by=self.instance, attempts=out_t.c.attempts + 1))).rowcount
             if claimed != 1:  # another instance claimed it between our read and our write
                 s.rollback()
                 return None
             return prepared
 
-    def _not_due(self, r: sa.Row[tuple[object, ...]]) -> str:
+    def _not_due(self, r: sa.Row[Any]) -> str:
         if r.state != "active":
             return f"invoice is {r.state}"
         if r.amount - r.paid <= 0:
@@ -192,9 +195,9 @@ class Outbox:
             return f"contact {r.email} is failing"
         return ""
 
-    def _prepare(self, s: sa.orm.Session, ob: sa.Row[tuple[object, ...]],
-                 invs: list[sa.Row[tuple[object, ...]]]) -> Prepared:
-        cfg, stage = self.config, self.ladder[int(ob.stage_index)]  # type: ignore[call-overload]
+    def _prepare(self, s: Session, ob: sa.Row[Any],
+                 invs: list[sa.Row[Any]]) -> Prepared:
+        cfg, stage = self.config, self.ladder[int(ob.stage_index)]
         ids = [r.id for r in invs]
         earlier = s.execute(
             sa.select(rem_t.c.invoice_id, rem_t.c.stage, rem_t.c.at, out_t.c.message_id)
@@ -262,7 +265,7 @@ class Outbox:
                 sa.select(inv_t.c.contact_id).where(inv_t.c.id.in_(ids)))).values(
                 failing=True, failure_reason=reason))
 
-    def _finish(self, s: sa.orm.Session, outbound_id: int, status: str, event: str, reason: str,
+    def _finish(self, s: Session, outbound_id: int, status: str, event: str, reason: str,
                 unlink: bool = False) -> list[int]:
         ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id)).scalars())
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
@@ -273,7 +276,7 @@ class Outbox:
             s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id))
         return ids
 
-    def _unlink(self, s: sa.orm.Session, outbound_id: int, invoice_id: int, event: str, reason: str) -> None:
+    def _unlink(self, s: Session, outbound_id: int, invoice_id: int, event: str, reason: str) -> None:
         s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id, rem_t.c.invoice_id == invoice_id))
         record_events(s, [{"invoice_id": invoice_id, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id}])

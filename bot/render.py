@@ -86,6 +86,7 @@ class Renderer:
 
     def __init__(self, company: CompanyConfig, extra_dir: Path | None = None) -> None:
         self.company = company
+        self.extra_dir = extra_dir
         self.env = make_environment(extra_dir)
         self._bound: dict[str, SandboxedEnvironment] = {}
 
@@ -93,7 +94,8 @@ class Renderer:
         env = self._bound.get(language)
         if env is None:
             loc = _locale(language)
-            env = self.env.overlay(cache_size=100)  # own cache: templates bind to their environment
+            # One environment per language: overlays would share the filters dict (and the cache).
+            env = make_environment(self.extra_dir)
             env.filters["money"] = lambda v, cur="EUR": format_currency(v, cur, locale=loc)
             env.filters["longdate"] = lambda d: format_date(d, format="long", locale=loc)
             env.filters["percent"] = lambda v: format_decimal(v, format="#,##0.00", locale=loc) + (

@@ -29,7 +29,7 @@ def status_rows(conn: Connection, config: Config, now: datetime,
     cal, ladder = views.calendar(config), config.ladder
     rows = views.load(conn, OPEN_STATES, numbers)
     today = now.astimezone(config.zone).date()
-    out = []
+    out: list[dict[str, Any]] = []
     for r in rows:
         v = r.view
         last = max((d.index for d in v.done), default=-1)
@@ -150,7 +150,7 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
     for i in recovered:
         per_stage[config.ladder[top_stage[i.id]].name] += i.amount
     amicable = [i for i in recovered if top_stage[i.id] < last]
-    sent = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
+    sent: dict[int, int] = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
                              .where(out_t.c.status.in_(("sent", "uncertain")))
                              .group_by(out_t.c.stage_index)).all())
     emails = sum(sent.values())

@@ -58,10 +58,7 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
                    inv.c.state, inv.c.hold_until, inv.c.client_id, inv.c.contact_id, inv.c.language,
                    inv.c.currency, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
          .join(cli, cli.c.id == inv.c.client_id).join(con, con.c.id == inv.c.contact_id))
-    if numbers is not None:
-        q = q.where(inv.c.number.in_(list(numbers)))
-    else:
-        q = q.where(inv.c.state.in_(list(states)))
+    q = q.where(inv.c.number.in_(list(numbers)) if numbers is not None else inv.c.state.in_(list(states)))
     rows = conn.execute(q).all()
     done: dict[int, list[StageDone]] = defaultdict(list)
     rq = sa.select(rem.c.invoice_id, rem.c.stage_index, rem.c.at)

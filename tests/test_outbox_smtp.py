@@ -93,7 +93,7 @@ def test_reminder_bytes_headers_parts_encodings(setup: Any, tmp_path: Path) -> N
     html = msg.get_body(("html",)).get_content()
     assert "1\u202f234,56\u00a0€" in text and "31 mars 2027" in text and "échéancier" in text
     assert "IBAN" in text and "F-1001" in html
-    assert not [p for p in msg.iter_attachments()], "the first stage attaches nothing"
+    assert not list(msg.iter_attachments()), "the first stage attaches nothing"
     with setup.engine.connect() as c:
         stored = c.execute(sa.select(table(Outbound).c.raw, table(Outbound).c.status)).one()
     assert stored.status == "sent"

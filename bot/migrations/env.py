@@ -2,9 +2,9 @@
 
 from alembic import context
 from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
 
 import bot.models  # noqa: F401 - registers the tables on the metadata
-from sqlmodel import SQLModel
 
 engine = context.config.attributes["engine"]
 assert isinstance(engine, Engine)

@@ -1,0 +1,1 @@
+"""The Textual triage app; reaches the store only through bot's API."""
