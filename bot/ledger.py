@@ -11,7 +11,7 @@ import hashlib
 import io
 import re
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -53,7 +53,10 @@ class Row:
     pdf: str | None
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(repr(astuple(self)[1:]).encode()).hexdigest()[:32]
+        """Identifies the row's values (not its line): an unchanged row is skipped on re-import."""
+        values = (self.number, self.client, self.client_key, self.client_kind, self.email, self.cc, self.amount,
+                  self.paid, self.currency, self.issue_date, self.due_date, self.language, self.pdf)
+        return hashlib.sha256("\x1f".join(map(str, values)).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class Contact(SQLModel, table=True):
 
 
 class Invoice(SQLModel, table=True):
+    __table_args__ = (sa.Index("ix_invoice_state_due_date", "state", "due_date"),)
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(sa_column=sa.Column(sa.String(100), unique=True, nullable=False))
     client_id: int = Field(foreign_key="client.id", index=True)

@@ -28,7 +28,7 @@ import os
 import socket
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -75,6 +75,9 @@ class Prepared:
     numbers: tuple[str, ...]
     stage: str
     subject: str
+    invoice_ids: tuple[int, ...]
+    queued_at: datetime
+    snapshot: tuple[tuple[Any, ...], ...]  # (id, state, paid, hold_until, failing) of each invoice as rendered
 
 
 class Outbox:
@@ -148,41 +151,102 @@ class Outbox:
 
     # -- claiming --------------------------------------------------------------------------------
 
+    def prepare(self, ids: Sequence[int]) -> list[Prepared | int]:
+        """Render the pending messages `ids` in bulk, three queries for the lot. An id comes back
+        as-is when one of its invoices is no longer due or rendering failed: `claim` settles those
+        one by one. Ids no longer pending are left out."""
+        with self.engine.connect() as c:
+            obs = {r.id: r for r in c.execute(
+                sa.select(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "pending"))}
+            rows: dict[int, list[sa.Row[Any]]] = defaultdict(list)
+            for r in c.execute(self._invoices_query().where(rem_t.c.outbound_id.in_(list(obs)))):
+                rows[r.outbound_id].append(r)
+            earlier = self._earlier(c, [r.id for group in rows.values() for r in group])
+        out: list[Prepared | int] = []
+        for ob_id in ids:
+            ob = obs.get(ob_id)
+            if ob is None:
+                continue
+            invs = rows.get(ob_id, [])
+            if not invs or any(self._not_due(r) for r in invs):
+                out.append(ob_id)
+                continue
+            try:
+                out.append(self._render(ob, invs, earlier))
+            except (MissingRateError, ContractRateTooLowError):
+                out.append(ob_id)
+        return out
+
+    def begin(self, p: Prepared, settle: tuple[Prepared, Sequence[str]] | None = None) -> bool:
+        """Mark `p` sending if its invoices are still as rendered; False sends the caller to `claim`.
+
+        `settle` (the previous message, delivered) is recorded in the same transaction: one commit
+        per message."""
+        with session(self.engine) as s:
+            if settle is not None:
+                self._record_sent(s, *settle)
+            current = s.execute(sa.select(inv_t.c.id, inv_t.c.state, inv_t.c.paid, inv_t.c.hold_until,
+                                          con_t.c.failing).join(con_t, con_t.c.id == inv_t.c.contact_id)
+                                .where(inv_t.c.id.in_(p.invoice_ids))).all()
+            if sorted(tuple(r) for r in current) != sorted(p.snapshot):
+                return False
+            return self._mark_sending(s, p)
+
     def claim(self, outbound_id: int) -> Prepared | None:
-        """Re-read the invoices, render, store the bytes and mark `sending`; None if nothing to send."""
+        """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
+
+        None when there is nothing to send (cancelled, failed, or claimed by another instance)."""
         with session(self.engine) as s:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
             if ob.status != "pending":
                 return None
-            invs = s.execute(
-                sa.select(inv_t, cli_t.c.name.label("client_name"), cli_t.c.kind.label("client_kind"),
-                          con_t.c.email, con_t.c.cc, con_t.c.failing)
-                .join(rem_t, rem_t.c.invoice_id == inv_t.c.id).join(cli_t, cli_t.c.id == inv_t.c.client_id)
-                .join(con_t, con_t.c.id == inv_t.c.contact_id)
-                .where(rem_t.c.outbound_id == outbound_id).order_by(inv_t.c.due_date, inv_t.c.number)).all()
-            still: list[tuple[sa.Row[Any], str]] = []
-            dropped: list[tuple[sa.Row[Any], str]] = []
+            invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id)).all()
+            still = []
             for r in invs:
                 why = self._not_due(r)
-                (dropped if why else still).append((r, why))
-            for r, why in dropped:
-                self._unlink(s, outbound_id, r.id, "reminder_cancelled", why)
+                if why:
+                    self._unlink(s, outbound_id, r.id, "reminder_cancelled", why)
+                else:
+                    still.append(r)
             if not still:
                 s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
                 return None
             try:
-                prepared = self._prepare(s, ob, [r for r, _ in still])
+                prepared = self._render(ob, still, self._earlier(s.connection(), [r.id for r in still]))
             except (MissingRateError, ContractRateTooLowError) as e:
                 self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
                 return None
-            claimed = cast(sa.CursorResult[Any], s.execute(
-                sa.update(out_t).where(out_t.c.id == outbound_id, out_t.c.status == "pending")
-                .values(status="sending", raw=prepared.data, subject=prepared.subject, claimed_at=self.wall_now,
-                        claimed_by=self.instance, attempts=out_t.c.attempts + 1))).rowcount
-            if claimed != 1:  # another instance claimed it between our read and our write
+            if not self._mark_sending(s, prepared):
                 s.rollback()
                 return None
             return prepared
+
+    def _mark_sending(self, s: Session, p: Prepared) -> bool:
+        claimed = cast(sa.CursorResult[Any], s.execute(
+            sa.update(out_t).where(out_t.c.id == p.outbound_id, out_t.c.status == "pending")
+            .values(status="sending", raw=p.data, subject=p.subject, claimed_at=self.wall_now,
+                    claimed_by=self.instance, attempts=out_t.c.attempts + 1))).rowcount
+        return claimed == 1  # 0: another instance claimed it between our read and our write
+
+    @staticmethod
+    def _invoices_query() -> sa.Select[Any]:
+        return (sa.select(rem_t.c.outbound_id, inv_t, cli_t.c.name.label("client_name"),
+                          cli_t.c.kind.label("client_kind"), con_t.c.email, con_t.c.cc, con_t.c.failing)
+                .join(rem_t, rem_t.c.invoice_id == inv_t.c.id).join(cli_t, cli_t.c.id == inv_t.c.client_id)
+                .join(con_t, con_t.c.id == inv_t.c.contact_id).order_by(inv_t.c.due_date, inv_t.c.number))
+
+    @staticmethod
+    def _earlier(c: sa.Connection, invoice_ids: list[int]) -> dict[int, list[sa.Row[Any]]]:
+        """Reminders already delivered (or uncertain) for these invoices, oldest first."""
+        out: dict[int, list[sa.Row[Any]]] = defaultdict(list)
+        if invoice_ids:
+            for e in c.execute(
+                    sa.select(rem_t.c.invoice_id, rem_t.c.stage_index, rem_t.c.stage, rem_t.c.at, out_t.c.message_id)
+                    .join(out_t, out_t.c.id == rem_t.c.outbound_id)
+                    .where(rem_t.c.invoice_id.in_(invoice_ids), out_t.c.status.in_(("sent", "uncertain")))
+                    .order_by(rem_t.c.at, rem_t.c.stage_index)):
+                out[e.invoice_id].append(e)
+        return out
 
     def _not_due(self, r: sa.Row[Any]) -> str:
         if r.state != "active":
@@ -195,22 +259,18 @@ class Outbox:
             return f"contact {r.email} is failing"
         return ""
 
-    def _prepare(self, s: Session, ob: sa.Row[Any],
-                 invs: list[sa.Row[Any]]) -> Prepared:
+    def _render(self, ob: sa.Row[Any], invs: Sequence[sa.Row[Any]],
+                earlier: dict[int, list[sa.Row[Any]]]) -> Prepared:
         cfg, stage = self.config, self.ladder[int(ob.stage_index)]
-        ids = [r.id for r in invs]
-        earlier = s.execute(
-            sa.select(rem_t.c.invoice_id, rem_t.c.stage, rem_t.c.at, out_t.c.message_id)
-            .join(out_t, out_t.c.id == rem_t.c.outbound_id)
-            .where(rem_t.c.invoice_id.in_(ids), rem_t.c.stage_index < ob.stage_index,
-                   out_t.c.status.in_(("sent", "uncertain")))
-            .order_by(rem_t.c.at)).all()
         refs: dict[int, list[ReminderRef]] = defaultdict(list)
         message_ids: list[str] = []
-        for e in earlier:
-            refs[e.invoice_id].append(ReminderRef(e.at.astimezone(cfg.zone).date(), e.stage))
-            if e.message_id not in message_ids:
-                message_ids.append(e.message_id)
+        for r in invs:
+            for e in earlier.get(r.id, ()):
+                if e.stage_index >= ob.stage_index:
+                    continue
+                refs[r.id].append(ReminderRef(e.at.astimezone(cfg.zone).date(), e.stage))
+                if e.message_id not in message_ids:
+                    message_ids.append(e.message_id)
         today: date = self.now.astimezone(cfg.zone).date()
         first = invs[0]
         contexts = []
@@ -219,8 +279,7 @@ class Outbox:
                                  paid=r.paid, currency=r.currency, reminders=tuple(refs[r.id]),
                                  margin_points=cfg.penalties.margin_points)
             if stage.penalties:
-                pen = penalties_for(cfg.penalty_policy, ctx, first.client_kind, today)
-                ctx = InvoiceContext(**{**ctx.__dict__, "penalties": pen})
+                ctx = replace(ctx, penalties=penalties_for(cfg.penalty_policy, ctx, first.client_kind, today))
             contexts.append(ctx)
         rendered = self.renderer.render(first.language, stage.template, client_name=first.client_name,
                                         client_kind=first.client_kind, invoices=contexts, today=today)
@@ -230,21 +289,33 @@ class Outbox:
         if stage.attach_invoice:
             attachments = [Attachment(Path(r.pdf), Path(r.pdf).name) for r in invs
                            if r.pdf and Path(r.pdf).is_file()]
-        msg = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email,
-                      to=first.email, to_name=first.client_name, cc=cc, reply_to=reply_to,
-                      message_id=str(ob.message_id), references=message_ids, date=self.now,
-                      invoice_numbers=[r.number for r in invs], attachments=attachments)
-        return Prepared(int(ob.id), str(ob.message_id), Envelope(cfg.company.email, (first.email, *cc)),
-                        msg.as_bytes(), tuple(r.number for r in invs), stage.name, rendered.subject)
+        data = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email,
+                       to=first.email, to_name=first.client_name, cc=cc, reply_to=reply_to,
+                       message_id=str(ob.message_id), references=message_ids, date=self.now,
+                       invoice_numbers=[r.number for r in invs], attachments=attachments)
+        return Prepared(
+            outbound_id=int(ob.id), message_id=str(ob.message_id),
+            envelope=Envelope(cfg.company.email, (first.email, *cc)), data=data,
+            numbers=tuple(r.number for r in invs), stage=stage.name, subject=rendered.subject,
+            invoice_ids=tuple(r.id for r in invs), queued_at=ob.created_at,
+            snapshot=tuple((r.id, r.state, r.paid, r.hold_until, r.failing) for r in invs))
 
     # -- outcomes --------------------------------------------------------------------------------
 
-    def mark_sent(self, outbound_id: int, refused_cc: Sequence[str] = ()) -> None:
-        with session(self.engine) as s:
-            self._finish(s, outbound_id, "sent", "reminder_sent",
-                         "; ".join(f"cc refused: {r}" for r in refused_cc))
-            s.execute(sa.update(rem_t).where(rem_t.c.outbound_id == outbound_id).values(at=self.now))
-            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(sent_at=self.now))
+    def settle(self, sent: tuple[Prepared, Sequence[str]] | None) -> None:
+        """Record a delivered message on its own (when no next message carries it)."""
+        if sent is not None:
+            with session(self.engine) as s:
+                self._record_sent(s, *sent)
+
+    def _record_sent(self, s: Session, p: Prepared, refused_cc: Sequence[str]) -> None:
+        reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
+        s.execute(sa.update(out_t).where(out_t.c.id == p.outbound_id).values(
+            status="sent", sent_at=self.now, last_error=reason or None))
+        record_events(s, [{"invoice_id": i, "kind": "reminder_sent", "at": self.now, "reason": reason,
+                           "outbound_id": p.outbound_id} for i in p.invoice_ids])
+        if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
+            s.execute(sa.update(rem_t).where(rem_t.c.outbound_id == p.outbound_id).values(at=self.now))
 
     def mark_deferred(self, outbound_id: int, reason: str) -> None:
         """A temporary failure: back to pending, retried by the next tick."""

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -14,7 +14,7 @@ from bot import views
 from bot.config import Config
 from bot.errors import ConnectionFailedError, PermanentDeliveryError, TransientDeliveryError
 from bot.mailer import Mailer, UncertainDeliveryError
-from bot.outbox import Group, Outbox
+from bot.outbox import Group, Outbox, Prepared
 from bot.render import Renderer
 from bot.views import InvoiceRow
 from rules.schedule import Plan, plan, priority_key
@@ -37,6 +37,7 @@ class TickReport:
     uncertain: list[str] = field(default_factory=list)
     cancelled: int = 0
     aborted: str = ""  # why the batch stopped early, if it did
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, for logs and bench
 
     @property
     def ok(self) -> bool:
@@ -96,41 +97,68 @@ class RateLimiter:
 
 
 async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config, report: TickReport,
-                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-    """Send the pending messages `ids` in order over `mailer` (already connected)."""
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, chunk: int = 200) -> None:
+    """Send the pending messages `ids` in order over `mailer` (already connected).
+
+    Messages are rendered a chunk at a time; each is marked `sending` (after a last check of its
+    invoices) in the same commit that records the previous one as sent."""
     limiter = RateLimiter(config.smtp.rate_per_minute, sleep=sleep)
-    backoff = float(config.smtp.retry_backoff_seconds)
-    for index, ob_id in enumerate(ids):
-        prepared = outbox.claim(ob_id)
-        if prepared is None:
-            report.cancelled += 1
-            continue
-        label = f"{', '.join(prepared.numbers)}  {prepared.stage}  -> {prepared.envelope.recipients[0]}"
-        for attempt in range(config.smtp.retries + 1):
-            await limiter.wait()
-            try:
-                refused = await mailer.send(prepared.envelope.sender, list(prepared.envelope.recipients),
-                                            prepared.data)
-            except TransientDeliveryError as e:
-                if attempt < config.smtp.retries:
-                    await sleep(backoff * 2 ** attempt)
+    delivered: tuple[Prepared, list[str]] | None = None
+    try:
+        for start in range(0, len(ids), chunk):
+            for item in outbox.prepare(ids[start:start + chunk]):
+                p: Prepared | None
+                if isinstance(item, Prepared) and outbox.begin(item, delivered):
+                    p = item
+                else:
+                    if delivered is not None and isinstance(item, int):
+                        outbox.settle(delivered)
+                    p = outbox.claim(item if isinstance(item, int) else item.outbound_id)
+                delivered = None
+                if p is None:
+                    report.cancelled += 1
                     continue
-                outbox.mark_deferred(ob_id, e.reason)
-                report.deferred.append(f"{label}: {e.reason} (will retry at the next tick)")
-            except PermanentDeliveryError as e:
-                outbox.mark_refused(ob_id, e.reason)
-                report.failed.append(f"{label}: refused: {e.reason}")
-            except UncertainDeliveryError as e:
-                outbox.mark_uncertain(ob_id, e.reason)
-                report.uncertain.append(f"{label}: {e.reason}")
-            except ConnectionFailedError as e:  # reconnecting failed: stop, the rest stays pending
-                outbox.mark_deferred(ob_id, e.reason)
-                report.aborted = f"{e.reason}; {len(ids) - index} message(s) left pending"
-                return
-            else:
-                outbox.mark_sent(ob_id, refused)
-                report.sent.append(label)
-            break
+                outcome = await _send(outbox, mailer, p, config, report, limiter, sleep)
+                if outcome is None:
+                    report.aborted += f"; {len(ids) - start} message(s) left pending"
+                    return
+                if outcome is not False:
+                    delivered = (p, outcome)
+    finally:
+        outbox.settle(delivered)
+
+
+async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, report: TickReport,
+                limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]]) -> list[str] | bool | None:
+    """Send one claimed message with retries. Returns the refused Cc addresses when delivered,
+    False when it was not, None when the connection is lost for good (the batch stops)."""
+    backoff = float(config.smtp.retry_backoff_seconds)
+    label = f"{', '.join(p.numbers)}  {p.stage}  -> {p.envelope.recipients[0]}"
+    for attempt in range(config.smtp.retries + 1):
+        await limiter.wait()
+        try:
+            refused = await mailer.send(p.envelope.sender, list(p.envelope.recipients), p.data)
+        except TransientDeliveryError as e:
+            if attempt < config.smtp.retries:
+                await sleep(backoff * 2 ** attempt)
+                continue
+            outbox.mark_deferred(p.outbound_id, e.reason)
+            report.deferred.append(f"{label}: {e.reason} (will retry at the next tick)")
+        except PermanentDeliveryError as e:
+            outbox.mark_refused(p.outbound_id, e.reason)
+            report.failed.append(f"{label}: refused: {e.reason}")
+        except UncertainDeliveryError as e:
+            outbox.mark_uncertain(p.outbound_id, e.reason)
+            report.uncertain.append(f"{label}: {e.reason}")
+        except ConnectionFailedError as e:  # reconnecting failed: stop, the rest stays pending
+            outbox.mark_deferred(p.outbound_id, e.reason)
+            report.aborted = e.reason
+            return None
+        else:
+            report.sent.append(label)
+            return refused
+        return False
+    return False  # pragma: no cover - the loop always returns
 
 
 async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wall_now: datetime,
@@ -141,9 +169,13 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     The mailer connects before anything is queued, so an unreachable server or a refused login
     leaves the store as it was (ConnectionFailedError propagates)."""
     report = TickReport()
+    started = time.perf_counter()
+    # Only invoices whose first stage can be due are read: due_date + first delay <= today.
+    first_due_by = now.astimezone(config.zone).date() - timedelta(days=config.ladder[0].delay_days)
     with engine.connect() as conn:
-        rows = views.load(conn)
+        rows = views.load(conn, due_by=first_due_by)
     report.planned = plan_groups(rows, config, now)
+    report.seconds["plan"] = time.perf_counter() - started
     if dry_run:
         return report
     outbox = Outbox(engine, config, renderer or Renderer(config.company), now, wall_now)
@@ -153,6 +185,10 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     if not report.planned and not leftovers:
         return report
     async with mailer:
+        started = time.perf_counter()
         ids = leftovers + outbox.queue([p.group for p in report.planned])
+        report.seconds["queue"] = time.perf_counter() - started
+        started = time.perf_counter()
         await deliver(outbox, mailer, ids, config, report, sleep)
+        report.seconds["deliver"] = time.perf_counter() - started
     return report

@@ -50,15 +50,19 @@ def calendar(config: Config) -> SendingCalendar:
                            holidays=days)  # type: ignore[arg-type]
 
 
-def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterable[str] | None = None
-         ) -> list[InvoiceRow]:
-    """Invoices in `states` (or the given numbers, whatever their state), with their stages done."""
+def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterable[str] | None = None,
+         due_by: date | None = None) -> list[InvoiceRow]:
+    """Invoices in `states` (or the given numbers, whatever their state), with their stages done.
+
+    `due_by` keeps only invoices due on or before that date (an index range scan)."""
     inv, cli, con, rem = table(Invoice), table(Client), table(Contact), table(Reminder)
     q = (sa.select(inv.c.id, inv.c.number, inv.c.due_date, inv.c.issue_date, inv.c.amount, inv.c.paid,
                    inv.c.state, inv.c.hold_until, inv.c.client_id, inv.c.contact_id, inv.c.language,
                    inv.c.currency, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
          .join(cli, cli.c.id == inv.c.client_id).join(con, con.c.id == inv.c.contact_id))
     q = q.where(inv.c.number.in_(list(numbers)) if numbers is not None else inv.c.state.in_(list(states)))
+    if due_by is not None:
+        q = q.where(inv.c.due_date <= due_by)
     rows = conn.execute(q).all()
     done: dict[int, list[StageDone]] = defaultdict(list)
     rq = sa.select(rem.c.invoice_id, rem.c.stage_index, rem.c.at)
@@ -66,6 +70,8 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
         rq = rq.where(rem.c.invoice_id.in_([r.id for r in rows]))
     else:
         rq = rq.join(inv, inv.c.id == rem.c.invoice_id).where(inv.c.state.in_(list(states)))
+        if due_by is not None:
+            rq = rq.where(inv.c.due_date <= due_by)
     for invoice_id, index, at in conn.execute(rq):
         done[invoice_id].append(StageDone(index, at))
     out = []

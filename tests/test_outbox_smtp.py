@@ -268,3 +268,21 @@ def test_largest_amount_is_sent_first(setup: Any) -> None:
                "F-3,C,c@exemple.example,900.00,EUR,2027-03-01,2027-03-20,fr,,,business,\n")
     setup.tick("2027-04-05T10:00")
     assert [m["X-Relance-Invoices"] for m in setup.messages()] == ["F-3", "F-2", "F-1"]
+
+
+def test_payment_landing_during_the_batch_stops_a_rendered_reminder(setup: Any) -> None:
+    """Messages are rendered a chunk ahead; the last check right before sending still sees a payment."""
+    setup.load("F-1,A,a@exemple.example,900.00,EUR,2027-03-01,2027-03-31,fr,,,business,\n"
+               "F-2,B,b@exemple.example,100.00,EUR,2027-03-01,2027-03-31,fr,,,business,\n")
+    now = at("2027-04-05T10:00")
+
+    class PayingMailer(SmtpMailer):
+        async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
+            refused = await super().send(sender, recipients, data)
+            actions.record_payment(setup.engine, "F-2", now, None, "bank feed")  # lands mid-batch
+            return refused
+
+    report = asyncio.run(tick(setup.engine, setup.config, PayingMailer(setup.config.smtp, None), now,
+                              datetime.now(UTC), sleep=_no_sleep))
+    assert [m["X-Relance-Invoices"] for m in setup.messages()] == ["F-1"]
+    assert report.cancelled == 1 and setup.count(Outbound, status="cancelled") == 1

@@ -112,6 +112,7 @@ def upgrade() -> None:
     with op.batch_alter_table('invoice', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_invoice_client_id'), ['client_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_invoice_state'), ['state'], unique=False)
+        batch_op.create_index('ix_invoice_state_due_date', ['state', 'due_date'], unique=False)
 
     op.create_table('event',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -160,6 +161,7 @@ def downgrade() -> None:
 
     op.drop_table('event')
     with op.batch_alter_table('invoice', schema=None) as batch_op:
+        batch_op.drop_index('ix_invoice_state_due_date')
         batch_op.drop_index(batch_op.f('ix_invoice_state'))
         batch_op.drop_index(batch_op.f('ix_invoice_client_id'))
 
