@@ -7,8 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlalchemy.engine import Connection, Engine
 
 from bot.errors import NotFoundError, RelanceError
 from bot.models import Contact, Invoice, table
@@ -17,7 +16,7 @@ from bot.store import record_event, session
 inv_t, con_t = table(Invoice), table(Contact)
 
 
-def _invoice(s: Session, number: str) -> sa.Row[Any]:
+def _invoice(s: Connection, number: str) -> sa.Row[Any]:
     row = s.execute(sa.select(inv_t).where(inv_t.c.number == number)).first()
     if row is None:
         raise NotFoundError(f"no invoice numbered {number!r}")

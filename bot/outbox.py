@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlalchemy.engine import Connection, Engine
 
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
@@ -94,42 +93,51 @@ class Outbox:
     # -- recording -------------------------------------------------------------------------------
 
     def queue(self, groups: Sequence[Group]) -> list[int]:
-        """Record `groups` as pending messages; returns their ids. A group whose stage another
-        instance recorded first is left out (its unique reminder key refuses it)."""
+        """Record `groups` as pending messages, in one transaction; returns their ids. When another
+        instance recorded one of these stages first (its unique reminder key refuses ours), the
+        groups are recorded one by one and the refused ones left out."""
+        if not groups:
+            return []
         try:
             with session(self.engine) as s:
-                return [self._queue_one(s, g) for g in groups]
+                return self._queue(s, groups)
         except sa.exc.IntegrityError:
             ids = []
-            for g in groups:  # someone raced us: fall back to one transaction per group
+            for g in groups:
                 try:
                     with session(self.engine) as s:
-                        ids.append(self._queue_one(s, g))
+                        ids += self._queue(s, [g])
                 except sa.exc.IntegrityError:
                     continue
             return ids
 
-    def _queue_one(self, s: Session, g: Group) -> int:
-        stage = self.ladder[g.stage_index]
-        token = new_reply_token() if "{token}" in self.config.company.reply_to else None
-        mid = new_message_id(self.config.company.domain, g.numbers[0], g.stage_index)
-        ob_id = s.execute(sa.insert(out_t).returning(out_t.c.id).values(
-            message_id=mid, client_id=g.client_id, stage_index=g.stage_index, stage=stage.name,
-            to_addr=g.email, status="pending", created_at=self.now, reply_token=token, attempts=0,
-        )).scalar_one()
-        rows = [{"invoice_id": i, "stage_index": g.stage_index, "stage": stage.name, "outbound_id": ob_id,
-                 "at": self.now} for i in g.invoice_ids]
-        events = [{"invoice_id": i, "kind": "reminder_queued", "at": self.now, "outbound_id": ob_id,
-                   "reason": stage.name, "data": {"message_id": mid}} for i in g.invoice_ids]
-        for invoice_id, indexes in g.skipped:
-            for k in indexes:
-                rows.append({"invoice_id": invoice_id, "stage_index": k, "stage": self.ladder[k].name,
-                             "outbound_id": None, "at": self.now})
-                events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
-                               "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
-        s.execute(sa.insert(rem_t), rows)
+    def _queue(self, s: Connection, groups: Sequence[Group]) -> list[int]:
+        with_token = "{token}" in self.config.company.reply_to
+        messages = [{
+            "message_id": new_message_id(self.config.company.domain, g.numbers[0], g.stage_index),
+            "client_id": g.client_id, "stage_index": g.stage_index, "stage": self.ladder[g.stage_index].name,
+            "to_addr": g.email, "status": "pending", "created_at": self.now, "attempts": 0,
+            "reply_token": new_reply_token() if with_token else None,
+        } for g in groups]
+        ids = list(s.execute(sa.insert(out_t).returning(out_t.c.id, sort_by_parameter_order=True),
+                             messages).scalars())
+        reminders, events = [], []
+        for g, ob_id, m in zip(groups, ids, messages, strict=True):
+            stage = self.ladder[g.stage_index]
+            for i in g.invoice_ids:
+                reminders.append({"invoice_id": i, "stage_index": g.stage_index, "stage": stage.name,
+                                  "outbound_id": ob_id, "at": self.now})
+                events.append({"invoice_id": i, "kind": "reminder_queued", "at": self.now, "outbound_id": ob_id,
+                               "reason": stage.name, "data": {"message_id": m["message_id"]}})
+            for invoice_id, indexes in g.skipped:
+                for k in indexes:
+                    reminders.append({"invoice_id": invoice_id, "stage_index": k, "stage": self.ladder[k].name,
+                                      "outbound_id": None, "at": self.now})
+                    events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
+                                   "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
+        s.execute(sa.insert(rem_t), reminders)
         record_events(s, events)
-        return int(ob_id)
+        return ids
 
     def resolve_stale(self) -> list[str]:
         """Turn `sending` rows whose claimant is gone into `uncertain` (see the module docstring)."""
@@ -196,6 +204,12 @@ class Outbox:
         """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
 
         None when there is nothing to send (cancelled, failed, or claimed by another instance)."""
+        try:
+            return self._claim(outbound_id)
+        except _ClaimedElsewhereError:
+            return None
+
+    def _claim(self, outbound_id: int) -> Prepared | None:
         with session(self.engine) as s:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
             if ob.status != "pending":
@@ -212,16 +226,15 @@ class Outbox:
                 s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
                 return None
             try:
-                prepared = self._render(ob, still, self._earlier(s.connection(), [r.id for r in still]))
+                prepared = self._render(ob, still, self._earlier(s, [r.id for r in still]))
             except (MissingRateError, ContractRateTooLowError) as e:
                 self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
                 return None
             if not self._mark_sending(s, prepared):
-                s.rollback()
-                return None
+                raise _ClaimedElsewhereError  # rolls back what this transaction did
             return prepared
 
-    def _mark_sending(self, s: Session, p: Prepared) -> bool:
+    def _mark_sending(self, s: Connection, p: Prepared) -> bool:
         claimed = cast(sa.CursorResult[Any], s.execute(
             sa.update(out_t).where(out_t.c.id == p.outbound_id, out_t.c.status == "pending")
             .values(status="sending", raw=p.data, subject=p.subject, claimed_at=self.wall_now,
@@ -236,9 +249,9 @@ class Outbox:
                 .join(con_t, con_t.c.id == inv_t.c.contact_id).order_by(inv_t.c.due_date, inv_t.c.number))
 
     @staticmethod
-    def _earlier(c: sa.Connection, invoice_ids: list[int]) -> dict[int, list[sa.Row[Any]]]:
+    def _earlier(c: Connection, invoice_ids: list[int]) -> dict[int, list[Any]]:
         """Reminders already delivered (or uncertain) for these invoices, oldest first."""
-        out: dict[int, list[sa.Row[Any]]] = defaultdict(list)
+        out: dict[int, list[Any]] = defaultdict(list)
         if invoice_ids:
             for e in c.execute(
                     sa.select(rem_t.c.invoice_id, rem_t.c.stage_index, rem_t.c.stage, rem_t.c.at, out_t.c.message_id)
@@ -260,7 +273,7 @@ class Outbox:
         return ""
 
     def _render(self, ob: sa.Row[Any], invs: Sequence[sa.Row[Any]],
-                earlier: dict[int, list[sa.Row[Any]]]) -> Prepared:
+                earlier: dict[int, list[Any]]) -> Prepared:
         cfg, stage = self.config, self.ladder[int(ob.stage_index)]
         refs: dict[int, list[ReminderRef]] = defaultdict(list)
         message_ids: list[str] = []
@@ -308,7 +321,7 @@ class Outbox:
             with session(self.engine) as s:
                 self._record_sent(s, *sent)
 
-    def _record_sent(self, s: Session, p: Prepared, refused_cc: Sequence[str]) -> None:
+    def _record_sent(self, s: Connection, p: Prepared, refused_cc: Sequence[str]) -> None:
         reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
         s.execute(sa.update(out_t).where(out_t.c.id == p.outbound_id).values(
             status="sent", sent_at=self.now, last_error=reason or None))
@@ -336,7 +349,7 @@ class Outbox:
                 sa.select(inv_t.c.contact_id).where(inv_t.c.id.in_(ids)))).values(
                 failing=True, failure_reason=reason))
 
-    def _finish(self, s: Session, outbound_id: int, status: str, event: str, reason: str,
+    def _finish(self, s: Connection, outbound_id: int, status: str, event: str, reason: str,
                 unlink: bool = False) -> list[int]:
         ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id)).scalars())
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
@@ -347,10 +360,14 @@ class Outbox:
             s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id))
         return ids
 
-    def _unlink(self, s: Session, outbound_id: int, invoice_id: int, event: str, reason: str) -> None:
+    def _unlink(self, s: Connection, outbound_id: int, invoice_id: int, event: str, reason: str) -> None:
         s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id, rem_t.c.invoice_id == invoice_id))
         record_events(s, [{"invoice_id": invoice_id, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id}])
+
+
+class _ClaimedElsewhereError(Exception):
+    """Another instance claimed the message between our read and our write."""
 
 
 def _claimant_dead(claimed_by: str | None, me: str) -> bool:

@@ -16,8 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlalchemy.engine import Connection, Engine
 
 from bot.errors import StoreError
 from bot.models import Event, table
@@ -77,18 +76,14 @@ def ensure_ready(engine: Engine) -> None:
 
 
 @contextmanager
-def session(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as s:
-        try:
-            yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
+def session(engine: Engine) -> Iterator[Connection]:
+    """One transaction on one connection (Core, no ORM unit of work): committed on success,
+    rolled back on any exception."""
+    with engine.begin() as conn:
+        yield conn
 
 
-def record_event(s: Session, *, invoice_id: int | None, kind: str, at: datetime, reason: str = "",
+def record_event(s: Connection, *, invoice_id: int | None, kind: str, at: datetime, reason: str = "",
                  actor: str = "relance", data: dict[str, Any] | None = None,
                  outbound_id: int | None = None, inbound_id: int | None = None) -> None:
     """Append one event row (in the caller's transaction)."""
@@ -96,7 +91,7 @@ def record_event(s: Session, *, invoice_id: int | None, kind: str, at: datetime,
                        "data": data, "outbound_id": outbound_id, "inbound_id": inbound_id}])
 
 
-def record_events(s: Session, events: list[dict[str, Any]]) -> None:
+def record_events(s: Connection, events: list[dict[str, Any]]) -> None:
     """Append many events in one statement; each dict has the keys of `record_event`."""
     if not events:
         return

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy.engine import Engine
 
@@ -129,7 +130,7 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
 
 
 async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, report: TickReport,
-                limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]]) -> list[str] | bool | None:
+                limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]]) -> list[str] | Literal[False] | None:
     """Send one claimed message with retries. Returns the refused Cc addresses when delivered,
     False when it was not, None when the connection is lost for good (the batch stops)."""
     backoff = float(config.smtp.retry_backoff_seconds)
