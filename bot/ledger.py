@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, cast
 
 import sqlalchemy as sa
 from babel.numbers import list_currencies
@@ -30,10 +29,11 @@ OPTIONAL = ("language", "paid", "pdf", "client_id", "cc", "client_kind")
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 _AMOUNT = re.compile(r"^\d+(?:[.,]\d{1,2})?$")
 _CURRENCIES = frozenset(list_currencies())
+CHUNK = 5000  # rows per INSERT batch
 _SPACES = re.compile(r"[\s\u00a0\u202f]+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One valid ledger row."""
 
@@ -105,22 +105,27 @@ def read(path: Path, default_language: str) -> list[Row]:
                                      "save the file as UTF-8 CSV"]) from None
     first = text.split("\n", 1)[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","  # French spreadsheet exports
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [h.strip() for h in next(reader, [])]
     errors = [f"{name}:1: {col}: missing required column" for col in REQUIRED if col not in header]
     errors += [f"{name}:1: {col}: unknown column (known: {', '.join(REQUIRED + OPTIONAL)})"
                for col in header if col not in REQUIRED + OPTIONAL]
     if errors:
         raise ImportFileError(name, errors)
+    columns = [(col, header.index(col) if col in header else None) for col in REQUIRED + OPTIONAL]
+    base = path.parent
     rows: list[Row] = []
     seen: dict[str, Row] = {}
-    for record in reader:
-        record = cast(dict[str | None, Any], record)
+    for cells in reader:
         line = reader.line_num
-        if not any((v or "").strip() for v in record.values()):
+        if not any(c.strip() for c in cells):
             continue
-        row = _validate(record, line, name, path.parent, default_language, errors)
+        if len(cells) > len(header):
+            errors.append(f"{name}:{line}: (line): {len(cells) - len(header)} more cell(s) than the header "
+                          "has columns")
+            continue
+        values = {col: cells[i].strip() if i is not None and i < len(cells) else "" for col, i in columns}
+        row = _validate(values, line, name, base, default_language, errors)
         if row is None:
             continue
         earlier = seen.get(row.number)
@@ -135,23 +140,13 @@ def read(path: Path, default_language: str) -> list[Row]:
     return rows
 
 
-def _validate(rec: dict[str | None, Any], line: int, name: str, base: Path, default_language: str,
+def _validate(values: dict[str, str], line: int, name: str, base: Path, default_language: str,
               errors: list[str]) -> Row | None:
     before = len(errors)
 
     def err(col: str, msg: str) -> None:
         errors.append(f"{name}:{line}: {col}: {msg}")
 
-    def get(col: str) -> str:
-        value = rec.get(col)
-        if isinstance(value, list):  # more cells than header columns
-            err(col, "too many cells on this line")
-            return ""
-        return (value or "").strip()
-
-    if None in rec:
-        err("(line)", f"{len(rec[None])} more cell(s) than the header has columns")
-    values = {c: get(c) for c in REQUIRED + OPTIONAL}
     for col in REQUIRED:
         if not values[col]:
             err(col, "empty (required)")
@@ -262,9 +257,11 @@ def import_rows(engine: Engine, rows: Iterable[Row], now: datetime, source: str)
             is_paid = r.paid >= r.amount
             found = existing.get(r.number)
             if found is None:
-                inserts.append({"number": r.number, "state": "paid" if is_paid else "active",
-                                "imported_at": now, **values})
+                inserts.append({"number": r.number, "state": "paid" if is_paid else "active", **values})
                 created += 1
+                if len(inserts) >= CHUNK:  # bounded memory on large ledgers
+                    s.execute(sa.insert(inv_t), inserts)  # plain executemany: faster than RETURNING batches
+                    inserts.clear()
                 continue
             inv_id, old_hash, state = found
             if old_hash == values["row_hash"]:
@@ -282,11 +279,21 @@ def import_rows(engine: Engine, rows: Iterable[Row], now: datetime, source: str)
             s.execute(sa.update(inv_t).where(inv_t.c.id == inv_id).values(state=new_state, **values))
             events.append({"invoice_id": inv_id, "kind": "updated", "reason": f"line {r.line} of {source}"})
         if inserts:
-            ids = s.execute(sa.insert(inv_t).returning(inv_t.c.id, inv_t.c.state), inserts).all()
-            for inv_id, state in ids:
-                events.append({"invoice_id": inv_id, "kind": "imported", "reason": source})
+            s.execute(sa.insert(inv_t), inserts)
+        record_events(s, [{"at": now, "actor": "import", **ev} for ev in events])
+        if created:
+            events.clear()
+            for inv_id, number, state in s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.state)).all():
+                if number in existing:
+                    continue
+                events.append({"invoice_id": inv_id, "kind": "imported", "reason": source, "at": now,
+                               "actor": "import"})
                 if state == "paid":
                     settled += 1
-                    events.append({"invoice_id": inv_id, "kind": "paid", "reason": f"paid column of {source}"})
-        record_events(s, [{"at": now, "actor": "import", **ev} for ev in events])
+                    events.append({"invoice_id": inv_id, "kind": "paid", "reason": f"paid column of {source}",
+                                   "at": now, "actor": "import"})
+                if len(events) >= CHUNK:
+                    record_events(s, events)
+                    events.clear()
+            record_events(s, events)
     return ImportResult(len(rows), created, updated, unchanged, settled)

@@ -98,7 +98,6 @@ class Invoice(SQLModel, table=True):
     state: str = Field(default="active", index=True)
     hold_until: datetime | None = moment()
     row_hash: str = ""
-    imported_at: datetime | None = moment()
 
     @property
     def amount_due(self) -> Decimal:

@@ -96,6 +96,6 @@ def record_events(s: Connection, events: list[dict[str, Any]]) -> None:
     if not events:
         return
     rows = [{"invoice_id": None, "reason": "", "actor": "relance", "outbound_id": None, "inbound_id": None,
-             **e, "data": json.dumps(e.get("data") or {}, ensure_ascii=False, default=str)}
+             **e, "data": json.dumps(e["data"], ensure_ascii=False, default=str) if e.get("data") else "{}"}
             for e in events]
     s.execute(sa.insert(table(Event)), rows)

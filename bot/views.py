@@ -18,7 +18,7 @@ from rules.calendar import SendingCalendar
 from rules.model import InvoiceView, StageDone, State
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvoiceRow:
     """An invoice with what the CLI shows next to it; `view` is what the rules see."""
 

@@ -41,7 +41,7 @@ class Ladder:
         return self.stages[index]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StageDone:
     """A stage already recorded for an invoice: sent, or passed over by a late start."""
 
@@ -49,7 +49,7 @@ class StageDone:
     at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvoiceView:
     """What the scheduler needs to know of one invoice."""
 

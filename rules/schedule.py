@@ -20,7 +20,7 @@ from rules.calendar import SendingCalendar
 from rules.model import InvoiceView, Ladder, State
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """The decision for one invoice at `now`."""
 

@@ -103,7 +103,6 @@ def upgrade() -> None:
     sa.Column('state', sa.String(), nullable=False),
     sa.Column('hold_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('row_hash', sa.String(), nullable=False),
-    sa.Column('imported_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['client_id'], ['client.id'], ),
     sa.ForeignKeyConstraint(['contact_id'], ['contact.id'], ),
     sa.PrimaryKeyConstraint('id'),
