@@ -110,7 +110,7 @@ def print_tick(report: TickReport, dry_run: bool) -> None:
 def cmd_tick(app: App) -> int:
     cfg = app.config
     password = None if app.args.dry_run else cfg.smtp.password(cfg.source)
-    renderer = Renderer(cfg.company)
+    renderer = Renderer.from_config(cfg)
     if not app.args.dry_run:
         problems = check_templates(cfg, renderer, app.now.date())
         if problems:
@@ -218,7 +218,7 @@ def cmd_check(app: App) -> int:
     cfg = app.config
     print(f"config {cfg.source}: ok ({len(cfg.stages)} stages, {cfg.schedule.timezone}, "
           f"holidays {cfg.schedule.holidays or 'none'})")
-    problems = check_templates(cfg, Renderer(cfg.company), app.now.date())
+    problems = check_templates(cfg, Renderer.from_config(cfg), app.now.date())
     for p in problems:
         print(f"template: {p}", file=sys.stderr)
     if problems:

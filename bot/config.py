@@ -134,6 +134,18 @@ class PenaltiesConfig:
 
 
 @dataclass(frozen=True)
+class TemplatesConfig:
+    directory: str = ""  # fr/ and en/ here override the shipped templates, file by file
+
+    def path(self, source: str) -> Path | None:
+        """The override directory, relative to the config file; None when not set."""
+        if not self.directory:
+            return None
+        p = Path(self.directory)
+        return p if p.is_absolute() else Path(source).parent / p
+
+
+@dataclass(frozen=True)
 class CostsConfig:
     email: Decimal = Decimal("0.02")
     formal_notice: Decimal = Decimal("0.50")
@@ -161,6 +173,7 @@ class Config:
     stages: tuple[StageConfig, ...] = DEFAULT_STAGES
     pause: PauseConfig = PauseConfig()
     penalties: PenaltiesConfig = PenaltiesConfig()
+    templates: TemplatesConfig = TemplatesConfig()
     costs: CostsConfig = CostsConfig()
 
     @property
@@ -199,7 +212,8 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig, "company": CompanyConfig, "smtp": SmtpConfig, "imap": ImapConfig,
-    "schedule": ScheduleConfig, "pause": PauseConfig, "penalties": PenaltiesConfig, "costs": CostsConfig,
+    "schedule": ScheduleConfig, "pause": PauseConfig, "penalties": PenaltiesConfig,
+    "templates": TemplatesConfig, "costs": CostsConfig,
 }
 
 
@@ -363,6 +377,10 @@ def _check(cfg: Config) -> None:
             except ValueError:
                 raise ConfigError(f'{src}: penalties.{table}."{k}": expected a half-year key such as '
                                   '"2025-H1" or "2025-H2"') from None
+    folder = cfg.templates.path(src)
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(f"{src}: templates.directory = {cfg.templates.directory!r}: no such directory "
+                          f"({folder})")
     if not cfg.database.url:
         raise ConfigError(f"{src}: database.url: empty (expected sqlite:///relance.db or a "
                           "postgresql+psycopg:// URL)")

@@ -99,7 +99,7 @@ def run(work: Path, sandbox: MailSandbox) -> None:
                                 datetime.combine(START, time(8), PARIS), "ledger.csv")
     print(f"Imported {result.rows} invoices ({result.settled} already paid). Ladder: "
           + " -> ".join(f"{s.name} (+{s.delay_days} d)" for s in cfg.ladder.stages) + "\n")
-    renderer = Renderer(cfg.company)
+    renderer = Renderer.from_config(cfg)
     day = START
     while day <= END:
         now = datetime.combine(day, time(10), PARIS)

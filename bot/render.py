@@ -84,6 +84,10 @@ def make_environment(extra_dir: Path | None = None) -> SandboxedEnvironment:
 class Renderer:
     """Renders a stage's template for one or several invoices of one client."""
 
+    @classmethod
+    def from_config(cls, config: Config) -> Renderer:
+        return cls(config.company, config.templates.path(config.source))
+
     def __init__(self, company: CompanyConfig, extra_dir: Path | None = None) -> None:
         self.company = company
         self.extra_dir = extra_dir

@@ -179,7 +179,7 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     report.seconds["plan"] = time.perf_counter() - started
     if dry_run:
         return report
-    outbox = Outbox(engine, config, renderer or Renderer(config.company), now, wall_now)
+    outbox = Outbox(engine, config, renderer or Renderer.from_config(config), now, wall_now)
     for mid in outbox.resolve_stale():
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
     leftovers = outbox.pending_ids()

@@ -20,6 +20,8 @@ class SendingCalendar:
     end: time = time(17, 0)
     business_days_only: bool = True
     holidays: Container[date] = field(default_factory=frozenset)
+    # Many invoices share a due date: memoise the roll-forward (a pure function of its argument).
+    _memo: dict[datetime, datetime] = field(default_factory=dict, compare=False, repr=False)
 
     def is_business_day(self, day: date) -> bool:
         if not self.business_days_only:
@@ -32,6 +34,12 @@ class SendingCalendar:
 
     def next_allowed(self, at: datetime) -> datetime:
         """The first allowed moment at or after `at`."""
+        found = self._memo.get(at)
+        if found is None:
+            found = self._memo[at] = self._next_allowed(at)
+        return found
+
+    def _next_allowed(self, at: datetime) -> datetime:
         local = at.astimezone(self.zone)
         day = local.date()
         if local.time() >= self.end:

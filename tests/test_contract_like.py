@@ -131,3 +131,21 @@ def test_unreachable_smtp_exits_1_and_records_nothing(tmp_path: Path) -> None:
     doc = json.loads(c("show", "F-1001", "--json").stdout)
     assert doc["reminders"] == [] and doc["stage"] is None
     assert [e["kind"] for e in doc["events"]] == ["imported"]
+
+
+def test_a_broken_template_stops_check_and_tick(cli: Any) -> None:
+    """A typo in a custom template fails at start-up, naming file and line; nothing is sent."""
+    (cli.work / "mine" / "fr").mkdir(parents=True)
+    (cli.work / "mine" / "fr" / "reminder.txt").write_text("Subject: Relance {{ invoice.number }}\n{% if %}\n")
+    cfg = (cli.work / "config.toml").read_text()
+    cfg = cfg.replace('[templates]\ndirectory = ""', '[templates]\ndirectory = "mine"')
+    assert 'directory = "mine"' in cfg
+    (cli.work / "config.toml").write_text(cfg)
+    cli("init")
+    (cli.work / "ledger.csv").write_text(LEDGER)
+    cli("import", "ledger.csv")
+    r = cli("check")
+    assert r.returncode == 1 and "fr/reminder.txt:2" in r.stderr
+    r = cli("tick", "--now", "2027-04-12T10:00:00+02:00")
+    assert r.returncode == 1 and "template error, nothing sent" in r.stderr
+    assert cli.sink.received == []

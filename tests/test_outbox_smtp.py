@@ -286,3 +286,28 @@ def test_payment_landing_during_the_batch_stops_a_rendered_reminder(setup: Any) 
                               datetime.now(UTC), sleep=_no_sleep))
     assert [m["X-Relance-Invoices"] for m in setup.messages()] == ["F-1"]
     assert report.cancelled == 1 and setup.count(Outbound, status="cancelled") == 1
+
+
+def test_rate_limiter_spaces_sends_evenly() -> None:
+    """60 a minute: one a second, without a burst, measured on a fake clock."""
+    from bot.tick import RateLimiter
+
+    clock = [100.0]
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+
+    limiter = RateLimiter(60, clock=lambda: clock[0], sleep=fake_sleep)
+
+    async def run() -> None:
+        for _ in range(4):
+            await limiter.wait()
+            clock[0] += 0.25  # the send itself
+
+    asyncio.run(run())
+    assert waits == [0.75, 0.75, 0.75]
+    unlimited = RateLimiter(0, clock=lambda: clock[0], sleep=fake_sleep)
+    asyncio.run(unlimited.wait())
+    assert len(waits) == 3
