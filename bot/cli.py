@@ -8,7 +8,7 @@ import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from bot.errors import ConfigError, ImportFileError, RelanceError
 from bot.mailer import SmtpMailer
 from bot.render import Renderer, check_templates
 from bot.tick import TickReport, tick
+from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 
 
 def parse_now(text: str | None, config: Config) -> datetime:
@@ -205,11 +206,13 @@ def cmd_simulate(app: App) -> int:
         sends = reports.simulate(conn, app.config, start, end)
     if app.args.json:
         emit([{"at": s.at.isoformat(), "number": s.number, "client": s.client, "stage": s.stage,
-               "amount_due": str(s.amount_due), "skipped": list(s.skipped)} for s in sends])
+               "amount_due": str(s.amount_due), "skipped": list(s.skipped), "problem": s.problem or None}
+              for s in sends])
         return 0
     for s in sends:
         skipped = f"  (passes over {', '.join(s.skipped)})" if s.skipped else ""
-        print(f"{s.at:%Y-%m-%d %a %H:%M}  {s.number}  {s.stage}  {s.amount_due}  {s.client}{skipped}")
+        problem = f"  WOULD FAIL: {s.problem}" if s.problem else ""
+        print(f"{s.at:%Y-%m-%d %a %H:%M}  {s.number}  {s.stage}  {s.amount_due}  {s.client}{skipped}{problem}")
     print(f"{len(sends)} reminder(s) from {start} to {end} (simulation: nothing sent, nothing recorded)")
     return 0
 
@@ -224,6 +227,12 @@ def cmd_check(app: App) -> int:
     if problems:
         return 1
     print(f"templates: ok ({len(cfg.stages)} stages x fr, en rendered with a sample invoice)")
+    today = app.now.astimezone(cfg.zone).date()
+    if any(s.penalties for s in cfg.ladder.stages):
+        try:
+            compute(Decimal("100.00"), today - timedelta(days=1), today, cfg.penalty_policy)
+        except (MissingRateError, ContractRateTooLowError) as e:
+            print(f"warning: {e}: formal notices sent now will fail until it is there", file=sys.stderr)
     cfg.smtp.password(cfg.source)
     print(f"smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.tls}), password "
           + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))

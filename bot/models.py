@@ -130,7 +130,8 @@ class Outbound(SQLModel, table=True):
 class Reminder(SQLModel, table=True):
     """A stage recorded for an invoice, at most once: the unique key is the 'never twice' guarantee.
 
-    `outbound_id` is None for a stage passed over by a late start."""
+    A stage passed over by a late start is `skipped`, linked to the message that passed it over
+    (if that message is not delivered, its skipped stages are freed with it)."""
 
     __table_args__ = (sa.UniqueConstraint("invoice_id", "stage_index"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -138,6 +139,7 @@ class Reminder(SQLModel, table=True):
     stage_index: int
     stage: str
     outbound_id: int | None = Field(default=None, foreign_key="outbound.id", index=True)
+    skipped: bool = False
     at: datetime | None = moment(nullable=False)
 
 

@@ -89,6 +89,7 @@ class Outbox:
         self.wall_now = wall_now
         self.instance = instance or instance_name()
         self.ladder = config.ladder
+        self.failures: list[str] = []  # messages that could not be rendered, with why
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -126,13 +127,13 @@ class Outbox:
             stage = self.ladder[g.stage_index]
             for i in g.invoice_ids:
                 reminders.append({"invoice_id": i, "stage_index": g.stage_index, "stage": stage.name,
-                                  "outbound_id": ob_id, "at": self.now})
+                                  "outbound_id": ob_id, "skipped": False, "at": self.now})
                 events.append({"invoice_id": i, "kind": "reminder_queued", "at": self.now, "outbound_id": ob_id,
                                "reason": stage.name, "data": {"message_id": m["message_id"]}})
             for invoice_id, indexes in g.skipped:
                 for k in indexes:
                     reminders.append({"invoice_id": invoice_id, "stage_index": k, "stage": self.ladder[k].name,
-                                      "outbound_id": None, "at": self.now})
+                                      "outbound_id": ob_id, "skipped": True, "at": self.now})
                     events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
                                    "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
         s.execute(sa.insert(rem_t), reminders)
@@ -167,7 +168,8 @@ class Outbox:
             obs = {r.id: r for r in c.execute(
                 sa.select(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "pending"))}
             rows: dict[int, list[sa.Row[Any]]] = defaultdict(list)
-            for r in c.execute(self._invoices_query().where(rem_t.c.outbound_id.in_(list(obs)))):
+            for r in c.execute(self._invoices_query().where(rem_t.c.outbound_id.in_(list(obs)),
+                                                            rem_t.c.skipped.is_(False))):
                 rows[r.outbound_id].append(r)
             earlier = self._earlier(c, [r.id for group in rows.values() for r in group])
         out: list[Prepared | int] = []
@@ -214,7 +216,8 @@ class Outbox:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
             if ob.status != "pending":
                 return None
-            invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id)).all()
+            invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id,
+                                                          rem_t.c.skipped.is_(False))).all()
             still = []
             for r in invs:
                 why = self._not_due(r)
@@ -229,6 +232,7 @@ class Outbox:
                 prepared = self._render(ob, still, self._earlier(s, [r.id for r in still]))
             except (MissingRateError, ContractRateTooLowError) as e:
                 self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
+                self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e}")
                 return None
             if not self._mark_sending(s, prepared):
                 raise _ClaimedElsewhereError  # rolls back what this transaction did
@@ -256,7 +260,8 @@ class Outbox:
             for e in c.execute(
                     sa.select(rem_t.c.invoice_id, rem_t.c.stage_index, rem_t.c.stage, rem_t.c.at, out_t.c.message_id)
                     .join(out_t, out_t.c.id == rem_t.c.outbound_id)
-                    .where(rem_t.c.invoice_id.in_(invoice_ids), out_t.c.status.in_(("sent", "uncertain")))
+                    .where(rem_t.c.invoice_id.in_(invoice_ids), rem_t.c.skipped.is_(False),
+                           out_t.c.status.in_(("sent", "uncertain")))
                     .order_by(rem_t.c.at, rem_t.c.stage_index)):
                 out[e.invoice_id].append(e)
         return out
@@ -351,7 +356,8 @@ class Outbox:
 
     def _finish(self, s: Connection, outbound_id: int, status: str, event: str, reason: str,
                 unlink: bool = False) -> list[int]:
-        ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id)).scalars())
+        ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
+                                                                 rem_t.c.skipped.is_(False))).scalars())
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
             status=status, last_error=reason or None))
         record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,

@@ -18,6 +18,7 @@ from bot.config import Config
 from bot.errors import NotFoundError
 from bot.models import Event, Inbound, Invoice, Outbound, Reminder, table
 from rules.model import StageDone
+from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 from rules.schedule import plan
 
 OPEN_STATES = ("active", "paused", "disputed", "plan", "bounced")
@@ -71,10 +72,12 @@ def show(conn: Connection, config: Config, number: str, now: datetime) -> dict[s
          "data": json.loads(e.data or "{}")}
         for e in conn.execute(sa.select(ev_t).where(ev_t.c.invoice_id == inv.id).order_by(ev_t.c.id))]
     doc["reminders"] = [
-        {"stage": r.stage, "message_id": r.message_id, "status": r.status or "skipped", "at": r.at.isoformat(),
-         "subject": r.subject}
+        {"stage": r.stage, "message_id": None if r.skipped else r.message_id,
+         "status": "skipped" if r.skipped else r.status, "at": r.at.isoformat(),
+         "subject": None if r.skipped else r.subject}
         for r in conn.execute(
-            sa.select(rem_t.c.stage, rem_t.c.at, out_t.c.message_id, out_t.c.status, out_t.c.subject)
+            sa.select(rem_t.c.stage, rem_t.c.at, rem_t.c.skipped, out_t.c.message_id, out_t.c.status,
+                      out_t.c.subject)
             .outerjoin(out_t, out_t.c.id == rem_t.c.outbound_id)
             .where(rem_t.c.invoice_id == inv.id).order_by(rem_t.c.stage_index))]
     mids = list(conn.execute(sa.select(ev_t.c.inbound_id).where(ev_t.c.invoice_id == inv.id,
@@ -95,6 +98,7 @@ class SimulatedSend:
     stage: str
     amount_due: Decimal
     skipped: tuple[str, ...]
+    problem: str = ""  # why the real send would fail (a missing penalty rate)
 
 
 def simulate(conn: Connection, config: Config, start: date, end: date) -> list[SimulatedSend]:
@@ -117,8 +121,14 @@ def simulate(conn: Connection, config: Config, start: date, end: date) -> list[S
                 continue
             done = (*v.done, *(StageDone(k, now) for k in p.skipped), StageDone(p.send, now))
             state[inv_id] = replace(v, done=done)
+            problem = ""
+            if ladder[p.send].penalties and by_id[inv_id].client_kind == "business":
+                try:
+                    compute(v.amount_due, v.due_date, day, config.penalty_policy)
+                except (MissingRateError, ContractRateTooLowError) as e:
+                    problem = str(e)
             out.append(SimulatedSend(now, v.number, by_id[inv_id].client, ladder[p.send].name, v.amount_due,
-                                     tuple(ladder[k].name for k in p.skipped)))
+                                     tuple(ladder[k].name for k in p.skipped), problem))
         day += timedelta(days=1)
     return out
 

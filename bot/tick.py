@@ -127,6 +127,8 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
                     delivered = (p, outcome)
     finally:
         outbox.settle(delivered)
+        report.failed += outbox.failures
+        report.cancelled -= len(outbox.failures)
 
 
 async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, report: TickReport,

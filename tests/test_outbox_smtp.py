@@ -129,9 +129,9 @@ def test_consumer_formal_notice_has_no_commercial_penalties(setup: Any) -> None:
     body = msg.get_body(("plain",)).get_content()
     assert "1231-6" in body and "L441-10" not in body and "40,00" not in body
     with setup.engine.connect() as c:
-        stages = sorted(c.execute(sa.select(table(Reminder).c.stage, table(Reminder).c.outbound_id)).all())
-    assert [s for s, _ in stages] == ["formal_notice", "reminder", "second_reminder"]
-    assert [o is None for _, o in stages] == [False, True, True], "passed-over stages recorded, not sent"
+        stages = sorted(c.execute(sa.select(table(Reminder).c.stage, table(Reminder).c.skipped)).all())
+    assert stages == [("formal_notice", False), ("reminder", True), ("second_reminder", True)], \
+        "passed-over stages recorded, not sent"
 
 
 def test_english_formatting(setup: Any) -> None:

@@ -137,6 +137,7 @@ def upgrade() -> None:
     sa.Column('stage_index', sa.Integer(), nullable=False),
     sa.Column('stage', sa.String(), nullable=False),
     sa.Column('outbound_id', sa.Integer(), nullable=True),
+    sa.Column('skipped', sa.Boolean(), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['invoice_id'], ['invoice.id'], ),
     sa.ForeignKeyConstraint(['outbound_id'], ['outbound.id'], ),
