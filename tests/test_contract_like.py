@@ -97,6 +97,9 @@ def test_cli_end_to_end(cli: Any) -> None:
     assert "reminder_sent" in [e["kind"] for e in doc["events"]]
     assert json.loads(cli("kpi", "--json", *now).stdout)["emails_sent"] == 2
     assert json.loads(cli("messages", "--json", *now).stdout) == []
+    r = cli("check", *now)
+    assert r.returncode == 0 and "templates: ok" in r.stdout
+    assert "no rate for 2027-H1" in r.stderr, "check warns that formal notices would fail today"
 
 
 @pytest.mark.parametrize(("args", "code", "stderr"), [
