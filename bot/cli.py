@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -265,6 +266,15 @@ def cmd_messages(app: App) -> int:
     return 0
 
 
+def cmd_run(app: App) -> int:
+    from bot.daemon import Daemon  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    asyncio.run(Daemon(app.engine(), app.config).run())
+    return 0
+
+
 def cmd_not_yet(app: App) -> int:
     raise RelanceError(f"`relance {app.args.command}` comes with the inbound side (IMAP), which is not "
                        "built yet; `relance tick` sends reminders, `relance messages` lists stored replies")
@@ -300,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("tick", cmd_tick, "one scheduling pass: send every reminder due now", timed)
     sp.add_argument("--dry-run", action="store_true", help="print what would be sent, change nothing")
     add("sync", cmd_not_yet, "one inbox pass (inbound side)", timed)
-    add("run", cmd_not_yet, "the daemon (inbound side and scheduler)")
+    add("run", cmd_run, "the daemon: a scheduling pass every schedule.tick_minutes until SIGTERM")
     add("status", cmd_status, "one row per open invoice", timed, as_json)
     add("show", cmd_show, "one invoice with its history", timed, as_json).add_argument("number")
     sp = add("pause", cmd_pause, "hold escalation for an invoice", timed)

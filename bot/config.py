@@ -105,6 +105,7 @@ class ScheduleConfig:
     holidays: str = "FR"
     window: tuple[str, ...] = ("09:00", "17:00")
     consolidate: bool = False
+    tick_minutes: int = 15
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class Config:
     @property
     def window(self) -> tuple[time, time]:
         start, end = self.schedule.window
-        return time.fromisoformat(start), time.fromisoformat(end)
+        return time.fromisoformat(start), time.max if end == "24:00" else time.fromisoformat(end)
 
     @property
     def ladder(self) -> Ladder:
@@ -265,7 +266,7 @@ def _build(cls: type, table: Any, source: str, where: str) -> Any:
     return cls(**values)
 
 
-_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_TIME = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
 
 
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
@@ -355,10 +356,12 @@ def _check(cfg: Config) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{src}: schedule.timezone = {cfg.schedule.timezone!r}: expected an IANA "
                           'time zone such as "Europe/Paris"') from None
+    if cfg.schedule.tick_minutes < 1:
+        raise ConfigError(f"{src}: schedule.tick_minutes = {cfg.schedule.tick_minutes}: expected at least 1")
     win = cfg.schedule.window
-    if len(win) != 2 or not all(_TIME.match(w) for w in win) or win[0] >= win[1]:
+    if len(win) != 2 or not all(_TIME.match(w) for w in win) or win[0] >= win[1] or win[0] == "24:00":
         raise ConfigError(f"{src}: schedule.window = {list(win)!r}: expected two times "
-                          '["HH:MM", "HH:MM"], the first before the second')
+                          '["HH:MM", "HH:MM"], the first before the second ("24:00" for the end of the day)')
     if cfg.schedule.holidays:
         import holidays  # noqa: PLC0415 - only needed to validate the country code
 

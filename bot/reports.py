@@ -33,10 +33,12 @@ def status_rows(conn: Connection, config: Config, now: datetime,
     out: list[dict[str, Any]] = []
     for r in rows:
         v = r.view
-        last = max((d.index for d in v.done), default=-1)
+        last = r.delivered
         state = views.display_state(v, now)
         p = plan(v, ladder, cal, now)
         action, at = p.next_action, p.next_at
+        if r.queued is not None and v.state.value == "active":  # recorded, waiting in the outbox
+            action, at = ladder[r.queued].name, now
         if v.state.value in ("disputed", "plan"):
             action, at = "triage", None
         elif v.state.value == "bounced" or r.contact_failing:

@@ -98,7 +98,8 @@ class RateLimiter:
 
 
 async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config, report: TickReport,
-                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, chunk: int = 200) -> None:
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, chunk: int = 200,
+                  stop: asyncio.Event | None = None) -> None:
     """Send the pending messages `ids` in order over `mailer` (already connected).
 
     Messages are rendered a chunk at a time; each is marked `sending` (after a last check of its
@@ -108,6 +109,9 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
     try:
         for start in range(0, len(ids), chunk):
             for item in outbox.prepare(ids[start:start + chunk]):
+                if stop is not None and stop.is_set():  # shutting down: the rest stays pending
+                    report.aborted = "stopped on request; the rest is sent by the next run"
+                    return
                 p: Prepared | None
                 if isinstance(item, Prepared) and outbox.begin(item, delivered):
                     p = item
@@ -166,7 +170,8 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
 
 async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wall_now: datetime,
                renderer: Renderer | None = None, dry_run: bool = False,
-               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> TickReport:
+               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+               stop: asyncio.Event | None = None) -> TickReport:
     """Plan, queue and send everything due at `now`. With `dry_run`, only plan.
 
     The mailer connects before anything is queued, so an unreachable server or a refused login
@@ -192,6 +197,6 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
         ids = leftovers + outbox.queue([p.group for p in report.planned])
         report.seconds["queue"] = time.perf_counter() - started
         started = time.perf_counter()
-        await deliver(outbox, mailer, ids, config, report, sleep)
+        await deliver(outbox, mailer, ids, config, report, sleep, stop=stop)
         report.seconds["deliver"] = time.perf_counter() - started
     return report

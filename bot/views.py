@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.config import Config
-from bot.models import Client, Contact, Invoice, Reminder, table
+from bot.models import Client, Contact, Invoice, Outbound, Reminder, table
 from rules.calendar import SendingCalendar
 from rules.model import InvoiceView, StageDone, State
 
@@ -35,6 +35,8 @@ class InvoiceRow:
     paid: Decimal
     issue_date: date
     view: InvoiceView
+    delivered: int = -1  # highest stage sent (or uncertain, or passed over); -1 for none
+    queued: int | None = None  # a stage recorded but still in the outbox (pending or sending)
 
     @property
     def number(self) -> str:
@@ -55,7 +57,7 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
     """Invoices in `states` (or the given numbers, whatever their state), with their stages done.
 
     `due_by` keeps only invoices due on or before that date (an index range scan)."""
-    inv, cli, con, rem = table(Invoice), table(Client), table(Contact), table(Reminder)
+    inv, cli, con, rem, ob = table(Invoice), table(Client), table(Contact), table(Reminder), table(Outbound)
     q = (sa.select(inv.c.id, inv.c.number, inv.c.due_date, inv.c.issue_date, inv.c.amount, inv.c.paid,
                    inv.c.state, inv.c.hold_until, inv.c.client_id, inv.c.contact_id, inv.c.language,
                    inv.c.currency, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
@@ -65,15 +67,22 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
         q = q.where(inv.c.due_date <= due_by)
     rows = conn.execute(q).all()
     done: dict[int, list[StageDone]] = defaultdict(list)
-    rq = sa.select(rem.c.invoice_id, rem.c.stage_index, rem.c.at)
+    delivered: dict[int, int] = {}
+    queued: dict[int, int] = {}
+    rq = (sa.select(rem.c.invoice_id, rem.c.stage_index, rem.c.at, rem.c.skipped, ob.c.status)
+          .outerjoin(ob, ob.c.id == rem.c.outbound_id))
     if numbers is not None:
         rq = rq.where(rem.c.invoice_id.in_([r.id for r in rows]))
     else:
         rq = rq.join(inv, inv.c.id == rem.c.invoice_id).where(inv.c.state.in_(list(states)))
         if due_by is not None:
             rq = rq.where(inv.c.due_date <= due_by)
-    for invoice_id, index, at in conn.execute(rq):
-        done[invoice_id].append(StageDone(index, at))
+    for invoice_id, index, at, skipped, status in conn.execute(rq):
+        done[invoice_id].append(StageDone(index, at))  # for the rules, queued counts as done: never twice
+        if skipped or status in ("sent", "uncertain"):
+            delivered[invoice_id] = max(index, delivered.get(invoice_id, -1))
+        else:
+            queued[invoice_id] = index
     out = []
     for r in rows:
         view = InvoiceView(number=r.number, due_date=r.due_date, amount_due=max(r.amount - r.paid, Decimal(0)),
@@ -81,7 +90,8 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
         out.append(InvoiceRow(
             id=r.id, client_id=r.client_id, contact_id=r.contact_id, client=r.name, client_kind=r.kind,
             email=r.email, contact_failing=r.failing, language=r.language, currency=r.currency,
-            amount=r.amount, paid=r.paid, issue_date=r.issue_date, view=view))
+            amount=r.amount, paid=r.paid, issue_date=r.issue_date, view=view,
+            delivered=delivered.get(r.id, -1), queued=queued.get(r.id)))
     return out
 
 

@@ -1,0 +1,70 @@
+"""`relance run`: the long-running process. Today it runs the scheduler (a tick every
+`schedule.tick_minutes`); the inbound IMAP watcher joins the same TaskGroup.
+
+Shutdown, as uvicorn does it: the first SIGTERM or SIGINT stops new work and lets the message in
+flight finish (the rest stays pending for the next start); a second one exits at once (a message
+caught mid-send is then resolved as `uncertain` at the next start, see bot/outbox.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from bot.config import Config
+from bot.errors import RelanceError
+from bot.mailer import SmtpMailer
+from bot.render import Renderer
+from bot.tick import tick
+
+log = logging.getLogger("relance")
+
+
+class Daemon:
+    def __init__(self, engine: Engine, config: Config, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+                 ) -> None:
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.stop = asyncio.Event()
+        self.renderer = Renderer.from_config(config)
+
+    def _on_signal(self, name: str) -> None:
+        if self.stop.is_set():
+            log.warning("second %s: exiting now", name)
+            os._exit(1)
+        log.info("%s: finishing the message in flight, then stopping (again to force)", name)
+        self.stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig.name)
+        log.info("relance running: a scheduling pass every %d min", self.config.schedule.tick_minutes)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.scheduler())
+        log.info("relance stopped")
+
+    async def scheduler(self) -> None:
+        password = self.config.smtp.password(self.config.source)
+        while not self.stop.is_set():
+            try:
+                report = await tick(self.engine, self.config, SmtpMailer(self.config.smtp, password), self.clock(),
+                                    datetime.now(UTC), renderer=self.renderer, stop=self.stop)
+            except RelanceError as e:  # the server is down, the database is locked...: try again later
+                log.error("scheduling pass failed: %s", e)  # noqa: TRY400 - the reason, not a traceback
+            else:
+                for line in report.sent:
+                    log.info("sent %s", line)
+                for line in report.failed + report.deferred + report.uncertain:
+                    log.warning("%s", line)
+                if report.aborted:
+                    log.warning("pass stopped: %s", report.aborted)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=self.config.schedule.tick_minutes * 60)

@@ -1,0 +1,74 @@
+"""`relance run`: sends what is due, and on SIGTERM finishes the message in flight and exits 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from tests.servers import smtp_server
+from tests.test_contract_like import Cli
+
+# Five days overdue by the real clock (the daemon reads it), whatever the day the tests run.
+DUE = date.today() - timedelta(days=5)  # noqa: DTZ011 - the daemon runs on the real clock
+LEDGER = "number,client,email,amount,currency,issue_date,due_date\n" + "".join(
+    f"F-{i},Client {i},c{i}@exemple.example,{100 + i}.00,EUR,{DUE - timedelta(days=30)},{DUE}\n" for i in range(5))
+
+
+def start(tmp_path: Path, port: int, rate: int) -> tuple[Cli, subprocess.Popen[str]]:
+    cli = Cli(tmp_path, port)
+    cfg = (tmp_path / "config.toml").read_text()
+    cfg = cfg.replace('window = ["09:00", "17:00"]', 'window = ["00:00", "24:00"]')
+    cfg = cfg.replace("business_days_only = true", "business_days_only = false")
+    cfg = cfg.replace('holidays = "FR"', 'holidays = ""')
+    cfg = cfg.replace("rate_per_minute = 0", f"rate_per_minute = {rate}")
+    (tmp_path / "config.toml").write_text(cfg)
+    cli("init")
+    (tmp_path / "ledger.csv").write_text(LEDGER)
+    assert cli("import", "ledger.csv").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(tmp_path / "config.toml"), "run"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return cli, proc
+
+
+def wait_for(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise TimeoutError
+
+
+def test_run_sends_and_stops_gracefully(tmp_path: Path) -> None:
+    with smtp_server() as (sink, port):
+        _, proc = start(tmp_path, port, rate=0)
+        wait_for(lambda: len(sink.received) == 5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "relance stopped" in err and err.count("INFO sent F-") == 5
+
+
+def test_sigterm_finishes_the_message_in_flight_and_leaves_the_rest_pending(tmp_path: Path) -> None:
+    with smtp_server() as (sink, port):
+        cli, proc = start(tmp_path, port, rate=60)  # one a second
+        wait_for(lambda: len(sink.received) >= 1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        got = len(sink.received)
+    assert proc.returncode == 0, err
+    assert 1 <= got < 5
+    rows = json.loads(cli("status", "--json").stdout)
+    assert sum(1 for r in rows if r["stage"] == "reminder") == got, "what went out is recorded as sent"
+    with smtp_server() as (sink2, port2):
+        cfg = (tmp_path / "config.toml").read_text()
+        cfg = cfg.replace(f"port = {port}", f"port = {port2}").replace("rate_per_minute = 60", "rate_per_minute = 0")
+        (tmp_path / "config.toml").write_text(cfg)
+        r = cli("tick")
+        assert r.returncode == 0, r.stderr
+        assert len(sink2.received) == 5 - got, "the rest goes out at the next pass, none twice"
