@@ -14,12 +14,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import actions, ledger, reports, store
 from bot import config as configuration
 from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
+from bot.i18n import t
 from bot.mailer import SmtpMailer
 from bot.render import Renderer, check_templates
 from bot.tick import TickReport, tick
@@ -78,7 +80,8 @@ def emit(doc: Any) -> None:
 
 def cmd_init(app: App) -> int:
     revision = store.migrate(app.engine(ready=False))
-    print(f"database ready ({app.config.database.url.split('@')[-1]}, schema {revision})")
+    print(t("database ready ({where}, schema {revision})", where=app.config.database.url.split("@")[-1],
+            revision=revision))
     return 0
 
 
@@ -86,28 +89,26 @@ def cmd_import(app: App) -> int:
     path = Path(app.args.file)
     rows = ledger.read(path, app.config.company.language)
     result = ledger.import_rows(app.engine(), rows, app.now, path.name)
-    print(f"{path}: {result.rows} rows: {result.created} new, {result.updated} updated, "
-          f"{result.unchanged} unchanged, {result.settled} settled")
+    print(t("{path}: {rows} rows: {created} new, {updated} updated, {unchanged} unchanged, {settled} settled",
+            path=path, rows=result.rows, created=result.created, updated=result.updated,
+            unchanged=result.unchanged, settled=result.settled))
     return 0
 
 
 def print_tick(report: TickReport, dry_run: bool) -> None:
     if dry_run:
         for p in report.planned:
-            print(f"would send  {', '.join(p.group.numbers)}  {p.stage}  {p.amount_due}  "
+            print(f"{t('would send')}  {', '.join(p.group.numbers)}  {p.stage}  {p.amount_due}  "
                   f"{p.client} <{p.group.email}>")
-        print(f"{len(report.planned)} message(s) due (dry run: nothing sent, nothing recorded)")
+        print(t("{n} message(s) due (dry run: nothing sent, nothing recorded)", n=len(report.planned)))
         return
-    for line in report.sent:
-        print(f"sent       {line}")
-    for line in report.uncertain:
-        print(f"uncertain  {line}")
-    for line in report.deferred:
-        print(f"deferred   {line}")
-    for line in report.failed:
-        print(f"refused    {line}")
-    print(f"{len(report.sent)} sent, {len(report.deferred)} deferred, {len(report.failed)} refused, "
-          f"{len(report.uncertain)} uncertain, {report.cancelled} cancelled")
+    for word, lines in (("sent", report.sent), ("uncertain", report.uncertain), ("deferred", report.deferred),
+                        ("refused", report.failed)):
+        for line in lines:
+            print(f"{t(word):<10} {line}")
+    print(t("{sent} sent, {deferred} deferred, {refused} refused, {uncertain} uncertain, {cancelled} cancelled",
+            sent=len(report.sent), deferred=len(report.deferred), refused=len(report.failed),
+            uncertain=len(report.uncertain), cancelled=report.cancelled))
 
 
 def cmd_tick(app: App) -> int:
@@ -122,17 +123,20 @@ def cmd_tick(app: App) -> int:
                               renderer=renderer, dry_run=app.args.dry_run))
     print_tick(report, app.args.dry_run)
     if report.aborted:
-        print(f"relance: tick stopped: {report.aborted}", file=sys.stderr)
+        print("relance: " + t("tick stopped: {why}", why=report.aborted), file=sys.stderr)
     elif not report.ok:
-        print("relance: some messages were not sent (see above)", file=sys.stderr)
+        print("relance: " + t("some messages were not sent (see above)"), file=sys.stderr)
     return 0 if report.ok else 1
 
 
 def table_out(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
     if not rows:
-        print("(none)")
+        print(t("(none)"))
         return
-    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows]
+    translated = {"state", "next_action"}  # contract values in JSON; words for a person in the table
+    cells = [[t(h) if h else h for _, h in columns]]
+    cells += [["" if r.get(k) is None else t(str(r[k])) if k in translated else str(r[k]) for k, _ in columns]
+              for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for line in cells:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
@@ -165,12 +169,12 @@ def cmd_show(app: App) -> int:
     for key in ("number", "client", "email", "amount", "paid", "amount_due", "currency", "issue_date",
                 "due_date", "days_overdue", "stage", "state", "next_action", "next_action_at"):
         print(f"{key:>15}: {'' if doc.get(key) is None else doc[key]}")
-    print("\nreminders:")
+    print("\n" + t("reminders:"))
     table_out(doc["reminders"], (("at", "AT"), ("stage", "STAGE"), ("status", "STATUS"), ("subject", "SUBJECT")))
-    print("\nevents:")
+    print("\n" + t("events:"))
     table_out(doc["events"], (("at", "AT"), ("kind", "KIND"), ("actor", "BY"), ("reason", "WHY")))
     if doc["messages"]:
-        print("\nmessages:")
+        print("\n" + t("messages:"))
         table_out(doc["messages"], (("received_at", "RECEIVED"), ("from", "FROM"), ("kind", "KIND"),
                                     ("subject", "SUBJECT")))
     return 0
@@ -212,34 +216,35 @@ def cmd_simulate(app: App) -> int:
               for s in sends])
         return 0
     for s in sends:
-        skipped = f"  (passes over {', '.join(s.skipped)})" if s.skipped else ""
-        problem = f"  WOULD FAIL: {s.problem}" if s.problem else ""
+        skipped = "  (" + t("passes over {stages}", stages=", ".join(s.skipped)) + ")" if s.skipped else ""
+        problem = "  " + t("WOULD FAIL: {why}", why=s.problem) if s.problem else ""
         print(f"{s.at:%Y-%m-%d %a %H:%M}  {s.number}  {s.stage}  {s.amount_due}  {s.client}{skipped}{problem}")
-    print(f"{len(sends)} reminder(s) from {start} to {end} (simulation: nothing sent, nothing recorded)")
+    print(t("{n} reminder(s) from {start} to {end} (simulation: nothing sent, nothing recorded)", n=len(sends),
+            start=start, end=end))
     return 0
 
 
 def cmd_check(app: App) -> int:
     cfg = app.config
-    print(f"config {cfg.source}: ok ({len(cfg.stages)} stages, {cfg.schedule.timezone}, "
-          f"holidays {cfg.schedule.holidays or 'none'})")
+    print(t("config {source}: ok ({stages} stages, {zone}, holidays {holidays})", source=cfg.source,
+            stages=len(cfg.stages), zone=cfg.schedule.timezone, holidays=cfg.schedule.holidays or t("none")))
     problems = check_templates(cfg, Renderer.from_config(cfg), app.now.date())
     for p in problems:
         print(f"template: {p}", file=sys.stderr)
     if problems:
         return 1
-    print(f"templates: ok ({len(cfg.stages)} stages x fr, en rendered with a sample invoice)")
+    print(t("templates: ok ({stages} stages x fr, en rendered with a sample invoice)", stages=len(cfg.stages)))
     today = app.now.astimezone(cfg.zone).date()
     if any(s.penalties for s in cfg.ladder.stages):
         try:
             compute(Decimal("100.00"), today - timedelta(days=1), today, cfg.penalty_policy)
         except (MissingRateError, ContractRateTooLowError) as e:
-            print(f"warning: {e}: formal notices sent now will fail until it is there", file=sys.stderr)
+            print(t("warning: {why}: formal notices sent now will fail until it is there", why=e), file=sys.stderr)
     cfg.smtp.password(cfg.source)
     print(f"smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.tls}), password "
           + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))
     store.ensure_ready(app.engine(ready=False))
-    print("database: ok")
+    print(t("database: ok"))
     return 0
 
 
@@ -353,6 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (RelanceError, ConfigError) as e:
         print(f"relance: {e}", file=sys.stderr)
+        return 1
+    except sa.exc.SQLAlchemyError as e:  # unreachable server, locked file, a schema older than the code...
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        print(f"relance: database error: {reason} (if the schema is behind, run `relance init`)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
