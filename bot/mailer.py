@@ -37,6 +37,12 @@ def _reason(e: aiosmtplib.SMTPResponseException) -> str:
     return f"{e.code} {e.message}".strip()
 
 
+def _refusal(e: aiosmtplib.SMTPResponseException) -> DeliveryError:
+    """A refusal of the message: 5xx is final, 4xx is worth retrying. Nothing was accepted."""
+    error = PermanentDeliveryError if e.code >= 500 else TransientDeliveryError
+    return error(_reason(e))
+
+
 class SmtpMailer:
     """aiosmtplib over one connection, TLS per config, certificates verified unless disabled."""
 
@@ -95,27 +101,28 @@ class SmtpMailer:
         refused: list[str] = []
         try:
             await smtp.mail(sender)
-            accepted = 0
             for i, rcpt in enumerate(recipients):
                 try:
                     await smtp.rcpt(rcpt)
-                    accepted += 1
                 except aiosmtplib.SMTPRecipientRefused as e:
                     if i == 0 or e.code < 500:  # the main recipient, or a temporary refusal
                         await smtp.rset()
                         raise
                     refused.append(f"{rcpt}: {_reason(e)}")
+        except aiosmtplib.SMTPSenderRefused as e:
+            if e.code < 500:
+                raise _refusal(e) from e
+            # Not this recipient's fault: our configuration is wrong, no message will go.
+            raise ConnectionFailedError(f"the SMTP server refused the sender {sender!r}: {_reason(e)}") from e
         except aiosmtplib.SMTPResponseException as e:
-            error = PermanentDeliveryError if e.code >= 500 else TransientDeliveryError
-            raise error(_reason(e)) from e
+            raise _refusal(e) from e
         except (aiosmtplib.SMTPException, OSError) as e:
             await self._drop()
             raise TransientDeliveryError(f"connection lost before the message was sent: {e}") from e
         try:
             await smtp.data(data)
         except aiosmtplib.SMTPResponseException as e:
-            error = PermanentDeliveryError if e.code >= 500 else TransientDeliveryError
-            raise error(_reason(e)) from e
+            raise _refusal(e) from e
         except (aiosmtplib.SMTPException, OSError) as e:
             await self._drop()
             raise UncertainDeliveryError(f"connection lost while sending the message body: {e}") from e

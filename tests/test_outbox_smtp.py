@@ -311,3 +311,16 @@ def test_rate_limiter_spaces_sends_evenly() -> None:
     unlimited = RateLimiter(0, clock=lambda: clock[0], sleep=fake_sleep)
     asyncio.run(unlimited.wait())
     assert len(waits) == 3
+
+
+def test_sender_refused_stops_the_batch_without_blaming_the_client(setup: Any) -> None:
+    """A 5xx on MAIL FROM is our configuration's fault: nothing bounces, everything stays queued."""
+    async def refuse_sender(server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        return "553 5.7.1 sender not allowed"
+
+    setup.sink.handle_MAIL = refuse_sender  # type: ignore[attr-defined]
+    setup.load("F-1,A,a@exemple.example,100.00,EUR,2027-03-01,2027-03-31,fr,,,business,\n"
+               "F-2,B,b@exemple.example,100.00,EUR,2027-03-01,2027-03-31,fr,,,business,\n")
+    report = setup.tick("2027-04-05T10:00")
+    assert "refused the sender 'relances@acme.example'" in report.aborted and not report.failed
+    assert setup.count(Invoice, state="bounced") == 0 and setup.count(Outbound, status="pending") == 2
