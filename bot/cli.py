@@ -23,6 +23,7 @@ from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
 from bot.i18n import t
 from bot.mailer import SmtpMailer
+from bot.models import Inbound, table
 from bot.render import Renderer, check_templates
 from bot.tick import TickReport, tick
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
@@ -280,6 +281,42 @@ def cmd_run(app: App) -> int:
     return 0
 
 
+def cmd_sync(app: App) -> int:
+    from bot import inbound  # noqa: PLC0415
+    from bot.mailbox import ImapSource  # noqa: PLC0415
+
+    cfg = app.config
+    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+    report = inbound.SyncReport()
+    try:
+        for folder in cfg.imap.folders:
+            inbound.store_new(app.engine(), source, folder, app.now, report)
+    finally:
+        source.close()
+    for folder in report.rescanned:
+        print(t("{folder}: UIDVALIDITY changed, folder read again (duplicates skipped)", folder=folder))
+    lines = inbound.process(app.engine(), cfg, app.now)
+    for line in lines:
+        print(line)
+    print(t("{stored} new message(s) stored, {processed} understood", stored=report.stored, processed=len(lines)))
+    return 0
+
+
+def cmd_reprocess(app: App) -> int:
+    from bot import inbound  # noqa: PLC0415
+
+    with app.engine().connect() as c:
+        q = sa.select(table(Inbound).c.id)
+        if not app.args.all:
+            if app.args.id is None:
+                raise RelanceError("reprocess: give a message number (see `relance messages`) or --all")
+            q = q.where(table(Inbound).c.id == app.args.id)
+        ids = list(c.execute(q).scalars())
+    for line in inbound.process(app.engine(), app.config, app.now, ids):
+        print(line)
+    return 0
+
+
 def cmd_not_yet(app: App) -> int:
     raise RelanceError(f"`relance {app.args.command}` comes with the inbound side (IMAP), which is not "
                        "built yet; `relance tick` sends reminders, `relance messages` lists stored replies")
@@ -314,7 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("import", cmd_import, "upsert invoices from a CSV file", timed).add_argument("file")
     sp = add("tick", cmd_tick, "one scheduling pass: send every reminder due now", timed)
     sp.add_argument("--dry-run", action="store_true", help="print what would be sent, change nothing")
-    add("sync", cmd_not_yet, "one inbox pass (inbound side)", timed)
+    add("sync", cmd_sync, "one inbox pass: store new messages, understand them, apply their effects", timed)
+    sp = add("reprocess", cmd_reprocess, "run stored messages through the pipeline again", timed)
+    sp.add_argument("id", nargs="?", type=int, help="a message's number (`relance messages --json` shows `id`)")
+    sp.add_argument("--all", action="store_true")
     add("run", cmd_run, "the daemon: a scheduling pass every schedule.tick_minutes until SIGTERM")
     add("status", cmd_status, "one row per open invoice", timed, as_json)
     add("show", cmd_show, "one invoice with its history", timed, as_json).add_argument("number")

@@ -97,6 +97,13 @@ class ImapConfig:
     password_env: str = "RELANCE_IMAP_PASSWORD"
     folders: tuple[str, ...] = ("INBOX",)
 
+    def password(self, source: str) -> Secret | None:
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"{source}: imap.password_env: environment variable {self.password_env!r} is not set "
+                              f"(it must hold the IMAP password of {self.username!r})")
+        return Secret(value)
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:

@@ -39,6 +39,10 @@ FR: dict[str, str] = {
         "attention : {why} : les mises en demeure échoueront tant qu'il manque",
     "database: ok": "base : ok",
     "none": "aucun",
+    "{folder}: UIDVALIDITY changed, folder read again (duplicates skipped)":
+        "{folder} : UIDVALIDITY a changé, dossier relu (doublons ignorés)",
+    "{stored} new message(s) stored, {processed} understood": "{stored} nouveau(x) message(s) stocké(s), "
+        "{processed} compris",
     "active": "en cours", "paused": "en pause", "disputed": "litige", "plan": "échéancier", "paid": "payée",
     "bounced": "adresse en échec", "manual": "suivi manuel", "resume": "reprendre", "triage": "à trier",
     "fix_contact": "corriger le contact",

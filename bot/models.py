@@ -143,14 +143,24 @@ class Reminder(SQLModel, table=True):
     at: datetime | None = moment(nullable=False)
 
 
+class Mailbox(SQLModel, table=True):
+    """Where the watcher is in each IMAP folder: a restart resumes after `last_uid`."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    folder: str = Field(sa_column=sa.Column(sa.String(250), unique=True, nullable=False))
+    uidvalidity: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    last_uid: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
 class Inbound(SQLModel, table=True):
     """A received email, raw bytes stored before any parsing."""
 
+    __table_args__ = (sa.UniqueConstraint("folder", "uidvalidity", "uid"),)
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(default="", index=True)
     folder: str = ""
-    uidvalidity: int | None = None
-    uid: int | None = None
+    uidvalidity: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))  # 32-bit unsigned
+    uid: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     content_hash: str = Field(default="", index=True)
     raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     from_addr: str = ""

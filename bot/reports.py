@@ -209,7 +209,7 @@ def messages(conn: Connection, triage_only: bool = False) -> list[dict[str, Any]
             .where(ev_t.c.inbound_id.is_not(None)).distinct()):
         links.setdefault(inbound_id, []).append(number)
     return [{
-        "message_id": m.message_id, "from": m.from_addr, "subject": m.subject,
+        "id": m.id, "message_id": m.message_id, "from": m.from_addr, "subject": m.subject,
         "received_at": m.received_at.isoformat() if m.received_at else None, "kind": m.kind,
         "confidence": float(m.confidence) if m.confidence is not None else None,
         "invoices": sorted(links.get(m.id, [])), "status": m.status, "reason": m.reason, "text": m.text,

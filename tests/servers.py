@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +111,103 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@dataclass
+class Dovecot:
+    """A throwaway Dovecot on a loopback port: one user, a maildir in a temp dir."""
+
+    base: str
+    port: int
+    user: str = "ar@acme.example"
+    password: str = "secret"
+
+    def start(self) -> None:
+        # dovecot forks into the background: its output must not be a pipe we wait on.
+        subprocess.run(["dovecot", "-c", f"{self.base}/dovecot.conf"], check=True, timeout=30,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        pid_file = f"{self.base}/run/master.pid"
+        if not os.path.exists(pid_file):
+            return
+        pid = int(Path(pid_file).read_text().strip())
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(pid, 9)
+
+
+def _dovecot_conf(base: str, port: int) -> str:
+    return f"""
+protocols = imap
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = dovenull
+default_internal_user = dovecot
+default_internal_group = dovecot
+first_valid_uid = 1
+mail_location = maildir:{base}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = {base}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={base}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service stats {{
+  inet_listener http {{
+    port = 0
+  }}
+}}
+"""
+
+
+@contextmanager
+def dovecot_server() -> Iterator[Dovecot]:
+    """Start Dovecot for one test module; skip (fail in CI) where it is not installed."""
+    if shutil.which("dovecot") is None:
+        msg = "Dovecot is not installed (apt-get install dovecot-imapd)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + ": CI must run the IMAP tests")
+        pytest.skip(msg)
+    base = tempfile.mkdtemp(prefix="relance-dovecot-")
+    os.chmod(base, 0o755)
+    for sub in ("run", "state", "mail"):
+        os.makedirs(f"{base}/{sub}")
+    shutil.chown(f"{base}/mail", "dovecot", "dovecot")
+    server = Dovecot(base, free_port())
+    with open(f"{base}/passwd", "w") as f:
+        f.write(f"{server.user}:{{PLAIN}}{server.password}\n")
+    with open(f"{base}/dovecot.conf", "w") as f:
+        f.write(_dovecot_conf(base, server.port))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)

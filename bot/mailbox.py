@@ -1,0 +1,122 @@
+"""Reading an IMAP folder without changing what people see: read-only SELECT, BODY.PEEK.
+
+`ImapSource` wraps imapclient (blocking: callers run it in a thread); `MemorySource` is the
+double for unit tests and the demo."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from bot.config import ImapConfig, Secret
+from bot.errors import MailboxError
+
+
+@dataclass(frozen=True)
+class Fetched:
+    uid: int
+    raw: bytes
+    internaldate: datetime | None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """imapclient gives INTERNALDATE as a naive local time."""
+    return moment.astimezone() if moment is not None and moment.tzinfo is None else moment
+
+
+class MailSource(Protocol):
+    def select(self, folder: str) -> int:
+        """Open `folder` read-only; return its UIDVALIDITY."""
+        ...
+
+    def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
+        """Up to `limit` messages of the selected folder with a UID above `last_uid`, oldest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ImapSource:
+    def __init__(self, cfg: ImapConfig, password: Secret | None) -> None:
+        self.cfg = cfg
+        self.password = password
+        self._client: IMAPClient | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if not self.cfg.verify_certificates:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def connect(self) -> IMAPClient:
+        if self._client is not None:
+            return self._client
+        cfg = self.cfg
+        where = f"IMAP server {cfg.host}:{cfg.port}"
+        try:
+            client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.tls == "implicit",
+                                ssl_context=self._context() if cfg.tls != "none" else None, timeout=30)
+            if cfg.tls == "starttls":
+                client.starttls(self._context())
+            client.login(cfg.username, self.password.reveal() if self.password else "")
+        except IMAPClientError as e:
+            raise MailboxError(f"{where} refused the login of {cfg.username!r}: {e}") from e
+        except (OSError, ssl.SSLError) as e:
+            raise MailboxError(f"cannot reach {where} ({cfg.tls} TLS): {e}") from e
+        self._client = client
+        return client
+
+    def select(self, folder: str) -> int:
+        try:
+            info: dict[bytes, Any] = self.connect().select_folder(folder, readonly=True)
+        except IMAPClientError as e:
+            raise MailboxError(f"cannot open folder {folder!r}: {e}") from e
+        return int(info[b"UIDVALIDITY"])
+
+    def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
+        client = self.connect()
+        try:
+            # `UID n:*` always includes the highest UID, even when it is below n: filter.
+            uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)[:limit]
+            if not uids:
+                return []
+            data = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        except IMAPClientError as e:
+            raise MailboxError(f"fetching after UID {last_uid}: {e}") from e
+        return [Fetched(u, data[u][b"BODY[]"], _aware(data[u].get(b"INTERNALDATE"))) for u in uids if u in data]
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.logout()
+            except (IMAPClientError, OSError):
+                self._client.shutdown()
+            self._client = None
+
+
+@dataclass
+class MemorySource:
+    """Folders as lists of raw messages; UIDs are positions + 1."""
+
+    folders: dict[str, list[bytes]] = field(default_factory=dict)
+    uidvalidity: int = 1
+    _current: str = ""
+
+    def select(self, folder: str) -> int:
+        if folder not in self.folders:
+            raise MailboxError(f"cannot open folder {folder!r}: no such folder")
+        self._current = folder
+        return self.uidvalidity
+
+    def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
+        msgs = self.folders[self._current]
+        return [Fetched(i + 1, raw, None) for i, raw in enumerate(msgs) if i + 1 > last_uid][:limit]
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,119 @@
+"""From raw bytes to what the rules need: headers, the text the person wrote, dates, references.
+
+Parsing uses mail-parser (charsets, HTML-only mail, attachments); quoted history is removed by
+structure first (HTML quote containers), then by mail-parser-reply, then by a few rules of ours
+for what it misses (phone signatures, Outlook header blocks, wrapped French attribution lines)."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from email import message_from_bytes
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+
+import mailparser
+from mailparser_reply import EmailReplyParser
+
+from rules.classify import MailFacts
+
+_QUOTE_CONTAINERS = re.compile(
+    r'<(div|blockquote)[^>]*(class="[^"]*(gmail_quote|moz-cite-prefix|yahoo_quoted|OutlookMessageHeader)[^"]*"'
+    r'|id="(divRplyFwdMsg|appendonsend|x_divRplyFwdMsg|mail-editor-reference-message-container)")'
+    r'|<blockquote[^>]*type="cite"|<hr[^>]*id="stopSpelling"', re.IGNORECASE)
+_TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+_BREAKS = re.compile(r"<(br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
+_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
+_CUT = re.compile(
+    r"^\s*(?:"
+    r"-{2,}\s*(?:Original Message|Message d'origine|Message original|Forwarded message|Message transféré)\s*-{2,}"
+    r"|_{5,}"
+    r"|(?:De|From)\s*:\s.*\n\s*(?:Envoyé|Sent|Date|À|To)\s*:"
+    r"|Le\s.{0,300}?a\s+écrit\s*:"
+    r"|On\s.{0,300}?wrote\s*:"
+    r"|(?:Envoyé|Envoye|Sent)\s+(?:de|depuis|from)\s+(?:mon|my)\b.*"
+    r"|Get Outlook for \w+.*"
+    r"|--\s*$"
+    r")", re.IGNORECASE | re.MULTILINE | re.DOTALL)
+_REPLY_PARSER = EmailReplyParser(languages=["fr", "en"])
+
+
+@dataclass(frozen=True)
+class Parsed:
+    message_id: str
+    sender: str
+    sender_name: str
+    recipients: tuple[str, ...]
+    subject: str
+    received_at: datetime | None
+    refs: tuple[str, ...]  # In-Reply-To then References, deduplicated
+    facts: MailFacts
+
+
+def html_to_text(body: str) -> str:
+    cut = _QUOTE_CONTAINERS.search(body)
+    if cut:
+        body = body[:cut.start()]
+    return html.unescape(_TAGS.sub("", _BREAKS.sub("\n", body)))
+
+
+def strip_quotes(text: str) -> str:
+    """What the person wrote: quoted history, forwarded blocks and signature removed."""
+    text = text.replace("\r\n", "\n").translate(_SPACES)
+    text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(">"))
+    cut = _CUT.search(text)
+    if cut:
+        text = text[:cut.start()]
+    try:
+        reply = _REPLY_PARSER.read(text)
+        body = reply.replies[0].body if reply.replies else text
+    except Exception:
+        body = text
+    return re.sub(r"\n{3,}", "\n\n", (body or text)).strip()
+
+
+def _header_map(msg: Message) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in msg.items():
+        out.setdefault(k.lower(), str(v)[:2000])
+    return out
+
+
+def parse(raw: bytes) -> Parsed:
+    """Parse `raw`; raises ValueError when it is not a readable message at all."""
+    mail = mailparser.parse_from_bytes(raw)
+    msg = message_from_bytes(raw)
+    headers = _header_map(msg)
+    text = "\n".join(mail.text_plain).strip()
+    if not text and mail.text_html:
+        text = html_to_text("\n".join(mail.text_html))
+    refs: list[str] = []
+    for name in ("in-reply-to", "references"):
+        for ref in re.findall(r"<[^<>\s]+>", headers.get(name, ""))[:200]:  # thousands of References: cap
+            if ref not in refs:
+                refs.append(ref)
+    name, sender = parseaddr(headers.get("from", ""))
+    recipients = tuple(a.lower() for _, a in getaddresses([headers.get(h, "") for h in ("to", "cc", "delivered-to")])
+                       if a)
+    ctype = msg.get_content_type()
+    facts = MailFacts(
+        sender=sender.lower(), subject=mail.subject or "", text=strip_quotes(text), headers=headers,
+        content_type=ctype, report_type=str(msg.get_param("report-type") or "") if ctype == "multipart/report" else "",
+        attachments=tuple(a.get("filename") or "" for a in mail.attachments),
+    )
+    received = mail.date if isinstance(mail.date, datetime) else None
+    return Parsed(message_id=headers.get("message-id", "").strip(), sender=sender.lower(), sender_name=name,
+                  recipients=recipients, subject=mail.subject or "", received_at=received, refs=tuple(refs),
+                  facts=facts)
+
+
+def find_dates(text: str, today: date) -> tuple[date, ...]:
+    """Dates written in `text` ("le 15 décembre", "12 April 2027", "15/12"), resolved forward from today."""
+    from dateparser.search import search_dates  # noqa: PLC0415 - heavy; only loaded when a date matters
+
+    base = datetime(today.year, today.month, today.day)  # noqa: DTZ001 - dateparser wants a naive base
+    found = search_dates(text[:2000], languages=["fr", "en"],
+                         settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future"}) or []
+    return tuple(d.date() for s, d in found if re.search(r"\d", s) and d.date() >= today)

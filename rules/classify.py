@@ -1,0 +1,144 @@
+"""What an inbound message is: bounce, auto-reply, payment claim, promise, plan, dispute, reply.
+
+Bounces are tested before auto-replies (many real bounces carry `Auto-Submitted: auto-replied`).
+Each result carries a confidence and the cues that produced it, so a person can see why."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    PAYMENT_CLAIM = "payment_claim"
+    PROMISE_TO_PAY = "promise_to_pay"
+    PAYMENT_PLAN = "payment_plan"
+    DISPUTE = "dispute"
+    AUTO_REPLY = "auto_reply"
+    BOUNCE = "bounce"
+    HUMAN_REPLY = "human_reply"
+
+
+@dataclass(frozen=True)
+class MailFacts:
+    """What the parser saw; header names lower-case."""
+
+    sender: str
+    subject: str
+    text: str  # what the person wrote: quotes and signature removed
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "text/plain"
+    report_type: str = ""  # multipart/report; report-type=...
+    attachments: tuple[str, ...] = ()
+    dates: tuple[date, ...] = ()  # dates found in the text, in order
+
+
+@dataclass(frozen=True)
+class Understanding:
+    kind: Kind
+    confidence: Decimal
+    cues: tuple[str, ...]
+    date: date | None = None  # promised payment date, or an out-of-office's return date
+
+
+def _any(patterns: tuple[str, ...], text: str) -> list[str]:
+    return [p for p in patterns if re.search(p, text, re.IGNORECASE)]
+
+
+_BOUNCE_SENDERS = (r"^mailer-daemon@", r"^postmaster@", r"^mail delivery (sub)?system")
+_BOUNCE_SUBJECTS = (
+    r"undeliver(ed|able)", r"delivery status notification \((failure|delay)\)", r"returned mail",
+    r"failure notice", r"delivery (has )?failed", r"mail delivery failed", r"non remis", r"remise .{0,20}échec",
+    r"échec de (la )?(remise|distribution)", r"message (non )?distribu", r"could not be delivered",
+)
+_AUTO_SUBJECTS = (
+    r"r[ée]ponse automatique", r"absence du bureau", r"absent\b", r"out of (the )?office", r"automatic reply",
+    r"auto[- ]?reply", r"autoreply", r"on vacation", r"en cong[ée]s?", r"message automatique",
+)
+_CLAIM = (
+    r"virement (a été |a ete )?(effectu|envoy|émis|emis|pass|réalis|fait)",
+    r"(avons|ai) (bien )?(réglé|regle|payé|paye|viré|vire)",
+    r"(avons|ai) (bien )?(effectué|effectue|fait|procédé à|procédé au|envoyé|émis|passé|lancé) "
+    r"(le |un |au |notre |l')?(virement|paiement|règlement|reglement)",
+    r"r[èe]glement (a été |a ete )?(effectu|envoy|émis|pass)", r"paiement (a été |a ete )?(effectu|envoy|émis|pass)",
+    r"ch[èe]que (a été |a ete )?(envoy|post)", r"\b(has|have) been paid\b", r"\bpaid (it|this|the invoice)\b",
+    r"\bpayment (was|has been) (made|sent|processed|issued)\b", r"remittance advice", r"avis de (paiement|virement)",
+    r"\bwe (have )?(paid|transferred|wired)\b", r"\btransfer (was|has been) (made|sent)\b", r"\bproof of payment\b",
+    r"preuve de (paiement|virement)", r"d[ée]j[àa] (été )?(réglé|regle|payé|paye)",
+)
+_PROMISE = (
+    r"(nous )?(réglerons|reglerons|paierons|payerons|virerons|procéderons au (paiement|règlement|virement))",
+    r"(je|nous) vais (régler|regler|payer|virer)", r"(sera|seront) (réglée?s?|payée?s?|viré)",
+    r"\bwill (pay|be paid|settle|transfer|process)\b", r"\bpayment (will be|is scheduled)\b",
+    r"prochain (virement|paiement|règlement)", r"\bby (the )?end of\b", r"d'ici (la fin|le)",
+)
+_PLAN = (
+    r"[ée]ch[ée]ancier", r"\ben \d+ (fois|versements|mensualit[ée]s)", r"paiements? (échelonn|echelonn|fractionn)",
+    r"\binstal?lments?\b", r"payment plan", r"\bpay in \d+\b", r"mensualit[ée]s", r"étaler le paiement",
+)
+_DISPUTE = (
+    r"\blitige\b", r"(nous )?contest(ons|e|é)", r"\bdisput(e|ing)\b", r"(not|never) received", r"pas (été )?re[çc]u",
+    r"wrong (amount|invoice)", r"montant (erron|incorrect|faux)", r"\bavoir\b", r"credit note",
+    r"erreur (sur|de) (la )?facture",
+    r"ne (correspond|concerne) pas", r"\bdéfectueu", r"non conforme", r"réclamation",
+)
+
+
+def classify(facts: MailFacts, company_domain: str) -> Understanding:
+    h = facts.headers
+    sender = facts.sender.lower()
+    subject = facts.subject or ""
+
+    cues: list[str] = []
+    if facts.content_type == "multipart/report" and "delivery-status" in facts.report_type:
+        cues.append("multipart/report; report-type=delivery-status (RFC 3464)")
+    cues += [f"sender {sender}" for p in _BOUNCE_SENDERS if re.search(p, sender)]
+    subject_bounce = _any(_BOUNCE_SUBJECTS, subject)
+    cues += [f"subject ~ {p}" for p in subject_bounce]
+    if h.get("x-failed-recipients"):
+        cues.append("X-Failed-Recipients")
+    if cues and (len(cues) > 1 or not subject_bounce):
+        return Understanding(Kind.BOUNCE, Decimal("0.99") if len(cues) > 1 else Decimal("0.90"), tuple(cues))
+
+    auto: list[str] = []
+    auto_submitted = h.get("auto-submitted", "").lower()
+    if auto_submitted and auto_submitted != "no":
+        auto.append(f"Auto-Submitted: {auto_submitted}")
+    auto += [f"{name}" for name in ("x-autoreply", "x-autorespond", "x-ms-exchange-generated-message-source",
+                                     "x-ms-exchange-inbox-rules-loop", "list-id") if name in h]
+    if h.get("precedence", "").lower() in ("auto_reply", "bulk", "junk", "list"):
+        auto.append(f"Precedence: {h['precedence']}")
+    if h.get("return-path", "x").strip() in ("<>", ""):
+        auto.append("empty Return-Path")
+    auto += [f"subject ~ {p}" for p in _any(_AUTO_SUBJECTS, subject)]
+    if sender.endswith("@" + company_domain.lower()):
+        auto.append("sent from our own domain (a loop)")
+    if auto:
+        back = next((d for d in facts.dates), None)
+        return Understanding(Kind.AUTO_REPLY, Decimal("0.98") if len(auto) > 1 else Decimal("0.85"), tuple(auto),
+                             date=back)
+
+    text = f"{subject}\n{facts.text}"
+    scores: list[tuple[Kind, list[str]]] = [
+        (Kind.DISPUTE, _any(_DISPUTE, text)),
+        (Kind.PAYMENT_PLAN, _any(_PLAN, text)),
+        (Kind.PAYMENT_CLAIM, _any(_CLAIM, text) + [f"attachment {a}" for a in facts.attachments
+                                                    if re.search(r"remittance|avis|virement|payment|paiement|preuve",
+                                                                 a, re.IGNORECASE)]),
+        (Kind.PROMISE_TO_PAY, _any(_PROMISE, text)),
+    ]
+    found = [(k, c) for k, c in scores if c]
+    if not found:
+        return Understanding(Kind.HUMAN_REPLY, Decimal("0.60"), ("no payment, plan or dispute wording",))
+    kind, kcues = found[0]  # a dispute or a plan outweighs a claim or a promise in the same message
+    confidence = Decimal("0.90") if len(found) == 1 else Decimal("0.70")
+    when = None
+    if kind is Kind.PROMISE_TO_PAY:
+        when = next((d for d in facts.dates), None)
+        if when is not None:
+            kcues = [*kcues, f"date {when.isoformat()}"]
+    others = [f"also {k.value}" for k, _ in found[1:]]
+    return Understanding(kind, confidence, tuple(kcues + others), date=when)

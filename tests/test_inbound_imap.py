@@ -1,0 +1,168 @@
+"""The inbound side against a real Dovecot: store, resume, dedupe, understand, pause escalation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from imapclient import IMAPClient
+from sqlalchemy.engine import Engine
+
+from bot import inbound, ledger, reports
+from bot.config import Config
+from bot.mailbox import ImapSource
+from bot.mailer import MemoryMailer
+from bot.models import Inbound, Invoice, table
+from bot.tick import tick
+from tests.servers import Dovecot, dovecot_server
+
+PARIS = ZoneInfo("Europe/Paris")
+HEADER = "number,client,email,amount,currency,issue_date,due_date,language\n"
+ROWS = ("F-2027-001,Client A,compta@client-a.example,1000.00,EUR,2027-03-01,2027-03-31,fr\n"
+        "F-2027-002,Client B,ap@client-b.example,500.00,EUR,2027-03-01,2027-03-31,en\n")
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=PARIS)
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    with dovecot_server() as d:
+        yield d
+
+
+@pytest.fixture
+def imap(dovecot: Dovecot) -> Iterator[IMAPClient]:
+    c = IMAPClient("127.0.0.1", port=dovecot.port, ssl=False)
+    c.login(dovecot.user, dovecot.password)
+    for folder in ("INBOX",):
+        c.select_folder(folder)
+        uids = c.search("ALL")
+        if uids:
+            c.delete_messages(uids)
+            c.expunge()
+    yield c
+    c.logout()
+
+
+@pytest.fixture
+def world(engine: Engine, dovecot: Dovecot, imap: IMAPClient, tmp_path: Path, make_config: Callable[..., Config],
+          monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    cfg = make_config(imap={"host": "127.0.0.1", "port": dovecot.port, "tls": "none", "username": dovecot.user,
+                            "password_env": "TEST_IMAP_PASSWORD", "folders": ["INBOX"]})
+    path = tmp_path / "l.csv"
+    path.write_text(HEADER + ROWS)
+    ledger.import_rows(engine, ledger.read(path, "fr"), at("2027-03-01T08:00"), "l.csv")
+    mailer = MemoryMailer()
+    asyncio.run(tick(engine, cfg, mailer, at("2027-04-05T10:00"), datetime.now(UTC)))
+    sent = {message_from_bytes(raw)["X-Relance-Invoices"]: message_from_bytes(raw) for _, _, raw in mailer.sent}
+
+    def sync(now: str) -> inbound.SyncReport:
+        report = inbound.SyncReport()
+        source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+        try:
+            inbound.store_new(engine, source, "INBOX", at(now), report)
+        finally:
+            source.close()
+        report.processed = inbound.process(engine, cfg, at(now))
+        return report
+
+    def reply(to_invoice: str, body: str, subject: str = "", sender: str = "compta@client-a.example",
+              extra: str = "") -> bytes:
+        original = sent[to_invoice]
+        raw = (f"From: Jean Client <{sender}>\r\nTo: relances@acme.example\r\n"
+               f"Subject: {subject or 'Re: ' + str(original['Subject'])}\r\n"
+               f"Message-ID: <{abs(hash(body))}.{len(body)}@client.example>\r\n"
+               f"In-Reply-To: {original['Message-ID']}\r\nReferences: {original['Message-ID']}\r\n{extra}"
+               "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               f"{body}\r\n\r\nLe lun. 5 avr. 2027 à 10:00, ACME SAS <relances@acme.example> a écrit :\r\n"
+               "> Bonjour,\r\n> Sauf erreur de notre part...\r\n").encode()
+        imap.append("INBOX", raw)
+        return raw
+
+    def invoice(number: str) -> Any:
+        with engine.connect() as c:
+            return c.execute(sa.select(table(Invoice)).where(table(Invoice).c.number == number)).one()
+
+    def messages() -> list[dict[str, Any]]:
+        with engine.connect() as c:
+            return reports.messages(c)
+
+    return type("World", (), {"engine": engine, "cfg": cfg, "sync": staticmethod(sync), "reply": staticmethod(reply),
+                              "invoice": staticmethod(invoice), "messages": staticmethod(messages), "imap": imap})
+
+
+def test_a_payment_claim_pauses_its_invoice_and_nothing_is_marked_read(world: Any) -> None:
+    world.reply("F-2027-001", "Bonjour,\r\n\r\nNous avons effectué le virement hier.\r\n\r\nCordialement,\r\nJean")
+    report = world.sync("2027-04-06T09:00")
+    assert report.stored == 1
+    (m,) = world.messages()
+    assert (m["kind"], m["invoices"], m["status"]) == ("payment_claim", ["F-2027-001"], "applied")
+    assert m["text"] == "Bonjour,\n\nNous avons effectué le virement hier.", "quote and signature removed"
+    assert world.invoice("F-2027-001").hold_until == at("2027-04-16T09:00")
+    world.imap.select_folder("INBOX", readonly=True)
+    flags = world.imap.get_flags(world.imap.search("ALL"))
+    assert all(b"\\Seen" not in f for f in flags.values()), "the shared mailbox looks untouched"
+
+
+def test_escalation_pauses_after_a_reply(world: Any) -> None:
+    """No second reminder the day after a client promised to pay."""
+    world.reply("F-2027-001", "Nous réglerons la facture le 30 avril.")
+    world.sync("2027-04-06T09:00")
+    (m,) = world.messages()
+    assert m["kind"] == "promise_to_pay"
+    mailer = MemoryMailer()
+    asyncio.run(tick(world.engine, world.cfg, mailer, at("2027-04-15T10:00"), datetime.now(UTC)))
+    assert [message_from_bytes(r)["X-Relance-Invoices"] for _, _, r in mailer.sent] == ["F-2027-002"]
+    assert world.invoice("F-2027-001").hold_until == at("2027-05-03T00:00"), "promised date + 3 days' grace"
+
+
+def test_restart_resumes_without_duplicates(world: Any) -> None:
+    world.reply("F-2027-001", "Merci, nous regardons.")
+    assert world.sync("2027-04-06T09:00").stored == 1
+    assert world.sync("2027-04-06T09:05").stored == 0, "a second pass stores nothing again"
+    world.reply("F-2027-002", "We will pay by the end of the month.", sender="ap@client-b.example")
+    assert world.sync("2027-04-06T09:10").stored == 1
+    assert [m["invoices"] for m in world.messages()] == [["F-2027-001"], ["F-2027-002"]]
+
+
+def test_crash_between_fetch_and_commit_loses_nothing(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.reply("F-2027-001", "Premier message.")
+    world.reply("F-2027-001", "Deuxième message.")
+    real = inbound._header
+    monkeypatch.setattr(inbound, "_header", lambda raw, name: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError, match="killed"):
+        world.sync("2027-04-06T09:00")
+    monkeypatch.setattr(inbound, "_header", real)
+    assert world.messages() == []
+    assert world.sync("2027-04-06T09:05").stored == 2
+    assert world.sync("2027-04-06T09:10").stored == 0
+
+
+def test_uidvalidity_change_rescans_without_duplicates(world: Any, engine: Engine) -> None:
+    world.reply("F-2027-001", "Un message.")
+    world.sync("2027-04-06T09:00")
+    with engine.begin() as c:  # as if the server had renumbered the folder
+        c.execute(sa.text("UPDATE mailbox SET uidvalidity = 1"))
+    world.reply("F-2027-002", "Another one.", sender="ap@client-b.example")
+    report = world.sync("2027-04-06T09:05")
+    assert report.rescanned == ["INBOX"] and report.stored == 1 and report.duplicates == 1
+
+
+def test_unreadable_message_is_kept_and_quarantined(world: Any) -> None:
+    world.imap.append("INBOX", b"\x00\xff garbage that is not a message \xfe" * 10)
+    world.reply("F-2027-001", "Nous avons payé.")
+    world.sync("2027-04-06T09:00")
+    with world.engine.connect() as c:
+        rows = c.execute(sa.select(table(Inbound).c.status, table(Inbound).c.raw)).all()
+    assert len(rows) == 2, "both stored, the bad one too"
+    assert sorted(r.status for r in rows)[-1] in ("applied", "triage")
