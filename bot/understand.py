@@ -31,13 +31,21 @@ _CUT = re.compile(
     r"-{2,}\s*(?:Original Message|Message d'origine|Message original|Forwarded message|Message transféré)\s*-{2,}"
     r"|_{5,}"
     r"|(?:De|From)\s*:\s.*\n\s*(?:Envoyé|Sent|Date|À|To)\s*:"
+    r"|-{2,}\s*[^\W\d_][^\n-]{2,40}\s*-{2,}\s*$"  # any "-----Ursprüngliche Nachricht-----"
+    r"|={3,}\s*$"
     r"|Le\s.{0,300}?a\s+écrit\s*:"
-    r"|On\s.{0,300}?wrote\s*:"
-    r"|(?:Envoyé|Envoye|Sent)\s+(?:de|depuis|from)\s+(?:mon|my)\b.*"
+    r"|On\s.{0,300}?wrote\s*:?\s*$"
+    r"|(?:Envoyé|Envoye|Sent|Gesendet)\s+(?:de|depuis|from|à partir de|von)\s+(?:mon|my|Outlook|mein)\b.*"
     r"|Get Outlook for \w+.*"
+    r"|[^\n]{0,120}<[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # an attribution line: "..., Name <a@b.c>:"
+    r"|[^\n]{0,120}<\s*\n[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # the same, wrapped before the address
+    r"|[^\n]{0,160}\n[^\n]{0,40}<?[^<>\s]+@[^<>\s]+>?[^\n]{0,40}(?:wrote|a écrit|schrieb|scrisse|skrev|"
+    r"napisał\(a\)|kirjoitti|ha scritto|schreef|escreveu)\s*:?\s*$"
+    r"|(?:Von|Van|Da|De|Fra|Od|From)\s*:\s.*\n\s*(?:Gesendet|Verzonden|Inviato|Envoyé|Sendt|Wysłane|Sent|Date|Dato)\s*:"
     r"|--\s*$"
     r")", re.IGNORECASE | re.MULTILINE | re.DOTALL)
-_REPLY_PARSER = EmailReplyParser(languages=["fr", "en"])
+# French and English first; the other European languages it knows, for clients across the EU.
+_REPLY_PARSER = EmailReplyParser(languages=["fr", "en", "de", "it", "es", "nl", "pl", "da", "sv", "cs"])
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,10 @@ def strip_quotes(text: str) -> str:
     text = text.replace("\r\n", "\n").translate(_SPACES)
     text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(">"))
     cut = _CUT.search(text)
-    if cut:
+    if cut and text[:cut.start()].strip():
         text = text[:cut.start()]
+    elif cut:  # bottom-posting: the reply comes after the quoted text; drop the attribution line only
+        text = text[:cut.start()] + text[cut.end():]
     try:
         reply = _REPLY_PARSER.read(text)
         body = reply.replies[0].body if reply.replies else text

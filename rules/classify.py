@@ -48,11 +48,20 @@ def _any(patterns: tuple[str, ...], text: str) -> list[str]:
     return [p for p in patterns if re.search(p, text, re.IGNORECASE)]
 
 
-_BOUNCE_SENDERS = (r"^mailer-daemon@", r"^postmaster@", r"^mail delivery (sub)?system")
+_BOUNCE_SENDERS = (r"mailer-daemon", r"postmaster", r"mail delivery (sub)?system", r"mail\.delivery\.system",
+                   r"\bmdaemon@", r"jetmail system", r"antivirus_for_smtp", r"_smtp_mail_service@")
 _BOUNCE_SUBJECTS = (
-    r"undeliver(ed|able)", r"delivery status notification \((failure|delay)\)", r"returned mail",
-    r"failure notice", r"delivery (has )?failed", r"mail delivery failed", r"non remis", r"remise .{0,20}échec",
+    r"undeliver(ed|able)", r"delivery status notification", r"returned mail", r"failure notice",
+    r"delivery (has )?failed", r"mail delivery failed", r"non remis", r"remise .{0,20}échec",
     r"échec de (la )?(remise|distribution)", r"message (non )?distribu", r"could not be delivered",
+    r"delivery failure", r"\bmail error\b", r"user unknown", r"undelivered mail returned",
+    r"nondeliverable", r"non-delivery", r"rejected:", r"delivery notification: delivery has failed",
+)
+_BOUNCE_BODY = (
+    r"(delivery|message) to the following recipients? (failed|could not)", r"following addresse?s? (had|failed)",
+    r"\buser unknown\b", r"\bunknown user\b", r"mailbox (unavailable|not found|is full)", r"no such (user|mailbox)",
+    r"\b5\.\d\.\d+\b", r"\b55[0-4][ -]", r"permanent(ly)? (error|fatal)", r"could not be delivered",
+    r"n'a pas pu (être|etre) (remis|distribu|d[ée]livr)", r"adresse (inconnue|introuvable)",
 )
 _AUTO_SUBJECTS = (
     r"r[ée]ponse automatique", r"absence du bureau", r"absent\b", r"out of (the )?office", r"automatic reply",
@@ -95,13 +104,22 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
     cues: list[str] = []
     if facts.content_type == "multipart/report" and "delivery-status" in facts.report_type:
         cues.append("multipart/report; report-type=delivery-status (RFC 3464)")
-    cues += [f"sender {sender}" for p in _BOUNCE_SENDERS if re.search(p, sender)]
-    subject_bounce = _any(_BOUNCE_SUBJECTS, subject)
-    cues += [f"subject ~ {p}" for p in subject_bounce]
+    from_header = h.get("from", sender).lower()
+    cues += [f"sender ~ {p}" for p in _BOUNCE_SENDERS if re.search(p, from_header)]
+    is_reply = re.match(r"^\s*(re|tr|fw|fwd|aw|réf)\s*:", subject, re.IGNORECASE) is not None
+    subject_cues = [f"subject ~ {p}" for p in _any(_BOUNCE_SUBJECTS, subject)]
+    if not is_reply:
+        cues += subject_cues
+    elif subject_cues:  # "RE: ... non remis (delivery failed)": only with a failure report in the body too
+        body = _any(_BOUNCE_BODY, facts.text)
+        cues += [*subject_cues, *(f"body ~ {p}" for p in body)] if body else []
     if h.get("x-failed-recipients"):
         cues.append("X-Failed-Recipients")
-    if cues and (len(cues) > 1 or not subject_bounce):
-        return Understanding(Kind.BOUNCE, Decimal("0.99") if len(cues) > 1 else Decimal("0.90"), tuple(cues))
+    robot = h.get("return-path", "x").strip() in ("<>", "") or h.get("auto-submitted", "no").lower() != "no"
+    if robot and not cues:
+        cues += [f"body ~ {p}" for p in _any(_BOUNCE_BODY, facts.text)[:2]]
+    if cues:
+        return Understanding(Kind.BOUNCE, Decimal("0.99") if len(cues) > 1 else Decimal("0.85"), tuple(cues))
 
     auto: list[str] = []
     auto_submitted = h.get("auto-submitted", "").lower()

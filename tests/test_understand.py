@@ -1,0 +1,113 @@
+"""Parsing and understanding real mail: quote stripping on public corpora, bounces, intents."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from bot.understand import find_dates, parse, strip_quotes
+from rules.classify import Kind, MailFacts, classify
+
+CORPUS = Path(__file__).parent / "corpus"
+LOREM_END = "nibh."  # the crisp fixtures' reply paragraph ends with this word
+
+
+def crisp_cases() -> list[tuple[str, str, str]]:
+    """(name, text, expected reply) for every crisp fixture whose reply is the Lorem paragraph."""
+    cases = []
+    for p in sorted((CORPUS / "quoted-replies" / "crisp").glob("*.txt")):
+        text = p.read_text(errors="replace")
+        if text.startswith("Fusce bibendum"):
+            cases.append((p.name, text, text[:text.index(LOREM_END) + len(LOREM_END)].strip()))
+    return cases
+
+
+def test_quote_stripping_on_the_crisp_corpus() -> None:
+    """What the person wrote, exactly, in at least 95 % of the public fixtures (all languages)."""
+    cases = crisp_cases()
+    misses = [name for name, text, expected in cases if strip_quotes(text) != expected]
+    rate = 1 - len(misses) / len(cases)
+    print(f"quote stripping: {len(cases) - len(misses)}/{len(cases)} exact ({rate:.1%}); misses: {misses}")
+    assert len(cases) >= 40
+    assert rate >= 0.95, misses
+
+
+@pytest.mark.parametrize(("name", "expected"), [("iphone.eml", "Hello"), ("sparrow.eml", "Hello")])
+def test_talon_phone_replies(name: str, expected: str) -> None:
+    parsed = parse((CORPUS / "quoted-replies" / "talon" / name).read_bytes())
+    assert parsed.facts.text == expected
+
+
+def test_every_talon_message_parses() -> None:
+    for p in (CORPUS / "quoted-replies" / "talon").glob("*.eml"):
+        parsed = parse(p.read_bytes())
+        assert parsed.facts.text, p.name
+        assert "wrote:" not in parsed.facts.text and "\n>" not in parsed.facts.text, p.name
+
+
+def test_bounce_recall_on_real_bounces() -> None:
+    """103 real bounces from many servers (flufl.bounce's corpus): recognised without flufl."""
+    files = sorted((CORPUS / "bounces" / "flufl").glob("*.txt"))
+    missed = [p.name for p in files if classify(parse(p.read_bytes()).facts, "acme.example").kind is not Kind.BOUNCE]
+    print(f"bounce recall: {len(files) - len(missed)}/{len(files)}; missed: {missed}")
+    assert len(files) >= 100
+    assert len(missed) / len(files) <= 0.01, missed
+
+
+def facts(text: str, subject: str = "Re: Rappel : facture F-1", **headers: str) -> MailFacts:
+    return MailFacts(sender="compta@client.example", subject=subject, text=text,
+                     headers={k.replace("_", "-").lower(): v for k, v in headers.items()})
+
+
+@pytest.mark.parametrize(("text", "subject", "headers", "kind"), [
+    ("Nous avons effectué le virement ce matin.", "", {}, Kind.PAYMENT_CLAIM),
+    ("Le règlement a été envoyé hier par chèque.", "", {}, Kind.PAYMENT_CLAIM),
+    ("Please find attached the remittance advice.", "", {}, Kind.PAYMENT_CLAIM),
+    ("This invoice has been paid on March 3rd.", "", {}, Kind.PAYMENT_CLAIM),
+    ("Nous réglerons le 15 décembre.", "", {}, Kind.PROMISE_TO_PAY),
+    ("We will pay by the end of the month.", "", {}, Kind.PROMISE_TO_PAY),
+    ("Pourrions-nous payer en 3 fois ? 500 € par mois.", "", {}, Kind.PAYMENT_PLAN),
+    ("Can we agree on a payment plan in monthly instalments?", "", {}, Kind.PAYMENT_PLAN),
+    ("Nous contestons cette facture : le montant est erroné.", "", {}, Kind.DISPUTE),
+    ("We never received the goods, so this is in dispute.", "", {}, Kind.DISPUTE),
+    ("Merci d'émettre un avoir, la livraison était incomplète.", "", {}, Kind.DISPUTE),
+    ("Bonjour, je transmets à notre comptable.", "", {}, Kind.HUMAN_REPLY),
+    ("Je suis absente jusqu'au 12 avril.", "Réponse automatique : Rappel", {}, Kind.AUTO_REPLY),
+    ("I am out of the office.", "Automatic reply: Reminder", {"auto_submitted": "auto-replied"}, Kind.AUTO_REPLY),
+    ("Thanks for your email.", "Your request", {"x_autoreply": "yes"}, Kind.AUTO_REPLY),
+    ("Thanks.", "Ticket #123", {"precedence": "bulk"}, Kind.AUTO_REPLY),
+    ("Delivery to the following recipient failed permanently: 550 5.1.1 user unknown",
+     "Delivery Status Notification (Failure)", {"auto_submitted": "auto-replied"}, Kind.BOUNCE),
+])
+def test_classification_table(text: str, subject: str, headers: dict[str, str], kind: Kind) -> None:
+    u = classify(facts(text, subject or "Re: Rappel : facture F-1", **headers), "acme.example")
+    assert u.kind is kind, u.cues
+    assert u.cues and 0 < u.confidence <= 1
+
+
+def test_a_dispute_outweighs_a_promise_in_the_same_message() -> None:
+    u = classify(facts("Nous paierons le 10 mai, mais nous contestons les frais de port."), "acme.example")
+    assert u.kind is Kind.DISPUTE and "also promise_to_pay" in u.cues and u.confidence < 0.9
+
+
+def test_our_own_reminder_coming_back_is_a_loop_not_an_answer() -> None:
+    f = MailFacts(sender="relances@acme.example", subject="Rappel : facture F-1", text="Bonjour...")
+    assert classify(f, "acme.example").kind is Kind.AUTO_REPLY
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Nous réglerons le 15 décembre.", date(2027, 12, 15)),
+    ("I'm back on 12 April 2027.", date(2027, 4, 12)),
+    ("Paiement prévu le 30/04/2027.", date(2027, 4, 30)),
+])
+def test_dates_are_found_in_french_and_english(text: str, expected: date) -> None:
+    assert find_dates(text, date(2027, 4, 5))[0] == expected
+
+
+def test_the_promised_date_reaches_the_understanding() -> None:
+    text = "Nous réglerons le 15 décembre."
+    u = classify(MailFacts("a@b.example", "Re: F-1", text, dates=find_dates(text, date(2027, 4, 5))),
+                 "acme.example")
+    assert (u.kind, u.date) == (Kind.PROMISE_TO_PAY, date(2027, 12, 15))
