@@ -96,6 +96,8 @@ class ImapConfig:
     username: str = ""
     password_env: str = "RELANCE_IMAP_PASSWORD"
     folders: tuple[str, ...] = ("INBOX",)
+    idle_seconds: int = 240  # renew IDLE this often: firewalls drop idle connections long before 29 min
+    poll_seconds: int = 60  # where the server has no IDLE, and for the folders after the first
 
     def password(self, source: str) -> Secret | None:
         value = os.environ.get(self.password_env)

@@ -1,5 +1,5 @@
-"""`relance run`: the long-running process. Today it runs the scheduler (a tick every
-`schedule.tick_minutes`); the inbound IMAP watcher joins the same TaskGroup.
+"""`relance run`: the long-running process: the scheduler (a pass every `schedule.tick_minutes`)
+and the IMAP watcher (bot/watcher.py, unless `imap.folders` is empty) in one TaskGroup.
 
 Shutdown, as uvicorn does it: the first SIGTERM or SIGINT stops new work and lets the message in
 flight finish (the rest stays pending for the next start); a second one exits at once (a message
@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ from bot.errors import RelanceError
 from bot.mailer import SmtpMailer
 from bot.render import Renderer
 from bot.tick import tick
+from bot.watcher import Watcher
 
 log = logging.getLogger("relance")
 
@@ -49,7 +51,18 @@ class Daemon:
         log.info("relance running: a scheduling pass every %d min", self.config.schedule.tick_minutes)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.scheduler())
+            if self.config.imap.folders:
+                tg.create_task(self.watcher())
         log.info("relance stopped")
+
+    async def watcher(self) -> None:
+        """The IMAP watcher in its worker thread, stopped through a threading.Event."""
+        stop = threading.Event()
+        watcher = Watcher(self.engine, self.config, stop, self.clock)
+        thread = asyncio.create_task(asyncio.to_thread(watcher.run))
+        await self.stop.wait()
+        stop.set()
+        await thread
 
     async def scheduler(self) -> None:
         password = self.config.smtp.password(self.config.source)

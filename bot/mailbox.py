@@ -5,7 +5,10 @@ double for unit tests and the demo."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -90,6 +93,41 @@ class ImapSource:
         except IMAPClientError as e:
             raise MailboxError(f"fetching after UID {last_uid}: {e}") from e
         return [Fetched(u, data[u][b"BODY[]"], _aware(data[u].get(b"INTERNALDATE"))) for u in uids if u in data]
+
+    def wait(self, seconds: float, stop: threading.Event, check: float = 1.0) -> bool:
+        """Block until the selected folder changes (IMAP IDLE), `seconds` pass or `stop` is set.
+
+        Returns True when the server announced something. Falls back to sleeping where the server
+        has no IDLE. `idle_done` gets a hard socket timeout: it is known to hang on a dead link."""
+        client = self.connect()
+        if b"IDLE" not in client.capabilities():
+            stop.wait(seconds)
+            return False
+        deadline = time.monotonic() + seconds
+        changed = False
+        try:
+            client.idle()
+            while not stop.is_set() and time.monotonic() < deadline:
+                responses = client.idle_check(timeout=check)
+                if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                    changed = True
+                    break
+        except (IMAPClientError, OSError) as e:
+            self._drop()
+            raise MailboxError(f"connection lost while waiting for mail: {e}") from e
+        try:
+            client.socket().settimeout(15)
+            client.idle_done()
+        except (IMAPClientError, OSError) as e:
+            self._drop()
+            raise MailboxError(f"connection lost when leaving IDLE: {e}") from e
+        return changed
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.shutdown()
+            self._client = None
 
     def close(self) -> None:
         if self._client is not None:

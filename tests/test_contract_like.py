@@ -57,6 +57,7 @@ class Cli:
             "database": {"url": f"sqlite:///{work / 'relance.db'}"},
             "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", "username": "", "rate_per_minute": 0,
                      "retry_backoff_seconds": "0.01"},
+            "imap": {"folders": []},  # the inbound side has its own tests against Dovecot
         })
         (work / "config.toml").write_text(toml_dump(cfg))
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
@@ -166,3 +168,57 @@ def test_unreadable_message_is_kept_and_quarantined(world: Any) -> None:
         rows = c.execute(sa.select(table(Inbound).c.status, table(Inbound).c.raw)).all()
     assert len(rows) == 2, "both stored, the bad one too"
     assert sorted(r.status for r in rows)[-1] in ("applied", "triage")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> float:
+    import time
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise TimeoutError
+
+
+def start_watcher(world: Any, dovecot: Dovecot) -> tuple[Any, threading.Event, threading.Thread]:
+    from bot.watcher import Watcher
+
+    cfg = replace(world.cfg, imap=replace(world.cfg.imap, idle_seconds=30))
+    stop = threading.Event()
+    watcher = Watcher(world.engine, cfg, stop, clock=lambda: at("2027-04-06T09:00"))
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    wait_until(lambda: watcher.passes >= 1)
+    return watcher, stop, thread
+
+
+def test_idle_wakes_the_watcher_within_seconds(world: Any, dovecot: Dovecot) -> None:
+    watcher, stop, thread = start_watcher(world, dovecot)
+    try:
+        world.reply("F-2027-001", "Nous avons payé hier.")
+        latency = wait_until(lambda: len(world.messages()) == 1)
+        assert latency < 5, "IDLE, not the 30 s renewal, brought the message in"
+        assert world.messages()[0]["kind"] == "payment_claim"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive(), "the watcher stops within seconds"
+
+
+def test_watcher_survives_a_server_restart_during_idle(world: Any, dovecot: Dovecot) -> None:
+    watcher, stop, thread = start_watcher(world, dovecot)
+    try:
+        dovecot.stop()
+        dovecot.start()
+        c = IMAPClient("127.0.0.1", port=dovecot.port, ssl=False)
+        c.login(dovecot.user, dovecot.password)
+        raw = (b"From: <compta@client-a.example>\r\nTo: relances@acme.example\r\nSubject: Re: facture F-2027-001\r\n"
+               b"Message-ID: <after-restart@client.example>\r\n\r\nNous avons fait le virement.\r\n")
+        c.append("INBOX", raw)
+        wait_until(lambda: any(m["message_id"] == "<after-restart@client.example>" for m in world.messages()),
+                   timeout=30)
+        c.logout()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
