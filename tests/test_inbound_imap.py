@@ -194,7 +194,7 @@ def start_watcher(world: Any, dovecot: Dovecot) -> tuple[Any, threading.Event, t
 
 
 def test_idle_wakes_the_watcher_within_seconds(world: Any, dovecot: Dovecot) -> None:
-    watcher, stop, thread = start_watcher(world, dovecot)
+    _, stop, thread = start_watcher(world, dovecot)
     try:
         world.reply("F-2027-001", "Nous avons payé hier.")
         latency = wait_until(lambda: len(world.messages()) == 1)
@@ -207,7 +207,7 @@ def test_idle_wakes_the_watcher_within_seconds(world: Any, dovecot: Dovecot) -> 
 
 
 def test_watcher_survives_a_server_restart_during_idle(world: Any, dovecot: Dovecot) -> None:
-    watcher, stop, thread = start_watcher(world, dovecot)
+    _, stop, thread = start_watcher(world, dovecot)
     try:
         dovecot.stop()
         dovecot.start()
