@@ -1,8 +1,10 @@
-"""`relance demo`: the whole outbound side against a local mail sandbox, with sample invoices.
+"""`relance demo`: the whole bot against a local mail sandbox, with sample invoices and clients.
 
-Three months of a credit controller's autumn in a few seconds: the ladder climbs day by day,
-one client pays, one calls and is paused, an address bounces, a consumer gets a formal notice
-without the commercial penalties, and every reminder lands in a real IMAP mailbox."""
+Three months of a credit controller's autumn in a few seconds: the ladder climbs day by day and
+every reminder lands in a real IMAP mailbox; the clients answer by email (a transfer announced,
+a promise, a dispute, a payment plan, an out-of-office), the bot reads the AR inbox, threads each
+answer to its invoice and pauses escalation; an address bounces; a consumer gets a formal notice
+without the commercial penalties; what needs a person waits in triage."""
 
 from __future__ import annotations
 
@@ -10,14 +12,18 @@ import asyncio
 import shutil
 import tempfile
 from datetime import UTC, date, datetime, time, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bot import actions, ledger, reports, store
-from bot.config import Config, from_dict
+from babel.dates import format_date
+
+from bot import actions, inbound, ledger, reports, store
+from bot.config import Config, Secret, from_dict
+from bot.mailbox import ImapSource
 from bot.mailer import SmtpMailer
 from bot.render import Renderer
-from bot.sandbox import MailSandbox
+from bot.sandbox import DELIVERED, MailSandbox
 from bot.tick import tick
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -34,11 +40,42 @@ F-2025-0107,Contoso GmbH,ap@contoso.example,990.00,EUR,2025-08-20,2025-09-19,en,
 F-2025-0108,Fabrikam SAS,compta@invalid.example,2750.00,EUR,2025-08-20,2025-09-19,fr,,,business,
 """
 
-# What happens on given days, as a credit controller would record it.
-HAPPENINGS = {
-    date(2025, 9, 29): ("paid", "F-2025-0102", "Dupont & Fils paid by transfer after the second reminder"),
-    date(2025, 9, 22): ("pause", "F-2025-0103", "Northwind's AP manager called: payment run on 15 October"),
+# What the clients answer, and when: (sender, invoice, subject or "" for a reply, body, extra headers).
+REPLIES: dict[date, list[tuple[str, str, str, str, str]]] = {
+    date(2025, 9, 10): [("compta@boulangerie-martin.example", "F-2025-0101", "",
+                         "Bonjour,\n\nNous avons effectué le virement ce matin.\n\nCordialement,\nMme Martin", "")],
+    date(2025, 9, 16): [("factures@dupont-fils.example", "F-2025-0102", "",
+                         "Bonjour,\n\nNous contestons le montant : la remise de 5 % prévue au devis n'a pas été "
+                         "appliquée.\nMerci de nous faire parvenir un avoir.\n\nP. Dupont", ""),
+                        ("accounts@northwind.example", "F-2025-0103", "",
+                         "Hello,\n\nSorry for the delay. We will pay on 15 October with our next payment run.\n\n"
+                         "Best regards,\nAnna", "")],
+    date(2025, 9, 19): [("jean.moreau@exemple.example", "F-2025-0106",
+                         "Réponse automatique : absent jusqu'au 29 septembre",
+                         "Je suis absent jusqu'au 29 septembre 2025 inclus, avec un accès limité à mes messages.",
+                         "Auto-Submitted: auto-replied\r\n")],
+    date(2025, 9, 17): [("gestion@atelier-lumiere.example", "F-2025-0104", "",
+                         "Bonjour,\n\nLa trésorerie est tendue en ce moment. Pourrions-nous régler en 3 fois, "
+                         "fin septembre, fin octobre et fin novembre ?\n\nMerci,\nLéa", "")],
 }
+PAYMENTS = {date(2025, 9, 19): ("F-2025-0101", "the bank statement shows Boulangerie Martin's transfer")}
+
+
+def client_reply(sandbox: MailSandbox, sender: str, number: str, subject: str, body: str, extra: str,
+                 day: date) -> None:
+    """A client's answer to the last reminder it got about `number`, put in the AR inbox."""
+    sent = [m for m in sandbox.messages() if number in str(m["X-Relance-Invoices"])]
+    last = sent[-1]
+    stamp = format_datetime(datetime.combine(day, time(9, 30), PARIS))
+    raw = (f"From: {sender}\r\nTo: relances@acme.example\r\nDate: {stamp}\r\n"
+           f"Subject: {subject or 'RE: ' + str(last['Subject'])}\r\n"
+           f"Message-ID: <{day:%Y%m%d}.{number}@{sender.split('@')[1]}>\r\n"
+           f"In-Reply-To: {last['Message-ID']}\r\nReferences: {last['Message-ID']}\r\n{extra}"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           + body.replace("\n", "\r\n") + "\r\n\r\n"
+           + f"Le {format_date(day, 'long', locale='fr_FR')}, ACME SAS <relances@acme.example> a écrit :\r\n"
+           + "> Bonjour,\r\n> Sauf erreur de notre part...\r\n")
+    sandbox.append(raw.encode(), "INBOX")
 
 
 def minimal_pdf(title: str) -> bytes:
@@ -61,7 +98,7 @@ def minimal_pdf(title: str) -> bytes:
     return bytes(out)
 
 
-def demo_config(work: Path, smtp_port: int) -> Config:
+def demo_config(work: Path, smtp_port: int, imap_port: int) -> Config:
     return from_dict({
         "database": {"url": f"sqlite:///{work / 'relance.db'}"},
         "company": {"name": "ACME SAS", "email": "relances@acme.example", "signature": "Claire Petit, comptabilité",
@@ -69,6 +106,8 @@ def demo_config(work: Path, smtp_port: int) -> Config:
                     "phone": "+33 1 23 45 67 89", "language": "fr"},
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "tls": "none", "username": "", "rate_per_minute": 0},
         "schedule": {"consolidate": True},
+        "imap": {"host": "127.0.0.1", "port": imap_port, "tls": "none", "username": "ar@acme.example",
+                 "folders": ["INBOX"]},
         "penalties": {"ecb_rates": {"2025-H1": "3.15", "2025-H2": "2.15"}},
     }, "<demo>")
 
@@ -87,9 +126,9 @@ def main(keep: bool = False) -> int:
 
 
 def run(work: Path, sandbox: MailSandbox) -> None:
-    cfg = demo_config(work, sandbox.smtp_port)
+    cfg = demo_config(work, sandbox.smtp_port, sandbox.imap_port)
     print(f"Mail sandbox: SMTP 127.0.0.1:{sandbox.smtp_port} delivers into IMAP 127.0.0.1:{sandbox.imap_port} "
-          f"(user {sandbox.user})")
+          f"(user {sandbox.user}: what clients receive lands in {DELIVERED!r}, their answers in INBOX)")
     engine = store.make_engine(cfg.database.url)
     store.migrate(engine)
     for number in ("F-2025-0101", "F-2025-0102"):
@@ -100,38 +139,46 @@ def run(work: Path, sandbox: MailSandbox) -> None:
     print(f"Imported {result.rows} invoices ({result.settled} already paid). Ladder: "
           + " -> ".join(f"{s.name} (+{s.delay_days} d)" for s in cfg.ladder.stages) + "\n")
     renderer = Renderer.from_config(cfg)
+    source = ImapSource(cfg.imap, Secret(sandbox.password))
     day = START
-    while day <= END:
-        now = datetime.combine(day, time(10), PARIS)
-        happening = HAPPENINGS.get(day)
-        if happening:
-            kind, number, why = happening
-            if kind == "paid":
+    try:
+        while day <= END:
+            now = datetime.combine(day, time(10), PARIS)
+            for reply in REPLIES.get(day, []):
+                client_reply(sandbox, *reply, day)
+            report = inbound.SyncReport()
+            inbound.store_new(engine, source, "INBOX", now, report)
+            for line in inbound.process(engine, cfg, now):
+                print(f"{day:%a %d %b}  received {line.rstrip()}")
+            if day in PAYMENTS:
+                number, why = PAYMENTS[day]
                 actions.record_payment(engine, number, now, None, "demo")
-            else:
-                actions.pause(engine, number, now, datetime.combine(date(2025, 10, 15), time(0), PARIS), why,
-                              "demo")
-            print(f"{day:%a %d %b}  ** {why}")
-        report = asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), now, datetime.now(UTC),
-                                  renderer=renderer))
-        for line in report.sent:
-            print(f"{day:%a %d %b}  sent     {line}")
-        for line in report.failed:
-            print(f"{day:%a %d %b}  bounced  {line}")
-        day += timedelta(days=1)
-    with engine.connect() as conn:
-        rows = reports.status_rows(conn, cfg, datetime.combine(END, time(18), PARIS))
-    print(f"\nStatus on {END:%d %B %Y}:")
+                print(f"{day:%a %d %b}  ** paid    {number}: {why}")
+            tick_report = asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), now, datetime.now(UTC),
+                                           renderer=renderer))
+            for line in tick_report.sent:
+                print(f"{day:%a %d %b}  sent     {line}")
+            for line in tick_report.failed:
+                print(f"{day:%a %d %b}  bounced  {line}")
+            day += timedelta(days=1)
+    finally:
+        source.close()
     from bot.cli import STATUS_COLUMNS, table_out  # noqa: PLC0415 - the table printer lives with the CLI
 
+    with engine.connect() as conn:
+        rows = reports.status_rows(conn, cfg, datetime.combine(END, time(18), PARIS))
+        triage = reports.messages(conn, triage_only=True)
+    print(f"\nStatus on {END:%d %B %Y}:")
     table_out(rows, STATUS_COLUMNS)
-    inbox = sandbox.messages()
-    print(f"\nThe sandbox IMAP mailbox received {len(inbox)} messages, e.g.:")
-    for msg in inbox[-3:]:
+    print("\nWaiting for a person (relance messages --triage):")
+    table_out(triage, (("from", "FROM"), ("kind", "KIND"), ("invoices", "INVOICES"), ("reason", "WHY")))
+    delivered = sandbox.messages()
+    print(f"\nThe sandbox IMAP mailbox received {len(delivered)} messages, e.g.:")
+    for msg in delivered[-3:]:
         parts = [p.get_filename() for p in msg.iter_attachments()]
         print(f"  {msg['Subject']}  (threaded: {'yes' if msg['In-Reply-To'] else 'first'}"
               f"{', attached: ' + ', '.join(map(str, parts)) if parts else ''})")
-    notice = next((m for m in inbox if "Mise en demeure" in str(m["Subject"])), None)
+    notice = next((m for m in delivered if "Mise en demeure" in str(m["Subject"])), None)
     if notice is not None:
         print("\nA formal notice, as the client reads it:\n")
         body = notice.get_body(("plain",))

@@ -1,6 +1,8 @@
 """A mail sandbox on loopback: an SMTP server (aiosmtpd) that delivers every message into an IMAP
-server (pymap, in memory), so the demo needs no mail server of the user's and the same mailbox
-can serve the inbound side. Both stop when the context exits; nothing is left running."""
+server (pymap, in memory), so the demo needs no mail server of the user's. One account: what
+the SMTP server delivers goes to its `Delivered` folder (what the clients received), and the
+clients' answers are put in its INBOX, the AR inbox the inbound side reads. Both servers stop
+when the context exits; nothing is left running."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from bot.errors import RelanceError
+
+
+DELIVERED = "Delivered"
 
 
 def _free_port() -> int:
@@ -55,7 +60,7 @@ class _Delivery:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         import asyncio  # noqa: PLC0415
 
-        await asyncio.to_thread(self.sandbox.append, envelope.content)
+        await asyncio.to_thread(self.sandbox.append, envelope.content, DELIVERED)
         return "250 OK delivered to the sandbox mailbox"
 
 
@@ -86,6 +91,7 @@ class MailSandbox:
             _wait_port(self.imap_port, self._proc)
             self._imap = IMAPClient("127.0.0.1", port=self.imap_port, ssl=False, timeout=10)
             self._imap.login(self.user, self.password)
+            self._imap.create_folder(DELIVERED)
             self._controller = Controller(_Delivery(self, self.refuse_domains), hostname="127.0.0.1",
                                           port=self.smtp_port)
             self._controller.start()
@@ -93,14 +99,14 @@ class MailSandbox:
             self.stop()
             raise
 
-    def append(self, raw: bytes) -> None:
+    def append(self, raw: bytes, folder: str = "INBOX") -> None:
         with self._lock:
-            self._imap.append("INBOX", raw)
+            self._imap.append(folder, raw)
 
-    def messages(self) -> list[EmailMessage]:
-        """Everything in the sandbox INBOX (read-only: nothing gets marked seen)."""
+    def messages(self, folder: str = DELIVERED) -> list[EmailMessage]:
+        """Everything in `folder` (read-only: nothing gets marked seen)."""
         with self._lock:
-            self._imap.select_folder("INBOX", readonly=True)
+            self._imap.select_folder(folder, readonly=True)
             uids = self._imap.search("ALL")
             data = self._imap.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
         return [message_from_bytes(data[u][b"BODY[]"], policy=policy.default)

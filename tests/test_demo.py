@@ -26,7 +26,13 @@ def test_demo_runs_and_cleans_up() -> None:
     out = r.stdout
     assert "sent     F-2025-0101  reminder" in out
     assert "bounced  F-2025-0108" in out and "550" in out
-    assert "F-2025-0102" not in out.split("Status on")[1], "the invoice paid mid-way left the status table"
+    for kind in ("payment_claim", "dispute", "promise_to_pay", "payment_plan", "auto_reply"):
+        assert f" {kind} " in out, f"the demo's clients answer with a {kind}"
+    assert "Tue 30 Sep  sent     F-2025-0106  second_reminder" in out, "after the out-of-office's return date"
+    assert "Mon 20 Oct  sent     F-2025-0103  second_reminder" in out, "after the promised date and its grace"
+    assert "F-2025-0101  second_reminder" not in out, "the transfer announced on 10 Sep paused it, then it was paid"
+    triage = out.split("Waiting for a person")[1].split("The sandbox")[0]
+    assert "dispute" in triage and "payment_plan" in triage
     assert "Mise en demeure" in out and "12,15\u00a0% l'an" in out and "L441-10" in out
-    assert "The sandbox IMAP mailbox received 17 messages" in out
+    assert "The sandbox IMAP mailbox received 13 messages" in out
     assert pymap_processes() - before == set(), "the sandbox IMAP server is still running"
