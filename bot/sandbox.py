@@ -20,7 +20,6 @@ from typing import Any, Self
 
 from bot.errors import RelanceError
 
-
 DELIVERED = "Delivered"
 
 
