@@ -68,7 +68,7 @@ _AUTO_SUBJECTS = (
     r"auto[- ]?reply", r"autoreply", r"on vacation", r"en cong[ée]s?", r"message automatique",
 )
 _CLAIM = (
-    r"virement (a été |a ete )?(effectu|envoy|émis|emis|pass|réalis|fait)",
+    r"virement (a été |a ete |est )?(effectu|envoy|émis|emis|pass|réalis|fait|parti)",
     r"(avons|ai) (bien )?(réglé|regle|payé|paye|viré|vire)",
     r"(avons|ai) (bien )?(effectué|effectue|fait|procédé à|procédé au|envoyé|émis|passé|lancé) "
     r"(le |un |au |notre |l')?(virement|paiement|règlement|reglement)",
