@@ -93,14 +93,30 @@ def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | 
         q = sa.select(in_t.c.id).order_by(in_t.c.id)
         q = q.where(in_t.c.id.in_(list(ids))) if ids is not None else q.where(in_t.c.status == "new")
         todo = list(c.execute(q).scalars())
-    lines = []
+    lines: list[str] = []
+    if not todo:
+        return lines
+    with engine.connect() as c:
+        numbers = _Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()))
     for inbound_id in todo:
         with session(engine) as s:
-            lines.append(_process_one(s, config, now, inbound_id))
+            lines.append(_process_one(s, config, now, inbound_id, numbers))
     return lines
 
 
-def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int) -> str:
+class _Numbers:
+    """Every invoice number, normalised two ways, read once per pass (not once per message)."""
+
+    def __init__(self, numbers: list[str]) -> None:
+        self.by_normalised = {normalise(n): n for n in numbers}
+        self.by_digits: dict[str, tuple[str, ...]] = {}
+        for n in numbers:
+            d = digits(n)
+            if len(d) >= 4:
+                self.by_digits[d] = (*self.by_digits.get(d, ()), n)
+
+
+def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int, numbers: _Numbers) -> str:
     raw = s.execute(sa.select(in_t.c.raw).where(in_t.c.id == inbound_id)).scalar_one()
     try:
         parsed = parse(raw)
@@ -113,7 +129,7 @@ def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int) 
     if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY):
         facts = type(parsed.facts)(**{**parsed.facts.__dict__, "dates": find_dates(parsed.facts.text, today)})
         understood = classify(facts, config.company.domain)
-    known = _known(s, parsed.refs, parsed.sender, parsed.recipients)
+    known = _known(s, parsed.refs, parsed.sender, parsed.recipients, numbers)
     tokens = [m.group(1) for r in parsed.recipients if (m := re.match(r"^[^+@]+\+([0-9a-f]{6,})@", r))]
     texts = (parsed.subject, parsed.facts.text, *parsed.facts.attachments)
     found = match(parsed.refs, tokens, texts, known)
@@ -127,7 +143,7 @@ def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int) 
     return f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} {parsed.subject[:60]}"
 
 
-def _known(s: Connection, refs: Sequence[str], sender: str, recipients: Sequence[str]) -> Known:
+def _known(s: Connection, refs: Sequence[str], sender: str, recipients: Sequence[str], numbers: _Numbers) -> Known:
     by_mid: dict[str, tuple[str, ...]] = {}
     if refs:
         rows = s.execute(sa.select(out_t.c.message_id, inv_t.c.number)
@@ -142,17 +158,11 @@ def _known(s: Connection, refs: Sequence[str], sender: str, recipients: Sequence
                 sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
                 .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(tokens))):
             by_token[tok] = (*by_token.get(tok, ()), number)
-    numbers = list(s.execute(sa.select(inv_t.c.number)).scalars())
-    by_digits: dict[str, tuple[str, ...]] = {}
-    for n in numbers:
-        d = digits(n)
-        if len(d) >= 4:
-            by_digits[d] = (*by_digits.get(d, ()), n)
     sender_open = tuple(s.execute(
         sa.select(inv_t.c.number).join(con_t, con_t.c.client_id == inv_t.c.client_id)
         .where(con_t.c.email == sender, inv_t.c.state.in_(OPEN)).distinct().order_by(inv_t.c.number)).scalars())
-    return Known(by_message_id=by_mid, by_token=by_token, by_normalised={normalise(n): n for n in numbers},
-                 by_digits=by_digits, sender_open=sender_open)
+    return Known(by_message_id=by_mid, by_token=by_token, by_normalised=numbers.by_normalised,
+                 by_digits=numbers.by_digits, sender_open=sender_open)
 
 
 def _apply(s: Connection, config: Config, now: datetime, inbound_id: int, u: Understanding, m: Match
