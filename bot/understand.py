@@ -121,6 +121,8 @@ def parse(raw: bytes) -> Parsed:
 
 def find_dates(text: str, today: date) -> tuple[date, ...]:
     """Dates written in `text` ("le 15 décembre", "12 April 2027", "15/12"), resolved forward from today."""
+    if not re.search(r"\d", text):  # every date we keep has a digit: skip the costly search
+        return ()
     from dateparser.search import search_dates  # noqa: PLC0415 - heavy; only loaded when a date matters
 
     base = datetime(today.year, today.month, today.day)  # noqa: DTZ001 - dateparser wants a naive base

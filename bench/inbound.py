@@ -1,0 +1,165 @@
+"""Inbound benchmark against a local Dovecot (started here; needs Debian's dovecot-imapd, as root).
+
+1. APPEND N realistic replies (the labelled corpus' shapes, cycled) to INBOX; time Relance from
+   start to all of them stored, classified, threaded and committed; in the same run, time a bare
+   imapclient FETCH + mail-parser parse loop over the same messages; print both rates and the ratio.
+2. Run the watcher (IMAP IDLE) and APPEND `--rate` messages a minute for `--seconds`; print the
+   p50/p95 latency from APPEND to the message understood in the store.
+
+Targets: ratio >= 0.7; p95 <= 2 s. Usage: python bench/inbound.py [--messages N] [--rate R] [--seconds S]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from email import message_from_bytes
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import mailparser  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from imapclient import IMAPClient  # noqa: E402
+
+from bot import inbound, ledger, store  # noqa: E402
+from bot.config import Secret, from_dict  # noqa: E402
+from bot.mailbox import ImapSource  # noqa: E402
+from bot.mailer import MemoryMailer  # noqa: E402
+from bot.models import Inbound, table  # noqa: E402
+from bot.tick import tick  # noqa: E402
+from bot.watcher import Watcher  # noqa: E402
+from tests.corpus.labelled.build import load, render  # noqa: E402
+from tests.servers import dovecot_server  # noqa: E402
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--messages", type=int, default=20_000)
+    p.add_argument("--rate", type=int, default=1000, help="messages a minute in the latency test")
+    p.add_argument("--seconds", type=int, default=60, help="length of the latency test")
+    args = p.parse_args()
+    with dovecot_server() as dovecot, tempfile.TemporaryDirectory() as work:
+        run(Path(work), dovecot, args)
+
+
+def run(work: Path, dovecot: object, args: argparse.Namespace) -> None:
+    d = dovecot
+    cfg = from_dict({"database": {"url": f"sqlite:///{work / 'bench.db'}"},
+                     "imap": {"host": "127.0.0.1", "port": d.port, "tls": "none",  # type: ignore[attr-defined]
+                              "username": d.user, "folders": ["INBOX"], "idle_seconds": 240}},  # type: ignore[attr-defined]
+                    str(work / "bench.toml"))
+    engine = store.make_engine(cfg.database.url)
+    store.migrate(engine)
+    cases = load()
+    numbers = sorted({n for c in cases for n in c.invoices})
+    owner = {n: c.sender for c in cases for n in c.invoices}
+    csv = ["number,client,email,amount,currency,issue_date,due_date"]
+    csv += [f"{n},{owner[n]},{owner[n]},100.00,EUR,2027-03-01,2027-03-31" for n in numbers]
+    (work / "l.csv").write_text("\n".join(csv) + "\n")
+    ledger.import_rows(engine, ledger.read(work / "l.csv", "fr"), datetime(2027, 3, 1, tzinfo=UTC), "bench")
+    mailer = MemoryMailer()
+    asyncio.run(tick(engine, cfg, mailer, datetime(2027, 4, 5, 10, tzinfo=PARIS), datetime.now(UTC)))
+    sent = {str(m["X-Relance-Invoices"]): (str(m["Message-ID"]), str(m["Subject"]))
+            for m in (message_from_bytes(raw) for _, _, raw in mailer.sent)}
+    templates = [render(c, sent) for c in cases]
+
+    def message(i: int) -> bytes:
+        raw = templates[i % len(templates)]
+        return raw.replace(b"@client.example>", f".{i}@client.example>".encode(), 1)
+
+    client = IMAPClient("127.0.0.1", port=d.port, ssl=False)  # type: ignore[attr-defined]
+    client.login(d.user, d.password)  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    for i in range(args.messages):
+        client.append("INBOX", message(i))
+    append_s = time.perf_counter() - started
+    now = datetime(2027, 4, 6, 9, tzinfo=PARIS)
+
+    started = time.perf_counter()
+    source = ImapSource(cfg.imap, Secret(d.password))  # type: ignore[attr-defined]
+    report = inbound.SyncReport()
+    inbound.store_new(engine, source, "INBOX", now, report)
+    lines = inbound.process(engine, cfg, now)
+    relance_s = time.perf_counter() - started
+    source.close()
+    if report.stored != args.messages or len(lines) != args.messages:
+        raise SystemExit(f"benchmark invalid: stored {report.stored}, understood {len(lines)}")
+
+    started = time.perf_counter()
+    client.select_folder("INBOX", readonly=True)
+    uids = client.search("ALL")
+    parsed = 0
+    for chunk in range(0, len(uids), 200):
+        data = client.fetch(uids[chunk:chunk + 200], ["BODY.PEEK[]"])
+        for body in data.values():
+            mailparser.parse_from_bytes(body[b"BODY[]"])
+            parsed += 1
+    bare_s = time.perf_counter() - started
+
+    print(f"messages                      {args.messages:,} (APPENDed in {append_s:.1f} s)")
+    print(f"relance store+understand      {relance_s:6.1f} s   {args.messages / relance_s:8,.0f} msg/s")
+    print(f"bare FETCH + mail-parser      {bare_s:6.1f} s   {parsed / bare_s:8,.0f} msg/s")
+    print(f"ratio relance / bare          {bare_s / relance_s:8.2f}   (target >= 0.7)")
+
+    # Latency: the watcher on IDLE, messages APPENDed at a steady rate.
+    stop = threading.Event()
+    watcher = Watcher(engine, cfg, stop, clock=lambda: now)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    import os  # noqa: PLC0415
+
+    os.environ[cfg.imap.password_env] = d.password  # type: ignore[attr-defined]
+    thread.start()
+    while watcher.passes < 1:
+        time.sleep(0.05)
+    appended: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    interval = 60.0 / args.rate
+    total = int(args.seconds * args.rate / 60)
+    in_t = table(Inbound)
+
+    def poll() -> None:
+        with engine.connect() as c:
+            for mid in c.execute(sa.select(in_t.c.message_id).where(in_t.c.status != "new",
+                                                                    in_t.c.message_id.like("%.L%"))).scalars():
+                seen.setdefault(mid, time.perf_counter())
+
+    next_at = time.perf_counter()
+    for i in range(total):
+        raw = message(10_000_000 + i).replace(b"@client.example>", b".L@client.example>", 1)
+        mid = message_from_bytes(raw)["Message-ID"]
+        while time.perf_counter() < next_at:
+            poll()
+            time.sleep(0.01)
+        client.append("INBOX", raw)
+        appended[mid] = time.perf_counter()
+        next_at += interval
+    deadline = time.perf_counter() + 30
+    while len(seen) < total and time.perf_counter() < deadline:
+        poll()
+        time.sleep(0.01)
+    stop.set()
+    thread.join(timeout=10)
+    client.logout()
+    latencies = sorted(seen[m] - t for m, t in appended.items() if m in seen)
+    if len(latencies) < total:
+        print(f"latency: only {len(latencies)}/{total} messages understood within 30 s of the last APPEND")
+    if latencies:
+        p50 = statistics.median(latencies)
+        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+        print(f"latency APPEND -> understood  p50 {p50:.2f} s, p95 {p95:.2f} s over {len(latencies)} messages "
+              f"at {args.rate}/min (target p95 <= 2 s)")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
