@@ -1,0 +1,88 @@
+"""Bad input never stops the inbound side: each message is kept, marked with the reason, visible."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot import inbound, ledger, reports
+from bot.config import Config
+from bot.mailbox import MemorySource
+from bot.models import Inbound, table
+
+NOW = datetime(2027, 4, 6, 9, tzinfo=UTC)
+
+
+def run(engine: Engine, cfg: Config, raws: list[bytes]) -> list[dict[str, Any]]:
+    report = inbound.SyncReport()
+    inbound.store_new(engine, MemorySource({"INBOX": raws}), "INBOX", NOW, report)
+    inbound.process(engine, cfg, NOW)
+    with engine.connect() as c:
+        return reports.messages(c)
+
+
+def msg(headers: str, body: bytes = b"Bonjour.\r\n") -> bytes:
+    return headers.replace("\n", "\r\n").encode() + b"\r\n" + body
+
+
+@pytest.fixture
+def cfg(make_config: Callable[..., Config]) -> Config:
+    return make_config()
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (msg("From: a@b.example\nSubject: x\nContent-Type: text/plain; charset=x-unknown-charset\n",
+         "Réglé hier".encode("latin-1")), "an unknown charset"),
+    (msg("From: a@b.example\nSubject: x\n", "Payé hier, merci. Été.".encode("latin-1")), "8-bit, no charset"),
+    (msg("From: a@b.example\nSubject: x\nContent-Type: multipart/mixed; boundary=\"nope\"\n",
+         b"--wrong\r\nbroken"), "a broken multipart"),
+    (msg("From: a@b.example\nSubject: x\nReferences: " + " ".join(f"<{i}@x.example>" for i in range(5000)) + "\n"),
+     "5,000 References"),
+    (msg("From: a@b.example\nSubject: =?utf-8?q?Hello=0D=0ABcc=3A_victim=40example=2Ecom?=\n"), "header injection"),
+    (b"\x00\xff\xfe not a message at all \x00", "binary garbage"),
+    (b"", "an empty message"),
+])
+def test_bad_messages_are_kept_and_visible(engine: Engine, cfg: Config, raw: bytes, why: str) -> None:
+    rows = run(engine, cfg, [raw, msg("From: c@d.example\nSubject: ok\nMessage-ID: <ok@d.example>\n")])
+    assert len(rows) == 2, f"{why}: both messages stored"
+    assert {r["status"] for r in rows} <= {"applied", "triage", "quarantined"}, why
+    assert any(r["message_id"] == "<ok@d.example>" for r in rows), "the next message went on"
+
+
+def test_a_25_mb_attachment(engine: Engine, cfg: Config) -> None:
+    blob = base64.encodebytes(b"\x00" * (25 * 1024 * 1024))
+    raw = msg('From: a@b.example\nSubject: remittance\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B"\n',
+              b"--B\r\nContent-Type: text/plain\r\n\r\nVirement effectu\xc3\xa9.\r\n--B\r\nContent-Type: application/pdf; "
+              b'name="avis_de_virement.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n' + blob + b"\r\n--B--\r\n")
+    (row,) = run(engine, cfg, [raw])
+    assert row["kind"] == "payment_claim" and row["status"] == "triage"
+
+
+def test_our_own_reminder_coming_back_changes_nothing(engine: Engine, cfg: Config) -> None:
+    raw = msg("From: ACME SAS <relances@acme.example>\nSubject: Rappel : facture F-1\nMessage-ID: <loop@acme.example>\n")
+    (row,) = run(engine, cfg, [raw])
+    assert row["kind"] == "auto_reply" and row["status"] == "applied" and row["invoices"] == []
+
+
+def test_reprocess_after_the_invoice_is_imported(engine: Engine, cfg: Config, tmp_path: Path) -> None:
+    """A reply citing an invoice Relance did not know goes to triage; once imported, reprocess threads it."""
+    raw = msg("From: compta@client.example\nSubject: Facture F-9001\nMessage-ID: <r1@client.example>\n",
+              "Nous avons effectué le virement.".encode())
+    (row,) = run(engine, cfg, [raw])
+    assert (row["status"], row["invoices"]) == ("triage", [])
+    (tmp_path / "l.csv").write_text("number,client,email,amount,currency,issue_date,due_date\n"
+                                    "F-9001,Client,compta@client.example,10.00,EUR,2027-03-01,2027-03-31\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), NOW, "l.csv")
+    with engine.connect() as c:
+        (inbound_id,) = c.execute(sa.select(table(Inbound).c.id)).scalars()
+    inbound.process(engine, cfg, NOW, [inbound_id])
+    with engine.connect() as c:
+        (row,) = reports.messages(c)
+    assert (row["status"], row["invoices"], row["kind"]) == ("applied", ["F-9001"], "payment_claim")
