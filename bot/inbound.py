@@ -73,7 +73,7 @@ def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, re
                 known.add(h)
                 rows.append({"folder": folder, "uidvalidity": uidvalidity, "uid": f.uid, "raw": f.raw,
                              "content_hash": h, "stored_at": now, "received_at": f.internaldate,
-                             "message_id": _header(f.raw, b"message-id")[:250], "status": "new"})
+                             "message_id": _clean(_header(f.raw, b"message-id"))[:250], "status": "new"})
             if rows:
                 s.execute(sa.insert(in_t), rows)
             last_uid = batch[-1].uid
@@ -99,9 +99,21 @@ def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | 
     with engine.connect() as c:
         numbers = _Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()))
     for inbound_id in todo:
-        with session(engine) as s:
-            lines.append(_process_one(s, config, now, inbound_id, numbers))
+        try:
+            with session(engine) as s:
+                lines.append(_process_one(s, config, now, inbound_id, numbers))
+        except Exception as e:
+            reason = f"could not be processed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            with session(engine) as s:
+                s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
+                    status="quarantined", reason=_clean(reason)[:1000]))
+            lines.append(f"quarantined  #{inbound_id}: {reason}")
     return lines
+
+
+def _clean(text: str) -> str:
+    """Text a database accepts: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 class _Numbers:
@@ -135,10 +147,11 @@ def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int, 
     found = match(parsed.refs, tokens, texts, known)
     status, reason = _apply(s, config, now, inbound_id, understood, found)
     s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
-        message_id=parsed.message_id[:250] or f"<no-message-id.{inbound_id}@relance>", from_addr=parsed.sender,
-        subject=parsed.subject[:500], received_at=parsed.received_at if parsed.received_at
-        and parsed.received_at.tzinfo else None, kind=understood.kind.value, confidence=understood.confidence,
-        status=status, reason=reason[:1000], text=parsed.facts.text[:20000],
+        message_id=_clean(parsed.message_id)[:250] or f"<no-message-id.{inbound_id}@relance>",
+        from_addr=_clean(parsed.sender)[:250], subject=_clean(parsed.subject)[:500],
+        received_at=parsed.received_at if parsed.received_at and parsed.received_at.tzinfo else None,
+        kind=understood.kind.value, confidence=understood.confidence,
+        status=status, reason=_clean(reason)[:1000], text=_clean(parsed.facts.text)[:20000],
         cues=json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False)))
     return f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} {parsed.subject[:60]}"
 

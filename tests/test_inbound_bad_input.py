@@ -58,15 +58,17 @@ def test_bad_messages_are_kept_and_visible(engine: Engine, cfg: Config, raw: byt
 
 def test_a_25_mb_attachment(engine: Engine, cfg: Config) -> None:
     blob = base64.encodebytes(b"\x00" * (25 * 1024 * 1024))
-    raw = msg('From: a@b.example\nSubject: remittance\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B"\n',
-              b"--B\r\nContent-Type: text/plain\r\n\r\nVirement effectu\xc3\xa9.\r\n--B\r\nContent-Type: application/pdf; "
-              b'name="avis_de_virement.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n' + blob + b"\r\n--B--\r\n")
+    head = 'From: a@b.example\nSubject: remittance\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B"\n'
+    raw = msg(head, b"--B\r\nContent-Type: text/plain\r\n\r\nVirement effectu\xc3\xa9.\r\n--B\r\n"
+                    b'Content-Type: application/pdf; name="avis_de_virement.pdf"\r\n'
+                    b"Content-Transfer-Encoding: base64\r\n\r\n" + blob + b"\r\n--B--\r\n")
     (row,) = run(engine, cfg, [raw])
     assert row["kind"] == "payment_claim" and row["status"] == "triage"
 
 
 def test_our_own_reminder_coming_back_changes_nothing(engine: Engine, cfg: Config) -> None:
-    raw = msg("From: ACME SAS <relances@acme.example>\nSubject: Rappel : facture F-1\nMessage-ID: <loop@acme.example>\n")
+    raw = msg("From: ACME SAS <relances@acme.example>\nSubject: Rappel : facture F-1\n"
+              "Message-ID: <loop@acme.example>\n")
     (row,) = run(engine, cfg, [raw])
     assert row["kind"] == "auto_reply" and row["status"] == "applied" and row["invoices"] == []
 
