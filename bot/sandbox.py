@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -23,22 +24,24 @@ from bot.errors import RelanceError
 DELIVERED = "Delivered"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def wait_port(port: int, timeout: float = 20.0, alive: Callable[[], bool] = lambda: True) -> None:
+    """Wait until something listens on 127.0.0.1:`port`; TimeoutError, or RuntimeError if not `alive()`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RelanceError(f"the sandbox IMAP server exited with code {proc.returncode}")
+        if not alive():
+            raise RuntimeError(f"the server meant for port {port} exited")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise RelanceError(f"the sandbox IMAP server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
 @dataclass
@@ -68,8 +71,8 @@ class MailSandbox:
                  refuse_domains: tuple[str, ...] = ("invalid.example",)) -> None:
         self.user, self.password = user, password
         self.refuse_domains = refuse_domains
-        self.imap_port = _free_port()
-        self.smtp_port = _free_port()
+        self.imap_port = free_port()
+        self.smtp_port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self._controller: Any = None
         self._imap: Any = None
@@ -87,7 +90,11 @@ class MailSandbox:
              "--demo-password", self.password],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            _wait_port(self.imap_port, self._proc)
+            proc = self._proc
+            try:
+                wait_port(self.imap_port, alive=lambda: proc.poll() is None)
+            except (TimeoutError, RuntimeError) as e:
+                raise RelanceError(f"the sandbox IMAP server did not start: {e}") from e
             self._imap = IMAPClient("127.0.0.1", port=self.imap_port, ssl=False, timeout=10)
             self._imap.login(self.user, self.password)
             self._imap.create_folder(DELIVERED)

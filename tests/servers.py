@@ -8,7 +8,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,16 +17,12 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from aiosmtpd.controller import Controller
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bot.sandbox import free_port, wait_port
 
 
 @dataclass
@@ -67,6 +62,14 @@ def smtp_server(**controller_kwargs: Any) -> Iterator[tuple[SmtpSink, int]]:
         ctl.stop()
 
 
+def missing(server: str, package: str) -> NoReturn:
+    """Skip a test whose server is not installed, saying how to install it; in CI, fail instead."""
+    msg = f"{server} is not installed (apt-get install {package})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{msg}: CI must run these tests")
+    pytest.skip(msg)
+
+
 def _pg_bin() -> str | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return os.path.dirname(found[-1]) if found else None
@@ -81,10 +84,7 @@ def postgres_cluster() -> Iterator[str]:
         return
     bindir = _pg_bin()
     if bindir is None:
-        msg = "PostgreSQL is not installed (apt-get install postgresql)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + ": CI must run the PostgreSQL tests")
-        pytest.skip(msg)
+        missing("PostgreSQL", "postgresql")
     base = tempfile.mkdtemp(prefix="relance-pg-")
     os.chmod(base, 0o755)
     shutil.chown(base, "postgres", "postgres")
@@ -101,16 +101,6 @@ def postgres_cluster() -> Iterator[str]:
     finally:
         as_pg(f"{bindir}/pg_ctl -D {base}/data -m fast -w stop")
         shutil.rmtree(base, ignore_errors=True)
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 @dataclass
@@ -191,10 +181,7 @@ service stats {{
 def dovecot_server() -> Iterator[Dovecot]:
     """Start Dovecot for one test module; skip (fail in CI) where it is not installed."""
     if shutil.which("dovecot") is None:
-        msg = "Dovecot is not installed (apt-get install dovecot-imapd)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + ": CI must run the IMAP tests")
-        pytest.skip(msg)
+        missing("Dovecot", "dovecot-imapd")
     base = tempfile.mkdtemp(prefix="relance-dovecot-")
     os.chmod(base, 0o755)
     for sub in ("run", "state", "mail"):
