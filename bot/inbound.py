@@ -58,9 +58,13 @@ def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, re
             s.execute(sa.update(mb_t).where(mb_t.c.folder == folder).values(uidvalidity=uidvalidity, last_uid=0))
     else:
         last_uid = int(state.last_uid)
+    uidnext = source.uidnext  # as SELECT reported it: every UID below exists or was expunged
     while True:
         batch = source.fetch_after(last_uid, BATCH)
         if not batch:
+            if uidnext - 1 > last_uid:  # the rest were expunged before we saw them: do not wait for them
+                with session(engine) as s:
+                    s.execute(sa.update(mb_t).where(mb_t.c.folder == folder).values(last_uid=uidnext - 1))
             return
         with session(engine) as s:
             hashes = [hashlib.sha256(f.raw).hexdigest() for f in batch]

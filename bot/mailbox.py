@@ -33,6 +33,8 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 class MailSource(Protocol):
+    uidnext: int  # of the selected folder, as SELECT reported it (0 when unknown)
+
     def select(self, folder: str) -> int:
         """Open `folder` read-only; return its UIDVALIDITY."""
         ...
@@ -49,6 +51,8 @@ class ImapSource:
         self.cfg = cfg
         self.password = password
         self._client: IMAPClient | None = None
+        self.uidnext = 0  # of the selected folder, as SELECT reported it
+        self._folder = ""
 
     def _context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
@@ -80,6 +84,8 @@ class ImapSource:
             info: dict[bytes, Any] = self.connect().select_folder(folder, readonly=True)
         except IMAPClientError as e:
             raise MailboxError(f"cannot open folder {folder!r}: {e}") from e
+        self.uidnext = int(info.get(b"UIDNEXT", 0))
+        self._folder = folder
         return int(info[b"UIDVALIDITY"])
 
     def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
@@ -144,12 +150,14 @@ class MemorySource:
 
     folders: dict[str, list[bytes]] = field(default_factory=dict)
     uidvalidity: int = 1
+    uidnext: int = 0
     _current: str = ""
 
     def select(self, folder: str) -> int:
         if folder not in self.folders:
             raise MailboxError(f"cannot open folder {folder!r}: no such folder")
         self._current = folder
+        self.uidnext = len(self.folders[folder]) + 1
         return self.uidvalidity
 
     def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:

@@ -14,12 +14,16 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import inbound
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailbox import ImapSource
+from bot.models import Mailbox, table
+
+mb_t = table(Mailbox)
 
 log = logging.getLogger("relance")
 MAX_BACKOFF = 300.0
@@ -46,6 +50,8 @@ class Watcher:
                 self.one_pass(source)
                 backoff = 1.0
                 source.select(cfg.imap.folders[0])
+                if source.uidnext > self._last_uid(cfg.imap.folders[0]) + 1:
+                    continue  # arrived between our fetch and this SELECT: IDLE would not announce it
                 source.wait(cfg.imap.idle_seconds if len(cfg.imap.folders) == 1
                             else min(cfg.imap.idle_seconds, cfg.imap.poll_seconds), self.stop)
             except RelanceError as e:
@@ -57,6 +63,11 @@ class Watcher:
                 backoff = min(backoff * 2, MAX_BACKOFF)
         if source is not None:
             source.close()
+
+    def _last_uid(self, folder: str) -> int:
+        with self.engine.connect() as c:
+            last = c.execute(sa.select(mb_t.c.last_uid).where(mb_t.c.folder == folder)).scalar_one_or_none()
+        return int(last or 0)
 
     def one_pass(self, source: ImapSource) -> None:
         report = inbound.SyncReport()

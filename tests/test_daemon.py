@@ -47,9 +47,11 @@ def wait_for(predicate: object, timeout: float = 30.0) -> None:
 def test_run_sends_and_stops_gracefully(tmp_path: Path) -> None:
     with smtp_server() as (sink, port):
         _, proc = start(tmp_path, port, rate=0)
-        wait_for(lambda: len(sink.received) == 5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        try:
+            wait_for(lambda: len(sink.received) == 5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "relance stopped" in err and err.count("INFO sent F-") == 5
 
@@ -57,9 +59,11 @@ def test_run_sends_and_stops_gracefully(tmp_path: Path) -> None:
 def test_sigterm_finishes_the_message_in_flight_and_leaves_the_rest_pending(tmp_path: Path) -> None:
     with smtp_server() as (sink, port):
         cli, proc = start(tmp_path, port, rate=60)  # one a second
-        wait_for(lambda: len(sink.received) >= 1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        try:
+            wait_for(lambda: len(sink.received) >= 1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
         got = len(sink.received)
     assert proc.returncode == 0, err
     assert 1 <= got < 5
