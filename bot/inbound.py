@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from bot.store import record_events, session
 from bot.understand import find_dates, parse
 from rules.classify import Kind, Understanding, classify
 from rules.match import Known, Match, digits, match, normalise
+from rules.plan import instalments
 
 in_t, mb_t, inv_t, con_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact), table(Client)
 out_t, rem_t = table(Outbound), table(Reminder)
@@ -142,9 +143,14 @@ def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int, 
         return f"quarantined  #{inbound_id}: {e}"
     today = now.astimezone(config.zone).date()
     understood = classify(parsed.facts, config.company.domain)
-    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY):
-        facts = type(parsed.facts)(**{**parsed.facts.__dict__, "dates": find_dates(parsed.facts.text, today)})
+    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
+        facts = replace(parsed.facts, dates=find_dates(parsed.facts.text, today))
         understood = classify(facts, config.company.domain)
+        if understood.kind is Kind.PAYMENT_PLAN:
+            proposal = instalments(facts.text, facts.dates)
+            understood = replace(understood, cues=(*understood.cues, *(
+                "proposes " + (f"{i.amount}" if i.amount is not None else "?") + " on "
+                + (i.due.isoformat() if i.due else "?") for i in proposal)))
     known = _known(s, parsed.refs, parsed.sender, parsed.recipients, numbers)
     tokens = [m.group(1) for r in parsed.recipients if (m := re.match(r"^[^+@]+\+([0-9a-f]{6,})@", r))]
     texts = (parsed.subject, parsed.facts.text, *parsed.facts.attachments)
@@ -226,7 +232,9 @@ def _apply(s: Connection, config: Config, now: datetime, inbound_id: int, u: Und
         elif u.kind in (Kind.PAYMENT_PLAN, Kind.DISPUTE):
             new_state = "plan" if u.kind is Kind.PAYMENT_PLAN else "disputed"
             s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state=new_state))
-            events.append({**base, "kind": new_state, "reason": "until a person decides"})
+            proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]
+            events.append({**base, "kind": new_state, "reason": "until a person decides",
+                           "data": {"proposal": proposal} if proposal else {}})
             status, reason = "triage", f"{u.kind.value}: a person decides"
         else:
             hold(inv, now + timedelta(days=p.human_reply_days), "the client answered")

@@ -119,13 +119,27 @@ def parse(raw: bytes) -> Parsed:
                   facts=facts)
 
 
+_MONTHS = (r"janv\w*|f[ée]vr\w*|mars|avr\w*|mai|juin|juil\w*|ao[ûu]t|sept\w*|oct\w*|nov\w*|d[ée]c\w*|"
+           r"jan\w*|feb\w*|march|apr\w*|may|june?|july?|aug\w*|sep\w*|oct\w*|nov\w*|dec\w*")
+_WRITTEN_DATE = re.compile(
+    rf"\b\d{{1,2}}(?:er|st|nd|rd|th)?\s+(?:{_MONTHS})\.?(?:\s+\d{{4}})?\b"
+    rf"|\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b"
+    r"|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b", re.IGNORECASE)
+
+
 def find_dates(text: str, today: date) -> tuple[date, ...]:
-    """Dates written in `text` ("le 15 décembre", "12 April 2027", "15/12"), resolved forward from today."""
-    if not re.search(r"\d", text):  # every date we keep has a digit: skip the costly search
+    """Dates written in `text` ("le 15 décembre", "12 April 2027", "30/04"), resolved forward from
+    today, in the order written. Our pattern finds them; dateparser reads each (month names, order)."""
+    fragments = _WRITTEN_DATE.findall(text[:5000])
+    if not fragments:
         return ()
-    from dateparser.search import search_dates  # noqa: PLC0415 - heavy; only loaded when a date matters
+    import dateparser  # noqa: PLC0415 - heavy; only loaded when a date matters
 
     base = datetime(today.year, today.month, today.day)  # noqa: DTZ001 - dateparser wants a naive base
-    found = search_dates(text[:2000], languages=["fr", "en"],
-                         settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future"}) or []
-    return tuple(d.date() for s, d in found if re.search(r"\d", s) and d.date() >= today)
+    settings = {"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future", "DATE_ORDER": "DMY"}
+    out: list[date] = []
+    for fragment in fragments:
+        parsed = dateparser.parse(fragment, languages=["fr", "en"], settings=settings)
+        if parsed is not None and parsed.date() >= today and parsed.date() not in out:
+            out.append(parsed.date())
+    return tuple(out)

@@ -88,3 +88,15 @@ def test_reprocess_after_the_invoice_is_imported(engine: Engine, cfg: Config, tm
     with engine.connect() as c:
         (row,) = reports.messages(c)
     assert (row["status"], row["invoices"], row["kind"]) == ("applied", ["F-9001"], "payment_claim")
+
+
+def test_a_plan_proposal_keeps_its_amounts_and_dates(engine: Engine, cfg: Config, tmp_path: Path) -> None:
+    (tmp_path / "l.csv").write_text("number,client,email,amount,currency,issue_date,due_date\n"
+                                    "F-9002,Client,compta@client.example,800.00,EUR,2027-03-01,2027-03-31\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), NOW, "l.csv")
+    raw = msg("From: compta@client.example\nSubject: Facture F-9002\nMessage-ID: <p1@client.example>\n"
+              "Content-Type: text/plain; charset=utf-8\n",
+              "Pouvons-nous payer en 2 fois : 400 € le 30 avril 2027 et 400 € le 31 mai 2027 ?".encode())
+    (row,) = run(engine, cfg, [raw])
+    assert (row["kind"], row["status"], row["invoices"]) == ("payment_plan", "triage", ["F-9002"])
+    assert "proposes 400.00 on 2027-04-30" in row["cues"] and "proposes 400.00 on 2027-05-31" in row["cues"]
