@@ -23,6 +23,7 @@ _QUOTE_CONTAINERS = re.compile(
     r'<(div|blockquote)[^>]*(class="[^"]*(gmail_quote|moz-cite-prefix|yahoo_quoted|OutlookMessageHeader)[^"]*"'
     r'|id="(divRplyFwdMsg|appendonsend|x_divRplyFwdMsg|mail-editor-reference-message-container)")'
     r'|<blockquote[^>]*type="cite"|<hr[^>]*id="stopSpelling"', re.IGNORECASE)
+_OUR_IDS = re.compile(rb"<relance\.[A-Za-z0-9.\-]+@[A-Za-z0-9.\-]+>")  # bot/compose.py's Message-IDs
 _TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _BREAKS = re.compile(r"<(br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
 _SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
@@ -104,6 +105,12 @@ def parse(raw: bytes) -> Parsed:
         for ref in re.findall(r"<[^<>\s]+>", headers.get(name, ""))[:200]:  # thousands of References: cap
             if ref not in refs:
                 refs.append(ref)
+    # Our own Message-IDs anywhere else: the original attached to a bounce (message/rfc822,
+    # text/rfc822-headers), or quoted headers of a forwarded reminder.
+    for ref in _OUR_IDS.findall(raw[:2_000_000])[:50]:
+        text_ref = ref.decode("ascii", "replace")
+        if text_ref not in refs:
+            refs.append(text_ref)
     name, sender = parseaddr(headers.get("from", ""))
     recipients = tuple(a.lower() for _, a in getaddresses([headers.get(h, "") for h in ("to", "cc", "delivered-to")])
                        if a)

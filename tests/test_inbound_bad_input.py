@@ -100,3 +100,31 @@ def test_a_plan_proposal_keeps_its_amounts_and_dates(engine: Engine, cfg: Config
     (row,) = run(engine, cfg, [raw])
     assert (row["kind"], row["status"], row["invoices"]) == ("payment_plan", "triage", ["F-9002"])
     assert "proposes 400.00 on 2027-04-30" in row["cues"] and "proposes 400.00 on 2027-05-31" in row["cues"]
+
+
+def test_a_bounce_is_threaded_through_the_original_it_carries(engine: Engine, cfg: Config, tmp_path: Path) -> None:
+    """A DSN has no In-Reply-To; the reminder it returns, attached, names the invoice."""
+    import asyncio
+
+    from bot.mailer import MemoryMailer
+    from bot.tick import tick
+
+    (tmp_path / "l.csv").write_text("number,client,email,amount,currency,issue_date,due_date\n"
+                                    "F-9003,Client,gone@client.example,80.00,EUR,2027-03-01,2027-03-31\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), NOW, "l.csv")
+    mailer = MemoryMailer()
+    asyncio.run(tick(engine, cfg, mailer, datetime(2027, 4, 5, 8, tzinfo=UTC), NOW))
+    ((_, _, original),) = mailer.sent
+    dsn = msg('From: MAILER-DAEMON@mx.client.example\nSubject: Undelivered Mail Returned to Sender\n'
+              'Message-ID: <dsn1@mx.client.example>\nMIME-Version: 1.0\n'
+              'Content-Type: multipart/report; report-type=delivery-status; boundary="R"\n',
+              b"--R\r\nContent-Type: text/plain\r\n\r\n<gone@client.example>: 550 5.1.1 User unknown\r\n"
+              b"--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.client.example\r\n\r\n"
+              b"Final-Recipient: rfc822; gone@client.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+              b"--R\r\nContent-Type: text/rfc822-headers\r\n\r\n" + original.split(b"\r\n\r\n")[0] + b"\r\n--R--\r\n")
+    rows = run(engine, cfg, [dsn])
+    (row,) = [r for r in rows if r["message_id"] == "<dsn1@mx.client.example>"]
+    assert (row["kind"], row["invoices"], row["status"]) == ("bounce", ["F-9003"], "triage")
+    with engine.connect() as c:
+        state = c.execute(sa.text("SELECT state FROM invoice WHERE number = 'F-9003'")).scalar_one()
+    assert state == "bounced"
