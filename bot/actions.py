@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.errors import NotFoundError, RelanceError
-from bot.models import Contact, Invoice, table
+from bot.models import Contact, Event, Inbound, Invoice, table
 from bot.store import record_event, session
 
 inv_t, con_t = table(Invoice), table(Contact)
@@ -51,6 +51,23 @@ def resume(engine: Engine, number: str, now: datetime, actor: str) -> str:
         record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
                      reason=f"was {inv.state}")
     return f"{number} resumed"
+
+
+def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str) -> str:
+    """A person has dealt with a message waiting in triage."""
+    in_t, ev_t = table(Inbound), table(Event)
+    with session(engine) as s:
+        row = s.execute(sa.select(in_t.c.status, in_t.c.subject).where(in_t.c.id == inbound_id)).first()
+        if row is None:
+            raise NotFoundError(f"no message #{inbound_id}")
+        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(status="applied",
+                                                                         reason=f"decided by {actor}"))
+        invoices = set(s.execute(sa.select(ev_t.c.invoice_id).where(ev_t.c.inbound_id == inbound_id,
+                                                                     ev_t.c.invoice_id.is_not(None))).scalars())
+        for invoice_id in sorted(invoices) or [None]:
+            record_event(s, invoice_id=invoice_id, kind="triage_closed", at=now, actor=actor, inbound_id=inbound_id,
+                         reason=row.subject[:200])
+    return f"#{inbound_id} closed"
 
 
 def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal | None, actor: str) -> str:

@@ -317,9 +317,16 @@ def cmd_reprocess(app: App) -> int:
     return 0
 
 
-def cmd_not_yet(app: App) -> int:
-    raise RelanceError(f"`relance {app.args.command}` comes with the inbound side (IMAP), which is not "
-                       "built yet; `relance tick` sends reminders, `relance messages` lists stored replies")
+def cmd_plugin(app: App) -> int:
+    """Commands other packages register (the `tui` package registers `relance tui`), so bot never
+    imports the UI."""
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    found = entry_points(group="relance.commands", name=app.args.command)
+    if not found:
+        raise RelanceError(f"`relance {app.args.command}` is not installed (reinstall relance)")
+    next(iter(found)).load()(app.engine(), app.config, app.actor)
+    return 0
 
 
 def run_demo(keep: bool) -> int:
@@ -373,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("kpi", cmd_kpi, "collection KPIs", timed, as_json)
     sp = add("messages", cmd_messages, "inbound messages and what was understood", timed, as_json)
     sp.add_argument("--triage", action="store_true", help="only those waiting for a person")
-    add("tui", cmd_not_yet, "the triage UI")
-    add("demo", cmd_not_yet, "run everything against an embedded mail sandbox").add_argument(
+    add("tui", cmd_plugin, "the triage UI (Textual)", timed)
+    add("demo", cmd_plugin, "run everything against an embedded mail sandbox").add_argument(
         "--keep", action="store_true", help="keep the demo's database and files")
     return p
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-_CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*\d|\d")
+_CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*")
 
 
 def normalise(number: str) -> str:
@@ -51,7 +51,7 @@ def find_numbers(texts: Sequence[str], known: Known) -> tuple[list[str], list[st
     ambiguous: list[str] = []
     for text in texts:
         for m in _CANDIDATE.finditer(text):
-            token = m.group(0)
+            token = m.group(0).rstrip("-_/.")  # "F-2026-001." at the end of a sentence
             hit = known.by_normalised.get(normalise(token))
             tail = re.sub(r"^[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?", "", token)
             if hit is None:

@@ -6,7 +6,7 @@ import pytest
 
 from rules.match import Known, digits, match, normalise
 
-NUMBERS = ["F-2026-001", "F-2026-002", "F-2026-010", "INV-7788", "A-12345", "B-12345"]
+NUMBERS = ["F-2026-001", "F-2026-002", "F-2026-010", "INV-7788", "A-12345", "B-12345", "F-9"]
 
 
 def known(sender_open: tuple[str, ...] = ()) -> Known:
@@ -23,6 +23,7 @@ def known(sender_open: tuple[str, ...] = ()) -> Known:
      ("F-2026-001", "F-2026-002"), "headers", True),
     ([], ["a1b2c3d4e5"], ["Re: relance", "payé"], ("INV-7788",), "token", True),
     ([], [], ["Facture F2026001", ""], ("F-2026-001",), "number", True),
+    ([], [], ["Facture F-9", "réglée"], ("F-9",), "number", True),  # a short number, as small companies use
     ([], [], ["Re: votre relance", "concernant la facture n° 2026-010"], ("F-2026-010",), "number", True),
     ([], [], ["", "invoices F-2026-001, f 2026 002 and INV 7788 paid"],
      ("F-2026-001", "F-2026-002", "INV-7788"), "number", True),
