@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("messages", cmd_messages, "inbound messages and what was understood", timed, as_json)
     sp.add_argument("--triage", action="store_true", help="only those waiting for a person")
     add("tui", cmd_plugin, "the triage UI (Textual)", timed)
-    add("demo", cmd_plugin, "run everything against an embedded mail sandbox").add_argument(
+    add("demo", lambda app: run_demo(app.args.keep), "run everything against an embedded mail sandbox").add_argument(
         "--keep", action="store_true", help="keep the demo's database and files")
     return p
 
