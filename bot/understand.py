@@ -10,7 +10,6 @@ import html
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from email import message_from_bytes
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
@@ -95,7 +94,7 @@ def _header_map(msg: Message) -> dict[str, str]:
 def parse(raw: bytes) -> Parsed:
     """Parse `raw`; raises ValueError when it is not a readable message at all."""
     mail = mailparser.parse_from_bytes(raw)
-    msg = message_from_bytes(raw)
+    msg = mail.message  # the stdlib message mail-parser already built: no second parse
     headers = _header_map(msg)
     text = "\n".join(mail.text_plain).strip()
     if not text and mail.text_html:
