@@ -44,8 +44,19 @@ class Understanding:
     date: date | None = None  # promised payment date, or an out-of-office's return date
 
 
+_COMPILED: dict[str, re.Pattern[str]] = {}
+
+
 def _any(patterns: tuple[str, ...], text: str) -> list[str]:
-    return [p for p in patterns if re.search(p, text, re.IGNORECASE)]
+    """The patterns found in `text` (compiled once, case-insensitive)."""
+    found = []
+    for p in patterns:
+        rx = _COMPILED.get(p)
+        if rx is None:
+            rx = _COMPILED[p] = re.compile(p, re.IGNORECASE)
+        if rx.search(text):
+            found.append(p)
+    return found
 
 
 _BOUNCE_SENDERS = (r"mailer-daemon", r"postmaster", r"mail delivery (sub)?system", r"mail\.delivery\.system",
