@@ -21,6 +21,9 @@ from sqlalchemy.engine import Connection, Engine
 from bot.errors import StoreError
 from bot.models import Event, table
 
+# `Engine` is re-exported so that the UI names the store's handle without importing SQLAlchemy.
+__all__ = ["Engine", "ensure_ready", "make_engine", "migrate", "record_event", "record_events", "session"]
+
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; on SQLite, each connection gets WAL, foreign keys and a busy timeout."""

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy.engine import Engine
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -20,6 +19,7 @@ from bot import actions, reports
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.i18n import t
+from bot.store import Engine
 
 INVOICE_COLUMNS = ("number", "client", "amount_due", "days_overdue", "stage", "state", "next_action")
 MESSAGE_COLUMNS = ("received_at", "from", "kind", "invoices", "reason")
