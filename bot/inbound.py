@@ -32,6 +32,7 @@ from rules.plan import instalments
 in_t, mb_t, inv_t, con_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact), table(Client)
 out_t, rem_t = table(Outbound), table(Reminder)
 BATCH = 200
+_TOKEN = re.compile(r"^[^+@]+\+([0-9a-f]{6,})@")  # ar+TOKEN@domain: the reply address of a reminder
 OPEN = ("active", "disputed", "plan", "bounced")
 
 
@@ -151,8 +152,8 @@ def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int, 
             understood = replace(understood, cues=(*understood.cues, *(
                 "proposes " + (f"{i.amount}" if i.amount is not None else "?") + " on "
                 + (i.due.isoformat() if i.due else "?") for i in proposal)))
-    known = _known(s, parsed.refs, parsed.sender, parsed.recipients, numbers)
-    tokens = [m.group(1) for r in parsed.recipients if (m := re.match(r"^[^+@]+\+([0-9a-f]{6,})@", r))]
+    tokens = [m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))]
+    known = _known(s, parsed.refs, parsed.sender, tokens, numbers)
     texts = (parsed.subject, parsed.facts.text, *parsed.facts.attachments)
     found = match(parsed.refs, tokens, texts, known)
     status, reason = _apply(s, config, now, inbound_id, understood, found)
@@ -166,7 +167,7 @@ def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int, 
     return f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} {parsed.subject[:60]}"
 
 
-def _known(s: Connection, refs: Sequence[str], sender: str, recipients: Sequence[str], numbers: _Numbers) -> Known:
+def _known(s: Connection, refs: Sequence[str], sender: str, tokens: Sequence[str], numbers: _Numbers) -> Known:
     by_mid: dict[str, tuple[str, ...]] = {}
     if refs:
         rows = s.execute(sa.select(out_t.c.message_id, inv_t.c.number)
@@ -174,12 +175,11 @@ def _known(s: Connection, refs: Sequence[str], sender: str, recipients: Sequence
                          .where(out_t.c.message_id.in_(list(refs)), rem_t.c.skipped.is_(False))).all()
         for mid, number in rows:
             by_mid[mid] = (*by_mid.get(mid, ()), number)
-    tokens = [m.group(1) for r in recipients if (m := re.match(r"^[^+@]+\+([0-9a-f]{6,})@", r))]
     by_token: dict[str, tuple[str, ...]] = {}
     if tokens:
         for tok, number in s.execute(
                 sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
-                .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(tokens))):
+                .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(tokens)))):
             by_token[tok] = (*by_token.get(tok, ()), number)
     sender_open = tuple(s.execute(
         sa.select(inv_t.c.number).join(con_t, con_t.c.client_id == inv_t.c.client_id)

@@ -52,7 +52,6 @@ class ImapSource:
         self.password = password
         self._client: IMAPClient | None = None
         self.uidnext = 0  # of the selected folder, as SELECT reported it
-        self._folder = ""
 
     def _context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
@@ -85,7 +84,6 @@ class ImapSource:
         except IMAPClientError as e:
             raise MailboxError(f"cannot open folder {folder!r}: {e}") from e
         self.uidnext = int(info.get(b"UIDNEXT", 0))
-        self._folder = folder
         return int(info[b"UIDVALIDITY"])
 
     def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:

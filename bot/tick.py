@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy.engine import Engine
@@ -72,7 +73,7 @@ def plan_groups(rows: list[InvoiceRow], config: Config, now: datetime) -> list[P
                 invoice_ids=tuple(r.id for r, _ in members), numbers=tuple(r.number for r, _ in members),
                 skipped=tuple((r.id, p.skipped) for r, p in members if p.skipped)),
             stage=ladder[fp.send].name,
-            amount_due=str(sum((r.view.amount_due for r, _ in members), start=first.view.amount_due * 0)),
+            amount_due=str(sum((r.view.amount_due for r, _ in members), start=Decimal("0.00"))),
             client=first.client,
         ))
     return out

@@ -6,8 +6,10 @@ import copy
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +20,12 @@ from bot.config import Config, from_dict
 from tests.servers import SmtpSink, postgres_cluster, smtp_server
 
 ROOT = Path(__file__).resolve().parent.parent
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def at(text: str) -> datetime:
+    """A Paris wall-clock time, as the tests write them: at("2027-04-05T10:00")."""
+    return datetime.fromisoformat(text).replace(tzinfo=PARIS)
 EXAMPLE = tomllib.loads((ROOT / "config.example.toml").read_text())
 
 

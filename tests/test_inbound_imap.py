@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -24,16 +23,13 @@ from bot.mailbox import ImapSource
 from bot.mailer import MemoryMailer
 from bot.models import Inbound, Invoice, table
 from bot.tick import tick
+from tests.conftest import at
 from tests.servers import Dovecot, dovecot_server
 
-PARIS = ZoneInfo("Europe/Paris")
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language\n"
 ROWS = ("F-2027-001,Client A,compta@client-a.example,1000.00,EUR,2027-03-01,2027-03-31,fr\n"
         "F-2027-002,Client B,ap@client-b.example,500.00,EUR,2027-03-01,2027-03-31,en\n")
 
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=PARIS)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -23,14 +22,11 @@ from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.tick import TickReport, deliver, plan_groups, tick
 from bot.views import load
+from tests.conftest import at
 from tests.servers import SmtpSink
 
-PARIS = ZoneInfo("Europe/Paris")
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language,paid,pdf,client_kind,cc\n"
 
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=PARIS)
 
 
 async def _no_sleep(_: float) -> None:
@@ -100,11 +96,12 @@ def test_reminder_bytes_headers_parts_encodings(setup: Any, tmp_path: Path) -> N
     assert stored.raw.split(b"\r\n\r\n", 1)[0] == headers, "the exact bytes sent are kept"
 
 
-def test_ladder_threads_attaches_and_states_penalties(setup: Any, tmp_path: Path) -> None:
+def test_ladder_threads_attaches_and_states_penalties(setup: Any, tmp_path: Path,
+                                                      make_config: Callable[..., Config]) -> None:
     pdf = tmp_path / "Facture été F-1001.pdf"
     pdf.write_bytes(b"%PDF-1.4 test\n")
-    cfg = setup.config.__class__(**{**setup.config.__dict__, "penalties": setup.config.penalties.__class__(
-        **{**setup.config.penalties.__dict__, "ecb_rates": {"2027-H1": __import__("decimal").Decimal("2.00")}})})
+    cfg = make_config(smtp={"host": "127.0.0.1", "port": setup.port, "tls": "none", "username": "",
+                            "rate_per_minute": 0}, penalties={"ecb_rates": {"2027-H1": "2.00"}})
     setup.load(f"F-1001,Société Exemple,compta@exemple.example,1000.00,EUR,2027-03-01,2027-03-31,fr,,{pdf},business,\n")
     for now in ("2027-04-05T10:00", "2027-04-15T10:00", "2027-04-30T10:00", "2027-06-30T10:00"):
         setup.tick(now, cfg)

@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -20,15 +19,12 @@ from bot.errors import NotFoundError, RelanceError
 from bot.mailer import MemoryMailer
 from bot.models import Event, Outbound, Reminder, table
 from bot.tick import tick
+from tests.conftest import at
 
-PARIS = ZoneInfo("Europe/Paris")
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language,paid\n"
 ROWS = ("F-1,A,a@exemple.example,1000.00,EUR,2027-03-01,2027-03-31,fr,\n"
         "F-2,B,b@exemple.example,500.00,EUR,2027-03-01,2027-03-31,fr,\n")
 
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=PARIS)
 
 
 @pytest.fixture

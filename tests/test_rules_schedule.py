@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -13,16 +12,13 @@ from hypothesis import strategies as st
 from rules.calendar import SendingCalendar
 from rules.model import InvoiceView, Ladder, Stage, StageDone, State
 from rules.schedule import plan, priority_key
+from tests.conftest import PARIS, at
 
-PARIS = ZoneInfo("Europe/Paris")
 EASTER_MONDAY_2027 = date(2027, 3, 29)
 CAL = SendingCalendar(zone=PARIS, holidays=frozenset({EASTER_MONDAY_2027, date(2027, 5, 1)}))
 LADDER = Ladder((Stage("reminder", "reminder", 3), Stage("second_reminder", "second_reminder", 10),
                  Stage("formal_notice", "formal_notice", 15, penalties=True)))
 
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=PARIS)
 
 
 def inv(due: str = "2027-03-31", done: tuple[tuple[int, str], ...] = (), **kw: object) -> InvoiceView:
@@ -96,7 +92,6 @@ def test_ladder_properties(due: date, delays: list[int], start: int, hours: list
     every stage is eventually sent or explicitly passed over."""
     ladder = Ladder(tuple(Stage(f"s{i}", f"s{i}", d) for i, d in enumerate(delays)))
     view = InvoiceView("F-9", due, Decimal("50.00"))
-    skipped_all: list[int] = []
     day = due + timedelta(days=start)
     end = due + timedelta(days=start + sum(delays) + 60)
     while day <= end:
@@ -115,7 +110,6 @@ def test_ladder_properties(due: date, delays: list[int], start: int, hours: list
             assert now >= earliest, "sent before its time"
             view = InvoiceView(view.number, view.due_date, view.amount_due,
                                done=(*view.done, *(StageDone(k, now) for k in p.skipped), StageDone(p.send, now)))
-            skipped_all += p.skipped
         day += timedelta(days=step)
     done = sorted(d.index for d in view.done)
     assert done == list(range(len(delays))), "a stage was never reached"
