@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,15 +22,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from bot.config import Config
 from bot.mailbox import MailSource
-from bot.models import Client, Contact, Inbound, Invoice, Mailbox, Outbound, Reminder, table
+from bot.models import Client, Contact, Event, Inbound, Invoice, Mailbox, Outbound, Reminder, table
 from bot.store import record_events, session
-from bot.understand import find_dates, parse
+from bot.understand import Parsed, find_dates, parse
 from rules.classify import Kind, Understanding, classify
 from rules.match import Known, Match, digits, match, normalise
 from rules.plan import instalments
 
 in_t, mb_t, inv_t, con_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact), table(Client)
-out_t, rem_t = table(Outbound), table(Reminder)
+out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
 BATCH = 200
 _TOKEN = re.compile(r"^[^+@]+\+([0-9a-f]{6,})@")  # ar+TOKEN@domain: the reply address of a reminder
 OPEN = ("active", "disputed", "plan", "bounced")
@@ -94,7 +94,12 @@ def _header(raw: bytes, name: bytes) -> str:
 
 
 def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | None = None) -> list[str]:
-    """Understand and apply stored messages (`status = new`, or the given ids). Returns a line each."""
+    """Understand and apply stored messages (`status = new`, or the given ids). Returns a line each.
+
+    Messages go through in batches: parsed and understood outside any transaction, then matched and
+    applied in one transaction per batch. A message that cannot be read or understood is
+    quarantined on its own; when a batch's writes fail, its messages are applied one at a time, so
+    one bad message never holds back the others."""
     with engine.connect() as c:
         q = sa.select(in_t.c.id).order_by(in_t.c.id)
         q = q.where(in_t.c.id.in_(list(ids))) if ids is not None else q.where(in_t.c.status == "new")
@@ -104,17 +109,74 @@ def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | 
         return lines
     with engine.connect() as c:
         numbers = _Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()))
-    for inbound_id in todo:
+    for start in range(0, len(todo), BATCH):
+        chunk = todo[start:start + BATCH]
+        understood = _understand_all(engine, config, now, chunk)
         try:
-            with session(engine) as s:
-                lines.append(_process_one(s, config, now, inbound_id, numbers))
-        except Exception as e:
-            reason = f"could not be processed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            with session(engine) as s:
-                s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
-                    status="quarantined", reason=_clean(reason)[:1000]))
-            lines.append(f"quarantined  #{inbound_id}: {reason}")
+            lines += _apply_all(engine, config, now, understood, numbers)
+        except Exception:
+            for one in understood:
+                try:
+                    lines += _apply_all(engine, config, now, [one], numbers)
+                except Exception as e:
+                    lines.append(_quarantine(engine, one.id, f"could not be processed: {_first_line(e)}"))
     return lines
+
+
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _quarantine(engine: Engine, inbound_id: int, reason: str) -> str:
+    with session(engine) as s:
+        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(status="quarantined",
+                                                                        reason=_clean(reason)[:1000]))
+    return f"quarantined  #{inbound_id}: {reason}"
+
+
+@dataclass(frozen=True)
+class _Understood:
+    id: int
+    parsed: Parsed | None  # None: the message could not be read; `failure` says why
+    understanding: Understanding | None = None
+    tokens: tuple[str, ...] = ()
+    failure: str = ""
+    applied_before: bool = False  # its effects were applied by an earlier pass (reprocess)
+
+
+def _understand_all(engine: Engine, config: Config, now: datetime, ids: Sequence[int]) -> list[_Understood]:
+    """Parse and classify each message (pure work, no transaction held); failures are kept, not raised."""
+    with engine.connect() as c:
+        raws: dict[int, bytes] = dict(c.execute(sa.select(in_t.c.id, in_t.c.raw).where(in_t.c.id.in_(list(ids)))).all())
+        before = set(c.execute(sa.select(ev_t.c.inbound_id).where(ev_t.c.inbound_id.in_(list(ids)))).scalars())
+    today = now.astimezone(config.zone).date()
+    out: list[_Understood] = []
+    for inbound_id in ids:
+        try:
+            parsed = parse(raws[inbound_id])
+        except Exception as e:
+            out.append(_Understood(inbound_id, None, failure=f"unreadable: {_first_line(e)}"))
+            continue
+        try:
+            out.append(_Understood(inbound_id, parsed, _classify(parsed, config, today),
+                                   tuple(m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))),
+                                   applied_before=inbound_id in before))
+        except Exception as e:
+            out.append(_Understood(inbound_id, None, failure=f"could not be processed: {_first_line(e)}"))
+    return out
+
+
+def _classify(parsed: Parsed, config: Config, today: date) -> Understanding:
+    understood = classify(parsed.facts, config.company.domain)
+    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
+        facts = replace(parsed.facts, dates=find_dates(parsed.facts.text, today))
+        understood = classify(facts, config.company.domain)
+        if understood.kind is Kind.PAYMENT_PLAN:
+            proposal = instalments(facts.text, facts.dates)
+            understood = replace(understood, cues=(*understood.cues, *(
+                "proposes " + (f"{i.amount}" if i.amount is not None else "?") + " on "
+                + (i.due.isoformat() if i.due else "?") for i in proposal)))
+    return understood
 
 
 def _clean(text: str) -> str:
@@ -134,114 +196,164 @@ class _Numbers:
                 self.by_digits[d] = (*self.by_digits.get(d, ()), n)
 
 
-def _process_one(s: Connection, config: Config, now: datetime, inbound_id: int, numbers: _Numbers) -> str:
-    raw = s.execute(sa.select(in_t.c.raw).where(in_t.c.id == inbound_id)).scalar_one()
-    try:
-        parsed = parse(raw)
-    except Exception as e:
-        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
-            status="quarantined", reason=f"unreadable: {type(e).__name__}: {e}"[:500]))
-        return f"quarantined  #{inbound_id}: {e}"
-    today = now.astimezone(config.zone).date()
-    understood = classify(parsed.facts, config.company.domain)
-    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
-        facts = replace(parsed.facts, dates=find_dates(parsed.facts.text, today))
-        understood = classify(facts, config.company.domain)
-        if understood.kind is Kind.PAYMENT_PLAN:
-            proposal = instalments(facts.text, facts.dates)
-            understood = replace(understood, cues=(*understood.cues, *(
-                "proposes " + (f"{i.amount}" if i.amount is not None else "?") + " on "
-                + (i.due.isoformat() if i.due else "?") for i in proposal)))
-    tokens = [m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))]
-    known = _known(s, parsed.refs, parsed.sender, tokens, numbers)
-    texts = (parsed.subject, parsed.facts.text, *parsed.facts.attachments)
-    found = match(parsed.refs, tokens, texts, known)
-    status, reason = _apply(s, config, now, inbound_id, understood, found)
-    s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
-        message_id=_clean(parsed.message_id)[:250] or f"<no-message-id.{inbound_id}@relance>",
-        from_addr=_clean(parsed.sender)[:250], subject=_clean(parsed.subject)[:500],
-        received_at=parsed.received_at if parsed.received_at and parsed.received_at.tzinfo else None,
-        kind=understood.kind.value, confidence=understood.confidence,
-        status=status, reason=_clean(reason)[:1000], text=_clean(parsed.facts.text)[:20000],
-        cues=json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False)))
-    return f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} {parsed.subject[:60]}"
+def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[_Understood], numbers: _Numbers
+               ) -> list[str]:
+    """Match and apply a batch of understood messages in one transaction."""
+    lines: list[str] = []
+    with session(engine) as s:
+        lookups = _Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens])
+        effects = _Effects(s, config, now)
+        rows: list[dict[str, Any]] = []
+        for u in batch:
+            if u.parsed is None or u.understanding is None:
+                rows.append({"_id": u.id, "status": "quarantined", "reason": _clean(u.failure)[:1000]})
+                lines.append(f"quarantined  #{u.id}: {u.failure}")
+                continue
+            p, understood = u.parsed, u.understanding
+            found = match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments), lookups.known(p, numbers))
+            if u.applied_before:
+                status, reason = _reprocessed(s, u.id, understood, found)
+            else:
+                status, reason = effects.apply(u.id, understood, found)
+            rows.append({
+                "_id": u.id, "message_id": _clean(p.message_id)[:250] or f"<no-message-id.{u.id}@relance>",
+                "from_addr": _clean(p.sender)[:250], "subject": _clean(p.subject)[:500],
+                "received_at": p.received_at if p.received_at and p.received_at.tzinfo else None,
+                "kind": understood.kind.value, "confidence": understood.confidence, "status": status,
+                "reason": _clean(reason)[:1000], "text": _clean(p.facts.text)[:20000],
+                "cues": json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False)})
+            lines.append(f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} "
+                         f"{p.subject[:60]}")
+        effects.flush()
+        for keys in sorted({tuple(sorted(r)) for r in rows}):  # one UPDATE per set of columns, many rows
+            same = [{f"v_{k}": v for k, v in r.items()} for r in rows if tuple(sorted(r)) == keys]
+            s.execute(sa.update(in_t).where(in_t.c.id == sa.bindparam("v__id"))
+                      .values({k: sa.bindparam(f"v_{k}") for k in keys if k != "_id"}), same)
+    return lines
 
 
-def _known(s: Connection, refs: Sequence[str], sender: str, tokens: Sequence[str], numbers: _Numbers) -> Known:
-    by_mid: dict[str, tuple[str, ...]] = {}
-    if refs:
-        rows = s.execute(sa.select(out_t.c.message_id, inv_t.c.number)
-                         .join(rem_t, rem_t.c.outbound_id == out_t.c.id).join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
-                         .where(out_t.c.message_id.in_(list(refs)), rem_t.c.skipped.is_(False))).all()
-        for mid, number in rows:
-            by_mid[mid] = (*by_mid.get(mid, ()), number)
-    by_token: dict[str, tuple[str, ...]] = {}
-    if tokens:
-        for tok, number in s.execute(
-                sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
-                .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(tokens)))):
-            by_token[tok] = (*by_token.get(tok, ()), number)
-    sender_open = tuple(s.execute(
-        sa.select(inv_t.c.number).join(con_t, con_t.c.client_id == inv_t.c.client_id)
-        .where(con_t.c.email == sender, inv_t.c.state.in_(OPEN)).distinct().order_by(inv_t.c.number)).scalars())
-    return Known(by_message_id=by_mid, by_token=by_token, by_normalised=numbers.by_normalised,
-                 by_digits=numbers.by_digits, sender_open=sender_open)
+class _Lookups:
+    """What the store knows about a batch's references, tokens and senders, read in three queries."""
+
+    def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str]) -> None:
+        refs = list({r for p in parsed for r in p.refs})
+        senders = list({p.sender for p in parsed})
+        self.by_mid: dict[str, tuple[str, ...]] = {}
+        for chunk in range(0, len(refs), 500):
+            for mid, number in s.execute(
+                    sa.select(out_t.c.message_id, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
+                    .join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
+                    .where(out_t.c.message_id.in_(refs[chunk:chunk + 500]), rem_t.c.skipped.is_(False))):
+                self.by_mid[mid] = (*self.by_mid.get(mid, ()), number)
+        self.by_token: dict[str, tuple[str, ...]] = {}
+        if tokens:
+            for tok, number in s.execute(
+                    sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
+                    .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(set(tokens))))):
+                self.by_token[tok] = (*self.by_token.get(tok, ()), number)
+        self.sender_open: dict[str, list[str]] = {}
+        for email, number in s.execute(
+                sa.select(con_t.c.email, inv_t.c.number).join(con_t, con_t.c.client_id == inv_t.c.client_id)
+                .where(con_t.c.email.in_(senders), inv_t.c.state.in_(OPEN)).distinct()
+                .order_by(con_t.c.email, inv_t.c.number)):
+            self.sender_open.setdefault(email, []).append(number)
+
+    def known(self, p: Parsed, numbers: _Numbers) -> Known:
+        return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
+                     by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())))
 
 
-def _apply(s: Connection, config: Config, now: datetime, inbound_id: int, u: Understanding, m: Match
-           ) -> tuple[str, str]:
-    """The effects of one understood message on its invoices, as events. Returns (status, reason)."""
-    if not m.numbers or not m.sure:
-        if u.kind is Kind.AUTO_REPLY and not m.numbers:
-            return "applied", f"auto-reply, no invoice concerned ({m.reason})"
-        # Record the link to the probable invoice, but let a person decide.
-        return "triage", m.reason
-    invoices = s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.state, inv_t.c.hold_until, inv_t.c.contact_id)
-                         .where(inv_t.c.number.in_(list(m.numbers)))).all()
-    p = config.pause
-    tz = config.zone
-    events: list[dict[str, Any]] = []
-    status, reason = "applied", m.reason
+def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:
+    """A message whose effects were applied before: never apply them twice. When it is understood
+    as before, its status stays; otherwise a person compares the two readings."""
+    old = s.execute(sa.select(in_t.c.kind, in_t.c.status, in_t.c.reason).where(in_t.c.id == inbound_id)).one()
+    linked = sorted(set(s.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id)
+                                  .where(ev_t.c.inbound_id == inbound_id)).scalars()))
+    if old.kind == u.kind.value and set(m.numbers) <= set(linked):
+        return old.status, old.reason
+    return "triage", (f"read again as {u.kind.value} for {', '.join(m.numbers) or 'no invoice'} "
+                      f"(was {old.kind} for {', '.join(linked) or 'no invoice'}); the first reading's effects "
+                      "stay: decide")
 
-    def hold(inv: Any, until: datetime, why: str) -> None:
-        new = max(until, inv.hold_until) if inv.hold_until else until
-        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(hold_until=new))
-        events.append({"invoice_id": inv.id, "kind": "paused", "reason": why, "data": {"until": new.isoformat()}})
 
-    for inv in invoices:
-        base = {"invoice_id": inv.id, "at": now, "inbound_id": inbound_id}
-        if inv.state == "paid":
-            events.append({**base, "kind": "reply_recorded", "reason": f"{u.kind.value} about a paid invoice"})
-            continue
-        events.append({**base, "kind": f"message_{u.kind.value}", "reason": "; ".join(u.cues)[:500]})
-        if u.kind is Kind.AUTO_REPLY:
-            if u.date is not None:  # postpone until after the return date, nothing else
-                hold(inv, datetime.combine(u.date + timedelta(days=1), time(0), tz), "out of office until "
-                     f"{u.date.isoformat()}")
-        elif u.kind is Kind.BOUNCE:
-            s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="bounced"))
-            s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id).values(
+class _Effects:
+    """The effects of understood messages on their invoices, as events, per `[pause]`. Invoices are
+    read once per batch and written once at the end, so two messages about one invoice see each other."""
+
+    def __init__(self, s: Connection, config: Config, now: datetime) -> None:
+        self.s, self.config, self.now = s, config, now
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.changed: dict[str, set[str]] = {}
+        self.failing: set[int] = set()
+        self.events: list[dict[str, Any]] = []
+
+    def _load(self, numbers: Sequence[str]) -> list[dict[str, Any]]:
+        missing = [n for n in numbers if n not in self.invoices]
+        if missing:
+            for row in self.s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.state, inv_t.c.hold_until,
+                                                inv_t.c.contact_id).where(inv_t.c.number.in_(missing))).mappings():
+                self.invoices[row["number"]] = dict(row)
+        return [self.invoices[n] for n in numbers if n in self.invoices]
+
+    def _set(self, inv: dict[str, Any], **values: Any) -> None:
+        inv.update(values)
+        self.changed.setdefault(inv["number"], set()).update(values)
+
+    def apply(self, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:
+        """Returns (status, reason) of the message."""
+        if not m.numbers or not m.sure:
+            if u.kind is Kind.AUTO_REPLY and not m.numbers:
+                return "applied", f"auto-reply, no invoice concerned ({m.reason})"
+            return "triage", m.reason  # the probable invoice is in the reason: a person decides
+        p, tz, now = self.config.pause, self.config.zone, self.now
+        status, reason = "applied", m.reason
+        for inv in self._load(m.numbers):
+            base = {"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id}
+
+            def hold(until: datetime, why: str, inv: dict[str, Any] = inv, base: dict[str, Any] = base) -> None:
+                new = max(until, inv["hold_until"]) if inv["hold_until"] else until
+                self._set(inv, hold_until=new)
+                self.events.append({**base, "kind": "paused", "reason": why, "data": {"until": new.isoformat()}})
+
+            if inv["state"] == "paid":
+                self.events.append({**base, "kind": "reply_recorded", "reason": f"{u.kind.value} about a paid invoice"})
+                continue
+            self.events.append({**base, "kind": f"message_{u.kind.value}", "reason": "; ".join(u.cues)[:500]})
+            if u.kind is Kind.AUTO_REPLY:
+                if u.date is not None:  # postpone until after the return date, nothing else
+                    hold(datetime.combine(u.date + timedelta(days=1), time(0), tz),
+                         f"out of office until {u.date.isoformat()}")
+            elif u.kind is Kind.BOUNCE:
+                self._set(inv, state="bounced")
+                self.failing.add(inv["contact_id"])
+                status, reason = "triage", "delivery failure: fix the contact, then resume"
+            elif u.kind is Kind.PROMISE_TO_PAY:
+                until = (datetime.combine(u.date + timedelta(days=p.promise_grace_days), time(0), tz) if u.date
+                         else now + timedelta(days=p.human_reply_days))
+                hold(until, "promise to pay" + (f" on {u.date.isoformat()}" if u.date else ""))
+            elif u.kind is Kind.PAYMENT_CLAIM:
+                hold(now + timedelta(days=p.payment_claim_days), "the client says it has paid")
+            elif u.kind in (Kind.PAYMENT_PLAN, Kind.DISPUTE):
+                new_state = "plan" if u.kind is Kind.PAYMENT_PLAN else "disputed"
+                self._set(inv, state=new_state)
+                proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]
+                self.events.append({**base, "kind": new_state, "reason": "until a person decides",
+                                    "data": {"proposal": proposal} if proposal else {}})
+                status, reason = "triage", f"{u.kind.value}: a person decides"
+            else:
+                hold(now + timedelta(days=p.human_reply_days), "the client answered")
+                status, reason = "triage", "a client's reply: read it and decide"
+        return status, reason
+
+    def flush(self) -> None:
+        """Write the batch's invoice changes, contact failures and events."""
+        for column in ("hold_until", "state"):
+            rows = [{"v_id": inv["id"], "v": inv[column]} for n, inv in self.invoices.items()
+                    if column in self.changed.get(n, ())]
+            if rows:
+                self.s.execute(sa.update(inv_t).where(inv_t.c.id == sa.bindparam("v_id"))
+                               .values({column: sa.bindparam("v")}), rows)
+        if self.failing:
+            self.s.execute(sa.update(con_t).where(con_t.c.id.in_(sorted(self.failing))).values(
                 failing=True, failure_reason="delivery failure reported by the recipient's server"))
-            status, reason = "triage", "delivery failure: fix the contact, then resume"
-        elif u.kind is Kind.PROMISE_TO_PAY:
-            until = (datetime.combine(u.date + timedelta(days=p.promise_grace_days), time(0), tz) if u.date
-                     else now + timedelta(days=p.human_reply_days))
-            hold(inv, until, "promise to pay" + (f" on {u.date.isoformat()}" if u.date else ""))
-        elif u.kind is Kind.PAYMENT_CLAIM:
-            hold(inv, now + timedelta(days=p.payment_claim_days), "the client says it has paid")
-        elif u.kind in (Kind.PAYMENT_PLAN, Kind.DISPUTE):
-            new_state = "plan" if u.kind is Kind.PAYMENT_PLAN else "disputed"
-            s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state=new_state))
-            proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]
-            events.append({**base, "kind": new_state, "reason": "until a person decides",
-                           "data": {"proposal": proposal} if proposal else {}})
-            status, reason = "triage", f"{u.kind.value}: a person decides"
-        else:
-            hold(inv, now + timedelta(days=p.human_reply_days), "the client answered")
-            status, reason = "triage", "a client's reply: read it and decide"
-    for e in events:
-        e.setdefault("at", now)
-        e.setdefault("inbound_id", inbound_id)
-    record_events(s, events)
-    return status, reason
-
+        record_events(self.s, self.events)

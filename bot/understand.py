@@ -6,12 +6,14 @@ for what it misses (phone signatures, Outlook header blocks, wrapped French attr
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.message import Message
 from email.utils import getaddresses, parseaddr
+from typing import Any
 
 import mailparser
 from mailparser_reply import EmailReplyParser
@@ -133,19 +135,26 @@ _WRITTEN_DATE = re.compile(
     r"|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4)
+def _date_parser(today: date) -> Any:
+    """One dateparser reader per day (its locale set-up is most of the cost of a parse)."""
+    from dateparser.date import DateDataParser  # noqa: PLC0415 - heavy; only loaded when a date matters
+
+    base = datetime(today.year, today.month, today.day)  # noqa: DTZ001 - dateparser wants a naive base
+    return DateDataParser(languages=["fr", "en"], try_previous_locales=True,
+                          settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future", "DATE_ORDER": "DMY"})
+
+
 def find_dates(text: str, today: date) -> tuple[date, ...]:
     """Dates written in `text` ("le 15 décembre", "12 April 2027", "30/04"), resolved forward from
     today, in the order written. Our pattern finds them; dateparser reads each (month names, order)."""
     fragments = _WRITTEN_DATE.findall(text[:5000])
     if not fragments:
         return ()
-    import dateparser  # noqa: PLC0415 - heavy; only loaded when a date matters
-
-    base = datetime(today.year, today.month, today.day)  # noqa: DTZ001 - dateparser wants a naive base
-    settings = {"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future", "DATE_ORDER": "DMY"}
+    reader = _date_parser(today)
     out: list[date] = []
     for fragment in fragments:
-        parsed = dateparser.parse(fragment, languages=["fr", "en"], settings=settings)
+        parsed = reader.get_date_data(fragment).date_obj
         if parsed is not None and parsed.date() >= today and parsed.date() not in out:
             out.append(parsed.date())
     return tuple(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,88 @@ def test_a_bounce_is_threaded_through_the_original_it_carries(engine: Engine, cf
     with engine.connect() as c:
         state = c.execute(sa.text("SELECT state FROM invoice WHERE number = 'F-9003'")).scalar_one()
     assert state == "bounced"
+
+
+def _import(engine: Engine, tmp_path: Path, *numbers: str) -> None:
+    rows = "".join(f"{n},Client,compta@client.example,10.00,EUR,2027-03-01,2027-03-31\n" for n in numbers)
+    (tmp_path / "l.csv").write_text("number,client,email,amount,currency,issue_date,due_date\n" + rows)
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), NOW, "l.csv")
+
+
+def _events(engine: Engine) -> list[tuple[str, int | None]]:
+    from bot.models import Event
+
+    with engine.connect() as c:
+        return [tuple(r) for r in c.execute(sa.select(table(Event).c.kind, table(Event).c.inbound_id)
+                                             .where(table(Event).c.inbound_id.is_not(None)))]
+
+
+def test_reprocess_never_applies_a_message_twice(engine: Engine, cfg: Config, tmp_path: Path) -> None:
+    _import(engine, tmp_path, "F-9101")
+    raw = msg("From: compta@client.example\nSubject: Facture F-9101\nMessage-ID: <t1@client.example>\n",
+              "Nous avons effectué le virement hier.".encode())
+    (row,) = run(engine, cfg, [raw])
+    assert (row["status"], row["kind"]) == ("applied", "payment_claim")
+    before = _events(engine)
+    assert ("message_payment_claim", row["id"]) in before
+    lines = inbound.process(engine, cfg, NOW, [row["id"]])
+    assert len(lines) == 1 and _events(engine) == before, "no second pause, no second event"
+    with engine.connect() as c:
+        (again,) = reports.messages(c)
+    assert (again["status"], again["kind"], again["invoices"]) == ("applied", "payment_claim", ["F-9101"])
+
+
+def test_reprocess_that_reads_a_message_differently_asks_a_person(engine: Engine, cfg: Config, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _import(engine, tmp_path, "F-9102")
+    raw = msg("From: compta@client.example\nSubject: Facture F-9102\nMessage-ID: <t2@client.example>\n",
+              "Nous avons effectué le virement hier.".encode())
+    (row,) = run(engine, cfg, [raw])
+    before = _events(engine)
+    from rules.classify import Kind, Understanding
+
+    monkeypatch.setattr(inbound, "classify", lambda facts, domain: Understanding(Kind.DISPUTE, 0, ("upgraded",)))
+    inbound.process(engine, cfg, NOW, [row["id"]])
+    with engine.connect() as c:
+        (again,) = reports.messages(c)
+    assert again["status"] == "triage" and again["kind"] == "dispute"
+    assert "was payment_claim for F-9102" in again["reason"]
+    assert _events(engine) == before, "the first reading's effects stay; nothing new is applied"
+
+
+def test_one_failing_message_does_not_hold_back_its_batch(engine: Engine, cfg: Config, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _import(engine, tmp_path, "F-9103", "F-9104")
+    raws = [msg(f"From: compta@client.example\nSubject: Facture {n}\nMessage-ID: <b{n}@client.example>\n",
+                "Nous avons effectué le virement.".encode()) for n in ("F-9103", "F-9104")]
+    real = inbound._Effects.apply
+
+    def apply(self: Any, inbound_id: int, u: Any, m: Any) -> tuple[str, str]:
+        if m.numbers == ("F-9103",):
+            raise RuntimeError("a bug met on the way")
+        return real(self, inbound_id, u, m)
+
+    monkeypatch.setattr(inbound._Effects, "apply", apply)
+    rows = run(engine, cfg, raws)
+    by_id = {r["message_id"]: r for r in rows}
+    assert by_id["<bF-9103@client.example>"]["status"] == "quarantined"
+    assert "RuntimeError: a bug met on the way" in by_id["<bF-9103@client.example>"]["reason"]
+    assert (by_id["<bF-9104@client.example>"]["status"], by_id["<bF-9104@client.example>"]["invoices"]) == (
+        "applied", ["F-9104"])
+
+
+def test_two_messages_about_one_invoice_in_one_batch_keep_the_later_hold(engine: Engine, cfg: Config,
+                                                                          tmp_path: Path) -> None:
+    """A promise for the 30th, then a plain reply (7 days) in the same pass: the hold stays at the promise."""
+    from bot.models import Invoice
+
+    _import(engine, tmp_path, "F-9105")
+    raws = [msg("From: compta@client.example\nSubject: Facture F-9105\nMessage-ID: <p@client.example>\n",
+                "Nous réglerons le 30 avril 2027.".encode()),
+            msg("From: compta@client.example\nSubject: Facture F-9105\nMessage-ID: <q@client.example>\n",
+                b"Merci pour votre message.")]
+    run(engine, cfg, raws)
+    with engine.connect() as c:
+        hold = c.execute(sa.select(table(Invoice).c.hold_until)).scalar_one()
+    promise_plus_grace = datetime(2027, 4, 30, tzinfo=cfg.zone) + timedelta(days=cfg.pause.promise_grace_days)
+    assert hold == promise_plus_grace.astimezone(UTC)
