@@ -98,6 +98,7 @@ class ImapConfig:
     folders: tuple[str, ...] = ("INBOX",)
     idle_seconds: int = 240  # renew IDLE this often: firewalls drop idle connections long before 29 min
     poll_seconds: int = 60  # where the server has no IDLE, and for the folders after the first
+    workers: int = 0  # processes that parse a large backlog: 0 = one per CPU (at most 4), 1 = none
 
     def password(self, source: str) -> Secret | None:
         value = os.environ.get(self.password_env)

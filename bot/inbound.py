@@ -10,11 +10,16 @@ and the next one goes on. `reprocess` runs stored messages through the pipeline 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import multiprocessing
+import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,15 +29,14 @@ from bot.config import Config
 from bot.mailbox import MailSource
 from bot.models import Client, Contact, Event, Inbound, Invoice, Mailbox, Outbound, Reminder, table
 from bot.store import record_events, session
-from bot.understand import Parsed, find_dates, parse
-from rules.classify import Kind, Understanding, classify
+from bot.understand import Parsed, Understood, first_line, understand_batch
+from rules.classify import Kind, Understanding
 from rules.match import Known, Match, digits, match, normalise
-from rules.plan import instalments
 
 in_t, mb_t, inv_t, con_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact), table(Client)
 out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
 BATCH = 200
-_TOKEN = re.compile(r"^[^+@]+\+([0-9a-f]{6,})@")  # ar+TOKEN@domain: the reply address of a reminder
+PARALLEL_FROM = 1000  # messages in one pass; below this, worker processes cost more than they save
 OPEN = ("active", "disputed", "plan", "bounced")
 
 
@@ -109,9 +113,7 @@ def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | 
         return lines
     with engine.connect() as c:
         numbers = _Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()))
-    for start in range(0, len(todo), BATCH):
-        chunk = todo[start:start + BATCH]
-        understood = _understand_all(engine, config, now, chunk)
+    for understood in _understood_batches(engine, config, now, todo):
         try:
             lines += _apply_all(engine, config, now, understood, numbers)
         except Exception:
@@ -119,12 +121,8 @@ def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | 
                 try:
                     lines += _apply_all(engine, config, now, [one], numbers)
                 except Exception as e:
-                    lines.append(_quarantine(engine, one.id, f"could not be processed: {_first_line(e)}"))
+                    lines.append(_quarantine(engine, one.id, f"could not be processed: {first_line(e)}"))
     return lines
-
-
-def _first_line(e: Exception) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def _quarantine(engine: Engine, inbound_id: int, reason: str) -> str:
@@ -134,49 +132,40 @@ def _quarantine(engine: Engine, inbound_id: int, reason: str) -> str:
     return f"quarantined  #{inbound_id}: {reason}"
 
 
-@dataclass(frozen=True)
-class _Understood:
-    id: int
-    parsed: Parsed | None  # None: the message could not be read; `failure` says why
-    understanding: Understanding | None = None
-    tokens: tuple[str, ...] = ()
-    failure: str = ""
-    applied_before: bool = False  # its effects were applied by an earlier pass (reprocess)
+def _understood_batches(engine: Engine, config: Config, now: datetime, todo: Sequence[int]
+                        ) -> Iterator[list[Understood]]:
+    """The messages `todo`, read and understood batch by batch, in order.
+
+    A large backlog (a first sync, `reprocess --all`) is parsed by worker processes, a few batches
+    ahead of the transactions that apply them; a few messages are parsed right here. Only a few
+    batches of raw bytes are in memory at once."""
+    today = now.astimezone(config.zone).date()
+    chunks = [list(todo[i:i + BATCH]) for i in range(0, len(todo), BATCH)]
+    workers = config.imap.workers or min(4, os.cpu_count() or 1)
+    if workers < 2 or len(todo) < PARALLEL_FROM:
+        for chunk in chunks:
+            yield understand_batch(_read(engine, chunk), config.company.domain, today)
+        return
+    # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) that fork would copy mid-step.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: deque[Future[list[Understood]]] = deque()
+        queue = iter(chunks)
+        for chunk in itertools.islice(queue, 2 * workers):
+            pending.append(pool.submit(understand_batch, _read(engine, chunk), config.company.domain, today))
+        while pending:
+            done = pending.popleft().result()
+            chunk = next(queue, [])
+            if chunk:
+                pending.append(pool.submit(understand_batch, _read(engine, chunk), config.company.domain, today))
+            yield done
 
 
-def _understand_all(engine: Engine, config: Config, now: datetime, ids: Sequence[int]) -> list[_Understood]:
-    """Parse and classify each message (pure work, no transaction held); failures are kept, not raised."""
+def _read(engine: Engine, ids: Sequence[int]) -> list[tuple[int, bytes, bool]]:
+    """(id, raw bytes, whether its effects were applied by an earlier pass) for each of `ids`."""
     with engine.connect() as c:
         raws: dict[int, bytes] = dict(c.execute(sa.select(in_t.c.id, in_t.c.raw).where(in_t.c.id.in_(list(ids)))).all())
         before = set(c.execute(sa.select(ev_t.c.inbound_id).where(ev_t.c.inbound_id.in_(list(ids)))).scalars())
-    today = now.astimezone(config.zone).date()
-    out: list[_Understood] = []
-    for inbound_id in ids:
-        try:
-            parsed = parse(raws[inbound_id])
-        except Exception as e:
-            out.append(_Understood(inbound_id, None, failure=f"unreadable: {_first_line(e)}"))
-            continue
-        try:
-            out.append(_Understood(inbound_id, parsed, _classify(parsed, config, today),
-                                   tuple(m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))),
-                                   applied_before=inbound_id in before))
-        except Exception as e:
-            out.append(_Understood(inbound_id, None, failure=f"could not be processed: {_first_line(e)}"))
-    return out
-
-
-def _classify(parsed: Parsed, config: Config, today: date) -> Understanding:
-    understood = classify(parsed.facts, config.company.domain)
-    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
-        facts = replace(parsed.facts, dates=find_dates(parsed.facts.text, today))
-        understood = classify(facts, config.company.domain)
-        if understood.kind is Kind.PAYMENT_PLAN:
-            proposal = instalments(facts.text, facts.dates)
-            understood = replace(understood, cues=(*understood.cues, *(
-                "proposes " + (f"{i.amount}" if i.amount is not None else "?") + " on "
-                + (i.due.isoformat() if i.due else "?") for i in proposal)))
-    return understood
+    return [(i, raws[i], i in before) for i in ids if i in raws]
 
 
 def _clean(text: str) -> str:
@@ -196,7 +185,7 @@ class _Numbers:
                 self.by_digits[d] = (*self.by_digits.get(d, ()), n)
 
 
-def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[_Understood], numbers: _Numbers
+def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[Understood], numbers: _Numbers
                ) -> list[str]:
     """Match and apply a batch of understood messages in one transaction."""
     lines: list[str] = []
@@ -204,13 +193,16 @@ def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[_U
         lookups = _Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens])
         effects = _Effects(s, config, now)
         rows: list[dict[str, Any]] = []
+        found_all = {u.id: match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments),
+                                 lookups.known(p, numbers))
+                     for u in batch if (p := u.parsed) is not None and u.understanding is not None}
+        effects.load([n for m in found_all.values() if m.sure for n in m.numbers])
         for u in batch:
             if u.parsed is None or u.understanding is None:
                 rows.append({"_id": u.id, "status": "quarantined", "reason": _clean(u.failure)[:1000]})
                 lines.append(f"quarantined  #{u.id}: {u.failure}")
                 continue
-            p, understood = u.parsed, u.understanding
-            found = match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments), lookups.known(p, numbers))
+            p, understood, found = u.parsed, u.understanding, found_all[u.id]
             if u.applied_before:
                 status, reason = _reprocessed(s, u.id, understood, found)
             else:
@@ -287,11 +279,13 @@ class _Effects:
         self.failing: set[int] = set()
         self.events: list[dict[str, Any]] = []
 
-    def _load(self, numbers: Sequence[str]) -> list[dict[str, Any]]:
-        missing = [n for n in numbers if n not in self.invoices]
-        if missing:
+    def load(self, numbers: Sequence[str]) -> list[dict[str, Any]]:
+        """The invoices `numbers` (read from the store the first time the batch needs them)."""
+        missing = list({n for n in numbers if n not in self.invoices})
+        for chunk in range(0, len(missing), 500):
             for row in self.s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.state, inv_t.c.hold_until,
-                                                inv_t.c.contact_id).where(inv_t.c.number.in_(missing))).mappings():
+                                                inv_t.c.contact_id)
+                                      .where(inv_t.c.number.in_(missing[chunk:chunk + 500]))).mappings():
                 self.invoices[row["number"]] = dict(row)
         return [self.invoices[n] for n in numbers if n in self.invoices]
 
@@ -307,7 +301,7 @@ class _Effects:
             return "triage", m.reason  # the probable invoice is in the reason: a person decides
         p, tz, now = self.config.pause, self.config.zone, self.now
         status, reason = "applied", m.reason
-        for inv in self._load(m.numbers):
+        for inv in self.load(m.numbers):
             base = {"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id}
 
             def hold(until: datetime, why: str, inv: dict[str, Any] = inv, base: dict[str, Any] = base) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import html
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from email.message import Message
 from email.utils import getaddresses, parseaddr
@@ -18,7 +19,8 @@ from typing import Any
 import mailparser
 from mailparser_reply import EmailReplyParser
 
-from rules.classify import MailFacts
+from rules.classify import Kind, MailFacts, Understanding, classify
+from rules.plan import instalments
 
 _QUOTE_CONTAINERS = re.compile(
     r'<(div|blockquote)[^>]*(class="[^"]*(gmail_quote|moz-cite-prefix|yahoo_quoted|OutlookMessageHeader)[^"]*"'
@@ -158,3 +160,52 @@ def find_dates(text: str, today: date) -> tuple[date, ...]:
         if parsed is not None and parsed.date() >= today and parsed.date() not in out:
             out.append(parsed.date())
     return tuple(out)
+
+
+_TOKEN = re.compile(r"^[^+@]+\+([0-9a-f]{6,})@")  # ar+TOKEN@domain: the reply address of a reminder
+
+
+@dataclass(frozen=True)
+class Understood:
+    id: int
+    parsed: Parsed | None  # None: the message could not be read; `failure` says why
+    understanding: Understanding | None = None
+    tokens: tuple[str, ...] = ()
+    failure: str = ""
+    applied_before: bool = False  # its effects were applied by an earlier pass (reprocess)
+
+
+def first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, today: date) -> list[Understood]:
+    """Parse and classify each message (pure: no store, no transaction); failures are kept, not raised.
+    Runs in a worker process for large backlogs, so everything it takes and returns pickles."""
+    out: list[Understood] = []
+    for inbound_id, raw, applied_before in messages:
+        try:
+            parsed = parse(raw)
+        except Exception as e:
+            out.append(Understood(inbound_id, None, failure=f"unreadable: {first_line(e)}"))
+            continue
+        try:
+            out.append(Understood(inbound_id, parsed, _classify(parsed, domain, today),
+                                   tuple(m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))),
+                                   applied_before=applied_before))
+        except Exception as e:
+            out.append(Understood(inbound_id, None, failure=f"could not be processed: {first_line(e)}"))
+    return out
+
+
+def _classify(parsed: Parsed, domain: str, today: date) -> Understanding:
+    understood = classify(parsed.facts, domain)
+    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
+        facts = replace(parsed.facts, dates=find_dates(parsed.facts.text, today))
+        understood = classify(facts, domain)
+        if understood.kind is Kind.PAYMENT_PLAN:
+            proposal = instalments(facts.text, facts.dates)
+            understood = replace(understood, cues=(*understood.cues, *(
+                "proposes " + (f"{i.amount}" if i.amount is not None else "?") + " on "
+                + (i.due.isoformat() if i.due else "?") for i in proposal)))
+    return understood

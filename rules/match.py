@@ -18,12 +18,17 @@ from dataclasses import dataclass
 _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*")
 
 
+_NOT_ALNUM = re.compile(r"[^0-9A-Z]")
+_NOT_DIGIT = re.compile(r"\D")
+_PREFIX = re.compile(r"^[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?")  # "facture n° ", "F-", "Inv#"
+
+
 def normalise(number: str) -> str:
-    return re.sub(r"[^0-9A-Z]", "", number.upper())
+    return _NOT_ALNUM.sub("", number.upper())
 
 
 def digits(number: str) -> str:
-    return re.sub(r"\D", "", number)
+    return _NOT_DIGIT.sub("", number)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ def find_numbers(texts: Sequence[str], known: Known) -> tuple[list[str], list[st
         for m in _CANDIDATE.finditer(text):
             token = m.group(0).rstrip("-_/.")  # "F-2026-001." at the end of a sentence
             hit = known.by_normalised.get(normalise(token))
-            tail = re.sub(r"^[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?", "", token)
+            tail = _PREFIX.sub("", token)
             if hit is None:
                 hit = known.by_normalised.get(normalise(tail))
             if hit is None and len(digits(tail)) >= 4:

@@ -166,9 +166,10 @@ def test_reprocess_that_reads_a_message_differently_asks_a_person(engine: Engine
               "Nous avons effectué le virement hier.".encode())
     (row,) = run(engine, cfg, [raw])
     before = _events(engine)
+    from bot import understand
     from rules.classify import Kind, Understanding
 
-    monkeypatch.setattr(inbound, "classify", lambda facts, domain: Understanding(Kind.DISPUTE, 0, ("upgraded",)))
+    monkeypatch.setattr(understand, "classify", lambda facts, domain: Understanding(Kind.DISPUTE, 0, ("upgraded",)))
     inbound.process(engine, cfg, NOW, [row["id"]])
     with engine.connect() as c:
         (again,) = reports.messages(c)
@@ -213,3 +214,30 @@ def test_two_messages_about_one_invoice_in_one_batch_keep_the_later_hold(engine:
         hold = c.execute(sa.select(table(Invoice).c.hold_until)).scalar_one()
     promise_plus_grace = datetime(2027, 4, 30, tzinfo=cfg.zone) + timedelta(days=cfg.pause.promise_grace_days)
     assert hold == promise_plus_grace.astimezone(UTC)
+
+
+def test_a_large_backlog_is_parsed_by_worker_processes_with_the_same_result(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _import(engine, tmp_path, "F-9106", "F-9107")
+    raws = [msg(f"From: compta@client.example\nSubject: Facture F-{9106 + i % 2}\nMessage-ID: <w{i}@client.example>\n",
+                ("Nous réglerons le 30 avril 2027." if i % 3 else "Virement effectué.").encode()) for i in range(40)]
+    raws.insert(7, b"\x00\xff garbage")
+    serial = run(engine, make_config(imap={"workers": 1}), raws)
+    for statement in ("DELETE FROM event WHERE inbound_id IS NOT NULL", "DELETE FROM inbound", "DELETE FROM mailbox"):
+        with engine.begin() as c:
+            c.execute(sa.text(statement))
+    monkeypatch.setattr(inbound, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(inbound, "BATCH", 8)  # several batches in flight
+    spawned: list[int] = []
+    real = inbound.ProcessPoolExecutor
+
+    def pool(workers: int, **kw: Any) -> Any:
+        spawned.append(workers)
+        return real(workers, **kw)
+
+    monkeypatch.setattr(inbound, "ProcessPoolExecutor", pool)
+    parallel = run(engine, make_config(imap={"workers": 2}), raws)
+    assert spawned == [2]
+    keep = ("subject", "from", "kind", "status", "invoices", "text", "cues", "reason")  # ids differ
+    assert [{k: r[k] for k in keep} for r in parallel] == [{k: r[k] for k in keep} for r in serial]
+    assert len(parallel) == 41 and {r["kind"] for r in parallel} >= {"promise_to_pay", "payment_claim"}
