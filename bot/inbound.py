@@ -190,11 +190,12 @@ def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[Un
     """Match and apply a batch of understood messages in one transaction."""
     lines: list[str] = []
     with session(engine) as s:
-        lookups = _Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens])
-        effects = _Effects(s, config, now)
+        lookups = _Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens],
+                           [a for u in batch for a in u.failed])
+        effects = _Effects(s, config, now, lookups)
         rows: list[dict[str, Any]] = []
-        found_all = {u.id: match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments),
-                                 lookups.known(p, numbers))
+        found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments),
+                                                    lookups.known(p, numbers)))
                      for u in batch if (p := u.parsed) is not None and u.understanding is not None}
         effects.load([n for m in found_all.values() if m.sure for n in m.numbers])
         for u in batch:
@@ -206,7 +207,7 @@ def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[Un
             if u.applied_before:
                 status, reason = _reprocessed(s, u.id, understood, found)
             else:
-                status, reason = effects.apply(u.id, understood, found)
+                status, reason = effects.apply(u, understood, found)
             rows.append({
                 "_id": u.id, "message_id": _clean(p.message_id)[:250] or f"<no-message-id.{u.id}@relance>",
                 "from_addr": _clean(p.sender)[:250], "subject": _clean(p.subject)[:500],
@@ -225,9 +226,11 @@ def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[Un
 
 
 class _Lookups:
-    """What the store knows about a batch's references, tokens and senders, read in three queries."""
+    """What the store knows about a batch's references, tokens, senders and bounced addresses, read
+    in a query each."""
 
-    def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str]) -> None:
+    def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str], failed: Sequence[str]
+                 ) -> None:
         refs = list({r for p in parsed for r in p.refs})
         senders = list({p.sender for p in parsed})
         self.by_mid: dict[str, tuple[str, ...]] = {}
@@ -249,6 +252,30 @@ class _Lookups:
                 .where(con_t.c.email.in_(senders), inv_t.c.state.in_(OPEN)).distinct()
                 .order_by(con_t.c.email, inv_t.c.number)):
             self.sender_open.setdefault(email, []).append(number)
+        self.contacts: dict[str, list[int]] = {}  # a bounced address -> the contacts that have it
+        self.contact_open: dict[str, list[str]] = {}  # a bounced address -> the open invoices it is the contact of
+        if failed:
+            for contact_id, email, number, state in s.execute(
+                    sa.select(con_t.c.id, con_t.c.email, inv_t.c.number, inv_t.c.state)
+                    .outerjoin(inv_t, inv_t.c.contact_id == con_t.c.id)
+                    .where(sa.func.lower(con_t.c.email).in_(list(set(failed))))
+                    .order_by(con_t.c.email, inv_t.c.number)):
+                key = email.lower()
+                if contact_id not in self.contacts.setdefault(key, []):
+                    self.contacts[key].append(contact_id)
+                if number is not None and state in OPEN and number not in self.contact_open.setdefault(key, []):
+                    self.contact_open[key].append(number)
+
+    def bounced(self, u: Understood, m: Match) -> Match:
+        """A bounce that does not carry our Message-ID: the open invoices of the contacts it names."""
+        if m.sure and m.numbers:
+            return m
+        numbers = [n for a in u.failed for n in self.contact_open.get(a, ())]
+        if not numbers:
+            return m
+        return Match(tuple(dict.fromkeys(numbers)), "bounce", True,
+                     f"the server gave up on {', '.join(a for a in u.failed if a in self.contact_open)}, "
+                     f"the contact of {', '.join(dict.fromkeys(numbers))}")
 
     def known(self, p: Parsed, numbers: _Numbers) -> Known:
         return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
@@ -272,11 +299,11 @@ class _Effects:
     """The effects of understood messages on their invoices, as events, per `[pause]`. Invoices are
     read once per batch and written once at the end, so two messages about one invoice see each other."""
 
-    def __init__(self, s: Connection, config: Config, now: datetime) -> None:
-        self.s, self.config, self.now = s, config, now
+    def __init__(self, s: Connection, config: Config, now: datetime, lookups: _Lookups) -> None:
+        self.s, self.config, self.now, self.lookups = s, config, now, lookups
         self.invoices: dict[str, dict[str, Any]] = {}
         self.changed: dict[str, set[str]] = {}
-        self.failing: set[int] = set()
+        self.failing: dict[int, str] = {}  # contact id -> why it is failing
         self.events: list[dict[str, Any]] = []
 
     def load(self, numbers: Sequence[str]) -> list[dict[str, Any]]:
@@ -293,8 +320,18 @@ class _Effects:
         inv.update(values)
         self.changed.setdefault(inv["number"], set()).update(values)
 
-    def apply(self, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:
-        """Returns (status, reason) of the message."""
+    def apply(self, message: Understood, u: Understanding, m: Match) -> tuple[str, str]:
+        """The effects of `message`, understood as `u` and matched to `m`. Returns its (status, reason)."""
+        inbound_id = message.id
+        if u.kind is Kind.BOUNCE and message.delayed and not message.failed:
+            for inv in self.load(m.numbers if m.sure else ()):
+                self.events.append({"invoice_id": inv["id"], "at": self.now, "inbound_id": inbound_id,
+                                    "kind": "delivery_delayed", "reason": "; ".join(message.delayed)[:500]})
+            return "applied", "delivery delayed, the server keeps trying: nothing to do yet"
+        # The contacts a bounce names, whichever invoices it was matched to (or none).
+        named = [c for a in message.failed for c in self.lookups.contacts.get(a, ())] if u.kind is Kind.BOUNCE else []
+        for contact_id in named:
+            self.failing[contact_id] = f"delivery failure: the server gave up on {', '.join(message.failed)[:300]}"
         if not m.numbers or not m.sure:
             if u.kind is Kind.AUTO_REPLY and not m.numbers:
                 return "applied", f"auto-reply, no invoice concerned ({m.reason})"
@@ -319,7 +356,8 @@ class _Effects:
                          f"out of office until {u.date.isoformat()}")
             elif u.kind is Kind.BOUNCE:
                 self._set(inv, state="bounced")
-                self.failing.add(inv["contact_id"])
+                if not named:  # the bounce does not say which address failed: the invoice's own contact
+                    self.failing.setdefault(inv["contact_id"], "delivery failure reported by the recipient's server")
                 status, reason = "triage", "delivery failure: fix the contact, then resume"
             elif u.kind is Kind.PROMISE_TO_PAY:
                 until = (datetime.combine(u.date + timedelta(days=p.promise_grace_days), time(0), tz) if u.date
@@ -348,6 +386,7 @@ class _Effects:
                 self.s.execute(sa.update(inv_t).where(inv_t.c.id == sa.bindparam("v_id"))
                                .values({column: sa.bindparam("v")}), rows)
         if self.failing:
-            self.s.execute(sa.update(con_t).where(con_t.c.id.in_(sorted(self.failing))).values(
-                failing=True, failure_reason="delivery failure reported by the recipient's server"))
+            self.s.execute(sa.update(con_t).where(con_t.c.id == sa.bindparam("v_id")).values(
+                failing=True, failure_reason=sa.bindparam("v_reason")),
+                [{"v_id": c, "v_reason": why} for c, why in sorted(self.failing.items())])
         record_events(self.s, self.events)

@@ -6,6 +6,7 @@ for what it misses (phone signatures, Outlook header blocks, wrapped French attr
 
 from __future__ import annotations
 
+import email
 import functools
 import html
 import re
@@ -173,6 +174,25 @@ class Understood:
     tokens: tuple[str, ...] = ()
     failure: str = ""
     applied_before: bool = False  # its effects were applied by an earlier pass (reprocess)
+    failed: tuple[str, ...] = ()  # a bounce: the addresses the server gave up on (lower-case)
+    delayed: tuple[str, ...] = ()  # a bounce: addresses the server is still trying (a delay warning)
+
+
+def bounce_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(failed for good, only delayed) addresses a bounce names: flufl.bounce's detectors (RFC 3464
+    and many servers' own formats), plus `X-Failed-Recipients`. flufl finds them in most bounces,
+    not all: recognising a bounce never depends on this, only knowing which address failed."""
+    from flufl.bounce import all_failures  # noqa: PLC0415 - loaded for bounces only
+
+    msg = email.message_from_bytes(raw[:5_000_000])
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # a detector choking on a malformed bounce: keep what the headers say
+        temporary, permanent = frozenset(), frozenset()
+    failed = {a.decode("utf-8", "replace").strip().lower() for a in permanent}
+    failed |= {a.lower() for _, a in getaddresses([str(msg.get("x-failed-recipients", ""))]) if "@" in a}
+    delayed = {a.decode("utf-8", "replace").strip().lower() for a in temporary} - failed
+    return tuple(sorted(a for a in failed if "@" in a)), tuple(sorted(a for a in delayed if "@" in a))
 
 
 def first_line(e: Exception) -> str:
@@ -190,9 +210,15 @@ def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, t
             out.append(Understood(inbound_id, None, failure=f"unreadable: {first_line(e)}"))
             continue
         try:
-            out.append(Understood(inbound_id, parsed, _classify(parsed, domain, today),
-                                   tuple(m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))),
-                                   applied_before=applied_before))
+            understanding = _classify(parsed, domain, today)
+            failed, delayed = bounce_recipients(raw) if understanding.kind is Kind.BOUNCE else ((), ())
+            if failed or delayed:
+                understanding = replace(understanding, cues=(
+                    *understanding.cues, *(f"failed: {a}" for a in failed[:20]),
+                    *(f"delayed, the server keeps trying: {a}" for a in delayed[:20])))
+            out.append(Understood(inbound_id, parsed, understanding,
+                                  tuple(m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))),
+                                  applied_before=applied_before, failed=failed, delayed=delayed))
         except Exception as e:
             out.append(Understood(inbound_id, None, failure=f"could not be processed: {first_line(e)}"))
     return out
