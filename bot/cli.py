@@ -291,14 +291,18 @@ def cmd_sync(app: App) -> int:
     try:
         for folder in cfg.imap.folders:
             inbound.store_new(app.engine(), source, folder, app.now, report)
+        for folder in report.rescanned:
+            print(t("{folder}: UIDVALIDITY changed, folder read again (duplicates skipped)", folder=folder))
+        lines = inbound.process(app.engine(), cfg, app.now)
+        for line in lines:
+            print(line)
+        print(t("{stored} new message(s) stored, {processed} understood", stored=report.stored,
+                processed=len(lines)))
+        moved = inbound.move_handled(app.engine(), source, cfg.imap.move_handled_to, app.now)
+        if moved:
+            print(t("{moved} handled message(s) moved to {folder}", moved=moved, folder=cfg.imap.move_handled_to))
     finally:
         source.close()
-    for folder in report.rescanned:
-        print(t("{folder}: UIDVALIDITY changed, folder read again (duplicates skipped)", folder=folder))
-    lines = inbound.process(app.engine(), cfg, app.now)
-    for line in lines:
-        print(line)
-    print(t("{stored} new message(s) stored, {processed} understood", stored=report.stored, processed=len(lines)))
     return 0
 
 

@@ -99,6 +99,7 @@ class ImapConfig:
     idle_seconds: int = 240  # renew IDLE this often: firewalls drop idle connections long before 29 min
     poll_seconds: int = 60  # where the server has no IDLE, and for the folders after the first
     workers: int = 0  # processes that parse a large backlog: 0 = one per CPU (at most 4), 1 = none
+    move_handled_to: str = ""  # move messages Relance has fully handled to this folder; "" leaves them
 
     def password(self, source: str) -> Secret | None:
         value = os.environ.get(self.password_env)
@@ -378,6 +379,9 @@ def _check(cfg: Config) -> None:
         if cfg.schedule.holidays.upper() not in holidays.list_supported_countries():
             raise ConfigError(f"{src}: schedule.holidays = {cfg.schedule.holidays!r}: expected a "
                               'country code of the holidays package such as "FR", or ""')
+    if cfg.imap.move_handled_to and cfg.imap.move_handled_to in cfg.imap.folders:
+        raise ConfigError(f"{src}: imap.move_handled_to = {cfg.imap.move_handled_to!r}: expected a folder that "
+                          f"is not watched (imap.folders = {list(cfg.imap.folders)!r})")
     if "@" not in cfg.company.email:
         raise ConfigError(f"{src}: company.email = {cfg.company.email!r}: expected an email address")
     if cfg.company.reply_to and "@" not in cfg.company.reply_to:

@@ -43,6 +43,7 @@ FR: dict[str, str] = {
         "{folder} : UIDVALIDITY a changé, dossier relu (doublons ignorés)",
     "{stored} new message(s) stored, {processed} understood": "{stored} nouveau(x) message(s) stocké(s), "
         "{processed} compris",
+    "{moved} handled message(s) moved to {folder}": "{moved} message(s) traité(s) déplacé(s) vers {folder}",
     "active": "en cours", "paused": "en pause", "disputed": "litige", "plan": "échéancier", "paid": "payée",
     "bounced": "adresse en échec", "manual": "suivi manuel", "resume": "reprendre", "triage": "à trier",
     "fix_contact": "corriger le contact",

@@ -91,6 +91,30 @@ def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, re
         report.stored += len(rows)
 
 
+def move_handled(engine: Engine, source: MailSource, dest: str, now: datetime) -> int:
+    """Move the messages Relance has fully handled (status `applied`) to `dest`; returns how many.
+    Messages waiting for a person stay where people look. A crash between the MOVE and the commit
+    moves nothing twice: those UIDs are gone from the folder, and moving them again is a no-op."""
+    if not dest:
+        return 0
+    with engine.connect() as c:
+        rows = c.execute(sa.select(in_t.c.id, in_t.c.folder, in_t.c.uidvalidity, in_t.c.uid)
+                         .where(in_t.c.status == "applied", in_t.c.moved_at.is_(None), in_t.c.uid.is_not(None),
+                                in_t.c.folder != dest).order_by(in_t.c.id)).all()
+    moved = 0
+    for (folder, uidvalidity), group in itertools.groupby(sorted(rows, key=lambda r: (r.folder, r.uidvalidity, r.id)),
+                                                          key=lambda r: (r.folder, r.uidvalidity)):
+        todo = list(group)
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start:start + BATCH]
+            if not source.move(folder, int(uidvalidity), [int(r.uid) for r in chunk], dest):
+                break  # renumbered since: those UIDs name other messages now
+            with session(engine) as s:
+                s.execute(sa.update(in_t).where(in_t.c.id.in_([r.id for r in chunk])).values(moved_at=now))
+            moved += len(chunk)
+    return moved
+
+
 def _header(raw: bytes, name: bytes) -> str:
     """One header from raw bytes without parsing the message (parsing comes after storing)."""
     m = re.search(rb"^" + name + rb":[ \t]*(.*(?:\r?\n[ \t].*)*)", raw[:65536], re.IGNORECASE | re.MULTILINE)

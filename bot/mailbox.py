@@ -43,6 +43,11 @@ class MailSource(Protocol):
         """Up to `limit` messages of the selected folder with a UID above `last_uid`, oldest first."""
         ...
 
+    def move(self, folder: str, uidvalidity: int, uids: list[int], dest: str) -> bool:
+        """Move `uids` of `folder` to `dest` (created if missing). False, and nothing moved, when the
+        folder's UIDVALIDITY is no longer `uidvalidity` (the UIDs no longer name those messages)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -127,6 +132,31 @@ class ImapSource:
             raise MailboxError(f"connection lost when leaving IDLE: {e}") from e
         return changed
 
+    def move(self, folder: str, uidvalidity: int, uids: list[int], dest: str) -> bool:
+        client = self.connect()
+        try:
+            if not client.folder_exists(dest):
+                client.create_folder(dest)
+            info: dict[bytes, Any] = client.select_folder(folder)  # read-write, for this step only
+            if int(info[b"UIDVALIDITY"]) != uidvalidity:
+                return False
+            caps = client.capabilities()
+            if b"MOVE" in caps:
+                client.move(uids, dest)
+            elif b"UIDPLUS" in caps:  # COPY, then expunge exactly these UIDs, never other people's deletions
+                client.copy(uids, dest)
+                client.delete_messages(uids)
+                client.uid_expunge(uids)
+            else:
+                raise MailboxError(f"cannot move messages to {dest!r}: the server has neither MOVE nor UIDPLUS, "
+                                   "and a plain EXPUNGE would remove messages other people deleted; "
+                                   "set imap.move_handled_to = \"\"")
+        except IMAPClientError as e:
+            raise MailboxError(f"moving {len(uids)} message(s) from {folder!r} to {dest!r}: {e}") from e
+        finally:
+            self.uidnext = 0  # the folder is no longer selected read-only: callers select again
+        return True
+
     def _drop(self) -> None:
         if self._client is not None:
             with contextlib.suppress(Exception):
@@ -149,6 +179,7 @@ class MemorySource:
     folders: dict[str, list[bytes]] = field(default_factory=dict)
     uidvalidity: int = 1
     uidnext: int = 0
+    moved: dict[str, list[bytes]] = field(default_factory=dict)
     _current: str = ""
 
     def select(self, folder: str) -> int:
@@ -161,6 +192,13 @@ class MemorySource:
     def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
         msgs = self.folders[self._current]
         return [Fetched(i + 1, raw, None) for i, raw in enumerate(msgs) if i + 1 > last_uid][:limit]
+
+    def move(self, folder: str, uidvalidity: int, uids: list[int], dest: str) -> bool:
+        """Records the move (UIDs are positions here, so the messages stay in place)."""
+        if uidvalidity != self.uidvalidity:
+            return False
+        self.moved.setdefault(dest, []).extend(self.folders[folder][u - 1] for u in uids)
+        return True
 
     def close(self) -> None:
         return None

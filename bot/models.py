@@ -173,6 +173,7 @@ class Inbound(SQLModel, table=True):
     reason: str = ""
     text: str = ""
     cues: str = "[]"  # JSON list
+    moved_at: datetime | None = moment()  # when it was moved to `imap.move_handled_to`
 
 
 class Event(SQLModel, table=True):

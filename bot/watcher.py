@@ -76,4 +76,7 @@ class Watcher:
             inbound.store_new(self.engine, source, folder, now, report)
         for line in inbound.process(self.engine, self.config, now):
             log.info("mail %s", line)
+        moved = inbound.move_handled(self.engine, source, self.config.imap.move_handled_to, now)
+        if moved:
+            log.info("mail: %d handled message(s) moved to %s", moved, self.config.imap.move_handled_to)
         self.passes += 1

@@ -232,3 +232,40 @@ def test_expunged_messages_do_not_leave_the_watcher_spinning(world: Any, engine:
     with engine.connect() as c:
         last = c.execute(sa.text("SELECT last_uid FROM mailbox")).scalar_one()
     assert last == uid
+
+
+def test_handled_messages_move_to_a_folder_when_asked(world: Any, engine: Engine) -> None:
+    """imap.move_handled_to: a settled payment claim moves; a dispute waiting for a person stays in
+    INBOX; flags are kept (still unread); a second pass moves nothing twice."""
+    dest = "Traité par Relance"
+    if world.imap.folder_exists(dest):
+        world.imap.delete_folder(dest)
+    world.reply("F-2027-001", "Nous avons effectué le virement hier.")
+    world.reply("F-2027-002", "We dispute this invoice: wrong amount.", sender="ap@client-b.example")
+    cfg = replace(world.cfg, imap=replace(world.cfg.imap, move_handled_to=dest))
+    world.sync("2027-04-06T09:00")
+    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+    try:
+        assert inbound.move_handled(engine, source, dest, at("2027-04-06T09:01")) == 1
+        assert inbound.move_handled(engine, source, dest, at("2027-04-06T09:02")) == 0
+    finally:
+        source.close()
+    world.imap.select_folder("INBOX", readonly=True)
+    inbox = world.imap.fetch(world.imap.search("ALL"), ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]", "FLAGS"])
+    assert [b"dispute" in v[b"BODY[HEADER.FIELDS (SUBJECT)]"].lower() or b"F-2027-002" in
+            v[b"BODY[HEADER.FIELDS (SUBJECT)]"] for v in inbox.values()] == [True], "the dispute stays for people"
+    world.imap.select_folder(dest, readonly=True)
+    moved = world.imap.fetch(world.imap.search("ALL"), ["BODY.PEEK[]", "FLAGS"])
+    (only,) = moved.values()
+    assert b"virement" in only[b"BODY[]"] and b"\\Seen" not in only[b"FLAGS"]
+    with engine.connect() as c:
+        rows = c.execute(sa.select(table(Inbound).c.status, table(Inbound).c.moved_at).order_by(table(Inbound).c.id))
+        assert [(r.status, r.moved_at is not None) for r in rows] == [("applied", True), ("triage", False)]
+    world.imap.delete_folder(dest)
+
+
+def test_move_handled_to_must_not_be_a_watched_folder(make_config: Callable[..., Config]) -> None:
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="imap.move_handled_to = 'INBOX': expected a folder that is not watched"):
+        make_config(imap={"folders": ["INBOX"], "move_handled_to": "INBOX"})

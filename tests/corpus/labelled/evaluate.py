@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
@@ -28,8 +28,22 @@ class Result:
     status: str
 
 
+SHAPES = ("gmail", "outlook_fr", "outlook_en", "apple_fr", "iphone", "html_gmail", "html_outlook", "plain")
+
+
+def variants(cases: list[Case]) -> list[Case]:
+    """Every person's reply in every mail client's shape (robots' messages keep their own)."""
+    out = []
+    for c in cases:
+        if c.kind in ("bounce", "auto_reply"):
+            out.append(c)
+        else:
+            out += [replace(c, id=f"{c.id}.{shape}", client=shape) for shape in SHAPES]
+    return out
+
+
 def evaluate(work: Path) -> list[Result]:
-    cases = load()
+    cases = variants(load())
     cfg = from_dict({"database": {"url": f"sqlite:///{work / 'corpus.db'}"}}, str(work / "corpus.toml"))
     engine = store.make_engine(cfg.database.url)
     store.migrate(engine)
