@@ -38,8 +38,8 @@ _CUT = re.compile(
     r"|(?:De|From)\s*:\s.*\n\s*(?:Envoyé|Sent|Date|À|To)\s*:"
     r"|-{2,}\s*[^\W\d_][^\n-]{2,40}\s*-{2,}\s*$"  # any "-----Ursprüngliche Nachricht-----"
     r"|={3,}\s*$"
-    r"|Le\s.{0,300}?a\s+écrit\s*:"
-    r"|On\s.{0,300}?wrote\s*:?\s*$"
+    r"|Le\s(?:(?!\n\s*\n).){0,300}?a\s+écrit\s*:"  # wraps over two lines at most, never a paragraph
+    r"|On\s(?:(?!\n\s*\n).){0,300}?wrote\s*:?\s*$"
     r"|(?:Envoyé|Envoye|Sent|Gesendet)\s+(?:de|depuis|from|à partir de|von)\s+(?:mon|my|Outlook|mein)\b.*"
     r"|Get Outlook for \w+.*"
     r"|[^\n]{0,120}<[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # an attribution line: "..., Name <a@b.c>:"

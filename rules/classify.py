@@ -79,12 +79,14 @@ _AUTO_SUBJECTS = (
     r"auto[- ]?reply", r"autoreply", r"on vacation", r"en cong[ée]s?", r"message automatique",
 )
 _CLAIM = (
-    r"virement (a été |a ete |est )?(effectu|envoy|émis|emis|pass|réalis|fait|parti)",
+    r"virement (a été |a ete |est )?(effectu|envoy|émis|emis|pass|réalis|fait|parti\b)",
     r"(avons|ai) (bien )?(réglé|regle|payé|paye|viré|vire)",
     r"(avons|ai) (bien )?(effectué|effectue|fait|procédé à|procédé au|envoyé|émis|passé|lancé) "
     r"(le |un |au |notre |l')?(virement|paiement|règlement|reglement)",
     r"r[èe]glement (a été |a ete )?(effectu|envoy|émis|pass)", r"paiement (a été |a ete )?(effectu|envoy|émis|pass)",
-    r"ch[èe]que (a été |a ete )?(envoy|post)", r"\b(has|have) been paid\b", r"\bpaid (it|this|the invoice)\b",
+    r"ch[èe]que\b.{0,40}?(a été |a ete |est )(envoy|post|exp[ée]di)", r"\b(has|have) been paid\b",
+    r"\b(was|were) (already )?paid\b", r"\bpaid (it|this|the invoice)\b", r"\bc['’]est (bien |déjà )?(réglé|payé)",
+    r"\b(transfer|payment|wire)\b.{0,40}\bwent out\b",
     r"\bpayment (was|has been) (made|sent|processed|issued)\b", r"remittance advice", r"avis de (paiement|virement)",
     r"\bwe (have )?(paid|transferred|wired)\b", r"\btransfer (was|has been) (made|sent)\b", r"\bproof of payment\b",
     r"preuve de (paiement|virement)", r"d[ée]j[àa] (été )?(réglé|regle|payé|paye)",
@@ -92,12 +94,14 @@ _CLAIM = (
 _PROMISE = (
     r"(nous )?(réglerons|reglerons|paierons|payerons|virerons|procéderons au (paiement|règlement|virement))",
     r"(je|nous) vais (régler|regler|payer|virer)", r"(sera|seront) (réglée?s?|payée?s?|viré)",
-    r"\bwill (pay|be paid|settle|transfer|process)\b", r"\bpayment (will be|is scheduled)\b",
+    r"(\bwill|['’]ll) (pay|be paid|settle|transfer|process)\b", r"\bpayment (will be|is scheduled)\b",
+    r"(virement|paiement|r[èe]glement|ch[èe]que) (partira|interviendra|sera (effectu|envoy|émis|fait|lanc))",
     r"prochain (virement|paiement|règlement)", r"\bby (the )?end of\b", r"d'ici (la fin|le)",
 )
 _PLAN = (
     r"[ée]ch[ée]ancier", r"\ben \d+ (fois|versements|mensualit[ée]s)", r"paiements? (échelonn|echelonn|fractionn)",
     r"\binstal?lments?\b", r"payment plan", r"\bpay in \d+\b", r"mensualit[ée]s", r"étaler le paiement",
+    r"\bsplit (the )?(payment|amount|invoice|balance)", r"\b(\d+|two|three|four|six) monthly payments\b",
 )
 _DISPUTE = (
     r"\blitige\b", r"(nous )?contest(ons|e|é)", r"\bdisput(e|ing)\b", r"(not|never) received", r"pas (été )?re[çc]u",
