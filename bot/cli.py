@@ -267,8 +267,11 @@ def cmd_messages(app: App) -> int:
     if app.args.json:
         emit(rows)
     else:
-        table_out(rows, (("received_at", "RECEIVED"), ("from", "FROM"), ("kind", "KIND"),
-                         ("invoices", "INVOICES"), ("status", "STATUS"), ("subject", "SUBJECT")))
+        # A guess waiting for a person's word shows with "?" (`relance assign ID NUMBER` confirms it).
+        shown = [{**r, "invoices": ", ".join(r["invoices"]) or (", ".join(r["suggested"]) + " ?" if r["suggested"]
+                                                                 else "")} for r in rows]
+        table_out(shown, (("id", "#"), ("received_at", "RECEIVED"), ("from", "FROM"), ("kind", "KIND"),
+                          ("invoices", "INVOICES"), ("status", "STATUS"), ("subject", "SUBJECT")))
     return 0
 
 
@@ -318,6 +321,18 @@ def cmd_reprocess(app: App) -> int:
         ids = list(c.execute(q).scalars())
     for line in inbound.process(app.engine(), app.config, app.now, ids):
         print(line)
+    return 0
+
+
+def cmd_assign(app: App) -> int:
+    from bot import inbound  # noqa: PLC0415
+
+    print(inbound.assign(app.engine(), app.config, app.now, app.args.id, app.args.numbers, app.actor))
+    return 0
+
+
+def cmd_close(app: App) -> int:
+    print(actions.close_message(app.engine(), app.args.id, app.now, app.actor))
     return 0
 
 
@@ -384,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("kpi", cmd_kpi, "collection KPIs", timed, as_json)
     sp = add("messages", cmd_messages, "inbound messages and what was understood", timed, as_json)
     sp.add_argument("--triage", action="store_true", help="only those waiting for a person")
+    sp = add("assign", cmd_assign, "say which invoices a message waiting in triage concerns; its effects apply",
+             timed)
+    sp.add_argument("id", type=int, help="the message's number (`relance messages --triage`)")
+    sp.add_argument("numbers", nargs="+", metavar="NUMBER", help="invoice number(s)")
+    sp = add("close", cmd_close, "a message waiting in triage has been dealt with", timed)
+    sp.add_argument("id", type=int, help="the message's number (`relance messages --triage`)")
     add("tui", cmd_plugin, "the triage UI (Textual)", timed)
     add("demo", lambda app: run_demo(app.args.keep), "run everything against an embedded mail sandbox").add_argument(
         "--keep", action="store_true", help="keep the demo's database and files")

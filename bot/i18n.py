@@ -47,7 +47,9 @@ FR: dict[str, str] = {
     "active": "en cours", "paused": "en pause", "disputed": "litige", "plan": "échéancier", "paid": "payée",
     "bounced": "adresse en échec", "manual": "suivi manuel", "resume": "reprendre", "triage": "à trier",
     "fix_contact": "corriger le contact",
-    "Decided": "Traité", "Pause 7 days": "Pause 7 jours", "Resume": "Reprendre", "Paid": "Payée",
+    "Decided": "Traité", "Assign to invoices": "Rattacher aux factures",
+    "invoice number(s), then Enter; Escape cancels": "numéro(s) de facture, puis Entrée ; Échap annule",
+    "Pause 7 days": "Pause 7 jours", "Resume": "Reprendre", "Paid": "Payée",
     "Refresh": "Actualiser", "Quit": "Quitter", "To triage": "À trier", "Open invoices": "Factures ouvertes",
     "Select an invoice first": "Choisissez d'abord une facture", "Nothing to triage": "Rien à trier",
 }

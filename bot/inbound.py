@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.config import Config
+from bot.errors import NotFoundError, RelanceError
 from bot.mailbox import MailSource
 from bot.models import Client, Contact, Event, Inbound, Invoice, Mailbox, Outbound, Reminder, table
 from bot.store import record_events, session
@@ -238,7 +239,8 @@ def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[Un
                 "received_at": p.received_at if p.received_at and p.received_at.tzinfo else None,
                 "kind": understood.kind.value, "confidence": understood.confidence, "status": status,
                 "reason": _clean(reason)[:1000], "text": _clean(p.facts.text)[:20000],
-                "cues": json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False)})
+                "cues": json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False),
+                "suggested": json.dumps(list(found.numbers) if found.numbers and not found.sure else [])})
             lines.append(f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} "
                          f"{p.subject[:60]}")
         effects.flush()
@@ -414,3 +416,36 @@ class _Effects:
                 failing=True, failure_reason=sa.bindparam("v_reason")),
                 [{"v_id": c, "v_reason": why} for c, why in sorted(self.failing.items())])
         record_events(self.s, self.events)
+
+
+def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbers: Sequence[str], actor: str) -> str:
+    """A person says which invoices a message concerns: its effects apply to them, as if it had been
+    matched (`relance assign`, the triage UI). Refused for a message whose effects already applied."""
+    numbers = list(dict.fromkeys(numbers))
+    with engine.connect() as c:
+        row = c.execute(sa.select(in_t.c.raw, in_t.c.status).where(in_t.c.id == inbound_id)).first()
+        if row is None:
+            raise NotFoundError(f"no message #{inbound_id} (see `relance messages`)")
+        known = set(c.execute(sa.select(inv_t.c.number).where(inv_t.c.number.in_(numbers))).scalars())
+        applied = set(c.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id)
+                                .where(ev_t.c.inbound_id == inbound_id, ev_t.c.kind.like("message_%"))).scalars())
+    if missing := [n for n in numbers if n not in known]:
+        raise NotFoundError(f"no invoice {', '.join(missing)} (see `relance status`)")
+    if applied:
+        raise RelanceError(f"message #{inbound_id} was already applied to {', '.join(sorted(applied))}: "
+                           "change the invoices themselves (pause, resume, paid)")
+    (u,) = understand_batch([(inbound_id, row.raw, False)], config.company.domain,
+                            now.astimezone(config.zone).date())
+    if u.parsed is None or u.understanding is None:
+        raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
+    found = Match(tuple(numbers), "person", True, f"assigned by {actor} to {', '.join(numbers)}")
+    with session(engine) as s:
+        effects = _Effects(s, config, now, _Lookups(s, [u.parsed], u.tokens, u.failed))
+        status, reason = effects.apply(u, u.understanding, found)
+        for inv in effects.load(numbers):
+            effects.events.append({"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id, "actor": actor,
+                                   "kind": "message_assigned", "reason": found.reason})
+        effects.flush()
+        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
+            status=status, reason=_clean(f"{found.reason}; {reason}")[:1000], suggested="[]"))
+    return f"#{inbound_id} {u.understanding.kind.value} -> {', '.join(numbers)}: {status}"

@@ -174,6 +174,7 @@ class Inbound(SQLModel, table=True):
     text: str = ""
     cues: str = "[]"  # JSON list
     moved_at: datetime | None = moment()  # when it was moved to `imap.move_handled_to`
+    suggested: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})  # JSON: invoices to confirm
 
 
 class Event(SQLModel, table=True):

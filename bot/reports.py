@@ -213,5 +213,5 @@ def messages(conn: Connection, triage_only: bool = False) -> list[dict[str, Any]
         "received_at": m.received_at.isoformat() if m.received_at else None, "kind": m.kind,
         "confidence": float(m.confidence) if m.confidence is not None else None,
         "invoices": sorted(links.get(m.id, [])), "status": m.status, "reason": m.reason, "text": m.text,
-        "cues": json.loads(m.cues or "[]"),
+        "cues": json.loads(m.cues or "[]"), "suggested": json.loads(m.suggested or "[]"),
     } for m in conn.execute(q)]

@@ -289,3 +289,31 @@ def test_failed_addresses_are_found_in_most_real_bounces() -> None:
     named = [p.name for p in files if any(bounce_recipients(p.read_bytes()))]
     print(f"failed or delayed address found in {len(named)}/{len(files)} real bounces")
     assert len(named) >= 0.9 * len(files)
+
+
+def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tmp_path: Path) -> None:
+    """No number, no thread: the sender's only open invoice is a guess; `assign` applies the message to it."""
+    from bot.errors import NotFoundError, RelanceError
+    from bot.models import Event, Invoice
+
+    _import(engine, tmp_path, "F-9301")
+    raw = msg("From: compta@client.example\nSubject: Paiement\nMessage-ID: <g1@client.example>\n",
+              "Nous avons effectué le virement ce matin.".encode())
+    (row,) = run(engine, cfg, [raw])
+    assert (row["status"], row["invoices"], row["suggested"]) == ("triage", [], ["F-9301"])
+    with pytest.raises(NotFoundError, match="no invoice F-0000"):
+        inbound.assign(engine, cfg, NOW, row["id"], ["F-0000"], "cli:anne")
+    line = inbound.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
+    assert line == f"#{row['id']} payment_claim -> F-9301: applied"
+    with engine.connect() as c:
+        (after,) = reports.messages(c)
+        hold = c.execute(sa.select(table(Invoice).c.hold_until)).scalar_one()
+        kinds = list(c.execute(sa.select(table(Event).c.kind, table(Event).c.actor)
+                               .where(table(Event).c.inbound_id == row["id"]).order_by(table(Event).c.id)))
+    assert (after["status"], after["invoices"], after["suggested"]) == ("applied", ["F-9301"], [])
+    assert after["reason"].startswith("assigned by cli:anne to F-9301")
+    assert hold == NOW + timedelta(days=cfg.pause.payment_claim_days)
+    assert [tuple(k) for k in kinds] == [("message_payment_claim", "relance"), ("paused", "relance"),
+                                         ("message_assigned", "cli:anne")]
+    with pytest.raises(RelanceError, match="already applied to F-9301"):
+        inbound.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")

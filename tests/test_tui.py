@@ -66,3 +66,29 @@ def test_relance_tui_is_registered_without_bot_importing_textual() -> None:
 
     (ep,) = entry_points(group="relance.commands", name="tui")
     assert ep.load() is run
+
+
+async def test_assign_a_message_to_its_suggested_invoice(engine: Engine, make_config: Callable[..., Config],
+                                                         tmp_path: Path) -> None:
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    raw = (b"From: b@client.example\r\nSubject: Paiement\r\nMessage-ID: <g2@client.example>\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n\r\nVirement effectu\xc3\xa9 ce matin.\r\n")
+    inbound.store_new(engine, MemorySource({"Paiements": [raw]}), "Paiements", NOW, inbound.SyncReport())
+    inbound.process(engine, cfg, NOW)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        app.query_one("#triage", DataTable).move_cursor(row=1)  # the guess, after the dispute
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        assert app.query_one("#assign-to").value == "F-2"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.query_one("#triage", DataTable).row_count == 1, "only the dispute is left"
+    with engine.connect() as c:
+        rows = {m["subject"]: m for m in reports.messages(c)}
+    assert (rows["Paiement"]["status"], rows["Paiement"]["invoices"]) == ("applied", ["F-2"])

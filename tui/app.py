@@ -1,8 +1,9 @@
 """The triage UI: what the bot could not settle alone, and the open invoices, with the overrides
 a credit controller needs. It reaches the store only through bot's API (reports, actions).
 
-Keys: tab switches panes; on a message, d closes it (decided); on an invoice, p pauses it 7 days,
-r resumes it, m marks it paid; g refreshes; q quits."""
+Keys: tab switches panes; on a message, a assigns it to invoices (the suggested ones are filled
+in: Enter confirms) and d closes it (decided); on an invoice, p pauses it 7 days, r resumes it,
+m marks it paid; g refreshes; q quits."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
-from bot import actions, reports
+from bot import actions, inbound, reports
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.i18n import t
@@ -27,8 +28,9 @@ MESSAGE_COLUMNS = ("received_at", "from", "kind", "invoices", "reason")
 
 class RelanceApp(App[None]):
     TITLE = "Relance"
-    CSS = "#text { height: 12; border: round $accent; padding: 0 1; }"
+    CSS = "#text { height: 12; border: round $accent; padding: 0 1; } #assign-to { display: none; }"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "assign", t("Assign to invoices")),
         Binding("d", "close_message", t("Decided")),
         Binding("p", "pause", t("Pause 7 days")),
         Binding("r", "resume", t("Resume")),
@@ -52,6 +54,7 @@ class RelanceApp(App[None]):
             with TabPane(t("To triage"), id="triage-pane"):
                 yield DataTable(id="triage", cursor_type="row")
                 yield Static("", id="text")
+                yield Input(placeholder=t("invoice number(s), then Enter; Escape cancels"), id="assign-to")
             with TabPane(t("Open invoices"), id="invoices-pane"):
                 yield DataTable(id="invoices", cursor_type="row")
         yield Footer()
@@ -134,6 +137,37 @@ class RelanceApp(App[None]):
             return
         self.notify(actions.close_message(self.engine, int(key), self.clock(), self.actor))
         self.reload()
+
+    def action_assign(self) -> None:
+        key = self._selected("triage")
+        if key is None:
+            self.notify(t("Nothing to triage"), severity="warning")
+            return
+        box = self.query_one("#assign-to", Input)
+        box.value = " ".join(self.messages.get(key, {}).get("suggested", []))
+        box.display = True
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        box = event.input
+        key = self._selected("triage")
+        numbers = event.value.replace(",", " ").split()
+        box.display = False
+        self.query_one("#triage", DataTable).focus()
+        if key is None or not numbers:
+            return
+        try:
+            self.notify(inbound.assign(self.engine, self.config, self.clock(), int(key), numbers, self.actor))
+        except RelanceError as e:
+            self.notify(str(e), severity="error")
+        self.reload()
+
+    def on_key(self, event: Any) -> None:
+        box = self.query_one("#assign-to", Input)
+        if event.key == "escape" and box.display:
+            box.display = False
+            self.query_one("#triage", DataTable).focus()
+            event.stop()
 
     def action_reload(self) -> None:
         self.reload()
