@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -36,6 +38,7 @@ from rules.match import Known, Match, digits, match, normalise
 
 in_t, mb_t, inv_t, con_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact), table(Client)
 out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
+log = logging.getLogger("relance")
 BATCH = 200
 PARALLEL_FROM = 1000  # messages in one pass; below this, worker processes cost more than they save
 OPEN = ("active", "disputed", "plan", "bounced")
@@ -171,18 +174,25 @@ def _understood_batches(engine: Engine, config: Config, now: datetime, todo: Seq
         for chunk in chunks:
             yield understand_batch(_read(engine, chunk), config.company.domain, today)
         return
-    # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) that fork would copy mid-step.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending: deque[Future[list[Understood]]] = deque()
-        queue = iter(chunks)
-        for chunk in itertools.islice(queue, 2 * workers):
-            pending.append(pool.submit(understand_batch, _read(engine, chunk), config.company.domain, today))
-        while pending:
-            done = pending.popleft().result()
-            chunk = next(queue, [])
-            if chunk:
+    given = 0  # batches handed to the caller
+    try:
+        # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) that fork would copy mid-step.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending: deque[Future[list[Understood]]] = deque()
+            queue = iter(chunks)
+            for chunk in itertools.islice(queue, 2 * workers):
                 pending.append(pool.submit(understand_batch, _read(engine, chunk), config.company.domain, today))
-            yield done
+            while pending:
+                done = pending.popleft().result()
+                chunk = next(queue, [])
+                if chunk:
+                    pending.append(pool.submit(understand_batch, _read(engine, chunk), config.company.domain, today))
+                given += 1
+                yield done
+    except (OSError, BrokenProcessPool) as e:  # no processes to be had here (limits, a worker killed): go on alone
+        log.warning("mail: parsing in worker processes failed (%s); parsing in this process", e)
+        for chunk in chunks[given:]:
+            yield understand_batch(_read(engine, chunk), config.company.domain, today)
 
 
 def _read(engine: Engine, ids: Sequence[int]) -> list[tuple[int, bytes, bool]]:

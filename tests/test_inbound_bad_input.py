@@ -317,3 +317,18 @@ def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tm
                                          ("message_assigned", "cli:anne")]
     with pytest.raises(RelanceError, match="already applied to F-9301"):
         inbound.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
+
+
+def test_without_worker_processes_the_backlog_is_parsed_here(engine: Engine, make_config: Callable[..., Config],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that refuses new processes (limits, a sandbox) still gets every message understood."""
+    monkeypatch.setattr(inbound, "PARALLEL_FROM", 5)
+    monkeypatch.setattr(inbound, "BATCH", 4)
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(inbound, "ProcessPoolExecutor", refuse)
+    raws = [msg(f"From: c{i}@client.example\nSubject: x\nMessage-ID: <n{i}@client.example>\n") for i in range(10)]
+    rows = run(engine, make_config(imap={"workers": 2}), raws)
+    assert len(rows) == 10 and all(r["status"] == "triage" for r in rows)
