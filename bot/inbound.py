@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.config import Config
-from bot.errors import NotFoundError, RelanceError
+from bot.errors import MailboxError, NotFoundError, RelanceError
 from bot.mailbox import MailSource
 from bot.models import Client, Contact, Event, Inbound, Invoice, Mailbox, Outbound, Reminder, table
 from bot.store import record_events, session
@@ -98,7 +98,8 @@ def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, re
 def move_handled(engine: Engine, source: MailSource, dest: str, now: datetime) -> int:
     """Move the messages Relance has fully handled (status `applied`) to `dest`; returns how many.
     Messages waiting for a person stay where people look. A crash between the MOVE and the commit
-    moves nothing twice: those UIDs are gone from the folder, and moving them again is a no-op."""
+    moves nothing twice: those UIDs are gone from the folder, and moving them again is a no-op.
+    A failed move is logged and tried again on the next pass; it never stops the reading of mail."""
     if not dest:
         return 0
     with engine.connect() as c:
@@ -111,8 +112,12 @@ def move_handled(engine: Engine, source: MailSource, dest: str, now: datetime) -
         todo = list(group)
         for start in range(0, len(todo), BATCH):
             chunk = todo[start:start + BATCH]
-            if not source.move(folder, int(uidvalidity), [int(r.uid) for r in chunk], dest):
-                break  # renumbered since: those UIDs name other messages now
+            try:
+                if not source.move(folder, int(uidvalidity), [int(r.uid) for r in chunk], dest):
+                    break  # renumbered since: those UIDs name other messages now
+            except MailboxError as e:  # moving is a courtesy: it never stops reading the mail
+                log.warning("mail: %s; will try again on the next pass", e)
+                break
             with session(engine) as s:
                 s.execute(sa.update(in_t).where(in_t.c.id.in_([r.id for r in chunk])).values(moved_at=now))
             moved += len(chunk)

@@ -151,7 +151,8 @@ class ImapSource:
                 raise MailboxError(f"cannot move messages to {dest!r}: the server has neither MOVE nor UIDPLUS, "
                                    "and a plain EXPUNGE would remove messages other people deleted; "
                                    "set imap.move_handled_to = \"\"")
-        except IMAPClientError as e:
+        except (IMAPClientError, OSError) as e:
+            self._drop()
             raise MailboxError(f"moving {len(uids)} message(s) from {folder!r} to {dest!r}: {e}") from e
         finally:
             self.uidnext = 0  # the folder is no longer selected read-only: callers select again

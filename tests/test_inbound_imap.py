@@ -269,3 +269,19 @@ def test_move_handled_to_must_not_be_a_watched_folder(make_config: Callable[...,
 
     with pytest.raises(ConfigError, match="imap.move_handled_to = 'INBOX': expected a folder that is not watched"):
         make_config(imap={"folders": ["INBOX"], "move_handled_to": "INBOX"})
+
+
+def test_a_move_the_server_refuses_never_stops_the_mail(world: Any, engine: Engine,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A destination the server will not create: logged, retried next pass, the mail still read."""
+    world.reply("F-2027-001", "Nous avons effectué le virement hier.")
+    world.sync("2027-04-06T09:00")
+    cfg = world.cfg
+    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+    try:
+        assert inbound.move_handled(engine, source, "INBOX/\x7f bad", at("2027-04-06T09:01")) == 0
+    finally:
+        source.close()
+    assert "will try again on the next pass" in caplog.text
+    with engine.connect() as c:
+        assert c.execute(sa.select(table(Inbound).c.moved_at)).scalar_one() is None
