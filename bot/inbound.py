@@ -78,16 +78,22 @@ def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, re
             return
         with session(engine) as s:
             hashes = [hashlib.sha256(f.raw).hexdigest() for f in batch]
+            mids = [_clean(_header(f.raw, b"message-id"))[:250] for f in batch]
             known = set(s.execute(sa.select(in_t.c.content_hash).where(in_t.c.content_hash.in_(hashes))).scalars())
+            # Renumbered by the server (an older UIDVALIDITY of this folder): the same Message-ID is the
+            # same message, even if the server rewrote a header on the way.
+            renumbered = set(s.execute(sa.select(in_t.c.message_id).where(
+                in_t.c.folder == folder, in_t.c.uidvalidity != uidvalidity,
+                in_t.c.message_id.in_([m for m in mids if m]))).scalars())
             rows = []
-            for f, h in zip(batch, hashes, strict=True):
-                if h in known:
+            for f, h, mid in zip(batch, hashes, mids, strict=True):
+                if h in known or mid in renumbered:
                     report.duplicates += 1
                     continue
                 known.add(h)
                 rows.append({"folder": folder, "uidvalidity": uidvalidity, "uid": f.uid, "raw": f.raw,
                              "content_hash": h, "stored_at": now, "received_at": f.internaldate,
-                             "message_id": _clean(_header(f.raw, b"message-id"))[:250], "status": "new"})
+                             "message_id": mid, "status": "new"})
             if rows:
                 s.execute(sa.insert(in_t), rows)
             last_uid = batch[-1].uid

@@ -332,3 +332,15 @@ def test_without_worker_processes_the_backlog_is_parsed_here(engine: Engine, mak
     raws = [msg(f"From: c{i}@client.example\nSubject: x\nMessage-ID: <n{i}@client.example>\n") for i in range(10)]
     rows = run(engine, make_config(imap={"workers": 2}), raws)
     assert len(rows) == 10 and all(r["status"] == "triage" for r in rows)
+
+
+def test_a_renumbered_folder_dedupes_by_message_id_too(engine: Engine, cfg: Config) -> None:
+    """After a UIDVALIDITY change, a message the server rewrote a header of is still the same message."""
+    first = msg("From: a@client.example\nSubject: x\nMessage-ID: <same@client.example>\n")
+    report = inbound.SyncReport()
+    inbound.store_new(engine, MemorySource({"INBOX": [first]}), "INBOX", NOW, report)
+    rewritten = msg("X-Spam-Score: 0.1\nFrom: a@client.example\nSubject: x\nMessage-ID: <same@client.example>\n")
+    other = msg("From: b@client.example\nSubject: y\nMessage-ID: <new@client.example>\n")
+    report = inbound.SyncReport()
+    inbound.store_new(engine, MemorySource({"INBOX": [rewritten, other]}, uidvalidity=2), "INBOX", NOW, report)
+    assert (report.rescanned, report.stored, report.duplicates) == (["INBOX"], 1, 1)
