@@ -30,13 +30,13 @@ from sqlalchemy.engine import Connection, Engine
 from bot.config import Config
 from bot.errors import MailboxError, NotFoundError, RelanceError
 from bot.mailbox import MailSource
-from bot.models import Client, Contact, Event, Inbound, Invoice, Mailbox, Outbound, Reminder, table
+from bot.models import Contact, Event, Inbound, Invoice, Mailbox, Outbound, Reminder, table
 from bot.store import record_events, session
 from bot.understand import Parsed, Understood, first_line, understand_batch
 from rules.classify import Kind, Understanding
 from rules.match import Known, Match, digits, match, normalise
 
-in_t, mb_t, inv_t, con_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact), table(Client)
+in_t, mb_t, inv_t, con_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact)
 out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
 log = logging.getLogger("relance")
 BATCH = 200
