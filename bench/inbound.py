@@ -89,9 +89,7 @@ def run(work: Path, dovecot: object, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     source = ImapSource(cfg.imap, Secret(d.password))  # type: ignore[attr-defined]
     report = inbound.SyncReport()
-    inbound.store_new(engine, source, "INBOX", now, report)
-    stored_s = time.perf_counter() - started
-    lines = inbound.process(engine, cfg, now)
+    lines = inbound.sync(engine, source, cfg, now, report)
     relance_s = time.perf_counter() - started
     source.close()
     if report.stored != args.messages or len(lines) != args.messages:
@@ -110,8 +108,8 @@ def run(work: Path, dovecot: object, args: argparse.Namespace) -> None:
 
     print(f"messages                      {args.messages:,} (APPENDed in {append_s:.1f} s)")
     print(f"relance store+understand      {relance_s:6.1f} s   {args.messages / relance_s:8,.0f} msg/s"
-          f"   (fetch+store {stored_s:.1f} s, understand+apply {relance_s - stored_s:.1f} s,"
-          f" {cfg.imap.workers or min(4, os.cpu_count() or 1)} parsing processes)")
+          f"   (fetch and store overlapped with parsing in"
+          f" {cfg.imap.workers or min(4, os.cpu_count() or 1)} worker processes)")
     print(f"bare FETCH + mail-parser      {bare_s:6.1f} s   {parsed / bare_s:8,.0f} msg/s")
     print(f"ratio relance / bare          {bare_s / relance_s:8.2f}   (target >= 0.7)")
 

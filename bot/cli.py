@@ -292,11 +292,9 @@ def cmd_sync(app: App) -> int:
     source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
     report = inbound.SyncReport()
     try:
-        for folder in cfg.imap.folders:
-            inbound.store_new(app.engine(), source, folder, app.now, report)
+        lines = inbound.sync(app.engine(), source, cfg, app.now, report)
         for folder in report.rescanned:
             print(t("{folder}: UIDVALIDITY changed, folder read again (duplicates skipped)", folder=folder))
-        lines = inbound.process(app.engine(), cfg, app.now)
         for line in lines:
             print(line)
         print(t("{stored} new message(s) stored, {processed} understood", stored=report.stored,

@@ -9,6 +9,7 @@ and the next one goes on. `reprocess` runs stored messages through the pipeline 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -16,12 +17,13 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,11 +51,20 @@ class SyncReport:
     stored: int = 0
     duplicates: int = 0
     rescanned: list[str] = field(default_factory=list)  # folders whose UIDVALIDITY changed
+    expected: int = 0  # messages this pass will understand, as far as the folders' UIDNEXT tell
     processed: list[str] = field(default_factory=list)
 
 
 def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, report: SyncReport) -> None:
     """Fetch and store what arrived in `folder` since the last pass."""
+    for _ in store_batches(engine, source, folder, now, report):
+        pass
+
+
+def store_batches(engine: Engine, source: MailSource, folder: str, now: datetime, report: SyncReport
+                  ) -> Iterator[list[int]]:
+    """Fetch and store what arrived in `folder` since the last pass, a batch per transaction;
+    yields the ids of each batch once it is committed (and only then may it be parsed)."""
     uidvalidity = source.select(folder)
     with engine.connect() as c:
         state = c.execute(sa.select(mb_t).where(mb_t.c.folder == folder)).first()
@@ -69,6 +80,7 @@ def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, re
     else:
         last_uid = int(state.last_uid)
     uidnext = source.uidnext  # as SELECT reported it: every UID below exists or was expunged
+    report.expected += max(0, uidnext - 1 - last_uid)
     while True:
         batch = source.fetch_after(last_uid, BATCH)
         if not batch:
@@ -94,11 +106,12 @@ def store_new(engine: Engine, source: MailSource, folder: str, now: datetime, re
                 rows.append({"folder": folder, "uidvalidity": uidvalidity, "uid": f.uid, "raw": f.raw,
                              "content_hash": h, "stored_at": now, "received_at": f.internaldate,
                              "message_id": mid, "status": "new"})
-            if rows:
-                s.execute(sa.insert(in_t), rows)
+            ids = list(s.execute(sa.insert(in_t).returning(in_t.c.id), rows).scalars()) if rows else []
             last_uid = batch[-1].uid
             s.execute(sa.update(mb_t).where(mb_t.c.folder == folder).values(last_uid=last_uid))
         report.stored += len(rows)
+        if ids:
+            yield sorted(ids)
 
 
 def move_handled(engine: Engine, source: MailSource, dest: str, now: datetime) -> int:
@@ -136,23 +149,51 @@ def _header(raw: bytes, name: bytes) -> str:
     return m.group(1).decode("utf-8", "replace").strip() if m else ""
 
 
-def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | None = None) -> list[str]:
-    """Understand and apply stored messages (`status = new`, or the given ids). Returns a line each.
+def sync(engine: Engine, source: MailSource, config: Config, now: datetime, report: SyncReport,
+         stop: threading.Event | None = None) -> list[str]:
+    """One pass over the watched folders: store what is new, then understand and apply it. The two
+    overlap: while worker processes read a stored batch, this process fetches and stores the next.
+    Messages left `new` by an earlier pass (a crash, an upgrade) go first. When `stop` is set, no
+    further batch is fetched; what is stored and in flight is finished. Returns a line a message."""
 
-    Messages go through in batches: parsed and understood outside any transaction, then matched and
-    applied in one transaction per batch. A message that cannot be read or understood is
-    quarantined on its own; when a batch's writes fail, its messages are applied one at a time, so
-    one bad message never holds back the others."""
+    def feed() -> Iterator[list[int]]:
+        with engine.connect() as c:
+            left = list(c.execute(sa.select(in_t.c.id).where(in_t.c.status == "new").order_by(in_t.c.id)).scalars())
+        report.expected += len(left)
+        yield from (left[i:i + BATCH] for i in range(0, len(left), BATCH))
+        for folder in config.imap.folders:
+            for ids in store_batches(engine, source, folder, now, report):
+                yield ids
+                if stop is not None and stop.is_set():
+                    return
+
+    lines = _understand_and_apply(engine, config, now, feed(), lambda: report.expected)
+    report.processed += lines
+    return lines
+
+
+def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | None = None) -> list[str]:
+    """Understand and apply stored messages (`status = new`, or the given ids). Returns a line each."""
     with engine.connect() as c:
         q = sa.select(in_t.c.id).order_by(in_t.c.id)
         q = q.where(in_t.c.id.in_(list(ids))) if ids is not None else q.where(in_t.c.status == "new")
         todo = list(c.execute(q).scalars())
+    return _understand_and_apply(engine, config, now, (todo[i:i + BATCH] for i in range(0, len(todo), BATCH)),
+                                 lambda: len(todo))
+
+
+def _understand_and_apply(engine: Engine, config: Config, now: datetime, feed: Iterator[list[int]],
+                          expected: Callable[[], int]) -> list[str]:
+    """Messages go through in batches: parsed and understood outside any transaction, then matched and
+    applied in one transaction per batch. A message that cannot be read or understood is
+    quarantined on its own; when a batch's writes fail, its messages are applied one at a time, so
+    one bad message never holds back the others."""
     lines: list[str] = []
-    if not todo:
-        return lines
-    with engine.connect() as c:
-        numbers = _Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()))
-    for understood in _understood_batches(engine, config, now, todo):
+    numbers: _Numbers | None = None
+    for understood in _understood_batches(engine, config, now, feed, expected):
+        if numbers is None:
+            with engine.connect() as c:
+                numbers = _Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()))
         try:
             lines += _apply_all(engine, config, now, understood, numbers)
         except Exception:
@@ -171,39 +212,57 @@ def _quarantine(engine: Engine, inbound_id: int, reason: str) -> str:
     return f"quarantined  #{inbound_id}: {reason}"
 
 
-def _understood_batches(engine: Engine, config: Config, now: datetime, todo: Sequence[int]
-                        ) -> Iterator[list[Understood]]:
-    """The messages `todo`, read and understood batch by batch, in order.
+def _understood_batches(engine: Engine, config: Config, now: datetime, feed: Iterator[list[int]],
+                        expected: Callable[[], int]) -> Iterator[list[Understood]]:
+    """The batches of `feed`, read and understood, in order.
 
-    A large backlog (a first sync, `reprocess --all`) is parsed by worker processes, a few batches
-    ahead of the transactions that apply them; a few messages are parsed right here. Only a few
-    batches of raw bytes are in memory at once."""
-    today = now.astimezone(config.zone).date()
-    chunks = [list(todo[i:i + BATCH]) for i in range(0, len(todo), BATCH)]
+    A large pass (a first sync, a backlog, `reprocess --all`: `expected()` at least PARALLEL_FROM)
+    is parsed by worker processes, up to two batches per worker ahead of the transactions that
+    apply them, while the feed goes on fetching; a few messages are parsed right here. Only a few
+    batches of raw bytes are in memory at once. Where worker processes cannot be had (limits, a
+    worker killed), the batches not yet given are parsed here."""
+    today, domain = now.astimezone(config.zone).date(), config.company.domain
     workers = config.imap.workers or min(4, os.cpu_count() or 1)
-    if workers < 2 or len(todo) < PARALLEL_FROM:
-        for chunk in chunks:
-            yield understand_batch(_read(engine, chunk), config.company.domain, today)
-        return
-    given = 0  # batches handed to the caller
-    try:
-        # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) that fork would copy mid-step.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending: deque[Future[list[Understood]]] = deque()
-            queue = iter(chunks)
-            for chunk in itertools.islice(queue, 2 * workers):
-                pending.append(pool.submit(understand_batch, _read(engine, chunk), config.company.domain, today))
-            while pending:
-                done = pending.popleft().result()
-                chunk = next(queue, [])
-                if chunk:
-                    pending.append(pool.submit(understand_batch, _read(engine, chunk), config.company.domain, today))
-                given += 1
+    pending: deque[tuple[list[int], Future[list[Understood]] | None]] = deque()
+    with contextlib.ExitStack() as stack:
+        pool: ProcessPoolExecutor | None = None
+        broken = workers < 2
+        for chunk in feed:
+            if pool is None and not broken and expected() >= PARALLEL_FROM:
+                try:  # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) fork would copy
+                    pool = stack.enter_context(ProcessPoolExecutor(workers,
+                                                                   mp_context=multiprocessing.get_context("spawn")))
+                except (OSError, RuntimeError) as e:
+                    broken = _pool_failed(e)
+            future = None
+            if pool is not None and not broken:
+                try:
+                    future = pool.submit(understand_batch, _read(engine, chunk), domain, today)
+                except (OSError, BrokenProcessPool, RuntimeError) as e:
+                    broken = _pool_failed(e)
+            pending.append((chunk, future))
+            while pending and (pending[0][1] is None or pending[0][1].done() or len(pending) > 2 * workers):
+                done, broken = _result(engine, *pending.popleft(), domain, today, broken)
                 yield done
-    except (OSError, BrokenProcessPool) as e:  # no processes to be had here (limits, a worker killed): go on alone
-        log.warning("mail: parsing in worker processes failed (%s); parsing in this process", e)
-        for chunk in chunks[given:]:
-            yield understand_batch(_read(engine, chunk), config.company.domain, today)
+        while pending:
+            done, broken = _result(engine, *pending.popleft(), domain, today, broken)
+            yield done
+
+
+def _pool_failed(e: BaseException) -> bool:
+    log.warning("mail: parsing in worker processes failed (%s); parsing in this process", e)
+    return True
+
+
+def _result(engine: Engine, chunk: list[int], future: Future[list[Understood]] | None, domain: str, today: date,
+            broken: bool) -> tuple[list[Understood], bool]:
+    """The understood batch `chunk`: from its worker, or parsed here when it had none or the worker failed."""
+    if future is not None:
+        try:
+            return future.result(), broken
+        except (OSError, BrokenProcessPool) as e:
+            broken = broken or _pool_failed(e)
+    return understand_batch(_read(engine, chunk), domain, today), broken
 
 
 def _read(engine: Engine, ids: Sequence[int]) -> list[tuple[int, bytes, bool]]:

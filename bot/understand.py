@@ -19,8 +19,9 @@ from typing import Any
 
 import mailparser
 from mailparser_reply import EmailReplyParser
+from mailparser_reply.parser import EmailMessage
 
-from rules.classify import Kind, MailFacts, Understanding, classify
+from rules.classify import Kind, MailFacts, Understanding, classify, dated
 from rules.plan import instalments
 
 _QUOTE_CONTAINERS = re.compile(
@@ -53,6 +54,15 @@ _CUT = re.compile(
 _REPLY_PARSER = EmailReplyParser(languages=["fr", "en", "de", "it", "es", "nl", "pl", "da", "sv", "cs"])
 
 
+@functools.cache
+def _reply_regexes() -> dict[str, Any]:
+    """mail-parser-reply builds and compiles its (long, ten-language) patterns for every message;
+    built once here and handed to each message, they cost nothing after the first."""
+    first = EmailMessage(text="", languages=list(_REPLY_PARSER.languages))
+    return {"_header_regex": first.HEADER_REGEX, "_signature_regex": first.SIGNATURE_REGEX,
+            "_disclaimers_regex": first.DISCLAIMERS_REGEX}
+
+
 @dataclass(frozen=True)
 class Parsed:
     message_id: str
@@ -82,7 +92,7 @@ def strip_quotes(text: str) -> str:
     elif cut:  # bottom-posting: the reply comes after the quoted text; drop the attribution line only
         text = text[:cut.start()] + text[cut.end():]
     try:
-        reply = _REPLY_PARSER.read(text)
+        reply = EmailMessage(text=text, languages=list(_REPLY_PARSER.languages), **_reply_regexes()).read()
         body = reply.replies[0].body if reply.replies else text
     except Exception:
         body = text
@@ -154,13 +164,20 @@ def find_dates(text: str, today: date) -> tuple[date, ...]:
     fragments = _WRITTEN_DATE.findall(text[:5000])
     if not fragments:
         return ()
-    reader = _date_parser(today)
     out: list[date] = []
     for fragment in fragments:
-        parsed = reader.get_date_data(fragment).date_obj
-        if parsed is not None and parsed.date() >= today and parsed.date() not in out:
-            out.append(parsed.date())
+        parsed = _read_date(" ".join(fragment.lower().split()), today)
+        if parsed is not None and parsed >= today and parsed not in out:
+            out.append(parsed)
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_date(fragment: str, today: date) -> date | None:
+    """One date fragment read by dateparser, remembered for the day: clients write the same few
+    dates ("le 15 décembre", "30/04") again and again, and a dateparser read costs about a millisecond."""
+    parsed = _date_parser(today).get_date_data(fragment).date_obj
+    return parsed.date() if parsed is not None else None
 
 
 _TOKEN = re.compile(r"^[^+@]+\+([0-9a-f]{6,})@")  # ar+TOKEN@domain: the reply address of a reminder
@@ -227,10 +244,10 @@ def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, t
 def _classify(parsed: Parsed, domain: str, today: date) -> Understanding:
     understood = classify(parsed.facts, domain)
     if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
-        facts = replace(parsed.facts, dates=find_dates(parsed.facts.text, today))
-        understood = classify(facts, domain)
+        dates = find_dates(parsed.facts.text, today)
+        understood = dated(understood, dates)
         if understood.kind is Kind.PAYMENT_PLAN:
-            proposal = instalments(facts.text, facts.dates)
+            proposal = instalments(parsed.facts.text, dates)
             understood = replace(understood, cues=(*understood.cues, *(
                 "proposes " + (f"{i.amount}" if i.amount is not None else "?") + " on "
                 + (i.due.isoformat() if i.due else "?") for i in proposal)))

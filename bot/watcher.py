@@ -72,9 +72,7 @@ class Watcher:
     def one_pass(self, source: ImapSource) -> None:
         report = inbound.SyncReport()
         now = self.clock()
-        for folder in self.config.imap.folders:
-            inbound.store_new(self.engine, source, folder, now, report)
-        for line in inbound.process(self.engine, self.config, now):
+        for line in inbound.sync(self.engine, source, self.config, now, report, self.stop):
             log.info("mail %s", line)
         moved = inbound.move_handled(self.engine, source, self.config.imap.move_handled_to, now)
         if moved:

@@ -6,7 +6,7 @@ Each result carries a confidence and the cues that produced it, so a person can 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -150,9 +150,8 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
     if sender.endswith("@" + company_domain.lower()):
         auto.append("sent from our own domain (a loop)")
     if auto:
-        back = next((d for d in facts.dates), None)
-        return Understanding(Kind.AUTO_REPLY, Decimal("0.98") if len(auto) > 1 else Decimal("0.85"), tuple(auto),
-                             date=back)
+        return dated(Understanding(Kind.AUTO_REPLY, Decimal("0.98") if len(auto) > 1 else Decimal("0.85"),
+                                   tuple(auto)), facts.dates)
 
     text = f"{subject}\n{facts.text}"
     scores: list[tuple[Kind, list[str]]] = [
@@ -168,10 +167,18 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
         return Understanding(Kind.HUMAN_REPLY, Decimal("0.60"), ("no payment, plan or dispute wording",))
     kind, kcues = found[0]  # a dispute or a plan outweighs a claim or a promise in the same message
     confidence = Decimal("0.90") if len(found) == 1 else Decimal("0.70")
-    when = None
-    if kind is Kind.PROMISE_TO_PAY:
-        when = next((d for d in facts.dates), None)
-        if when is not None:
-            kcues = [*kcues, f"date {when.isoformat()}"]
     others = [f"also {k.value}" for k, _ in found[1:]]
-    return Understanding(kind, confidence, tuple(kcues + others), date=when)
+    return dated(Understanding(kind, confidence, tuple(kcues + others)), facts.dates)
+
+
+def dated(u: Understanding, dates: tuple[date, ...]) -> Understanding:
+    """`u` with the dates found in the text: a promise's payment date, an out-of-office's return.
+    Only these two kinds look at dates, so the (costly) date reading is done for them alone."""
+    when = dates[0] if dates else None
+    if when is None or u.kind not in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY):
+        return u
+    if u.kind is Kind.AUTO_REPLY:
+        return replace(u, date=when)
+    others = tuple(c for c in u.cues if c.startswith("also "))
+    own = tuple(c for c in u.cues if not c.startswith("also "))
+    return replace(u, cues=(*own, f"date {when.isoformat()}", *others), date=when)

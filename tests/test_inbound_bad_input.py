@@ -243,6 +243,50 @@ def test_a_large_backlog_is_parsed_by_worker_processes_with_the_same_result(
     assert len(parallel) == 41 and {r["kind"] for r in parallel} >= {"promise_to_pay", "payment_claim"}
 
 
+def test_sync_overlaps_fetching_with_parsing_and_gives_the_serial_result(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sync` hands each stored batch to the workers while it fetches the next; a message left `new`
+    by an earlier pass goes first; the result is the serial one, message for message."""
+    _import(engine, tmp_path, "F-9108", "F-9109")
+    raws = [msg(f"From: compta@client.example\nSubject: Facture F-{9108 + i % 2}\nMessage-ID: <s{i}@client.example>\n",
+                ("Nous réglerons le 30 avril 2027." if i % 3 else "Virement effectué.").encode()) for i in range(30)]
+    serial = run(engine, make_config(imap={"workers": 1}), raws)
+    for statement in ("DELETE FROM event WHERE inbound_id IS NOT NULL", "DELETE FROM inbound", "DELETE FROM mailbox"):
+        with engine.begin() as c:
+            c.execute(sa.text(statement))
+    inbound.store_new(engine, MemorySource({"INBOX": raws[:3]}), "INBOX", NOW, inbound.SyncReport())  # left `new`
+    monkeypatch.setattr(inbound, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(inbound, "BATCH", 4)
+    cfg = make_config(imap={"workers": 2, "folders": ["INBOX"]})
+    report = inbound.SyncReport()
+    lines = inbound.sync(engine, MemorySource({"INBOX": raws}), cfg, NOW, report)
+    with engine.connect() as c:
+        parallel = reports.messages(c)
+    assert (report.stored, report.expected, len(lines)) == (27, 30, 30)
+    keep = ("subject", "from", "kind", "status", "invoices", "text", "cues", "reason")
+    assert [{k: r[k] for k in keep} for r in parallel] == [{k: r[k] for k in keep} for r in serial]
+
+
+def test_sync_stops_fetching_when_asked_and_the_next_pass_goes_on(engine: Engine, cfg: Config,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM mid-pass: what is stored is finished, nothing more is fetched; the next pass resumes
+    at the next UID, each message understood once."""
+    import threading
+
+    monkeypatch.setattr(inbound, "BATCH", 4)
+    raws = [msg(f"From: c{i}@client.example\nSubject: x\nMessage-ID: <t{i}@client.example>\n") for i in range(10)]
+    stop = threading.Event()
+    stop.set()
+    first = inbound.sync(engine, MemorySource({"INBOX": raws}), cfg, NOW, inbound.SyncReport(), stop)
+    assert len(first) == 4
+    rest = inbound.sync(engine, MemorySource({"INBOX": raws}), cfg, NOW, inbound.SyncReport())
+    assert len(rest) == 6
+    with engine.connect() as c:
+        rows = reports.messages(c)
+    assert sorted(r["message_id"] for r in rows) == sorted(f"<t{i}@client.example>" for i in range(10))
+    assert all(r["status"] == "triage" for r in rows)
+
+
 FLUFL = Path(__file__).parent / "corpus" / "bounces" / "flufl"
 
 
