@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -86,11 +87,13 @@ def run(work: Path, dovecot: object, args: argparse.Namespace) -> None:
     append_s = time.perf_counter() - started
     now = datetime(2027, 4, 6, 9, tzinfo=PARIS)
 
-    started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started, cpu = time.perf_counter(), time.process_time()
     source = ImapSource(cfg.imap, Secret(d.password))  # type: ignore[attr-defined]
     report = inbound.SyncReport()
     lines = inbound.sync(engine, source, cfg, now, report)
-    relance_s = time.perf_counter() - started
+    relance_s, main_cpu = time.perf_counter() - started, time.process_time() - cpu
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the pool's workers have exited by now
     source.close()
     if report.stored != args.messages or len(lines) != args.messages:
         raise SystemExit(f"benchmark invalid: stored {report.stored}, understood {len(lines)}")
@@ -110,6 +113,8 @@ def run(work: Path, dovecot: object, args: argparse.Namespace) -> None:
     print(f"relance store+understand      {relance_s:6.1f} s   {args.messages / relance_s:8,.0f} msg/s"
           f"   (fetch and store overlapped with parsing in"
           f" {cfg.imap.workers or min(4, os.cpu_count() or 1)} worker processes)")
+    workers_cpu = workers.ru_utime + workers.ru_stime - before.ru_utime - before.ru_stime
+    print(f"  CPU: this process {main_cpu:.1f} s, worker processes {workers_cpu:.1f} s")
     print(f"bare FETCH + mail-parser      {bare_s:6.1f} s   {parsed / bare_s:8,.0f} msg/s")
     print(f"ratio relance / bare          {bare_s / relance_s:8.2f}   (target >= 0.7)")
 

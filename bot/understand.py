@@ -55,12 +55,15 @@ _REPLY_PARSER = EmailReplyParser(languages=["fr", "en", "de", "it", "es", "nl", 
 
 
 @functools.cache
-def _reply_regexes() -> dict[str, Any]:
+def _reply_regexes(headers_possible: bool) -> dict[str, Any]:
     """mail-parser-reply builds and compiles its (long, ten-language) patterns for every message;
     built once here and handed to each message, they cost nothing after the first."""
     first = EmailMessage(text="", languages=list(_REPLY_PARSER.languages))
-    return {"_header_regex": first.HEADER_REGEX, "_signature_regex": first.SIGNATURE_REGEX,
-            "_disclaimers_regex": first.DISCLAIMERS_REGEX}
+    return {"_header_regex": first.HEADER_REGEX if headers_possible else _NEVER,
+            "_signature_regex": first.SIGNATURE_REGEX, "_disclaimers_regex": first.DISCLAIMERS_REGEX}
+
+
+_NEVER = re.compile(r"(?!)")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,10 @@ def strip_quotes(text: str) -> str:
     elif cut:  # bottom-posting: the reply comes after the quoted text; drop the attribution line only
         text = text[:cut.start()] + text[cut.end():]
     try:
-        reply = EmailMessage(text=text, languages=list(_REPLY_PARSER.languages), **_reply_regexes()).read()
+        # Every reply header mail-parser-reply knows ends with a colon or is a "-----" line; without
+        # either, its costliest pattern cannot match, and a never-matching one stands in for it.
+        regexes = _reply_regexes(":" in text or "-----" in text)
+        reply = EmailMessage(text=text, languages=list(_REPLY_PARSER.languages), **regexes).read()
         body = reply.replies[0].body if reply.replies else text
     except Exception:
         body = text
@@ -108,6 +114,10 @@ def _header_map(msg: Message) -> dict[str, str]:
 
 def parse(raw: bytes) -> Parsed:
     """Parse `raw`; raises ValueError when it is not a readable message at all."""
+    return _parse(raw)[0]
+
+
+def _parse(raw: bytes) -> tuple[Parsed, Message]:
     mail = mailparser.parse_from_bytes(raw)
     msg = mail.message  # the stdlib message mail-parser already built: no second parse
     headers = _header_map(msg)
@@ -137,7 +147,7 @@ def parse(raw: bytes) -> Parsed:
     received = mail.date if isinstance(mail.date, datetime) else None
     return Parsed(message_id=headers.get("message-id", "").strip(), sender=sender.lower(), sender_name=name,
                   recipients=recipients, subject=mail.subject or "", received_at=received, refs=tuple(refs),
-                  facts=facts)
+                  facts=facts), msg
 
 
 _MONTHS = (r"janv\w*|f[ée]vr\w*|mars|avr\w*|mai|juin|juil\w*|ao[ûu]t|sept\w*|oct\w*|nov\w*|d[ée]c\w*|"
@@ -195,13 +205,13 @@ class Understood:
     delayed: tuple[str, ...] = ()  # a bounce: addresses the server is still trying (a delay warning)
 
 
-def bounce_recipients(raw: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def bounce_recipients(raw: bytes | Message) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(failed for good, only delayed) addresses a bounce names: flufl.bounce's detectors (RFC 3464
     and many servers' own formats), plus `X-Failed-Recipients`. flufl finds them in most bounces,
     not all: recognising a bounce never depends on this, only knowing which address failed."""
     from flufl.bounce import all_failures  # noqa: PLC0415 - loaded for bounces only
 
-    msg = email.message_from_bytes(raw[:5_000_000])
+    msg = email.message_from_bytes(raw[:5_000_000]) if isinstance(raw, bytes) else raw
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # a detector choking on a malformed bounce: keep what the headers say
@@ -222,13 +232,13 @@ def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, t
     out: list[Understood] = []
     for inbound_id, raw, applied_before in messages:
         try:
-            parsed = parse(raw)
+            parsed, message = _parse(raw)
         except Exception as e:
             out.append(Understood(inbound_id, None, failure=f"unreadable: {first_line(e)}"))
             continue
         try:
             understanding = _classify(parsed, domain, today)
-            failed, delayed = bounce_recipients(raw) if understanding.kind is Kind.BOUNCE else ((), ())
+            failed, delayed = bounce_recipients(message) if understanding.kind is Kind.BOUNCE else ((), ())
             if failed or delayed:
                 understanding = replace(understanding, cues=(
                     *understanding.cues, *(f"failed: {a}" for a in failed[:20]),

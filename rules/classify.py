@@ -48,12 +48,15 @@ _COMPILED: dict[str, re.Pattern[str]] = {}
 
 
 def _any(patterns: tuple[str, ...], text: str) -> list[str]:
-    """The patterns found in `text` (compiled once, case-insensitive)."""
+    """The patterns found in `text`, whatever its case. The patterns are lower-case and matched
+    against the lower-cased text: case-sensitive patterns let the regex engine skip ahead to their
+    literal parts, several times faster than re.IGNORECASE."""
     found = []
+    text = text.lower()
     for p in patterns:
         rx = _COMPILED.get(p)
         if rx is None:
-            rx = _COMPILED[p] = re.compile(p, re.IGNORECASE)
+            rx = _COMPILED[p] = re.compile(p)
         if rx.search(text):
             found.append(p)
     return found
@@ -120,7 +123,7 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
     if facts.content_type == "multipart/report" and "delivery-status" in facts.report_type:
         cues.append("multipart/report; report-type=delivery-status (RFC 3464)")
     from_header = h.get("from", sender).lower()
-    cues += [f"sender ~ {p}" for p in _BOUNCE_SENDERS if re.search(p, from_header)]
+    cues += [f"sender ~ {p}" for p in _any(_BOUNCE_SENDERS, from_header)]
     is_reply = re.match(r"^\s*(re|tr|fw|fwd|aw|réf)\s*:", subject, re.IGNORECASE) is not None
     subject_cues = [f"subject ~ {p}" for p in _any(_BOUNCE_SUBJECTS, subject)]
     if not is_reply:
