@@ -97,7 +97,7 @@ class ImapConfig:
     password_env: str = "RELANCE_IMAP_PASSWORD"
     folders: tuple[str, ...] = ("INBOX",)
     idle_seconds: int = 240  # renew IDLE this often: firewalls drop idle connections long before 29 min
-    poll_seconds: int = 60  # where the server has no IDLE, and for the folders after the first
+    poll_seconds: int = 60  # where the server has no IDLE
     workers: int = 0  # processes that parse a large backlog: 0 = one per CPU (at most 4), 1 = none
     move_handled_to: str = ""  # move messages Relance has fully handled to this folder; "" leaves them
 

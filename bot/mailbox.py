@@ -103,6 +103,13 @@ class ImapSource:
             raise MailboxError(f"fetching after UID {last_uid}: {e}") from e
         return [Fetched(u, data[u][b"BODY[]"], _aware(data[u].get(b"INTERNALDATE"))) for u in uids if u in data]
 
+    def can_idle(self) -> bool:
+        try:
+            return b"IDLE" in self.connect().capabilities()
+        except (IMAPClientError, OSError) as e:
+            self._drop()
+            raise MailboxError(f"asking the server what it can do: {e}") from e
+
     def wait(self, seconds: float, stop: threading.Event, check: float = 1.0) -> bool:
         """Block until the selected folder changes (IMAP IDLE), `seconds` pass or `stop` is set.
 
@@ -126,11 +133,12 @@ class ImapSource:
             raise MailboxError(f"connection lost while waiting for mail: {e}") from e
         try:
             client.socket().settimeout(15)
-            client.idle_done()
+            _, responses = client.idle_done()  # what arrived while leaving IDLE is announced here
+            client.socket().settimeout(30)
         except (IMAPClientError, OSError) as e:
             self._drop()
             raise MailboxError(f"connection lost when leaving IDLE: {e}") from e
-        return changed
+        return changed or any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
     def move(self, folder: str, uidvalidity: int, uids: list[int], dest: str) -> bool:
         client = self.connect()

@@ -45,7 +45,7 @@ _CUT = re.compile(
     r"|Get Outlook for \w+.*"
     r"|[^\n]{0,120}<[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # an attribution line: "..., Name <a@b.c>:"
     r"|[^\n]{0,120}<\s*\n[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # the same, wrapped before the address
-    r"|[^\n]{0,160}\n[^\n]{0,40}<?[^<>\s]+@[^<>\s]+>?[^\n]{0,40}(?:wrote|a écrit|schrieb|scrisse|skrev|"
+    r"|[^\n]{0,160}\n(?=[^\n]*@)[^\n]{0,40}<?[^<>\s]+@[^<>\s]+>?[^\n]{0,40}(?:wrote|a écrit|schrieb|scrisse|skrev|"
     r"napisał\(a\)|kirjoitti|ha scritto|schreef|escreveu)\s*:?\s*$"
     r"|(?:Von|Van|Da|De|Fra|Od|From)\s*:\s.*\n\s*(?:Gesendet|Verzonden|Inviato|Envoyé|Sendt|Wysłane|Sent|Date|Dato)\s*:"
     r"|--\s*$"

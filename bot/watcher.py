@@ -1,32 +1,35 @@
 """The IMAP watcher of `relance run`: stores and understands new mail as it arrives.
 
-imapclient is blocking, so the whole watch loop runs in one worker thread, the one place the
-daemon crosses into threads for mail; it stops when `stop` (a threading.Event) is set, within
-about a second. Network or server errors reconnect with exponential backoff and jitter, up to
-five minutes between tries. IDLE watches the first folder; the others are polled each time the
-watcher wakes up (at least every `imap.idle_seconds`)."""
+imapclient is blocking, so the watcher runs in threads, the one place the daemon crosses into
+threads for mail: one thread does the passes (store, understand, apply, move) on its own
+connection; each watched folder has a thread of its own holding an IMAP IDLE on it (IDLE watches
+one folder per connection), which wakes the passes when the server announces new mail. Where the
+server has no IDLE, that thread wakes them every `imap.poll_seconds` instead. IDLE is renewed
+every `imap.idle_seconds`, and a pass runs at least that often even if no announcement came.
+
+Everything stops when `stop` (a threading.Event) is set, within about a second. Network or
+server errors reconnect with exponential backoff and jitter, up to five minutes between tries,
+each thread on its own: a folder that cannot be watched does not stop the others."""
 
 from __future__ import annotations
 
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import inbound
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailbox import ImapSource
-from bot.models import Mailbox, table
-
-mb_t = table(Mailbox)
 
 log = logging.getLogger("relance")
 MAX_BACKOFF = 300.0
+STALE_AFTER = 60.0  # seconds unused after which the passes' connection is opened afresh (NAT, firewalls)
 
 
 class Watcher:
@@ -37,23 +40,39 @@ class Watcher:
         self.stop = stop
         self.clock = clock
         self.passes = 0  # completed passes, for tests and logs
+        self.wake = threading.Event()  # set by a folder's IDLE thread: something arrived
 
     def run(self) -> None:
-        """The watch loop (blocking: run it in a thread)."""
+        """The passes, and the folders' IDLE threads (blocking: run it in a thread)."""
+        idlers = [threading.Thread(target=self._watch, args=(folder,), name=f"relance-idle-{folder}", daemon=True)
+                  for folder in self.config.imap.folders]
+        for t in idlers:
+            t.start()
+        try:
+            self._passes()
+        finally:
+            for t in idlers:
+                t.join(timeout=20)
+
+    def _passes(self) -> None:
         cfg = self.config
         backoff = 1.0
         source: ImapSource | None = None
+        used = time.monotonic()
         while not self.stop.is_set():
             try:
+                if source is not None and time.monotonic() - used > STALE_AFTER:
+                    source.close()  # a connection left unused this long may have been dropped on the way
+                    source = None
                 if source is None:
                     source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+                self.wake.clear()  # what arrives from now on wakes the next pass
                 self.one_pass(source)
+                used = time.monotonic()
                 backoff = 1.0
-                source.select(cfg.imap.folders[0])
-                if source.uidnext > self._last_uid(cfg.imap.folders[0]) + 1:
-                    continue  # arrived between our fetch and this SELECT: IDLE would not announce it
-                source.wait(cfg.imap.idle_seconds if len(cfg.imap.folders) == 1
-                            else min(cfg.imap.idle_seconds, cfg.imap.poll_seconds), self.stop)
+                deadline = time.monotonic() + cfg.imap.idle_seconds
+                while not self.stop.is_set() and not self.wake.is_set() and time.monotonic() < deadline:
+                    self.wake.wait(1.0)
             except RelanceError as e:
                 log.warning("mailbox: %s; retrying in %.0f s", e, backoff)
                 if source is not None:
@@ -64,10 +83,33 @@ class Watcher:
         if source is not None:
             source.close()
 
-    def _last_uid(self, folder: str) -> int:
-        with self.engine.connect() as c:
-            last = c.execute(sa.select(mb_t.c.last_uid).where(mb_t.c.folder == folder)).scalar_one_or_none()
-        return int(last or 0)
+    def _watch(self, folder: str) -> None:
+        """Hold an IDLE on `folder` and wake the passes when mail arrives; reconnect on errors."""
+        cfg = self.config
+        backoff = 1.0
+        source: ImapSource | None = None
+        while not self.stop.is_set():
+            try:
+                if source is None:
+                    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+                    source.select(folder)
+                    self.wake.set()  # what arrived before this IDLE began is for the next pass
+                if not source.can_idle():
+                    self.stop.wait(cfg.imap.poll_seconds)
+                    self.wake.set()
+                    continue
+                if source.wait(cfg.imap.idle_seconds, self.stop):
+                    self.wake.set()
+                backoff = 1.0
+            except RelanceError as e:
+                log.warning("mailbox: watching %s: %s; retrying in %.0f s", folder, e, backoff)
+                if source is not None:
+                    source.close()
+                    source = None
+                self.stop.wait(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        if source is not None:
+            source.close()
 
     def one_pass(self, source: ImapSource) -> None:
         report = inbound.SyncReport()

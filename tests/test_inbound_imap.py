@@ -201,6 +201,38 @@ def test_idle_wakes_the_watcher_within_seconds(world: Any, dovecot: Dovecot) -> 
     assert not thread.is_alive(), "the watcher stops within seconds"
 
 
+def test_idle_on_every_watched_folder(world: Any, dovecot: Dovecot) -> None:
+    """IDLE watches one folder per connection: mail in the second folder wakes the watcher too,
+    long before the 90 s renewal (and there is no polling to fall back on here)."""
+    from bot.watcher import Watcher
+
+    if not world.imap.folder_exists("Paiements"):
+        world.imap.create_folder("Paiements")
+    cfg = replace(world.cfg, imap=replace(world.cfg.imap, folders=["INBOX", "Paiements"], idle_seconds=90,
+                                          poll_seconds=3600))
+    stop = threading.Event()
+    watcher = Watcher(world.engine, cfg, stop, clock=lambda: at("2027-04-06T09:00"))
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: watcher.passes >= 1)
+        time.sleep(1.5)  # both IDLEs are in place
+        passes = watcher.passes
+        raw = (b"From: <compta@client-a.example>\r\nTo: relances@acme.example\r\nSubject: Virement F-2027-001\r\n"
+               b"Message-ID: <in-paiements@client.example>\r\n\r\nNous avons fait le virement.\r\n")
+        world.imap.append("Paiements", raw)
+        latency = wait_until(lambda: any(m["message_id"] == "<in-paiements@client.example>" and m["kind"]
+                                         for m in world.messages()), timeout=60)
+        assert latency < 30 and watcher.passes > passes
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+        world.imap.select_folder("Paiements")
+        world.imap.delete_messages(world.imap.search("ALL"))
+        world.imap.expunge()
+    assert not thread.is_alive(), "the watcher and its IDLE threads stop within seconds"
+
+
 def test_watcher_survives_a_server_restart_during_idle(world: Any, dovecot: Dovecot) -> None:
     _, stop, thread = start_watcher(world, dovecot)
     try:
