@@ -45,7 +45,12 @@ _CUT = re.compile(
     r"|Get Outlook for \w+.*"
     r"|[^\n]{0,120}<[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # an attribution line: "..., Name <a@b.c>:"
     r"|[^\n]{0,120}<\s*\n[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # the same, wrapped before the address
-    r"|[^\n]{0,160}\n(?=[^\n]*@)[^\n]{0,40}<?[^<>\s]+@[^<>\s]+>?[^\n]{0,40}(?:wrote|a écrit|schrieb|scrisse|skrev|"
+    # "... skrev Name <a@b.c" + ">:" wrapped to a line of its own, which starts with ">" and went with the quotes
+    r"|[^\n]{0,120}\b(?:wrote|a écrit|schrieb|skrev|kirjoitti|escreveu|schreef)\s[^\n]{0,80}"
+    r"<[^<>\s]+@[^<>\s]+(?:>\s*:)?\s*$"
+    # an attribution wrapped over two lines (a line ending a sentence is the reply's own, not the first half)
+    r"|(?:[^\n]{0,159}[^\n.!?\s])?\n(?=[^\n]*@)[^\n]{0,40}<?[^<>\s]+@[^<>\s]+>?[^\n]{0,40}"
+    r"(?:wrote|a écrit|schrieb|scrisse|skrev|"
     r"napisał\(a\)|kirjoitti|ha scritto|schreef|escreveu)\s*:?\s*$"
     r"|(?:Von|Van|Da|De|Fra|Od|From)\s*:\s.*\n\s*(?:Gesendet|Verzonden|Inviato|Envoyé|Sendt|Wysłane|Sent|Date|Dato)\s*:"
     r"|--\s*$"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.understand import find_dates, parse, strip_quotes
+from bot.understand import find_dates, html_to_text, parse, strip_quotes
 from rules.classify import Kind, MailFacts, classify
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -38,6 +38,31 @@ def test_quote_stripping_on_the_crisp_corpus() -> None:
 def test_talon_phone_replies(name: str, expected: str) -> None:
     parsed = parse((CORPUS / "quoted-replies" / "talon" / name).read_bytes())
     assert parsed.facts.text == expected
+
+
+def talon_cases() -> list[tuple[str, str, str]]:
+    """(name, text we keep, expected) for talon's fixtures, as talon's own tests expect them:
+    "Hello" for a message, "Hi. I am fine." for an HTML page. (Talon's `iphone_reply_text` and
+    `sparrow_reply_text` keep the signature, "Sent from my iPhone", which Relance strips.)"""
+    cases = []
+    for p in sorted((CORPUS / "quoted-replies" / "talon").iterdir()):
+        if p.suffix == ".eml":
+            cases.append((p.name, parse(p.read_bytes()).facts.text, "Hello"))
+        elif p.suffix == ".html":
+            cases.append((p.name, strip_quotes(html_to_text(p.read_text(errors="replace"))), "Hi. I am fine."))
+    return cases
+
+
+def test_quote_stripping_on_every_public_reply_with_a_known_text() -> None:
+    """The issue's measure: the 64 real quoted replies whose expected text is known (talon's 21,
+    crisp's 43); the best library alone kept exactly what the person wrote in about half."""
+    results = [(n, " ".join(got.split()) == " ".join(want.split())) for n, got, want in talon_cases()]
+    results += [(n, strip_quotes(text) == want) for n, text, want in crisp_cases()]
+    misses = [n for n, ok in results if not ok]
+    rate = 1 - len(misses) / len(results)
+    print(f"quote stripping: {len(results) - len(misses)}/{len(results)} exact ({rate:.1%}); misses: {misses}")
+    assert len(results) == 64
+    assert rate >= 0.95, misses  # the issue asks for 90 %; we hold what we reached
 
 
 def test_every_talon_message_parses() -> None:
