@@ -175,13 +175,14 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
 
 
 def dated(u: Understanding, dates: tuple[date, ...]) -> Understanding:
-    """`u` with the dates found in the text: a promise's payment date, an out-of-office's return.
-    Only these two kinds look at dates, so the (costly) date reading is done for them alone."""
-    when = dates[0] if dates else None
-    if when is None or u.kind not in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY):
+    """`u` with the dates found in the text: a promise's payment date (the first one written), an
+    out-of-office's return (the latest one: "absent from 6 April, back on 19 April"). Only these
+    two kinds look at dates, so the (costly) date reading is done for them alone."""
+    if not dates or u.kind not in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY):
         return u
     if u.kind is Kind.AUTO_REPLY:
-        return replace(u, date=when)
+        return replace(u, date=max(dates))
+    when = dates[0]
     others = tuple(c for c in u.cues if c.startswith("also "))
     own = tuple(c for c in u.cues if not c.startswith("also "))
     return replace(u, cues=(*own, f"date {when.isoformat()}", *others), date=when)

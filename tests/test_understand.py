@@ -131,6 +131,18 @@ def test_dates_are_found_in_french_and_english(text: str, expected: date) -> Non
     assert find_dates(text, date(2027, 4, 5))[0] == expected
 
 
+@pytest.mark.parametrize(("text", "back"), [
+    ("Je serai absent du bureau à partir du 6 avril 2027 et de retour le 19 avril 2027.", date(2027, 4, 19)),
+    ("Le secrétariat est fermé du 12 au 23 avril 2027. Réouverture le 26 avril 2027.", date(2027, 4, 26)),
+    ("I'm out of the office until 3 May 2027.", date(2027, 5, 3)),
+])
+def test_an_out_of_office_returns_on_its_latest_date(text: str, back: date) -> None:
+    facts = MailFacts("a@b.example", "Réponse automatique : Relance", text, {"auto-submitted": "auto-replied"},
+                      dates=find_dates(text, date(2027, 4, 5)))
+    u = classify(facts, "acme.example")
+    assert (u.kind, u.date) == (Kind.AUTO_REPLY, back)
+
+
 def test_the_promised_date_reaches_the_understanding() -> None:
     text = "Nous réglerons le 15 décembre."
     u = classify(MailFacts("a@b.example", "Re: F-1", text, dates=find_dates(text, date(2027, 4, 5))),
