@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError
+from bot.i18n import t
 from rules.model import Ladder, Stage
 from rules.penalties import PenaltyPolicy, parse_half_year
 
@@ -80,10 +81,9 @@ class SmtpConfig:
             return None
         value = os.environ.get(self.password_env)
         if value is None:
-            raise ConfigError(
-                f"{source}: smtp.password_env: environment variable {self.password_env!r} is not set "
-                f"(it must hold the SMTP password of {self.username!r}; or set smtp.username = \"\")"
-            )
+            raise ConfigError(f"{source}: smtp.password_env: " + t(
+                "environment variable {var} is not set (it must hold the SMTP password of {user}; "
+                'or set smtp.username = "")', var=repr(self.password_env), user=repr(self.username)))
         return Secret(value)
 
 
@@ -104,8 +104,9 @@ class ImapConfig:
     def password(self, source: str) -> Secret | None:
         value = os.environ.get(self.password_env)
         if value is None:
-            raise ConfigError(f"{source}: imap.password_env: environment variable {self.password_env!r} is not set "
-                              f"(it must hold the IMAP password of {self.username!r})")
+            raise ConfigError(f"{source}: imap.password_env: " + t(
+                "environment variable {var} is not set (it must hold the IMAP password of {user})",
+                var=repr(self.password_env), user=repr(self.username)))
         return Secret(value)
 
 
@@ -239,14 +240,14 @@ def load(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{src}: no such config file (copy config.example.toml to config.toml, "
-                          "or pass --config PATH)") from None
+        raise ConfigError(f"{src}: " + t("no such config file (copy config.example.toml to config.toml, "
+                                         "or pass --config PATH)")) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{src}: cannot read the config file: {e}") from e
+        raise ConfigError(f"{src}: " + t("cannot read the config file: {why}", why=e)) from e
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{src}: not valid TOML: {e}") from e
+        raise ConfigError(f"{src}: " + t("not valid TOML: {why}", why=e)) from e
     return from_dict(doc, src)
 
 
@@ -263,13 +264,14 @@ def _reject_unknown(table: dict[str, Any], known: list[str], source: str, prefix
     for key in table:
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
-            did = f"; did you mean {prefix}{hint[0]!r}?" if hint else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"{source}: {prefix}{key}: unknown key{did}")
+            did = (t("unknown key; did you mean {key}?", key=repr(prefix + hint[0])) if hint
+                   else t("unknown key; known keys: {keys}", keys=", ".join(known)))
+            raise ConfigError(f"{source}: {prefix}{key}: {did}")
 
 
 def _build(cls: type, table: Any, source: str, where: str) -> Any:
     if not isinstance(table, dict):
-        raise ConfigError(f"{source}: {where}: expected a table, got {table!r}")
+        raise ConfigError(f"{source}: {where}: " + t("expected a table, got {value}", value=repr(table)))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     _reject_unknown(table, list(fields), source, f"{where}.")
     hints = typing.get_type_hints(cls)
@@ -283,7 +285,7 @@ _TIME = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     """Check `value` against the dataclass field type `hint`; convert decimals and tuples."""
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: {key} = {value!r}: expected {expected}")
+        return ConfigError(f"{source}: {key} = {value!r}: " + t("expected {what}", what=expected))
 
     origin = get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -294,37 +296,37 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if origin is Literal:
         choices = get_args(hint)
         if value not in choices:
-            raise bad("one of " + ", ".join(repr(c) for c in choices))
+            raise bad(t("one of {choices}", choices=", ".join(repr(c) for c in choices)))
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise bad("true or false")
+            raise bad(t("true or false"))
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad("a whole number >= 0")
+            raise bad(t("a whole number >= 0"))
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise bad("a string in quotes")
+            raise bad(t("a string in quotes"))
         return value
     if hint is Decimal:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise bad('a decimal number, written as a string ("40.00")')
+            raise bad(t('a decimal number, written as a string ("40.00")'))
         try:
             d = Decimal(str(value))
         except InvalidOperation:
-            raise bad('a decimal number such as "40.00"') from None
+            raise bad(t('a decimal number such as "40.00"')) from None
         if not d.is_finite() or d < 0:
-            raise bad("a finite decimal number >= 0")
+            raise bad(t("a finite decimal number >= 0"))
         return d
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-            raise bad("a list of strings")
+            raise bad(t("a list of strings"))
         return tuple(value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise bad('an inline table such as { "2025-H1" = "3.15" }')
+            raise bad(t('an inline table such as {example}', example='{ "2025-H1" = "3.15" }'))
         return {k: _coerce(Decimal, v, source, f"{key}.{k}") for k, v in value.items()}
     raise bad(str(hint))  # pragma: no cover - a field type this loader does not know
 
@@ -333,30 +335,30 @@ def _stages(raw: Any, source: str) -> tuple[StageConfig, ...]:
     if raw is None:
         return DEFAULT_STAGES
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{source}: stages: expected at least one [[stages]] table")
+        raise ConfigError(f"{source}: stages: " + t("expected at least one [[stages]] table"))
     out = []
     for i, table in enumerate(raw):
         where = f"stages[{i}]"
         st: StageConfig = _build(StageConfig, table, source, where)
         if not st.name:
-            raise ConfigError(f"{source}: {where}.name: missing (each stage needs a name)")
+            raise ConfigError(f"{source}: {where}.name: " + t("missing (each stage needs a name)"))
         if i == 0 and st.after_due_days is None:
-            raise ConfigError(f"{source}: {where}.after_due_days: missing (the first stage counts "
-                              "from the due date)")
+            raise ConfigError(f"{source}: {where}.after_due_days: " + t("missing (the first stage counts "
+                                                                        "from the due date)"))
         if i == 0 and st.after_previous_days is not None:
-            raise ConfigError(f"{source}: {where}.after_previous_days: the first stage takes "
-                              "after_due_days instead")
+            raise ConfigError(f"{source}: {where}.after_previous_days: " + t("the first stage takes "
+                                                                             "after_due_days instead"))
         if i > 0 and st.after_previous_days is None:
-            raise ConfigError(f"{source}: {where}.after_previous_days: missing (later stages count "
-                              "from the previous one sent)")
+            raise ConfigError(f"{source}: {where}.after_previous_days: " + t("missing (later stages count "
+                                                                             "from the previous one sent)"))
         if i > 0 and st.after_due_days is not None:
-            raise ConfigError(f"{source}: {where}.after_due_days: only the first stage counts from "
-                              "the due date; use after_previous_days")
+            raise ConfigError(f"{source}: {where}.after_due_days: " + t("only the first stage counts from "
+                                                                        "the due date; use after_previous_days"))
         out.append(dataclasses.replace(st, template=st.template or st.name))
     names = [s.name for s in out]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
-        raise ConfigError(f"{source}: stages: name {sorted(dupes)[0]!r} used twice")
+        raise ConfigError(f"{source}: stages: " + t("name {name} used twice", name=repr(sorted(dupes)[0])))
     return tuple(out)
 
 
@@ -365,39 +367,39 @@ def _check(cfg: Config) -> None:
     try:
         ZoneInfo(cfg.schedule.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{src}: schedule.timezone = {cfg.schedule.timezone!r}: expected an IANA "
-                          'time zone such as "Europe/Paris"') from None
+        raise ConfigError(f"{src}: schedule.timezone = {cfg.schedule.timezone!r}: "
+                          + t('expected an IANA time zone such as "Europe/Paris"')) from None
     if cfg.schedule.tick_minutes < 1:
-        raise ConfigError(f"{src}: schedule.tick_minutes = {cfg.schedule.tick_minutes}: expected at least 1")
+        raise ConfigError(f"{src}: schedule.tick_minutes = {cfg.schedule.tick_minutes}: " + t("expected at least 1"))
     win = cfg.schedule.window
     if len(win) != 2 or not all(_TIME.match(w) for w in win) or win[0] >= win[1] or win[0] == "24:00":
-        raise ConfigError(f"{src}: schedule.window = {list(win)!r}: expected two times "
-                          '["HH:MM", "HH:MM"], the first before the second ("24:00" for the end of the day)')
+        raise ConfigError(f"{src}: schedule.window = {list(win)!r}: " + t(
+            'expected two times ["HH:MM", "HH:MM"], the first before the second ("24:00" for the end of the day)'))
     if cfg.schedule.holidays:
         import holidays  # noqa: PLC0415 - only needed to validate the country code
 
         if cfg.schedule.holidays.upper() not in holidays.list_supported_countries():
-            raise ConfigError(f"{src}: schedule.holidays = {cfg.schedule.holidays!r}: expected a "
-                              'country code of the holidays package such as "FR", or ""')
+            raise ConfigError(f"{src}: schedule.holidays = {cfg.schedule.holidays!r}: "
+                              + t('expected a country code of the holidays package such as "FR", or ""'))
     if cfg.imap.move_handled_to and cfg.imap.move_handled_to in cfg.imap.folders:
-        raise ConfigError(f"{src}: imap.move_handled_to = {cfg.imap.move_handled_to!r}: expected a folder that "
-                          f"is not watched (imap.folders = {list(cfg.imap.folders)!r})")
+        raise ConfigError(f"{src}: imap.move_handled_to = {cfg.imap.move_handled_to!r}: " + t(
+            "expected a folder that is not watched (imap.folders = {folders})", folders=repr(list(cfg.imap.folders))))
     if "@" not in cfg.company.email:
-        raise ConfigError(f"{src}: company.email = {cfg.company.email!r}: expected an email address")
+        raise ConfigError(f"{src}: company.email = {cfg.company.email!r}: " + t("expected an email address"))
     if cfg.company.reply_to and "@" not in cfg.company.reply_to:
-        raise ConfigError(f"{src}: company.reply_to = {cfg.company.reply_to!r}: expected an email "
-                          'address, optionally with {token} ("ar+{token}@acme.example")')
+        raise ConfigError(f"{src}: company.reply_to = {cfg.company.reply_to!r}: " + t(
+            'expected an email address, optionally with {token} ("ar+{token}@acme.example")'))
     for table in ("ecb_rates", "legal_rates"):
         for k in getattr(cfg.penalties, table):
             try:
                 parse_half_year(k)
             except ValueError:
-                raise ConfigError(f'{src}: penalties.{table}."{k}": expected a half-year key such as '
-                                  '"2025-H1" or "2025-H2"') from None
+                raise ConfigError(f'{src}: penalties.{table}."{k}": '
+                                  + t('expected a half-year key such as "2025-H1" or "2025-H2"')) from None
     folder = cfg.templates.path(src)
     if folder is not None and not folder.is_dir():
-        raise ConfigError(f"{src}: templates.directory = {cfg.templates.directory!r}: no such directory "
-                          f"({folder})")
+        raise ConfigError(f"{src}: templates.directory = {cfg.templates.directory!r}: "
+                          + t("no such directory ({path})", path=folder))
     if not cfg.database.url:
-        raise ConfigError(f"{src}: database.url: empty (expected sqlite:///relance.db or a "
-                          "postgresql+psycopg:// URL)")
+        raise ConfigError(f"{src}: database.url: " + t("empty (expected sqlite:///relance.db or a "
+                                                       "postgresql+psycopg:// URL)"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bot.i18n import t
+
 
 class RelanceError(Exception):
     """Base class: anything the CLI reports as a one-line error with exit code 1."""
@@ -21,7 +23,7 @@ class ImportFileError(RelanceError):
     def __init__(self, path: str, errors: list[str]) -> None:
         self.path = path
         self.errors = errors
-        super().__init__(f"{path}: {len(errors)} invalid row(s), nothing imported")
+        super().__init__(f"{path}: " + t("{n} problem(s), nothing imported", n=len(errors)))
 
 
 class TemplateError(RelanceError):

@@ -52,6 +52,77 @@ FR: dict[str, str] = {
     "Pause 7 days": "Pause 7 jours", "Resume": "Reprendre", "Paid": "Payée",
     "Refresh": "Actualiser", "Quit": "Quitter", "To triage": "À trier", "Open invoices": "Factures ouvertes",
     "Select an invoice first": "Choisissez d'abord une facture", "Nothing to triage": "Rien à trier",
+    # Importing invoices (`relance import`): FILE:LINE: column: then this.
+    "no such file": "fichier introuvable",
+    "not UTF-8 ({reason} at byte {start}); save the file as UTF-8 CSV":
+        "pas en UTF-8 ({reason} à l'octet {start}) ; enregistrez le fichier en CSV UTF-8",
+    "missing required column": "colonne obligatoire manquante",
+    "unknown column (known: {known})": "colonne inconnue (connues : {known})",
+    "{n} more cell(s) than the header has columns": "{n} cellule(s) de plus que de colonnes dans l'en-tête",
+    "{number} already on line {line} with different values": "{number} déjà à la ligne {line}, avec d'autres valeurs",
+    "empty (required)": "vide (obligatoire)",
+    "{value}: {why}": "{value} : {why}",
+    "{value}: must be greater than zero": "{value} : doit être supérieur à zéro",
+    "expected an amount >= 0 with at most two decimals, such as 1234.56 or 1234,56":
+        "attendu : un montant >= 0 avec au plus deux décimales, comme 1234,56 ou 1234.56",
+    "{value}: more than the amount {amount}": "{value} : plus que le montant {amount}",
+    "expected a date as YYYY-MM-DD or DD/MM/YYYY": "attendu : une date JJ/MM/AAAA ou AAAA-MM-JJ",
+    "{value}: before the issue date {issue}": "{value} : avant la date d'émission {issue}",
+    "{value}: not a valid email address": "{value} : adresse e-mail invalide",
+    "{value}: expected an ISO 4217 code such as EUR": "{value} : attendu : un code ISO 4217 comme EUR",
+    "{value}: expected fr or en": "{value} : attendu : fr ou en",
+    "{value}: expected business or consumer": "{value} : attendu : business (entreprise) ou consumer (particulier)",
+    "{value}: no such file (looked for {path})": "{value} : fichier introuvable (cherché : {path})",
+    "{n} problem(s), nothing imported": "{n} problème(s), rien n'est importé",
+    # The config file: FILE: key = value: then this.
+    "environment variable {var} is not set (it must hold the SMTP password of {user}; "
+    'or set smtp.username = "")':
+        "la variable d'environnement {var} n'est pas définie (elle doit contenir le mot de passe SMTP de {user} ; "
+        'ou mettez smtp.username = "")',
+    "environment variable {var} is not set (it must hold the IMAP password of {user})":
+        "la variable d'environnement {var} n'est pas définie (elle doit contenir le mot de passe IMAP de {user})",
+    "no such config file (copy config.example.toml to config.toml, or pass --config PATH)":
+        "fichier de configuration introuvable (copiez config.example.toml en config.toml, ou passez --config CHEMIN)",
+    "cannot read the config file: {why}": "impossible de lire le fichier de configuration : {why}",
+    "not valid TOML: {why}": "TOML invalide : {why}",
+    "unknown key; did you mean {key}?": "clé inconnue ; vouliez-vous dire {key} ?",
+    "unknown key; known keys: {keys}": "clé inconnue ; clés connues : {keys}",
+    "expected a table, got {value}": "attendu : une table, reçu {value}",
+    "expected {what}": "attendu : {what}",
+    "one of {choices}": "l'une des valeurs {choices}",
+    "true or false": "true ou false",
+    "a whole number >= 0": "un nombre entier >= 0",
+    "a string in quotes": "une chaîne entre guillemets",
+    'a decimal number, written as a string ("40.00")': 'un nombre décimal, écrit comme une chaîne ("40.00")',
+    'a decimal number such as "40.00"': 'un nombre décimal comme "40.00"',
+    "a finite decimal number >= 0": "un nombre décimal fini >= 0",
+    "a list of strings": "une liste de chaînes",
+    "an inline table such as {example}": "une table en ligne comme {example}",
+    "expected at least one [[stages]] table": "attendu : au moins une table [[stages]]",
+    "missing (each stage needs a name)": "manquant (chaque étape a besoin d'un nom)",
+    "missing (the first stage counts from the due date)": "manquant (la première étape compte depuis l'échéance)",
+    "the first stage takes after_due_days instead": "la première étape prend after_due_days à la place",
+    "missing (later stages count from the previous one sent)":
+        "manquant (les étapes suivantes comptent depuis la précédente envoyée)",
+    "only the first stage counts from the due date; use after_previous_days":
+        "seule la première étape compte depuis l'échéance ; utilisez after_previous_days",
+    "name {name} used twice": "nom {name} utilisé deux fois",
+    'expected an IANA time zone such as "Europe/Paris"': 'attendu : un fuseau horaire IANA comme "Europe/Paris"',
+    "expected at least 1": "attendu : au moins 1",
+    'expected two times ["HH:MM", "HH:MM"], the first before the second ("24:00" for the end of the day)':
+        'attendu : deux heures ["HH:MM", "HH:MM"], la première avant la seconde ("24:00" pour la fin de journée)',
+    'expected a country code of the holidays package such as "FR", or ""':
+        'attendu : un code pays du paquet holidays comme "FR", ou ""',
+    "expected a folder that is not watched (imap.folders = {folders})":
+        "attendu : un dossier qui n'est pas surveillé (imap.folders = {folders})",
+    "expected an email address": "attendu : une adresse e-mail",
+    'expected an email address, optionally with {token} ("ar+{token}@acme.example")':
+        'attendu : une adresse e-mail, avec {token} si vous voulez ("ar+{token}@acme.example")',
+    'expected a half-year key such as "2025-H1" or "2025-H2"':
+        'attendu : une clé de semestre comme "2025-H1" ou "2025-H2"',
+    "no such directory ({path})": "dossier introuvable ({path})",
+    "empty (expected sqlite:///relance.db or a postgresql+psycopg:// URL)":
+        "vide (attendu : sqlite:///relance.db ou une URL postgresql+psycopg://)",
 }
 
 

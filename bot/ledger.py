@@ -21,6 +21,7 @@ from babel.numbers import list_currencies
 from sqlalchemy.engine import Engine
 
 from bot.errors import ImportFileError
+from bot.i18n import t
 from bot.models import Client, Contact, Invoice, table
 from bot.store import record_events, session
 
@@ -72,7 +73,7 @@ def parse_amount(text: str) -> Decimal:
     """`1234.56`, `1234,56`, `1 234,56` -> Decimal('1234.56'). Raises ValueError otherwise."""
     compact = _SPACES.sub("", text)
     if not _AMOUNT.match(compact):
-        raise ValueError("expected an amount >= 0 with at most two decimals, such as 1234.56 or 1234,56")
+        raise ValueError(t("expected an amount >= 0 with at most two decimals, such as 1234.56 or 1234,56"))
     try:
         return Decimal(compact.replace(",", ".")).quantize(Decimal("0.01"))
     except InvalidOperation as e:  # pragma: no cover - the pattern above admits only valid numbers
@@ -86,7 +87,7 @@ def parse_date(text: str) -> date:
             return datetime.strptime(text, "%d/%m/%Y").date()  # noqa: DTZ007 - a date, no time
         return date.fromisoformat(text)
     except ValueError:
-        raise ValueError("expected a date as YYYY-MM-DD or DD/MM/YYYY") from None
+        raise ValueError(t("expected a date as YYYY-MM-DD or DD/MM/YYYY")) from None
 
 
 def client_key(name: str, client_id: str) -> str:
@@ -99,16 +100,16 @@ def read(path: Path, default_language: str) -> list[Row]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ImportFileError(name, [f"{name}: no such file"]) from None
+        raise ImportFileError(name, [f"{name}: " + t("no such file")]) from None
     except UnicodeDecodeError as e:
-        raise ImportFileError(name, [f"{name}: not UTF-8 ({e.reason} at byte {e.start}); "
-                                     "save the file as UTF-8 CSV"]) from None
+        raise ImportFileError(name, [f"{name}: " + t("not UTF-8 ({reason} at byte {start}); save the file as UTF-8 "
+                                                     "CSV", reason=e.reason, start=e.start)]) from None
     first = text.split("\n", 1)[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","  # French spreadsheet exports
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [h.strip() for h in next(reader, [])]
-    errors = [f"{name}:1: {col}: missing required column" for col in REQUIRED if col not in header]
-    errors += [f"{name}:1: {col}: unknown column (known: {', '.join(REQUIRED + OPTIONAL)})"
+    errors = [f"{name}:1: {col}: " + t("missing required column") for col in REQUIRED if col not in header]
+    errors += [f"{name}:1: {col}: " + t("unknown column (known: {known})", known=", ".join(REQUIRED + OPTIONAL))
                for col in header if col not in REQUIRED + OPTIONAL]
     if errors:
         raise ImportFileError(name, errors)
@@ -121,8 +122,8 @@ def read(path: Path, default_language: str) -> list[Row]:
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(header):
-            errors.append(f"{name}:{line}: (line): {len(cells) - len(header)} more cell(s) than the header "
-                          "has columns")
+            errors.append(f"{name}:{line}: (line): " + t("{n} more cell(s) than the header has columns",
+                                                          n=len(cells) - len(header)))
             continue
         values = {col: cells[i].strip() if i is not None and i < len(cells) else "" for col, i in columns}
         row = _validate(values, line, name, base, default_language, errors)
@@ -133,8 +134,8 @@ def read(path: Path, default_language: str) -> list[Row]:
             seen[row.number] = row
             rows.append(row)
         elif earlier.fingerprint() != row.fingerprint():
-            errors.append(f"{name}:{line}: number: {row.number} already on line {earlier.line} "
-                          "with different values")
+            errors.append(f"{name}:{line}: number: " + t("{number} already on line {line} with different values",
+                                                          number=row.number, line=earlier.line))
     if errors:
         raise ImportFileError(name, errors)
     return rows
@@ -149,57 +150,58 @@ def _validate(values: dict[str, str], line: int, name: str, base: Path, default_
 
     for col in REQUIRED:
         if not values[col]:
-            err(col, "empty (required)")
+            err(col, t("empty (required)"))
     amount = paid = Decimal("0.00")
     issue = due = date.min
     if values["amount"]:
         try:
             amount = parse_amount(values["amount"])
             if amount <= 0:
-                err("amount", f"{values['amount']!r}: must be greater than zero")
+                err("amount", t("{value}: must be greater than zero", value=repr(values["amount"])))
         except ValueError as e:
-            err("amount", f"{values['amount']!r}: {e}")
+            err("amount", t("{value}: {why}", value=repr(values["amount"]), why=e))
     if values["paid"]:
         try:
             paid = parse_amount(values["paid"])
             if amount > 0 and paid > amount:
-                err("paid", f"{values['paid']!r}: more than the amount {amount}")
+                err("paid", t("{value}: more than the amount {amount}", value=repr(values["paid"]), amount=amount))
         except ValueError as e:
-            err("paid", f"{values['paid']!r}: {e}")
+            err("paid", t("{value}: {why}", value=repr(values["paid"]), why=e))
     for col in ("issue_date", "due_date"):
         if values[col]:
             try:
                 parsed = parse_date(values[col])
             except ValueError as e:
-                err(col, f"{values[col]!r}: {e}")
+                err(col, t("{value}: {why}", value=repr(values[col]), why=e))
                 continue
             if col == "issue_date":
                 issue = parsed
             else:
                 due = parsed
     if date.min not in (issue, due) and due < issue:
-        err("due_date", f"{values['due_date']!r}: before the issue date {values['issue_date']}")
+        err("due_date", t("{value}: before the issue date {issue}", value=repr(values["due_date"]),
+                           issue=values["issue_date"]))
     if values["email"] and not _EMAIL.match(values["email"]):
-        err("email", f"{values['email']!r}: not a valid email address")
+        err("email", t("{value}: not a valid email address", value=repr(values["email"])))
     cc = [c.strip() for c in re.split(r"[;,]", values["cc"]) if c.strip()]
     for c in cc:
         if not _EMAIL.match(c):
-            err("cc", f"{c!r}: not a valid email address")
+            err("cc", t("{value}: not a valid email address", value=repr(c)))
     currency = values["currency"].upper()
     if currency and currency not in _CURRENCIES:
-        err("currency", f"{values['currency']!r}: expected an ISO 4217 code such as EUR")
+        err("currency", t("{value}: expected an ISO 4217 code such as EUR", value=repr(values["currency"])))
     language = values["language"].lower() or default_language
     if language not in ("fr", "en"):
-        err("language", f"{values['language']!r}: expected fr or en")
+        err("language", t("{value}: expected fr or en", value=repr(values["language"])))
     kind = values["client_kind"].lower() or "business"
     if kind not in ("business", "consumer"):
-        err("client_kind", f"{values['client_kind']!r}: expected business or consumer")
+        err("client_kind", t("{value}: expected business or consumer", value=repr(values["client_kind"])))
     pdf = None
     if values["pdf"]:
         candidate = Path(values["pdf"])
         candidate = candidate if candidate.is_absolute() else (base / candidate)
         if not candidate.is_file():
-            err("pdf", f"{values['pdf']!r}: no such file (looked for {candidate})")
+            err("pdf", t("{value}: no such file (looked for {path})", value=repr(values["pdf"]), path=candidate))
         pdf = str(candidate.resolve())
     if len(errors) > before:
         return None

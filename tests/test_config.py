@@ -44,7 +44,7 @@ def write(tmp_path: Path, doc: dict[str, Any]) -> Path:
 
 
 @pytest.mark.parametrize(("over", "message"), [
-    ({"smtp": {"hots": "x"}}, r"smtp\.hots: unknown key; did you mean smtp\.'host'\?"),
+    ({"smtp": {"hots": "x"}}, r"smtp\.hots: unknown key; did you mean 'smtp\.host'\?"),
     ({"shedule": {}}, r"shedule: unknown key; did you mean 'schedule'\?"),
     ({"smtp": {"port": "587"}}, r"smtp\.port = '587': expected a whole number"),
     ({"smtp": {"tls": "ssl"}}, r"smtp\.tls = 'ssl': expected one of 'starttls', 'implicit', 'none'"),

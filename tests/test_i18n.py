@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.i18n import FR, language, t
@@ -28,3 +30,42 @@ def test_every_french_string_keeps_the_placeholders(monkeypatch: pytest.MonkeyPa
         assert names == {f for _, f, _, _ in string.Formatter().parse(fr) if f}, en
     monkeypatch.setenv("RELANCE_LANG", "fr")
     assert t("{n} message(s) due (dry run: nothing sent, nothing recorded)", n=3).startswith("3 message(s) dû(s)")
+
+
+def test_import_errors_in_french_keep_the_file_line_column_shape(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """A credit controller reads why a row is refused in her language; scripts still split on
+    `FILE:LINE: column: `."""
+    from bot import ledger
+    from bot.errors import ImportFileError
+
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    path = tmp_path / "factures.csv"
+    path.write_text("number,client,email,amount,currency,issue_date,due_date\n"
+                    "F-1,A,pas-une-adresse,12x,EUR,2027-03-01,2027-02-01\n")
+    with pytest.raises(ImportFileError) as e:
+        ledger.read(path, "fr")
+    assert e.value.errors == [
+        f"{path}:2: amount: '12x' : attendu : un montant >= 0 avec au plus deux décimales, comme 1234,56 ou 1234.56",
+        f"{path}:2: due_date: '2027-02-01' : avant la date d'émission 2027-03-01",
+        f"{path}:2: email: 'pas-une-adresse' : adresse e-mail invalide",
+    ]
+    assert str(e.value) == f"{path}: 3 problème(s), rien n'est importé"
+
+
+@pytest.mark.parametrize(("doc", "english", "french"), [
+    ({"schedule": {"timezon": "x"}}, "<c>: schedule.timezon: unknown key; did you mean 'schedule.timezone'?",
+     "<c>: schedule.timezon: clé inconnue ; vouliez-vous dire 'schedule.timezone' ?"),
+    ({"schedule": {"tick_minutes": "5"}}, "<c>: schedule.tick_minutes = '5': expected a whole number >= 0",
+     "<c>: schedule.tick_minutes = '5': attendu : un nombre entier >= 0"),
+])
+def test_config_errors_in_both_languages(monkeypatch: pytest.MonkeyPatch, doc: dict[str, object], english: str,
+                                         french: str) -> None:
+    from bot.config import from_dict
+    from bot.errors import ConfigError
+
+    for lang, expected in (("en", english), ("fr", french)):
+        monkeypatch.setenv("RELANCE_LANG", lang)
+        with pytest.raises(ConfigError) as e:
+            from_dict(doc, "<c>")
+        assert str(e.value) == expected
