@@ -21,7 +21,7 @@ from bot import actions, ledger, reports, store
 from bot import config as configuration
 from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
-from bot.i18n import t
+from bot.i18n import t, t_reason
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, table
 from bot.render import Renderer, check_templates
@@ -134,10 +134,17 @@ def table_out(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
     if not rows:
         print(t("(none)"))
         return
-    translated = {"state", "next_action"}  # contract values in JSON; words for a person in the table
+    translated = {"state", "next_action", "kind", "status"}  # contract values in JSON; words in the table
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, list):
+            return ", ".join(map(str, value))
+        return t_reason(str(value)) if key == "reason" else t(str(value)) if key in translated else str(value)
+
     cells = [[t(h) if h else h for _, h in columns]]
-    cells += [["" if r.get(k) is None else t(str(r[k])) if k in translated else str(r[k]) for k, _ in columns]
-              for r in rows]
+    cells += [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for line in cells:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())

@@ -20,6 +20,7 @@ from babel.dates import format_date
 
 from bot import actions, inbound, ledger, reports, store
 from bot.config import Config, Secret, from_dict
+from bot.i18n import language, t
 from bot.mailbox import ImapSource
 from bot.mailer import SmtpMailer
 from bot.render import Renderer
@@ -112,6 +113,10 @@ def demo_config(work: Path, smtp_port: int, imap_port: int) -> Config:
     }, "<demo>")
 
 
+def _day(day: date) -> str:
+    return format_date(day, "EEE d MMM", locale=language()).ljust(14)
+
+
 def main(keep: bool = False) -> int:
     work = Path(tempfile.mkdtemp(prefix="relance-demo-"))
     try:
@@ -119,7 +124,7 @@ def main(keep: bool = False) -> int:
             run(work, sandbox)
     finally:
         if keep:
-            print(f"\nthe demo's database and files are kept in {work}")
+            print("\n" + t("the demo's database and files are kept in {work}", work=work))
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -127,8 +132,9 @@ def main(keep: bool = False) -> int:
 
 def run(work: Path, sandbox: MailSandbox) -> None:
     cfg = demo_config(work, sandbox.smtp_port, sandbox.imap_port)
-    print(f"Mail sandbox: SMTP 127.0.0.1:{sandbox.smtp_port} delivers into IMAP 127.0.0.1:{sandbox.imap_port} "
-          f"(user {sandbox.user}: what clients receive lands in {DELIVERED!r}, their answers in INBOX)")
+    print(t("Mail sandbox: SMTP 127.0.0.1:{smtp} delivers into IMAP 127.0.0.1:{imap} (user {user}: what clients "
+            "receive lands in {delivered}, their answers in INBOX)", smtp=sandbox.smtp_port, imap=sandbox.imap_port,
+            user=sandbox.user, delivered=repr(DELIVERED)))
     engine = store.make_engine(cfg.database.url)
     store.migrate(engine)
     for number in ("F-2025-0101", "F-2025-0102"):
@@ -136,8 +142,9 @@ def run(work: Path, sandbox: MailSandbox) -> None:
     (work / "ledger.csv").write_text(LEDGER, encoding="utf-8")
     result = ledger.import_rows(engine, ledger.read(work / "ledger.csv", "fr"),
                                 datetime.combine(START, time(8), PARIS), "ledger.csv")
-    print(f"Imported {result.rows} invoices ({result.settled} already paid). Ladder: "
-          + " -> ".join(f"{s.name} (+{s.delay_days} d)" for s in cfg.ladder.stages) + "\n")
+    print(t("Imported {rows} invoices ({settled} already paid). Ladder: {ladder}", rows=result.rows,
+            settled=result.settled, ladder=" -> ".join(f"{s.name} (+{s.delay_days} d)" for s in cfg.ladder.stages))
+          + "\n")
     renderer = Renderer.from_config(cfg)
     source = ImapSource(cfg.imap, Secret(sandbox.password))
     day = START
@@ -149,17 +156,17 @@ def run(work: Path, sandbox: MailSandbox) -> None:
             report = inbound.SyncReport()
             inbound.store_new(engine, source, "INBOX", now, report)
             for line in inbound.process(engine, cfg, now):
-                print(f"{day:%a %d %b}  received {line.rstrip()}")
+                print(f"{_day(day)}  {t('received'):<8} {line.rstrip()}")
             if day in PAYMENTS:
                 number, why = PAYMENTS[day]
                 actions.record_payment(engine, number, now, None, "demo")
-                print(f"{day:%a %d %b}  ** paid    {number}: {why}")
+                print(f"{_day(day)}  ** {t('paid'):<8} {number}: {why}")
             tick_report = asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), now, datetime.now(UTC),
                                            renderer=renderer))
             for line in tick_report.sent:
-                print(f"{day:%a %d %b}  sent     {line}")
+                print(f"{_day(day)}  {t('sent'):<8} {line}")
             for line in tick_report.failed:
-                print(f"{day:%a %d %b}  bounced  {line}")
+                print(f"{_day(day)}  {t('undelivered'):<8} {line}")
             day += timedelta(days=1)
     finally:
         source.close()
@@ -168,19 +175,20 @@ def run(work: Path, sandbox: MailSandbox) -> None:
     with engine.connect() as conn:
         rows = reports.status_rows(conn, cfg, datetime.combine(END, time(18), PARIS))
         triage = reports.messages(conn, triage_only=True)
-    print(f"\nStatus on {END:%d %B %Y}:")
+    print("\n" + t("Status on {day}:", day=format_date(END, "d MMMM y", locale=language())))
     table_out(rows, STATUS_COLUMNS)
-    print("\nWaiting for a person (relance messages --triage):")
+    print("\n" + t("Waiting for a person (relance messages --triage):"))
     table_out(triage, (("from", "FROM"), ("kind", "KIND"), ("invoices", "INVOICES"), ("reason", "WHY")))
     delivered = sandbox.messages()
-    print(f"\nThe sandbox IMAP mailbox received {len(delivered)} messages, e.g.:")
+    print("\n" + t("The sandbox IMAP mailbox received {n} messages, e.g.:", n=len(delivered)))
     for msg in delivered[-3:]:
         parts = [p.get_filename() for p in msg.iter_attachments()]
-        print(f"  {msg['Subject']}  (threaded: {'yes' if msg['In-Reply-To'] else 'first'}"
-              f"{', attached: ' + ', '.join(map(str, parts)) if parts else ''})")
+        threaded = t("threaded: yes") if msg["In-Reply-To"] else t("threaded: first")
+        print(f"  {msg['Subject']}  ({threaded}"
+              + (", " + t("attached: {files}", files=", ".join(map(str, parts))) if parts else "") + ")")
     notice = next((m for m in delivered if "Mise en demeure" in str(m["Subject"])), None)
     if notice is not None:
-        print("\nA formal notice, as the client reads it:\n")
+        print("\n" + t("A formal notice, as the client reads it:") + "\n")
         body = notice.get_body(("plain",))
         print("  " + (body.get_content() if body else "").replace("\r\n", "\n").replace("\n", "\n  ").rstrip())
     engine.dispose()

@@ -6,6 +6,7 @@ otherwise. (The language of the reminders themselves is each client's, from the 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 FR: dict[str, str] = {
@@ -47,6 +48,26 @@ FR: dict[str, str] = {
     "active": "en cours", "paused": "en pause", "disputed": "litige", "plan": "échéancier", "paid": "payée",
     "bounced": "adresse en échec", "manual": "suivi manuel", "resume": "reprendre", "triage": "à trier",
     "fix_contact": "corriger le contact",
+    # `relance demo`
+    "the demo's database and files are kept in {work}": "la base et les fichiers de la démo sont gardés dans {work}",
+    "Mail sandbox: SMTP 127.0.0.1:{smtp} delivers into IMAP 127.0.0.1:{imap} (user {user}: what clients "
+    "receive lands in {delivered}, their answers in INBOX)":
+        "Bac à sable mail : SMTP 127.0.0.1:{smtp} livre dans IMAP 127.0.0.1:{imap} (utilisateur {user} : ce que "
+        "reçoivent les clients arrive dans {delivered}, leurs réponses dans INBOX)",
+    "Imported {rows} invoices ({settled} already paid). Ladder: {ladder}":
+        "{rows} factures importées ({settled} déjà payées). Escalade : {ladder}",
+    "received": "reçu", "undelivered": "non remis",
+    "Status on {day}:": "État au {day} :",
+    "Waiting for a person (relance messages --triage):": "En attente d'une personne (relance messages --triage) :",
+    "The sandbox IMAP mailbox received {n} messages, e.g.:": "La boîte IMAP du bac à sable a reçu {n} messages, dont :",
+    "threaded: yes": "dans le fil : oui", "threaded: first": "dans le fil : premier",
+    "attached: {files}": "pièces jointes : {files}",
+    "A formal notice, as the client reads it:": "Une mise en demeure, telle que le client la lit :",
+    # What a message is, and where it stands, as the tables show it (JSON keeps the codes).
+    "payment_claim": "paiement annoncé", "promise_to_pay": "promesse de paiement", "payment_plan": "échéancier proposé",
+    "dispute": "contestation", "auto_reply": "réponse automatique", "bounce": "non distribué",
+    "human_reply": "réponse", "applied": "appliqué", "quarantined": "en quarantaine", "closed": "classé",
+    "new": "nouveau",
     "Decided": "Traité", "Assign to invoices": "Rattacher aux factures",
     "invoice number(s), then Enter; Escape cancels": "numéro(s) de facture, puis Entrée ; Échap annule",
     "Pause 7 days": "Pause 7 jours", "Resume": "Reprendre", "Paid": "Payée",
@@ -139,3 +160,75 @@ def t(text: str, **values: Any) -> str:
     if language() == "fr":
         text = FR.get(text, text)
     return text.format(**values) if values else text
+
+
+# Reasons are stored in English (messages, events): the JSON output and the database keep them so.
+# A person reading them in French sees each "; "-separated piece translated through these
+# templates; a piece no template fits (a cue, a server's own words) is shown as stored.
+REASONS_FR: dict[str, str] = {
+    "replies to our reminder of {numbers}": "répond à notre relance de {numbers}",
+    "also cites {numbers}": "cite aussi {numbers}",
+    "sent to a reply address of ours": "envoyé à l'une de nos adresses de réponse",
+    "cites {numbers}": "cite {numbers}",
+    "a number that could be several invoices: {numbers}": "un numéro qui peut désigner plusieurs factures : {numbers}",
+    "the sender's only open invoice is {number} (to confirm)":
+        "seule facture ouverte de l'expéditeur : {number} (à confirmer)",
+    "the sender has {n} open invoices and cites none": "l'expéditeur a {n} factures ouvertes et n'en cite aucune",
+    "no reminder, invoice number or known sender": "ni relance, ni numéro de facture, ni expéditeur connu",
+    "a client's reply: read it and decide": "réponse d'un client : à lire pour décider",
+    "{kind}: a person decides": "{kind} : à décider",
+    "delivery failure: fix the contact, then resume": "échec de distribution : corrigez le contact, puis reprenez",
+    "delivery failure: the server gave up on {addresses}": "échec de distribution : le serveur a renoncé à {addresses}",
+    "delivery failure reported by the recipient's server":
+        "échec de distribution signalé par le serveur du destinataire",
+    "auto-reply, no invoice concerned ({why})": "réponse automatique, aucune facture concernée ({why})",
+    "delivery delayed, the server keeps trying: nothing to do yet":
+        "distribution retardée, le serveur réessaie : rien à faire pour l'instant",
+    "the server gave up on {addresses}, the contact of {numbers}": "le serveur a renoncé à {addresses}, contact de "
+                                                                   "{numbers}",
+    "assigned by {actor} to {numbers}": "rattaché par {actor} à {numbers}",
+    "read again as {kind} for {numbers} (was {old} for {old_numbers})":
+        "relu comme {kind} pour {numbers} (avant : {old} pour {old_numbers})",
+    "the first reading's effects stay: decide": "les effets de la première lecture restent : à décider",
+    "unreadable: {why}": "illisible : {why}",
+    "could not be processed: {why}": "n'a pas pu être traité : {why}",
+    "promise to pay on {date}": "promesse de paiement pour le {date}",
+    "promise to pay": "promesse de paiement",
+    "the client says it has paid": "le client dit avoir payé",
+    "the client answered": "le client a répondu",
+    "out of office until {date}": "absent jusqu'au {date}",
+    "until a person decides": "jusqu'à la décision d'une personne",
+    "{kind} about a paid invoice": "{kind} sur une facture payée",
+    "was {state}": "était {state}",
+    "decided by {actor}": "décidé par {actor}",
+    "paid column of {source} no longer covers the amount": "la colonne paid de {source} ne couvre plus le montant",
+    "paid column of {source}": "colonne paid de {source}",
+    "line {line} of {source}": "ligne {line} de {source}",
+    "{stage}: late start, {due} is due instead": "{stage} : démarrage tardif, {due} est due à la place",
+    "cc refused: {address}": "copie refusée : {address}",
+}
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{\w+\})", template)
+    return re.compile("".join(f"(?P<{p[1:-1]}>.+?)" if p.startswith("{") else re.escape(p) for p in parts), re.DOTALL)
+
+
+# Most specific first: the template with the most fixed text wins.
+_REASONS = sorted(((_pattern(en), fr) for en, fr in REASONS_FR.items()),
+                  key=lambda p: -len(re.sub(r"\(\?P<\w+>\.\+\?\)", "", p[0].pattern)))
+
+
+def t_reason(text: str) -> str:
+    """A stored reason in the user's language (see REASONS_FR): piece by piece, values included."""
+    if language() != "fr" or not text:
+        return text
+    return " ; ".join(_one_reason(piece) for piece in text.split("; "))
+
+
+def _one_reason(piece: str) -> str:
+    for pattern, fr in _REASONS:
+        m = pattern.fullmatch(piece)
+        if m:
+            return fr.format(**{k: _one_reason(v) for k, v in m.groupdict().items()})
+    return FR.get(piece, piece)

@@ -69,3 +69,26 @@ def test_config_errors_in_both_languages(monkeypatch: pytest.MonkeyPatch, doc: d
         with pytest.raises(ConfigError) as e:
             from_dict(doc, "<c>")
         assert str(e.value) == expected
+
+
+def test_stored_reasons_read_in_french_piece_by_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reasons stay English in the store and the JSON; a French reader sees them translated, values
+    kept, pieces no template fits (cues, a server's words) as stored."""
+    import string
+
+    from bot.i18n import REASONS_FR, t_reason
+
+    for en, fr in REASONS_FR.items():
+        assert {f for _, f, _, _ in string.Formatter().parse(en) if f} == \
+               {f for _, f, _, _ in string.Formatter().parse(fr) if f}, en
+    stored = ("read again as dispute for F-1 (was payment_claim for F-1); the first reading's effects stay: decide; "
+              "subject ~ r[ée]ponse automatique")
+    monkeypatch.setenv("RELANCE_LANG", "en")
+    assert t_reason(stored) == stored
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    assert t_reason(stored) == ("relu comme contestation pour F-1 (avant : paiement annoncé pour F-1) ; les effets de "
+                                "la première lecture restent : à décider ; subject ~ r[ée]ponse automatique")
+    assert t_reason("auto-reply, no invoice concerned (the sender has 2 open invoices and cites none)") == (
+        "réponse automatique, aucune facture concernée (l'expéditeur a 2 factures ouvertes et n'en cite aucune)")
+    assert t_reason("replies to our reminder of F-1, F-2; also cites F-3") == (
+        "répond à notre relance de F-1, F-2 ; cite aussi F-3")

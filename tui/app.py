@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 from bot import actions, inbound, reports
 from bot.config import Config
 from bot.errors import RelanceError
-from bot.i18n import t
+from bot.i18n import t, t_reason
 from bot.store import Engine
 
 INVOICE_COLUMNS = ("number", "client", "amount_due", "days_overdue", "stage", "state", "next_action")
@@ -79,8 +79,9 @@ class RelanceApp(App[None]):
         table = self.query_one("#triage", DataTable)
         table.clear()
         for m in triage:
-            table.add_row(*(", ".join(m[c]) if c == "invoices" else str(m[c] or "")[:60] for c in MESSAGE_COLUMNS),
-                          key=str(m["id"]))
+            table.add_row(*(", ".join(m[c]) if c == "invoices" else t(m[c]) if c == "kind"
+                            else t_reason(m[c] or "")[:60] if c == "reason" else str(m[c] or "")[:60]
+                            for c in MESSAGE_COLUMNS), key=str(m["id"]))
         inv = self.query_one("#invoices", DataTable)
         inv.clear()
         for r in invoices:
@@ -98,7 +99,8 @@ class RelanceApp(App[None]):
         key = self._selected("triage")
         m = self.messages.get(key or "")
         self.query_one("#text", Static).update(
-            "" if m is None else f"{m['subject']}\n\n{m['text']}\n\n" + "\n".join(m.get("cues", [])))
+            "" if m is None else f"{m['subject']}\n\n{m['text']}\n\n{t_reason(m['reason'] or '')}\n"
+            + "\n".join(m.get("cues", [])))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._show_text()
