@@ -25,7 +25,7 @@ def test_demo_runs_and_cleans_up() -> None:
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "sent     F-2025-0101  reminder" in out
-    assert "bounced  F-2025-0108" in out and "550" in out
+    assert "undelivered F-2025-0108" in out and "550" in out
     for kind in ("payment_claim", "dispute", "promise_to_pay", "payment_plan", "auto_reply"):
         assert f" {kind} " in out, f"the demo's clients answer with a {kind}"
     assert "Tue 30 Sep  sent     F-2025-0106  second_reminder" in out, "after the out-of-office's return date"
