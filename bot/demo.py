@@ -114,7 +114,9 @@ def demo_config(work: Path, smtp_port: int, imap_port: int) -> Config:
 
 
 def _day(day: date) -> str:
-    return format_date(day, "EEE d MMM", locale=language()).ljust(14)
+    """"Tue 30 Sep", "mar. 30 sept.": aligned in the language's widest form."""
+    lang = language()
+    return format_date(day, "EEE dd MMM", locale=lang).ljust(13 if lang == "fr" else 10)
 
 
 def main(keep: bool = False) -> int:
