@@ -326,8 +326,11 @@ def _apply_all(engine: Engine, config: Config, now: datetime, batch: Sequence[Un
         effects.flush()
         for keys in sorted({tuple(sorted(r)) for r in rows}):  # one UPDATE per set of columns, many rows
             same = [{f"v_{k}": v for k, v in r.items()} for r in rows if tuple(sorted(r)) == keys]
+            # The server's arrival time (INTERNALDATE, stored with the bytes) is when it was received;
+            # the sender's Date header only stands in where the server gave none.
             s.execute(sa.update(in_t).where(in_t.c.id == sa.bindparam("v__id"))
-                      .values({k: sa.bindparam(f"v_{k}") for k in keys if k != "_id"}), same)
+                      .values({k: sa.func.coalesce(in_t.c.received_at, sa.bindparam(f"v_{k}")) if k == "received_at"
+                               else sa.bindparam(f"v_{k}") for k in keys if k != "_id"}), same)
     return lines
 
 

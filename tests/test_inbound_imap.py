@@ -125,6 +125,17 @@ def test_escalation_pauses_after_a_reply(world: Any) -> None:
     assert world.invoice("F-2027-001").hold_until == at("2027-05-03T00:00"), "promised date + 3 days' grace"
 
 
+def test_received_is_when_the_server_got_it_not_what_the_sender_wrote(world: Any) -> None:
+    """The sender's Date header can be wrong (a clock off by years); INTERNALDATE is the server's (a
+    date in the past here: Dovecot replaces one in the future with its own clock)."""
+    raw = (b"From: <compta@client-a.example>\r\nTo: relances@acme.example\r\nSubject: Re: facture F-2027-001\r\n"
+           b"Date: Mon, 01 Jan 2001 00:00:00 +0000\r\nMessage-ID: <skewed-clock@client.example>\r\n\r\nPaye.\r\n")
+    world.imap.append("INBOX", raw, msg_time=datetime(2026, 3, 2, 8, 15, tzinfo=UTC))
+    world.sync("2027-04-06T09:00")
+    (m,) = world.messages()
+    assert datetime.fromisoformat(m["received_at"]) == datetime(2026, 3, 2, 8, 15, tzinfo=UTC)
+
+
 def test_restart_resumes_without_duplicates(world: Any) -> None:
     world.reply("F-2027-001", "Merci, nous regardons.")
     assert world.sync("2027-04-06T09:00").stored == 1
