@@ -244,6 +244,28 @@ def test_idle_on_every_watched_folder(world: Any, dovecot: Dovecot) -> None:
     assert not thread.is_alive(), "the watcher and its IDLE threads stop within seconds"
 
 
+def test_without_idle_the_watcher_polls(world: Any, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that does not offer IDLE: new mail is found by polling every `imap.poll_seconds`."""
+    from bot.watcher import Watcher
+
+    monkeypatch.setattr(ImapSource, "can_idle", lambda _self: False)
+    monkeypatch.setattr(ImapSource, "wait", lambda *_a, **_k: pytest.fail("IDLE used on a server without it"))
+    cfg = replace(world.cfg, imap=replace(world.cfg.imap, idle_seconds=90, poll_seconds=2))
+    stop = threading.Event()
+    watcher = Watcher(world.engine, cfg, stop, clock=lambda: at("2027-04-06T09:00"))
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: watcher.passes >= 1)
+        world.reply("F-2027-001", "Nous avons payé hier.")
+        latency = wait_until(lambda: [m["kind"] for m in world.messages()] == ["payment_claim"], timeout=30)
+        assert latency < 10
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
 def test_watcher_survives_a_server_restart_during_idle(world: Any, dovecot: Dovecot) -> None:
     _, stop, thread = start_watcher(world, dovecot)
     try:
