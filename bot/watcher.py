@@ -74,14 +74,19 @@ class Watcher:
                 while not self.stop.is_set() and not self.wake.is_set() and time.monotonic() < deadline:
                     self.wake.wait(1.0)
             except RelanceError as e:
-                log.warning("mailbox: %s; retrying in %.0f s", e, backoff)
-                if source is not None:
-                    source.close()
-                    source = None
-                self.stop.wait(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = self._failed(e, source, backoff, "")
+                source = None
         if source is not None:
             source.close()
+
+    def _failed(self, e: RelanceError, source: ImapSource | None, backoff: float, where: str) -> float:
+        """After a network or server error: log it, drop the connection, wait `backoff` seconds with
+        jitter (or until stopped); returns the next, doubled, wait."""
+        log.warning("mailbox: %s%s; retrying in %.0f s", where, e, backoff)
+        if source is not None:
+            source.close()
+        self.stop.wait(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+        return min(backoff * 2, MAX_BACKOFF)
 
     def _watch(self, folder: str) -> None:
         """Hold an IDLE on `folder` and wake the passes when mail arrives; reconnect on errors."""
@@ -102,12 +107,8 @@ class Watcher:
                     self.wake.set()
                 backoff = 1.0
             except RelanceError as e:
-                log.warning("mailbox: watching %s: %s; retrying in %.0f s", folder, e, backoff)
-                if source is not None:
-                    source.close()
-                    source = None
-                self.stop.wait(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = self._failed(e, source, backoff, f"watching {folder}: ")
+                source = None
         if source is not None:
             source.close()
 

@@ -187,16 +187,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> float:
     raise TimeoutError
 
 
-def start_watcher(world: Any, dovecot: Dovecot) -> tuple[Any, threading.Event, threading.Thread]:
+def start_watcher(world: Any, dovecot: Dovecot, **imap: Any) -> tuple[Any, threading.Event, threading.Thread]:
+    """The watcher in its thread, after its first pass, its IDLEs in place; renewals every 90 s."""
     from bot.watcher import Watcher
 
-    cfg = replace(world.cfg, imap=replace(world.cfg.imap, idle_seconds=90))
+    cfg = replace(world.cfg, imap=replace(world.cfg.imap, **{"idle_seconds": 90, **imap}))
     stop = threading.Event()
     watcher = Watcher(world.engine, cfg, stop, clock=lambda: at("2027-04-06T09:00"))
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     wait_until(lambda: watcher.passes >= 1)
-    time.sleep(1)  # let it enter IDLE: this test is about IDLE waking it up
+    time.sleep(1.5)  # let it enter IDLE: these tests are about IDLE waking it up
     return watcher, stop, thread
 
 
@@ -215,19 +216,10 @@ def test_idle_wakes_the_watcher_within_seconds(world: Any, dovecot: Dovecot) -> 
 def test_idle_on_every_watched_folder(world: Any, dovecot: Dovecot) -> None:
     """IDLE watches one folder per connection: mail in the second folder wakes the watcher too,
     long before the 90 s renewal (and there is no polling to fall back on here)."""
-    from bot.watcher import Watcher
-
     if not world.imap.folder_exists("Paiements"):
         world.imap.create_folder("Paiements")
-    cfg = replace(world.cfg, imap=replace(world.cfg.imap, folders=["INBOX", "Paiements"], idle_seconds=90,
-                                          poll_seconds=3600))
-    stop = threading.Event()
-    watcher = Watcher(world.engine, cfg, stop, clock=lambda: at("2027-04-06T09:00"))
-    thread = threading.Thread(target=watcher.run, daemon=True)
-    thread.start()
+    watcher, stop, thread = start_watcher(world, dovecot, folders=["INBOX", "Paiements"], poll_seconds=3600)
     try:
-        wait_until(lambda: watcher.passes >= 1)
-        time.sleep(1.5)  # both IDLEs are in place
         passes = watcher.passes
         raw = (b"From: <compta@client-a.example>\r\nTo: relances@acme.example\r\nSubject: Virement F-2027-001\r\n"
                b"Message-ID: <in-paiements@client.example>\r\n\r\nNous avons fait le virement.\r\n")
@@ -246,17 +238,10 @@ def test_idle_on_every_watched_folder(world: Any, dovecot: Dovecot) -> None:
 
 def test_without_idle_the_watcher_polls(world: Any, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that does not offer IDLE: new mail is found by polling every `imap.poll_seconds`."""
-    from bot.watcher import Watcher
-
     monkeypatch.setattr(ImapSource, "can_idle", lambda _self: False)
     monkeypatch.setattr(ImapSource, "wait", lambda *_a, **_k: pytest.fail("IDLE used on a server without it"))
-    cfg = replace(world.cfg, imap=replace(world.cfg.imap, idle_seconds=90, poll_seconds=2))
-    stop = threading.Event()
-    watcher = Watcher(world.engine, cfg, stop, clock=lambda: at("2027-04-06T09:00"))
-    thread = threading.Thread(target=watcher.run, daemon=True)
-    thread.start()
+    _, stop, thread = start_watcher(world, dovecot, poll_seconds=2)
     try:
-        wait_until(lambda: watcher.passes >= 1)
         world.reply("F-2027-001", "Nous avons payé hier.")
         latency = wait_until(lambda: [m["kind"] for m in world.messages()] == ["payment_claim"], timeout=30)
         assert latency < 10
