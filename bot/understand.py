@@ -18,7 +18,6 @@ from email.utils import getaddresses, parseaddr
 from typing import Any
 
 import mailparser
-from mailparser_reply import EmailReplyParser
 from mailparser_reply.parser import EmailMessage
 
 from rules.classify import Kind, MailFacts, Understanding, classify, dated
@@ -55,20 +54,19 @@ _CUT = re.compile(
     r"|(?:Von|Van|Da|De|Fra|Od|From)\s*:\s.*\n\s*(?:Gesendet|Verzonden|Inviato|Envoyé|Sendt|Wysłane|Sent|Date|Dato)\s*:"
     r"|--\s*$"
     r")", re.IGNORECASE | re.MULTILINE | re.DOTALL)
-# French and English first; the other European languages it knows, for clients across the EU.
-_REPLY_PARSER = EmailReplyParser(languages=["fr", "en", "de", "it", "es", "nl", "pl", "da", "sv", "cs"])
+# mail-parser-reply's languages: French and English first; the other European languages it knows,
+# for clients across the EU.
+_REPLY_LANGUAGES = ("fr", "en", "de", "it", "es", "nl", "pl", "da", "sv", "cs")
+_NEVER = re.compile(r"(?!)")
 
 
 @functools.cache
 def _reply_regexes(headers_possible: bool) -> dict[str, Any]:
     """mail-parser-reply builds and compiles its (long, ten-language) patterns for every message;
     built once here and handed to each message, they cost nothing after the first."""
-    first = EmailMessage(text="", languages=list(_REPLY_PARSER.languages))
+    first = EmailMessage(text="", languages=list(_REPLY_LANGUAGES))
     return {"_header_regex": first.HEADER_REGEX if headers_possible else _NEVER,
             "_signature_regex": first.SIGNATURE_REGEX, "_disclaimers_regex": first.DISCLAIMERS_REGEX}
-
-
-_NEVER = re.compile(r"(?!)")
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ def strip_quotes(text: str) -> str:
         # Every reply header mail-parser-reply knows ends with a colon or is a "-----" line; without
         # either, its costliest pattern cannot match, and a never-matching one stands in for it.
         regexes = _reply_regexes(":" in text or "-----" in text)
-        reply = EmailMessage(text=text, languages=list(_REPLY_PARSER.languages), **regexes).read()
+        reply = EmailMessage(text=text, languages=list(_REPLY_LANGUAGES), **regexes).read()
         body = reply.replies[0].body if reply.replies else text
     except Exception:
         body = text
