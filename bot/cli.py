@@ -311,7 +311,9 @@ def cmd_sync(app: App) -> int:
             print(t("{moved} handled message(s) moved to {folder}", moved=moved, folder=cfg.imap.move_handled_to))
     finally:
         source.close()
-    return 0
+    for why in report.unreadable:
+        print(f"relance: {why}", file=sys.stderr)
+    return 1 if report.unreadable else 0
 
 
 def cmd_reprocess(app: App) -> int:

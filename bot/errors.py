@@ -63,3 +63,8 @@ class ConnectionFailedError(DeliveryError):
 
 class MailboxError(RelanceError):
     """The IMAP server is unreachable or refused an operation."""
+
+
+class FolderError(MailboxError):
+    """The server will not open a watched folder (it does not exist, or no permission): the other
+    folders are still read."""

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.config import Config
-from bot.errors import MailboxError, NotFoundError, RelanceError
+from bot.errors import FolderError, MailboxError, NotFoundError, RelanceError
 from bot.mailbox import MailSource
 from bot.models import Contact, Event, Inbound, Invoice, Mailbox, Outbound, Reminder, table
 from bot.store import record_events, session
@@ -52,6 +52,7 @@ class SyncReport:
     duplicates: int = 0
     rescanned: list[str] = field(default_factory=list)  # folders whose UIDVALIDITY changed
     expected: int = 0  # messages this pass will understand, as far as the folders' UIDNEXT tell
+    unreadable: list[str] = field(default_factory=list)  # folders the server would not open, and why
     processed: list[str] = field(default_factory=list)
 
 
@@ -162,10 +163,14 @@ def sync(engine: Engine, source: MailSource, config: Config, now: datetime, repo
         report.expected += len(left)
         yield from (left[i:i + BATCH] for i in range(0, len(left), BATCH))
         for folder in config.imap.folders:
-            for ids in store_batches(engine, source, folder, now, report):
-                yield ids
-                if stop is not None and stop.is_set():
-                    return
+            try:
+                for ids in store_batches(engine, source, folder, now, report):
+                    yield ids
+                    if stop is not None and stop.is_set():
+                        return
+            except FolderError as e:  # one folder gone or forbidden: the others are still read
+                log.warning("mail: %s; the other folders are read", e)
+                report.unreadable.append(str(e))
 
     lines = _understand_and_apply(engine, config, now, feed(), lambda: report.expected)
     report.processed += lines

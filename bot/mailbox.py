@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from bot.config import ImapConfig, Secret
-from bot.errors import MailboxError
+from bot.errors import FolderError, MailboxError
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,14 @@ class ImapSource:
         return client
 
     def select(self, folder: str) -> int:
+        client = self.connect()
         try:
-            info: dict[bytes, Any] = self.connect().select_folder(folder, readonly=True)
-        except IMAPClientError as e:
-            raise MailboxError(f"cannot open folder {folder!r}: {e}") from e
+            info: dict[bytes, Any] = client.select_folder(folder, readonly=True)
+        except (IMAPClientAbortError, OSError) as e:
+            self._drop()
+            raise MailboxError(f"connection lost opening folder {folder!r}: {e}") from e
+        except IMAPClientError as e:  # the server said NO: this folder, not the connection
+            raise FolderError(f"cannot open folder {folder!r}: {e}") from e
         self.uidnext = int(info.get(b"UIDNEXT", 0))
         return int(info[b"UIDVALIDITY"])
 
@@ -99,7 +103,8 @@ class ImapSource:
             if not uids:
                 return []
             data = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
-        except IMAPClientError as e:
+        except (IMAPClientError, OSError) as e:  # a socket timeout or reset is not wrapped by imaplib
+            self._drop()
             raise MailboxError(f"fetching after UID {last_uid}: {e}") from e
         return [Fetched(u, data[u][b"BODY[]"], _aware(data[u].get(b"INTERNALDATE"))) for u in uids if u in data]
 
@@ -193,7 +198,7 @@ class MemorySource:
 
     def select(self, folder: str) -> int:
         if folder not in self.folders:
-            raise MailboxError(f"cannot open folder {folder!r}: no such folder")
+            raise FolderError(f"cannot open folder {folder!r}: no such folder")
         self._current = folder
         self.uidnext = len(self.folders[folder]) + 1
         return self.uidvalidity

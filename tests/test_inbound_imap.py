@@ -251,6 +251,42 @@ def test_without_idle_the_watcher_polls(world: Any, dovecot: Dovecot, monkeypatc
     assert not thread.is_alive()
 
 
+def test_a_folder_the_server_will_not_open_does_not_stop_the_others(world: Any) -> None:
+    """A watched folder deleted or renamed by a person: the rest of the mailbox is still read."""
+    world.reply("F-2027-001", "Nous avons payé hier.")
+    cfg = replace(world.cfg, imap=replace(world.cfg.imap, folders=["Supprimé", "INBOX"]))
+    report = inbound.SyncReport()
+    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+    try:
+        lines = inbound.sync(world.engine, source, cfg, at("2027-04-06T09:00"), report)
+    finally:
+        source.close()
+    assert len(lines) == 1 and [m["kind"] for m in world.messages()] == ["payment_claim"]
+    assert len(report.unreadable) == 1 and "cannot open folder 'Supprimé'" in report.unreadable[0]
+
+
+def test_a_connection_reset_while_fetching_is_retried_not_fatal(world: Any, dovecot: Dovecot,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """imaplib does not wrap a socket error on read: the watcher still reconnects and goes on."""
+    real = IMAPClient.fetch
+    failures = [ConnectionResetError(104, "Connection reset by peer")]
+
+    def flaky(self: IMAPClient, *a: Any, **k: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(IMAPClient, "fetch", flaky)
+    world.reply("F-2027-001", "Nous avons payé hier.")
+    _, stop, thread = start_watcher(world, dovecot)
+    try:
+        wait_until(lambda: [m["kind"] for m in world.messages()] == ["payment_claim"], timeout=30)
+        assert not failures and thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+
+
 def test_watcher_survives_a_server_restart_during_idle(world: Any, dovecot: Dovecot) -> None:
     _, stop, thread = start_watcher(world, dovecot)
     try:
