@@ -23,7 +23,7 @@ from bot.errors import RelanceError
 from bot.mailer import SmtpMailer
 from bot.render import Renderer
 from bot.tick import tick
-from bot.watcher import Watcher
+from bot.watcher import TRANSIENT_DB, Watcher
 
 log = logging.getLogger("relance")
 
@@ -70,7 +70,7 @@ class Daemon:
             try:
                 report = await tick(self.engine, self.config, SmtpMailer(self.config.smtp, password), self.clock(),
                                     datetime.now(UTC), renderer=self.renderer, stop=self.stop)
-            except RelanceError as e:  # the server is down, the database is locked...: try again later
+            except (RelanceError, *TRANSIENT_DB) as e:  # the server is down, the database away...: try again later
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400 - the reason, not a traceback
             else:
                 for line in report.sent:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import inbound
@@ -29,6 +30,8 @@ from bot.mailbox import ImapSource
 
 log = logging.getLogger("relance")
 MAX_BACKOFF = 300.0
+# The database going away (a PostgreSQL restart, SQLite locked past its timeout): retried, not fatal.
+TRANSIENT_DB = (sa.exc.OperationalError, sa.exc.InterfaceError)
 STALE_AFTER = 60.0  # seconds unused after which the passes' connection is opened afresh (NAT, firewalls)
 
 
@@ -73,16 +76,16 @@ class Watcher:
                 deadline = time.monotonic() + cfg.imap.idle_seconds
                 while not self.stop.is_set() and not self.wake.is_set() and time.monotonic() < deadline:
                     self.wake.wait(1.0)
-            except RelanceError as e:
+            except (RelanceError, *TRANSIENT_DB) as e:  # the mail server, or the database, is away for now
                 backoff = self._failed(e, source, backoff, "")
                 source = None
         if source is not None:
             source.close()
 
-    def _failed(self, e: RelanceError, source: ImapSource | None, backoff: float, where: str) -> float:
+    def _failed(self, e: Exception, source: ImapSource | None, backoff: float, where: str) -> float:
         """After a network or server error: log it, drop the connection, wait `backoff` seconds with
         jitter (or until stopped); returns the next, doubled, wait."""
-        log.warning("mailbox: %s%s; retrying in %.0f s", where, e, backoff)
+        log.warning("mail: %s%s; retrying in %.0f s", where, str(e).splitlines()[0] if str(e) else repr(e), backoff)
         if source is not None:
             source.close()
         self.stop.wait(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto

@@ -371,3 +371,26 @@ def test_a_move_the_server_refuses_never_stops_the_mail(world: Any, engine: Engi
     assert "will try again on the next pass" in caplog.text
     with engine.connect() as c:
         assert c.execute(sa.select(table(Inbound).c.moved_at)).scalar_one() is None
+
+
+def test_the_database_going_away_is_retried_not_fatal(world: Any, dovecot: Dovecot,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL restart (or SQLite locked past its timeout) during a pass: the watcher backs off
+    and the next pass reads the mail."""
+    real = inbound.sync
+    failures = [sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))]
+
+    def flaky(*a: Any, **k: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*a, **k)
+
+    monkeypatch.setattr(inbound, "sync", flaky)
+    world.reply("F-2027-001", "Nous avons payé hier.")
+    _, stop, thread = start_watcher(world, dovecot)
+    try:
+        wait_until(lambda: [m["kind"] for m in world.messages()] == ["payment_claim"], timeout=30)
+        assert not failures and thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=20)
