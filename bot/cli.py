@@ -253,7 +253,49 @@ def cmd_check(app: App) -> int:
           + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))
     store.ensure_ready(app.engine(ready=False))
     print(t("database: ok"))
-    return 0
+    return _check_servers(cfg) if app.args.online else 0
+
+
+def _check_servers(cfg: Config) -> int:
+    """`relance check --online`: log in to the SMTP and IMAP servers and open every watched folder,
+    as `relance run` will; read-only, nothing sent, nothing marked read."""
+    from bot.errors import FolderError, MailboxError  # noqa: PLC0415
+    from bot.mailbox import ImapSource  # noqa: PLC0415
+
+    async def smtp() -> None:
+        async with SmtpMailer(cfg.smtp, cfg.smtp.password(cfg.source)):
+            pass
+
+    failed = 0
+    try:
+        asyncio.run(smtp())
+        print(t("smtp: connected and logged in"))
+    except RelanceError as e:
+        print(f"smtp: {e}", file=sys.stderr)
+        failed = 1
+    if not cfg.imap.folders:
+        return failed
+    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+    try:
+        for folder in cfg.imap.folders:
+            try:
+                source.select(folder)
+                print(t("imap: folder {folder} opens read-only", folder=repr(folder)))
+            except FolderError as e:
+                print(f"imap: {e}", file=sys.stderr)
+                failed = 1
+        caps = source.capabilities()
+        print(t("imap: IDLE {idle}", idle=t("yes") if b"IDLE" in caps else
+                t("no: the folders are polled every {n} s", n=cfg.imap.poll_seconds)))
+        if cfg.imap.move_handled_to and not caps & {b"MOVE", b"UIDPLUS"}:
+            print("imap: " + t('neither MOVE nor UIDPLUS: set imap.move_handled_to = ""'), file=sys.stderr)
+            failed = 1
+    except MailboxError as e:
+        print(f"imap: {e}", file=sys.stderr)
+        failed = 1
+    finally:
+        source.close()
+    return failed
 
 
 def cmd_kpi(app: App) -> int:
@@ -402,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("simulate", cmd_simulate, "replay the ladder day by day; changes nothing", as_json)
     sp.add_argument("--from", dest="start", required=True, metavar="DATE")
     sp.add_argument("--to", dest="end", required=True, metavar="DATE")
-    add("check", cmd_check, "validate the config and render every template", timed)
+    sp = add("check", cmd_check, "validate the config and render every template", timed)
+    sp.add_argument("--online", action="store_true",
+                    help="also log in to the SMTP and IMAP servers and open every watched folder (read-only)")
     add("kpi", cmd_kpi, "collection KPIs", timed, as_json)
     sp = add("messages", cmd_messages, "inbound messages and what was understood", timed, as_json)
     sp.add_argument("--triage", action="store_true", help="only those waiting for a person")

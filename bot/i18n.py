@@ -48,6 +48,13 @@ FR: dict[str, str] = {
     "active": "en cours", "paused": "en pause", "disputed": "litige", "plan": "échéancier", "paid": "payée",
     "bounced": "adresse en échec", "manual": "suivi manuel", "resume": "reprendre", "triage": "à trier",
     "fix_contact": "corriger le contact",
+    # `relance check --online`
+    "smtp: connected and logged in": "smtp : connexion et identification réussies",
+    "imap: folder {folder} opens read-only": "imap : le dossier {folder} s'ouvre en lecture seule",
+    "imap: IDLE {idle}": "imap : IDLE {idle}", "yes": "oui",
+    "no: the folders are polled every {n} s": "non : les dossiers sont relevés toutes les {n} s",
+    'neither MOVE nor UIDPLUS: set imap.move_handled_to = ""':
+        'ni MOVE ni UIDPLUS : mettez imap.move_handled_to = ""',
     # `relance demo`
     "the demo's database and files are kept in {work}": "la base et les fichiers de la démo sont gardés dans {work}",
     "Mail sandbox: SMTP 127.0.0.1:{smtp} delivers into IMAP 127.0.0.1:{imap} (user {user}: what clients "

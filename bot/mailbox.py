@@ -108,12 +108,15 @@ class ImapSource:
             raise MailboxError(f"fetching after UID {last_uid}: {e}") from e
         return [Fetched(u, data[u][b"BODY[]"], _aware(data[u].get(b"INTERNALDATE"))) for u in uids if u in data]
 
-    def can_idle(self) -> bool:
+    def capabilities(self) -> set[bytes]:
         try:
-            return b"IDLE" in self.connect().capabilities()
+            return set(self.connect().capabilities())
         except (IMAPClientError, OSError) as e:
             self._drop()
             raise MailboxError(f"asking the server what it can do: {e}") from e
+
+    def can_idle(self) -> bool:
+        return b"IDLE" in self.capabilities()
 
     def wait(self, seconds: float, stop: threading.Event, check: float = 1.0) -> bool:
         """Block until the selected folder changes (IMAP IDLE), `seconds` pass or `stop` is set.

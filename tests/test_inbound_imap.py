@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -394,3 +395,35 @@ def test_the_database_going_away_is_retried_not_fatal(world: Any, dovecot: Dovec
     finally:
         stop.set()
         thread.join(timeout=20)
+
+
+def test_check_online_logs_in_and_opens_every_folder(dovecot: Dovecot, tmp_path: Path) -> None:
+    """`relance check --online`, before `relance run`: both servers answer, each folder opens."""
+    import subprocess
+    import sys
+
+    from tests.conftest import EXAMPLE, merge
+    from tests.servers import smtp_server
+    from tests.test_contract_like import toml_dump
+
+    def check(port: int, folders: list[str]) -> subprocess.CompletedProcess[str]:
+        cfg = merge(EXAMPLE, {
+            "database": {"url": f"sqlite:///{tmp_path / 'relance.db'}"},
+            "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", "username": ""},
+            "imap": {"host": "127.0.0.1", "port": dovecot.port, "tls": "none", "username": dovecot.user,
+                     "password_env": "TEST_IMAP_PASSWORD", "folders": folders}})
+        (tmp_path / "config.toml").write_text(toml_dump(cfg))
+        run = [sys.executable, "-m", "bot.cli", "--config", str(tmp_path / "config.toml")]
+        subprocess.run([*run, "init"], check=True, capture_output=True)
+        return subprocess.run([*run, "check", "--online"], capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "TEST_IMAP_PASSWORD": dovecot.password, "RELANCE_LANG": "en"})
+
+    with smtp_server() as (_, port):
+        ok = check(port, ["INBOX"])
+        missing = check(port, ["INBOX", "Absent"])
+    assert ok.returncode == 0, ok.stderr
+    assert "smtp: connected and logged in" in ok.stdout
+    assert "imap: folder 'INBOX' opens read-only" in ok.stdout and "imap: IDLE yes" in ok.stdout
+    assert missing.returncode == 1 and "cannot open folder 'Absent'" in missing.stderr
+    down = check(1, ["INBOX"])  # nothing listens on port 1
+    assert down.returncode == 1 and "smtp: cannot reach SMTP server 127.0.0.1:1" in down.stderr
