@@ -267,6 +267,9 @@ def _result(engine: Engine, chunk: list[int], future: Future[list[Understood]] |
             return future.result(), broken
         except (OSError, BrokenProcessPool) as e:
             broken = broken or _pool_failed(e)
+        except Exception as e:  # this batch's result could not come back (a pickling error...): the pool is fine
+            log.warning("mail: a worker could not return messages #%d-#%d (%s); reading them here",
+                        chunk[0], chunk[-1], first_line(e))
     return understand_batch(_read(engine, chunk), domain, today), broken
 
 

@@ -287,6 +287,20 @@ def test_sync_stops_fetching_when_asked_and_the_next_pass_goes_on(engine: Engine
     assert all(r["status"] == "triage" for r in rows)
 
 
+def test_a_batch_a_worker_cannot_return_is_read_here(engine: Engine, cfg: Config) -> None:
+    """A worker's result that cannot come back (here a pickling error) costs a re-read, not the batch."""
+    import pickle
+    from concurrent.futures import Future
+
+    raws = [msg(f"From: c{i}@client.example\nSubject: x\nMessage-ID: <p{i}@client.example>\n") for i in range(3)]
+    inbound.store_new(engine, MemorySource({"INBOX": raws}), "INBOX", NOW, inbound.SyncReport())
+    lost: Future[list[Any]] = Future()
+    lost.set_exception(pickle.PicklingError("Can't pickle <class 'x'>"))
+    done, broken = inbound._result(engine, [1, 2, 3], lost, "acme.example", NOW.date(), False)
+    assert [u.id for u in done] == [1, 2, 3] and all(u.parsed is not None for u in done)
+    assert broken is False, "the pool itself is fine: later batches still go to it"
+
+
 FLUFL = Path(__file__).parent / "corpus" / "bounces" / "flufl"
 
 
