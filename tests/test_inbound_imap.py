@@ -269,15 +269,22 @@ def test_a_folder_the_server_will_not_open_does_not_stop_the_others(world: Any) 
 def test_a_connection_reset_while_fetching_is_retried_not_fatal(world: Any, dovecot: Dovecot,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """imaplib does not wrap a socket error on read: the watcher still reconnects and goes on."""
-    real = IMAPClient.fetch
-    failures = [ConnectionResetError(104, "Connection reset by peer")]
+    survives_one_failure(world, dovecot, monkeypatch, IMAPClient, "fetch",
+                         ConnectionResetError(104, "Connection reset by peer"))
 
-    def flaky(self: IMAPClient, *a: Any, **k: Any) -> Any:
+
+def survives_one_failure(world: Any, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str,
+                         error: Exception) -> None:
+    """`owner.name` fails once with `error`: the watcher goes on, and the reply waiting is read."""
+    real = getattr(owner, name)
+    failures = [error]
+
+    def flaky(*a: Any, **k: Any) -> Any:
         if failures:
             raise failures.pop()
-        return real(self, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(IMAPClient, "fetch", flaky)
+    monkeypatch.setattr(owner, name, flaky)
     world.reply("F-2027-001", "Nous avons payé hier.")
     _, stop, thread = start_watcher(world, dovecot)
     try:
@@ -378,23 +385,8 @@ def test_the_database_going_away_is_retried_not_fatal(world: Any, dovecot: Dovec
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A PostgreSQL restart (or SQLite locked past its timeout) during a pass: the watcher backs off
     and the next pass reads the mail."""
-    real = inbound.sync
-    failures = [sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))]
-
-    def flaky(*a: Any, **k: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return real(*a, **k)
-
-    monkeypatch.setattr(inbound, "sync", flaky)
-    world.reply("F-2027-001", "Nous avons payé hier.")
-    _, stop, thread = start_watcher(world, dovecot)
-    try:
-        wait_until(lambda: [m["kind"] for m in world.messages()] == ["payment_claim"], timeout=30)
-        assert not failures and thread.is_alive()
-    finally:
-        stop.set()
-        thread.join(timeout=20)
+    survives_one_failure(world, dovecot, monkeypatch, inbound, "sync", sa.exc.OperationalError(
+        "INSERT", {}, Exception("server closed the connection unexpectedly")))
 
 
 def test_check_online_logs_in_and_opens_every_folder(dovecot: Dovecot, tmp_path: Path) -> None:
