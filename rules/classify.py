@@ -94,6 +94,14 @@ _CLAIM = (
     r"\bwe (have )?(paid|transferred|wired)\b", r"\btransfer (was|has been) (made|sent)\b", r"\bproof of payment\b",
     r"preuve de (paiement|virement)", r"d[ée]j[àa] (été )?(réglé|regle|payé|paye)",
 )
+# A bank or a payment processor telling us money came in: sent by a robot, but a payment all the same.
+_NOTICE = (
+    r"vous avez re[çc]u un (virement|paiement|règlement|reglement)", r"\bvirement (sepa )?(re[çc]u|entrant)\b",
+    r"avis de (virement|crédit|credit) re[çc]u", r"\b(a|ont) été crédité", r"paiement (re[çc]u|confirmé|encaissé)",
+    r"le paiement de .{0,80}a été (confirmé|re[çc]u|encaissé)",
+    r"\byou(['’]ve| have)? received (a |an )?(payment|transfer|wire)\b", r"\bpayment (received|confirmed)\b",
+    r"\bpayment of .{0,60} (has been|was) (received|confirmed|credited)\b", r"\bfunds (have been|were) credited\b",
+)
 _PROMISE = (
     r"(nous )?(réglerons|reglerons|paierons|payerons|virerons|procéderons au (paiement|règlement|virement))",
     r"(je|nous) vais (régler|regler|payer|virer)", r"(sera|seront) (réglée?s?|payée?s?|viré)",
@@ -139,6 +147,7 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
     if cues:
         return Understanding(Kind.BOUNCE, Decimal("0.99") if len(cues) > 1 else Decimal("0.85"), tuple(cues))
 
+    text = f"{subject}\n{facts.text}"
     auto: list[str] = []
     auto_submitted = h.get("auto-submitted", "").lower()
     if auto_submitted and auto_submitted != "no":
@@ -152,11 +161,13 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
     auto += [f"subject ~ {p}" for p in _any(_AUTO_SUBJECTS, subject)]
     if sender.endswith("@" + company_domain.lower()):
         auto.append("sent from our own domain (a loop)")
+    if auto and (notice := _any(_NOTICE, text)):  # not an answer, but the money came in
+        return Understanding(Kind.PAYMENT_CLAIM, Decimal("0.85"),
+                             ("payment notice from a bank or a payment processor", *notice, *auto))
     if auto:
         return dated(Understanding(Kind.AUTO_REPLY, Decimal("0.98") if len(auto) > 1 else Decimal("0.85"),
                                    tuple(auto)), facts.dates)
 
-    text = f"{subject}\n{facts.text}"
     scores: list[tuple[Kind, list[str]]] = [
         (Kind.DISPUTE, _any(_DISPUTE, text)),
         (Kind.PAYMENT_PLAN, _any(_PLAN, text)),

@@ -103,6 +103,12 @@ def facts(text: str, subject: str = "Re: Rappel : facture F-1", **headers: str) 
     ("I am out of the office.", "Automatic reply: Reminder", {"auto_submitted": "auto-replied"}, Kind.AUTO_REPLY),
     ("Thanks for your email.", "Your request", {"x_autoreply": "yes"}, Kind.AUTO_REPLY),
     ("Thanks.", "Ticket #123", {"precedence": "bulk"}, Kind.AUTO_REPLY),
+    ("Je suis absente. Pour les paiements, contactez compta@client.example.", "Réponse automatique : Rappel",
+     {"auto_submitted": "auto-replied"}, Kind.AUTO_REPLY),
+    ("Vous avez reçu un virement SEPA de 1 200,00 EUR. Référence : F-1", "Avis de virement reçu",
+     {"auto_submitted": "auto-generated"}, Kind.PAYMENT_CLAIM),
+    ("You received a payment of EUR 540.00 for invoice F-1.", "Payment received", {"precedence": "bulk"},
+     Kind.PAYMENT_CLAIM),
     ("Delivery to the following recipient failed permanently: 550 5.1.1 user unknown",
      "Delivery Status Notification (Failure)", {"auto_submitted": "auto-replied"}, Kind.BOUNCE),
 ])
