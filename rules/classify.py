@@ -86,7 +86,12 @@ _CLAIM = (
     r"(avons|ai) (bien )?(réglé|regle|payé|paye|viré|vire)",
     r"(avons|ai) (bien )?(effectué|effectue|fait|procédé à|procédé au|envoyé|émis|passé|lancé) "
     r"(le |un |au |notre |l')?(virement|paiement|règlement|reglement)",
-    r"r[èe]glement (a été |a ete )?(effectu|envoy|émis|pass)", r"paiement (a été |a ete )?(effectu|envoy|émis|pass)",
+    r"r[èe]glement (a été |a ete )?(effectu|envoy|émis|pass|fait)",
+    r"paiement (a été |a ete )?(effectu|envoy|émis|pass|fait)",
+    r"\b(r[ée]gl[ée]e?|pay[ée]e?) (ce jour|aujourd['’]hui|ce matin|hier)\b",
+    r"\bpayment (has |have )?(gone|went) through\b",
+    r"\b(sent|posted|mailed) (you )?(a |the |our )?(cheque|check)\b",
+    r"\b(cheque|check) (is |was )?in the (post|mail)\b",
     r"ch[èe]que\b.{0,40}?(a été |a ete |est )(envoy|post|exp[ée]di)", r"\b(has|have) been paid\b",
     r"\b(was|were) (already )?paid\b", r"\bpaid (it|this|the invoice)\b", r"\bc['’]est (bien |déjà )?(réglé|payé)",
     r"\b(transfer|payment|wire)\b.{0,40}\bwent out\b",
@@ -108,17 +113,21 @@ _PROMISE = (
     r"(\bwill|['’]ll) (pay|be paid|settle|transfer|process)\b", r"\bpayment (will be|is scheduled)\b",
     r"(virement|paiement|r[èe]glement|ch[èe]que) (partira|interviendra|sera (effectu|envoy|émis|fait|lanc))",
     r"prochain (virement|paiement|règlement)", r"\bby (the )?end of\b", r"d'ici (la fin|le)",
+    r"\bpayment run\b", r"\bscheduled for (payment|our next)\b",
 )
 _PLAN = (
     r"[ée]ch[ée]ancier", r"\ben \d+ (fois|versements|mensualit[ée]s)", r"paiements? (échelonn|echelonn|fractionn)",
     r"\binstal?lments?\b", r"payment plan", r"\bpay in \d+\b", r"mensualit[ée]s", r"étaler le paiement",
     r"\bsplit (the )?(payment|amount|invoice|balance)", r"\b(\d+|two|three|four|six) monthly payments\b",
+    r"\bla moitié\b.{0,60}\b(le reste|le solde)\b", r"\bhalf\b.{0,60}\b(the rest|the remainder|the balance)\b",
 )
 _DISPUTE = (
     r"\blitige\b", r"(nous )?contest(ons|e|é)", r"\bdisput(e|ing)\b", r"(not|never) received", r"pas (été )?re[çc]u",
     r"wrong (amount|invoice)", r"montant (erron|incorrect|faux)", r"\bavoir\b", r"credit note",
     r"erreur (sur|de) (la )?facture",
     r"ne (correspond|concerne) pas", r"\bdéfectueu", r"non conforme", r"réclamation",
+    r"\bdoublon\b", r"factur[ée]e? deux fois", r"\bduplicate (invoice|billing|charge)\b", r"\bbilled twice\b",
+    r"\bovercharged\b",
 )
 
 
