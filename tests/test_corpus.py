@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from bot.i18n import t_reason
 from tests.corpus.labelled.evaluate import evaluate, scores
 
 
-def test_labelled_corpus(tmp_path: Path) -> None:
-    """Every class recognised; never a wrong invoice (a wrong match is worse than none)."""
-    s = scores(evaluate(tmp_path))
+def test_labelled_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every class recognised; never a wrong invoice (a wrong match is worse than none); and every
+    reason the pipeline gave reads in French (a new reason string needs its template in bot/i18n.py)."""
+    results = evaluate(tmp_path)
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    untranslated = sorted({piece for r in results for piece in r.reason.split("; ") if t_reason(piece) == piece})
+    assert not untranslated
+    s = scores(results)
     print(s)
     assert s["match_precision"] == 1.0, s["wrong"]
     assert s["match_recall"] >= 0.97, s["missed"]

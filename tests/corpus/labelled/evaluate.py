@@ -26,6 +26,7 @@ class Result:
     kind: str
     invoices: tuple[str, ...]
     status: str
+    reason: str = ""
 
 
 SHAPES = ("gmail", "outlook_fr", "outlook_en", "apple_fr", "iphone", "html_gmail", "html_outlook", "plain")
@@ -69,8 +70,8 @@ def evaluate(work: Path) -> list[Result]:
     with engine.connect() as c:
         got = {m["message_id"]: m for m in reports.messages(c)}
     engine.dispose()
-    return [Result(c, got[f"<{c.id}@client.example>"]["kind"], tuple(got[f"<{c.id}@client.example>"]["invoices"]),
-                   got[f"<{c.id}@client.example>"]["status"]) for c in cases]
+    return [Result(c, m["kind"], tuple(m["invoices"]), m["status"], m["reason"] or "")
+            for c in cases for m in [got[f"<{c.id}@client.example>"]]]
 
 
 def scores(results: list[Result]) -> dict[str, object]:
