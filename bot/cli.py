@@ -284,10 +284,9 @@ def _check_servers(cfg: Config) -> int:
             except FolderError as e:
                 print(f"imap: {e}", file=sys.stderr)
                 failed = 1
-        caps = source.capabilities()
-        print(t("imap: IDLE {idle}", idle=t("yes") if b"IDLE" in caps else
+        print(t("imap: IDLE {idle}", idle=t("yes") if source.can_idle() else
                 t("no: the folders are polled every {n} s", n=cfg.imap.poll_seconds)))
-        if cfg.imap.move_handled_to and not caps & {b"MOVE", b"UIDPLUS"}:
+        if cfg.imap.move_handled_to and not source.can_move():
             print("imap: " + t('neither MOVE nor UIDPLUS: set imap.move_handled_to = ""'), file=sys.stderr)
             failed = 1
     except MailboxError as e:

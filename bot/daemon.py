@@ -22,8 +22,9 @@ from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailer import SmtpMailer
 from bot.render import Renderer
+from bot.store import TRANSIENT_DB
 from bot.tick import tick
-from bot.watcher import TRANSIENT_DB, Watcher
+from bot.watcher import Watcher
 
 log = logging.getLogger("relance")
 

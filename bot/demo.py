@@ -155,9 +155,7 @@ def run(work: Path, sandbox: MailSandbox) -> None:
             now = datetime.combine(day, time(10), PARIS)
             for reply in REPLIES.get(day, []):
                 client_reply(sandbox, *reply, day)
-            report = inbound.SyncReport()
-            inbound.store_new(engine, source, "INBOX", now, report)
-            for line in inbound.process(engine, cfg, now):
+            for line in inbound.sync(engine, source, cfg, now, inbound.SyncReport()):
                 print(f"{_day(day)}  {t('received'):<8} {line.rstrip()}")
             if day in PAYMENTS:
                 number, why = PAYMENTS[day]

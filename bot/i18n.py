@@ -222,8 +222,8 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 
 # Most specific first: the template with the most fixed text wins.
-_REASONS = sorted(((_pattern(en), fr) for en, fr in REASONS_FR.items()),
-                  key=lambda p: -len(re.sub(r"\(\?P<\w+>\.\+\?\)", "", p[0].pattern)))
+_REASONS = [(_pattern(en), fr) for en, fr in sorted(REASONS_FR.items(),
+                                                     key=lambda item: -len(re.sub(r"\{\w+\}", "", item[0])))]
 
 
 def t_reason(text: str) -> str:

@@ -118,6 +118,10 @@ class ImapSource:
     def can_idle(self) -> bool:
         return b"IDLE" in self.capabilities()
 
+    def can_move(self) -> bool:
+        """MOVE, or COPY + UID EXPUNGE of exactly our UIDs (UIDPLUS); never a plain EXPUNGE."""
+        return bool(self.capabilities() & {b"MOVE", b"UIDPLUS"})
+
     def wait(self, seconds: float, stop: threading.Event, check: float = 1.0) -> bool:
         """Block until the selected folder changes (IMAP IDLE), `seconds` pass or `stop` is set.
 

@@ -22,7 +22,12 @@ from bot.errors import StoreError
 from bot.models import Event, table
 
 # `Engine` is re-exported so that the UI names the store's handle without importing SQLAlchemy.
-__all__ = ["Engine", "ensure_ready", "make_engine", "migrate", "record_event", "record_events", "session"]
+__all__ = ["TRANSIENT_DB", "Engine", "ensure_ready", "make_engine", "migrate", "record_event", "record_events",
+           "session"]
+
+# The database going away (a PostgreSQL restart, SQLite locked past its timeout): the long-running
+# loops retry these with backoff rather than stop.
+TRANSIENT_DB = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
 def make_engine(url: str) -> Engine:

@@ -20,18 +20,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import inbound
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailbox import ImapSource
+from bot.store import TRANSIENT_DB
 
 log = logging.getLogger("relance")
 MAX_BACKOFF = 300.0
-# The database going away (a PostgreSQL restart, SQLite locked past its timeout): retried, not fatal.
-TRANSIENT_DB = (sa.exc.OperationalError, sa.exc.InterfaceError)
 STALE_AFTER = 60.0  # seconds unused after which the passes' connection is opened afresh (NAT, firewalls)
 
 
