@@ -38,7 +38,7 @@ def load() -> list[Case]:
             for c in doc["case"]]
 
 
-def _quote(client: str, body: str, subject: str) -> tuple[str, str | None]:
+def quote_as(client: str, body: str, subject: str) -> tuple[str, str | None]:
     """The reply as `client` writes it: (plain text, html or None)."""
     q = "\n".join("> " + line for line in QUOTED.split("\n"))
     attribution_fr = "Le lun. 5 avr. 2027 à 10:00, ACME SAS <relances@acme.example> a\u00a0écrit\u00a0:"
@@ -74,7 +74,7 @@ def render(case: Case, reminders: dict[str, tuple[str, str]]) -> bytes:
     """The raw message. `reminders` maps an invoice number to our reminder's (Message-ID, Subject)."""
     mid, our_subject = reminders.get(case.invoices[0], ("", "")) if case.invoices else ("", "")
     subject = case.subject or f"RE: {our_subject}"
-    text, page = _quote(case.client, case.body, our_subject)
+    text, page = quote_as(case.client, case.body, our_subject)
     msg = EmailMessage(policy=SMTP)
     msg["From"] = case.sender
     msg["To"] = "relances@acme.example"
