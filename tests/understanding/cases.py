@@ -17,6 +17,8 @@ from tests.corpus.labelled.build import quote_as
 
 HERE = Path(__file__).parent
 LEDGER = HERE / "ledger.csv"
+_BODY_HEADERS = ("content-type", "mime-version", "content-transfer-encoding", "message-id", "date", "from", "to",
+                 "subject")
 KINDS = ("payment_claim", "promise_to_pay", "payment_plan", "dispute", "human_reply", "auto_reply", "bounce")
 
 
@@ -80,7 +82,8 @@ def render(case: Case, reminders: dict[str, tuple[str, str]]) -> bytes:
         msg["In-Reply-To"] = mid
         msg["References"] = mid
     for k, v in case.headers.items():
-        msg[k] = v
+        if k.lower() not in _BODY_HEADERS:  # the body's structure is the renderer's to write
+            msg[k] = v
     if page is not None:
         msg.set_content(page, subtype="html")
     else:
