@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -44,13 +45,32 @@ def resume(engine: Engine, number: str, now: datetime, actor: str) -> str:
         inv = _invoice(s, number)
         if inv.state == "paid":
             raise RelanceError(f"{number} is paid: there is nothing to resume")
-        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now))
+        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None))
         if inv.state == "bounced":
             s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id).values(failing=False,
                                                                                   failure_reason=None))
         record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
                      reason=f"was {inv.state}")
     return f"{number} resumed"
+
+
+def release_holds(s: Connection, inbound_id: int, now: datetime, actor: str) -> list[str]:
+    """A person has read message `inbound_id`: the invoices it held go on, unless another message
+    still waiting for a person holds them too (then that one holds them). Returns their numbers."""
+    in_t, ev_t = table(Inbound), table(Event)
+    held = s.execute(sa.select(inv_t.c.id, inv_t.c.number).where(inv_t.c.held_by == inbound_id)).all()
+    released = []
+    for invoice_id, number in held:
+        other = s.execute(
+            sa.select(ev_t.c.inbound_id).join(in_t, in_t.c.id == ev_t.c.inbound_id)
+            .where(ev_t.c.invoice_id == invoice_id, ev_t.c.kind == "paused", ev_t.c.data.like('%"until_decided"%'),
+                   in_t.c.status == "triage", in_t.c.id != inbound_id).order_by(ev_t.c.id)).scalars().first()
+        s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(held_by=other))
+        if other is None:
+            released.append(number)
+            record_event(s, invoice_id=int(invoice_id), kind="released", at=now, actor=actor, inbound_id=inbound_id,
+                         reason="a person has read the message: the ladder goes on")
+    return released
 
 
 def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str) -> str:
@@ -62,6 +82,7 @@ def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str) ->
             raise NotFoundError(f"no message #{inbound_id}")
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(status="applied",
                                                                          reason=f"decided by {actor}"))
+        release_holds(s, inbound_id, now, actor)
         invoices = set(s.execute(sa.select(ev_t.c.invoice_id).where(ev_t.c.inbound_id == inbound_id,
                                                                      ev_t.c.invoice_id.is_not(None))).scalars())
         for invoice_id in sorted(invoices) or [None]:
@@ -87,3 +108,37 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
         record_event(s, invoice_id=int(inv.id), kind="paid" if settled else "payment", at=now, actor=actor,
                      reason=f"{pay} {inv.currency} recorded", data={"amount": str(pay)})
     return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")
+
+
+_ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f<>(),;:\\\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9]"
+                      r"(?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
+
+
+def change_contact(engine: Engine, number: str, email: str, now: datetime, actor: str) -> str:
+    """A client's new address (after a bounce): the invoice, and the client's other open invoices
+    that used the same address, go to it; a failing contact is cleared and bounced invoices resume."""
+    email = email.strip()
+    if not _ADDRESS.fullmatch(email) or len(email) > 254:
+        raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example")
+    with session(engine) as s:
+        inv = _invoice(s, number)
+        old = s.execute(sa.select(con_t.c.id, con_t.c.email, con_t.c.cc).where(con_t.c.id == inv.contact_id)).one()
+        new_id = s.execute(sa.select(con_t.c.id).where(con_t.c.client_id == inv.client_id,
+                                                       sa.func.lower(con_t.c.email) == email.lower())).scalar()
+        if new_id is None:
+            new_id = s.execute(sa.insert(con_t).values(client_id=inv.client_id, email=email, cc=old.cc,
+                                                       failing=False).returning(con_t.c.id)).scalar_one()
+        else:
+            s.execute(sa.update(con_t).where(con_t.c.id == new_id).values(failing=False, failure_reason=None))
+        moved = s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.state).where(
+            inv_t.c.client_id == inv.client_id, inv_t.c.state != "paid",
+            sa.or_(inv_t.c.id == inv.id, inv_t.c.contact_id == old.id))).all()
+        for invoice_id, _, state in moved:
+            values: dict[str, Any] = {"contact_id": new_id}
+            if state == "bounced":
+                values.update(state="active", hold_until=now)
+            s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(**values))
+            record_event(s, invoice_id=int(invoice_id), kind="contact_changed", at=now, actor=actor,
+                         reason=f"{old.email} -> {email}" + ("; resumed" if state == "bounced" else ""),
+                         data={"from": old.email, "to": email})
+    return f"{', '.join(n for _, n, _ in moved)}: contact {email}"

@@ -384,6 +384,29 @@ def cmd_close(app: App) -> int:
     return 0
 
 
+def cmd_label(app: App) -> int:
+    from bot import inbound  # noqa: PLC0415
+    from rules.classify import Kind  # noqa: PLC0415
+
+    until = parse_day(app.args.until, "--until") if app.args.until else None
+    print(inbound.label(app.engine(), app.config, app.now, app.args.id, Kind(app.args.kind), app.actor, until))
+    return 0
+
+
+def cmd_learn(app: App) -> int:
+    from bot import learn  # noqa: PLC0415 - scikit-learn is loaded for this command only
+
+    model, examples, own = learn.learn(app.engine(), app.now)
+    print(t("classifier refitted on {examples} examples ({own} labelled here); {features} features",
+            examples=examples, own=own, features=len(model.weights)))
+    return 0
+
+
+def cmd_contact(app: App) -> int:
+    print(actions.change_contact(app.engine(), app.args.number, app.args.email, app.now, app.actor))
+    return 0
+
+
 def cmd_plugin(app: App) -> int:
     """Commands other packages register (the `tui` package registers `relance tui`), so bot never
     imports the UI."""
@@ -400,6 +423,9 @@ def run_demo(keep: bool) -> int:
     from bot import demo  # noqa: PLC0415 - the demo pulls in the sandbox servers
 
     return demo.main(keep=keep)
+
+
+KINDS = ("payment_claim", "promise_to_pay", "payment_plan", "dispute", "auto_reply", "bounce", "human_reply")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,6 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("numbers", nargs="+", metavar="NUMBER", help="invoice number(s)")
     sp = add("close", cmd_close, "a message waiting in triage has been dealt with", timed)
     sp.add_argument("id", type=int, help="the message's number (`relance messages --triage`)")
+    sp = add("label", cmd_label, "a person's reading of a message: sets its kind, applies what that kind does, "
+             "and keeps it as an example the classifier learns from", timed)
+    sp.add_argument("id", type=int, help="the message's number (`relance messages`)")
+    sp.add_argument("kind", choices=KINDS, help="what the message is")
+    sp.add_argument("--until", help="a promise's date (YYYY-MM-DD), when the message gives none")
+    add("learn", cmd_learn, "refit the reply classifier on the shipped corpus plus the kinds people set", timed)
+    sp = add("contact", cmd_contact, "a client's new address after a bounce: clears the failing contact, resumes",
+             timed)
+    sp.add_argument("number")
+    sp.add_argument("--email", required=True, help="the new address")
     add("tui", cmd_plugin, "the triage UI (Textual)", timed)
     add("demo", lambda app: run_demo(app.args.keep), "run everything against an embedded mail sandbox").add_argument(
         "--keep", action="store_true", help="keep the demo's database and files")

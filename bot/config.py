@@ -55,6 +55,7 @@ class CompanyConfig:
     payment_details: str = ""
     language: Literal["fr", "en"] = "fr"
     phone: str = ""
+    operator_email: str = ""  # the credit controller: a daily digest of what waits for a person
 
     @property
     def domain(self) -> str:
@@ -132,9 +133,14 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class PauseConfig:
-    human_reply_days: int = 7
+    human_reply_days: int = 0  # 0: until a person decides
     promise_grace_days: int = 3
     payment_claim_days: int = 10
+
+
+@dataclass(frozen=True)
+class UnderstandingConfig:
+    auto_apply_margin: Decimal = Decimal("0.25")  # a reading is applied without a person only above this
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,7 @@ class Config:
     schedule: ScheduleConfig = ScheduleConfig()
     stages: tuple[StageConfig, ...] = DEFAULT_STAGES
     pause: PauseConfig = PauseConfig()
+    understanding: UnderstandingConfig = UnderstandingConfig()
     penalties: PenaltiesConfig = PenaltiesConfig()
     templates: TemplatesConfig = TemplatesConfig()
     costs: CostsConfig = CostsConfig()
@@ -225,8 +232,8 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig, "company": CompanyConfig, "smtp": SmtpConfig, "imap": ImapConfig,
-    "schedule": ScheduleConfig, "pause": PauseConfig, "penalties": PenaltiesConfig,
-    "templates": TemplatesConfig, "costs": CostsConfig,
+    "schedule": ScheduleConfig, "pause": PauseConfig, "understanding": UnderstandingConfig,
+    "penalties": PenaltiesConfig, "templates": TemplatesConfig, "costs": CostsConfig,
 }
 
 
@@ -386,6 +393,12 @@ def _check(cfg: Config) -> None:
             "expected a folder that is not watched (imap.folders = {folders})", folders=repr(list(cfg.imap.folders))))
     if "@" not in cfg.company.email:
         raise ConfigError(f"{src}: company.email = {cfg.company.email!r}: " + t("expected an email address"))
+    if cfg.company.operator_email and "@" not in cfg.company.operator_email:
+        raise ConfigError(f"{src}: company.operator_email = {cfg.company.operator_email!r}: "
+                          + t("expected an email address"))
+    if cfg.understanding.auto_apply_margin > 1:
+        raise ConfigError(f"{src}: understanding.auto_apply_margin = {cfg.understanding.auto_apply_margin}: "
+                          + t("expected a number from 0 to 1"))
     if cfg.company.reply_to and "@" not in cfg.company.reply_to:
         raise ConfigError(f"{src}: company.reply_to = {cfg.company.reply_to!r}: " + t(
             'expected an email address, optionally with {token} ("ar+{token}@acme.example")'))

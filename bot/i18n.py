@@ -39,6 +39,8 @@ FR: dict[str, str] = {
     "warning: {why}: formal notices sent now will fail until it is there":
         "attention : {why} : les mises en demeure échoueront tant qu'il manque",
     "database: ok": "base : ok",
+    "classifier refitted on {examples} examples ({own} labelled here); {features} features":
+        "classifieur réappris sur {examples} exemples (dont {own} étiquetés ici) ; {features} caractéristiques",
     "none": "aucun",
     "{folder}: UIDVALIDITY changed, folder read again (duplicates skipped)":
         "{folder} : UIDVALIDITY a changé, dossier relu (doublons ignorés)",
@@ -137,6 +139,7 @@ FR: dict[str, str] = {
     "name {name} used twice": "nom {name} utilisé deux fois",
     'expected an IANA time zone such as "Europe/Paris"': 'attendu : un fuseau horaire IANA comme "Europe/Paris"',
     "expected at least 1": "attendu : au moins 1",
+    "expected a number from 0 to 1": "attendu : un nombre de 0 à 1",
     'expected two times ["HH:MM", "HH:MM"], the first before the second ("24:00" for the end of the day)':
         'attendu : deux heures ["HH:MM", "HH:MM"], la première avant la seconde ("24:00" pour la fin de journée)',
     'expected a country code of the holidays package such as "FR", or ""':
@@ -213,6 +216,13 @@ REASONS_FR: dict[str, str] = {
     "line {line} of {source}": "ligne {line} de {source}",
     "{stage}: late start, {due} is due instead": "{stage} : démarrage tardif, {due} est due à la place",
     "cc refused: {address}": "copie refusée : {address}",
+    "the client's open invoices wait for a person": "les factures ouvertes du client attendent une personne",
+    "a promise with no date: a person decides": "une promesse sans date : à décider",
+    "not sure it is a {kind} (margin {margin} < {threshold}): a person decides":
+        "pas sûr que ce soit : {kind} (écart {margin} < {threshold}) : à décider",
+    "a person has read the message: the ladder goes on": "une personne a lu le message : l'escalade reprend",
+    "labelled {kind} by {actor}": "étiqueté {kind} par {actor}",
+    "labelled by {actor} for {numbers}": "étiqueté par {actor} pour {numbers}",
 }
 
 

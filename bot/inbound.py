@@ -23,12 +23,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from bot import learn
+from bot.actions import release_holds
 from bot.config import Config
 from bot.errors import FolderError, MailboxError, NotFoundError, RelanceError
 from bot.mailbox import MailSource
@@ -36,7 +39,10 @@ from bot.models import Contact, Event, Inbound, Invoice, Mailbox, Outbound, Remi
 from bot.store import record_events, session
 from bot.understand import Parsed, Understood, first_line, understand_batch
 from rules.classify import Kind, Understanding
+from rules.effects import Held, Policy, decide
+from rules.intent import Model
 from rules.match import Known, Match, digits, match, normalise
+from rules.model import State
 
 in_t, mb_t, inv_t, con_t = table(Inbound), table(Mailbox), table(Invoice), table(Contact)
 out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
@@ -227,6 +233,7 @@ def _understood_batches(engine: Engine, config: Config, now: datetime, feed: Ite
     batches of raw bytes are in memory at once. Where worker processes cannot be had (limits, a
     worker killed), the batches not yet given are parsed here."""
     today, domain = now.astimezone(config.zone).date(), config.company.domain
+    model = learn.current(engine)
     workers = config.imap.workers or min(4, os.cpu_count() or 1)
     pending: deque[tuple[list[int], Future[list[Understood]] | None]] = deque()
     with contextlib.ExitStack() as stack:
@@ -242,15 +249,15 @@ def _understood_batches(engine: Engine, config: Config, now: datetime, feed: Ite
             future = None
             if pool is not None and not broken:
                 try:
-                    future = pool.submit(understand_batch, _read(engine, chunk), domain, today)
+                    future = pool.submit(understand_batch, _read(engine, chunk), domain, today, model)
                 except (OSError, BrokenProcessPool, RuntimeError) as e:
                     broken = _pool_failed(e)
             pending.append((chunk, future))
             while pending and (pending[0][1] is None or pending[0][1].done() or len(pending) > 2 * workers):
-                done, broken = _result(engine, *pending.popleft(), domain, today, broken)
+                done, broken = _result(engine, *pending.popleft(), domain, today, model, broken)
                 yield done
         while pending:
-            done, broken = _result(engine, *pending.popleft(), domain, today, broken)
+            done, broken = _result(engine, *pending.popleft(), domain, today, model, broken)
             yield done
 
 
@@ -260,7 +267,7 @@ def _pool_failed(e: BaseException) -> bool:
 
 
 def _result(engine: Engine, chunk: list[int], future: Future[list[Understood]] | None, domain: str, today: date,
-            broken: bool) -> tuple[list[Understood], bool]:
+            model: Model, broken: bool) -> tuple[list[Understood], bool]:
     """The understood batch `chunk`: from its worker, or parsed here when it had none or the worker failed."""
     if future is not None:
         try:
@@ -270,7 +277,7 @@ def _result(engine: Engine, chunk: list[int], future: Future[list[Understood]] |
         except Exception as e:  # this batch's result could not come back (a pickling error...): the pool is fine
             log.warning("mail: a worker could not return messages #%d-#%d (%s); reading them here",
                         chunk[0], chunk[-1], first_line(e))
-    return understand_batch(_read(engine, chunk), domain, today), broken
+    return understand_batch(_read(engine, chunk), domain, today, model), broken
 
 
 def _read(engine: Engine, ids: Sequence[int]) -> list[tuple[int, bytes, bool]]:
@@ -412,12 +419,24 @@ def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> 
                       "stay: decide")
 
 
+def policy(config: Config) -> Policy:
+    p = config.pause
+    return Policy(human_reply_days=p.human_reply_days, promise_grace_days=p.promise_grace_days,
+                  payment_claim_days=p.payment_claim_days,
+                  auto_apply_margin=config.understanding.auto_apply_margin, zone=config.zone)
+
+
+def _held(inv: dict[str, Any]) -> Held:
+    return Held(inv["number"], State(inv["state"]), inv["hold_until"])
+
+
 class _Effects:
     """The effects of understood messages on their invoices, as events, per `[pause]`. Invoices are
     read once per batch and written once at the end, so two messages about one invoice see each other."""
 
     def __init__(self, s: Connection, config: Config, now: datetime, lookups: _Lookups) -> None:
         self.s, self.config, self.now, self.lookups = s, config, now, lookups
+        self.policy = policy(config)
         self.invoices: dict[str, dict[str, Any]] = {}
         self.changed: dict[str, set[str]] = {}
         self.failing: dict[int, str] = {}  # contact id -> why it is failing
@@ -428,7 +447,7 @@ class _Effects:
         missing = list({n for n in numbers if n not in self.invoices})
         for chunk in range(0, len(missing), 500):
             for row in self.s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.state, inv_t.c.hold_until,
-                                                inv_t.c.contact_id)
+                                                inv_t.c.held_by, inv_t.c.contact_id)
                                       .where(inv_t.c.number.in_(missing[chunk:chunk + 500]))).mappings():
                 self.invoices[row["number"]] = dict(row)
         return [self.invoices[n] for n in numbers if n in self.invoices]
@@ -438,65 +457,44 @@ class _Effects:
         self.changed.setdefault(inv["number"], set()).update(values)
 
     def apply(self, message: Understood, u: Understanding, m: Match) -> tuple[str, str]:
-        """The effects of `message`, understood as `u` and matched to `m`. Returns its (status, reason)."""
-        inbound_id = message.id
-        if u.kind is Kind.BOUNCE and message.delayed and not message.failed:
-            for inv in self.load(m.numbers if m.sure else ()):
-                self.events.append({"invoice_id": inv["id"], "at": self.now, "inbound_id": inbound_id,
-                                    "kind": "delivery_delayed", "reason": "; ".join(message.delayed)[:500]})
-            return "applied", "delivery delayed, the server keeps trying: nothing to do yet"
+        """The effects of `message`, understood as `u` and matched to `m`, as `rules.effects.decide`
+        says. Returns its (status, reason)."""
+        inbound_id, now = message.id, self.now
         # The contacts a bounce names, whichever invoices it was matched to (or none).
         named = [c for a in message.failed for c in self.lookups.contacts.get(a, ())] if u.kind is Kind.BOUNCE else []
         for contact_id in named:
             self.failing[contact_id] = f"delivery failure: the server gave up on {', '.join(message.failed)[:300]}"
-        if not m.numbers or not m.sure:
-            if u.kind is Kind.AUTO_REPLY and not m.numbers:
-                return "applied", f"auto-reply, no invoice concerned ({m.reason})"
-            return "triage", m.reason  # the probable invoice is in the reason: a person decides
-        p, tz, now = self.config.pause, self.config.zone, self.now
-        status, reason = "applied", m.reason
-        for inv in self.load(m.numbers):
+        matched = self.load(m.numbers) if m.sure else []
+        sender = message.parsed.sender if message.parsed is not None else ""
+        client_open = [] if m.sure and m.numbers else self.load(self.lookups.sender_open.get(sender, []))
+        decision = decide(u, m, [_held(i) for i in matched], [_held(i) for i in client_open], self.policy, now,
+                          delayed_only=u.kind is Kind.BOUNCE and bool(message.delayed) and not message.failed)
+        proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]
+        for e in decision.effects:
+            inv = self.invoices[e.number]
             base = {"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id}
-
-            def hold(until: datetime, why: str, inv: dict[str, Any] = inv, base: dict[str, Any] = base) -> None:
-                new = max(until, inv["hold_until"]) if inv["hold_until"] else until
+            self.events.append({**base, "kind": e.event, "reason": e.reason[:500]})
+            if e.hold_until is not None:
+                new = max(e.hold_until, inv["hold_until"]) if inv["hold_until"] else e.hold_until
                 self._set(inv, hold_until=new)
-                self.events.append({**base, "kind": "paused", "reason": why, "data": {"until": new.isoformat()}})
-
-            if inv["state"] == "paid":
-                self.events.append({**base, "kind": "reply_recorded", "reason": f"{u.kind.value} about a paid invoice"})
-                continue
-            self.events.append({**base, "kind": f"message_{u.kind.value}", "reason": "; ".join(u.cues)[:500]})
-            if u.kind is Kind.AUTO_REPLY:
-                if u.date is not None:  # postpone until after the return date, nothing else
-                    hold(datetime.combine(u.date + timedelta(days=1), time(0), tz),
-                         f"out of office until {u.date.isoformat()}")
-            elif u.kind is Kind.BOUNCE:
-                self._set(inv, state="bounced")
-                if not named:  # the bounce does not say which address failed: the invoice's own contact
+                self.events.append({**base, "kind": "paused", "reason": e.reason, "data": {"until": new.isoformat()}})
+            if e.until_decided:
+                if inv["held_by"] is None:
+                    self._set(inv, held_by=inbound_id)
+                self.events.append({**base, "kind": "paused", "reason": "until a person decides",
+                                    "data": {"until_decided": True}})
+            if e.state is not None:
+                self._set(inv, state=e.state.value)
+                if e.state is State.BOUNCED and not named:  # the bounce does not say which address failed
                     self.failing.setdefault(inv["contact_id"], "delivery failure reported by the recipient's server")
-                status, reason = "triage", "delivery failure: fix the contact, then resume"
-            elif u.kind is Kind.PROMISE_TO_PAY:
-                until = (datetime.combine(u.date + timedelta(days=p.promise_grace_days), time(0), tz) if u.date
-                         else now + timedelta(days=p.human_reply_days))
-                hold(until, "promise to pay" + (f" on {u.date.isoformat()}" if u.date else ""))
-            elif u.kind is Kind.PAYMENT_CLAIM:
-                hold(now + timedelta(days=p.payment_claim_days), "the client says it has paid")
-            elif u.kind in (Kind.PAYMENT_PLAN, Kind.DISPUTE):
-                new_state = "plan" if u.kind is Kind.PAYMENT_PLAN else "disputed"
-                self._set(inv, state=new_state)
-                proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]
-                self.events.append({**base, "kind": new_state, "reason": "until a person decides",
-                                    "data": {"proposal": proposal} if proposal else {}})
-                status, reason = "triage", f"{u.kind.value}: a person decides"
-            else:
-                hold(now + timedelta(days=p.human_reply_days), "the client answered")
-                status, reason = "triage", "a client's reply: read it and decide"
-        return status, reason
+                elif e.state in (State.PLAN, State.DISPUTED):
+                    self.events.append({**base, "kind": e.state.value, "reason": "until a person decides",
+                                        "data": {"proposal": proposal} if proposal else {}})
+        return decision.status.value, decision.reason
 
     def flush(self) -> None:
         """Write the batch's invoice changes, contact failures and events."""
-        for column in ("hold_until", "state"):
+        for column in ("hold_until", "state", "held_by"):
             rows = [{"v_id": inv["id"], "v": inv[column]} for n, inv in self.invoices.items()
                     if column in self.changed.get(n, ())]
             if rows:
@@ -526,11 +524,12 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
         raise RelanceError(f"message #{inbound_id} was already applied to {', '.join(sorted(applied))}: "
                            "change the invoices themselves (pause, resume, paid)")
     (u,) = understand_batch([(inbound_id, row.raw, False)], config.company.domain,
-                            now.astimezone(config.zone).date())
+                            now.astimezone(config.zone).date(), learn.current(engine))
     if u.parsed is None or u.understanding is None:
         raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
     found = Match(tuple(numbers), "person", True, f"assigned by {actor} to {', '.join(numbers)}")
     with session(engine) as s:
+        release_holds(s, inbound_id, now, actor)  # the holds on the client's invoices; the assigned ones decide anew
         effects = _Effects(s, config, now, _Lookups(s, [u.parsed], u.tokens, u.failed))
         status, reason = effects.apply(u, u.understanding, found)
         for inv in effects.load(numbers):
@@ -540,3 +539,45 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
             status=status, reason=_clean(f"{found.reason}; {reason}")[:1000], suggested="[]"))
     return f"#{inbound_id} {u.understanding.kind.value} -> {', '.join(numbers)}: {status}"
+
+
+def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: Kind, actor: str,
+          until: date | None = None) -> str:
+    """A person's reading of a message (`relance label`, the triage UI): its kind is set, what that
+    kind does is applied to its invoices (those it was threaded to, else the ones suggested), the
+    holds it put on them until a person decides are lifted, and it is kept as an example the
+    classifier learns from (`relance learn`). A promise needs its date: the one read in the
+    message, or `until`."""
+    with engine.connect() as c:
+        row = c.execute(sa.select(in_t.c.raw, in_t.c.kind, in_t.c.suggested).where(in_t.c.id == inbound_id)).first()
+        if row is None:
+            raise NotFoundError(f"no message #{inbound_id} (see `relance messages`)")
+        linked = sorted(set(c.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id).where(
+            ev_t.c.inbound_id == inbound_id, ev_t.c.kind.like("message_%"))).scalars()))
+    numbers = linked or json.loads(row.suggested or "[]")
+    (u,) = understand_batch([(inbound_id, row.raw, False)], config.company.domain,
+                            now.astimezone(config.zone).date(), learn.current(engine))
+    if u.parsed is None or u.understanding is None:
+        raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
+    day = until or (u.understanding.date if u.understanding.kind is kind else None)
+    if kind is Kind.PROMISE_TO_PAY and day is None and numbers:
+        raise RelanceError(f"message #{inbound_id}: no date was read for this promise: add --until YYYY-MM-DD")
+    person = Understanding(kind, Decimal(1), (f"labelled {kind.value} by {actor}",), date=day)
+    done = ""
+    with session(engine) as s:
+        released = release_holds(s, inbound_id, now, actor)
+        # What the bot already applied for the same kind stays; a new kind applies what it does.
+        if numbers and kind is not Kind.HUMAN_REPLY and not (row.kind == kind.value and linked):
+            effects = _Effects(s, config, now, _Lookups(s, [u.parsed], u.tokens, u.failed))
+            _, done = effects.apply(u, person, Match(tuple(numbers), "person", True,
+                                                     f"labelled by {actor} for {', '.join(numbers)}"))
+            effects.flush()
+        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
+            kind=kind.value, confidence=Decimal(1), label=kind.value, labelled_by=actor, labelled_at=now,
+            status="applied", suggested="[]", reason=_clean(f"labelled {kind.value} by {actor}")[:1000]))
+    out = f"#{inbound_id} labelled {kind.value} (read as {row.kind})"
+    if numbers:
+        out += f" for {', '.join(numbers)}" + (f": {done}" if done else "")
+    if released:
+        out += f"; the ladder goes on for {', '.join(released)}"
+    return out

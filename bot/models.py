@@ -97,6 +97,7 @@ class Invoice(SQLModel, table=True):
     pdf: str | None = None
     state: str = Field(default="active", index=True)
     hold_until: datetime | None = moment()
+    held_by: int | None = None  # an inbound message a person must read before the ladder goes on
     row_hash: str = ""
 
     @property
@@ -175,6 +176,9 @@ class Inbound(SQLModel, table=True):
     cues: str = "[]"  # JSON list
     moved_at: datetime | None = moment()  # when it was moved to `imap.move_handled_to`
     suggested: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})  # JSON: invoices to confirm
+    label: str | None = None  # the kind a person set or corrected: an example the classifier learns from
+    labelled_by: str | None = None
+    labelled_at: datetime | None = moment()
 
 
 class Event(SQLModel, table=True):
@@ -189,6 +193,16 @@ class Event(SQLModel, table=True):
     data: str = "{}"  # JSON object
     outbound_id: int | None = Field(default=None, foreign_key="outbound.id")
     inbound_id: int | None = Field(default=None, foreign_key="inbound.id")
+
+
+class Classifier(SQLModel, table=True):
+    """A reply classifier fitted on this installation (`relance learn`); the latest one is used."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime | None = moment(nullable=False)
+    examples: int
+    labelled: int  # of which the installation's own labelled messages
+    data: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # bot.learn.dumps
 
 
 def table(model: type[SQLModel]) -> sa.Table:

@@ -39,7 +39,7 @@ def status_rows(conn: Connection, config: Config, now: datetime,
         action, at = p.next_action, p.next_at
         if r.queued is not None and v.state.value == "active":  # recorded, waiting in the outbox
             action, at = ladder[r.queued].name, now
-        if v.state.value in ("disputed", "plan"):
+        if v.state.value in ("disputed", "plan") or (v.held_for_person and v.state.value == "active"):
             action, at = "triage", None
         elif v.state.value == "bounced" or r.contact_failing:
             action, at = "fix_contact", None
@@ -206,7 +206,8 @@ def messages(conn: Connection, triage_only: bool = False) -> list[dict[str, Any]
     links: dict[int, list[str]] = {}
     for inbound_id, number in conn.execute(
             sa.select(ev_t.c.inbound_id, inv_t.c.number).join(inv_t, inv_t.c.id == ev_t.c.invoice_id)
-            .where(ev_t.c.inbound_id.is_not(None)).distinct()):
+            # A hold on the client's other invoices is not a thread: only the message's own events link.
+            .where(ev_t.c.inbound_id.is_not(None), ev_t.c.kind.not_in(("held", "paused", "released"))).distinct()):
         links.setdefault(inbound_id, []).append(number)
     return [{
         "id": m.id, "message_id": m.message_id, "from": m.from_addr, "subject": m.subject,

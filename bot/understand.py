@@ -21,6 +21,7 @@ import mailparser
 from mailparser_reply.parser import EmailMessage
 
 from rules.classify import Kind, MailFacts, Understanding, classify, dated
+from rules.intent import Model
 from rules.plan import instalments
 
 _QUOTE_CONTAINERS = re.compile(
@@ -54,6 +55,8 @@ _CUT = re.compile(
     r"|(?:Von|Van|Da|De|Fra|Od|From)\s*:\s.*\n\s*(?:Gesendet|Verzonden|Inviato|Envoyé|Sendt|Wysłane|Sent|Date|Dato)\s*:"
     r"|--\s*$"
     r")", re.IGNORECASE | re.MULTILINE | re.DOTALL)
+_BULLETS = re.compile(r"^[ \t]*[-*][ \t]+\S.*\n[ \t]*[-*][ \t]+\S.*(?:\n[ \t]*[-*][ \t]+\S.*)*", re.MULTILINE)
+_BULLET = re.compile(r"^([ \t]*)[-*][ \t]+", re.MULTILINE)
 # mail-parser-reply's languages: French and English first; the other European languages it knows,
 # for clients across the EU.
 _REPLY_LANGUAGES = ("fr", "en", "de", "it", "es", "nl", "pl", "da", "sv", "cs")
@@ -92,6 +95,9 @@ def strip_quotes(text: str) -> str:
     """What the person wrote: quoted history, forwarded blocks and signature removed."""
     text = text.replace("\r\n", "\n").translate(_SPACES)
     text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(">"))
+    # A list the person wrote ("- FA-2027-0456", "* 15 May: 800 €") is the reply, not a signature:
+    # mail-parser-reply takes a line opening with a dash for one, so the bullets become "•".
+    text = _BULLETS.sub(lambda m: _BULLET.sub(r"\1• ", m.group(0)), text)
     cut = _CUT.search(text)
     if cut and text[:cut.start()].strip():
         text = text[:cut.start()]
@@ -229,7 +235,8 @@ def first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, today: date) -> list[Understood]:
+def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, today: date, model: Model
+                     ) -> list[Understood]:
     """Parse and classify each message (pure: no store, no transaction); failures are kept, not raised.
     Runs in a worker process for large backlogs, so everything it takes and returns pickles."""
     out: list[Understood] = []
@@ -240,7 +247,7 @@ def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, t
             out.append(Understood(inbound_id, None, failure=f"unreadable: {first_line(e)}"))
             continue
         try:
-            understanding = _classify(parsed, domain, today)
+            understanding = _classify(parsed, domain, today, model)
             failed, delayed = bounce_recipients(message) if understanding.kind is Kind.BOUNCE else ((), ())
             if failed or delayed:
                 understanding = replace(understanding, cues=(
@@ -254,8 +261,8 @@ def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, t
     return out
 
 
-def _classify(parsed: Parsed, domain: str, today: date) -> Understanding:
-    understood = classify(parsed.facts, domain)
+def _classify(parsed: Parsed, domain: str, today: date, model: Model) -> Understanding:
+    understood = classify(parsed.facts, domain, model)
     if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
         dates = find_dates(parsed.facts.text, today)
         understood = dated(understood, dates)

@@ -59,7 +59,7 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
     `due_by` keeps only invoices due on or before that date (an index range scan)."""
     inv, cli, con, rem, ob = table(Invoice), table(Client), table(Contact), table(Reminder), table(Outbound)
     q = (sa.select(inv.c.id, inv.c.number, inv.c.due_date, inv.c.issue_date, inv.c.amount, inv.c.paid,
-                   inv.c.state, inv.c.hold_until, inv.c.client_id, inv.c.contact_id, inv.c.language,
+                   inv.c.state, inv.c.hold_until, inv.c.held_by, inv.c.client_id, inv.c.contact_id, inv.c.language,
                    inv.c.currency, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
          .join(cli, cli.c.id == inv.c.client_id).join(con, con.c.id == inv.c.contact_id))
     q = q.where(inv.c.number.in_(list(numbers)) if numbers is not None else inv.c.state.in_(list(states)))
@@ -86,7 +86,8 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
     out = []
     for r in rows:
         view = InvoiceView(number=r.number, due_date=r.due_date, amount_due=max(r.amount - r.paid, Decimal(0)),
-                           state=State(r.state), hold_until=r.hold_until, done=tuple(done.get(r.id, ())))
+                           state=State(r.state), hold_until=r.hold_until,
+                           held_for_person=r.held_by is not None, done=tuple(done.get(r.id, ())))
         out.append(InvoiceRow(
             id=r.id, client_id=r.client_id, contact_id=r.contact_id, client=r.name, client_kind=r.kind,
             email=r.email, contact_failing=r.failing, language=r.language, currency=r.currency,
@@ -96,6 +97,6 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
 
 
 def display_state(view: InvoiceView, now: datetime) -> str:
-    if view.state is State.ACTIVE and view.hold_until is not None and view.hold_until > now:
+    if view.state is State.ACTIVE and (view.held_for_person or (view.hold_until is not None and view.hold_until > now)):
         return State.PAUSED.value
     return view.state.value

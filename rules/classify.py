@@ -1,7 +1,10 @@
 """What an inbound message is: bounce, auto-reply, payment claim, promise, plan, dispute, reply.
 
-Bounces are tested before auto-replies (many real bounces carry `Auto-Submitted: auto-replied`).
-Each result carries a confidence and the cues that produced it, so a person can see why."""
+Robots are recognised by rules where rules are exact: delivery reports (RFC 3464), the headers of
+automatic replies (RFC 3834 and the common vendor ones). What a person wrote is read by the model
+of `rules.intent`. Bounces are tested before auto-replies (many real bounces carry
+`Auto-Submitted: auto-replied`). Each result carries a confidence (for a person's text, the margin
+between the two likeliest kinds) and the evidence behind it in words, so a person can see why."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+
+from rules.intent import Model, Reading, Scores, read, score
 
 
 class Kind(StrEnum):
@@ -81,57 +86,38 @@ _AUTO_SUBJECTS = (
     r"r[ée]ponse automatique", r"absence du bureau", r"absent\b", r"out of (the )?office", r"automatic reply",
     r"auto[- ]?reply", r"autoreply", r"on vacation", r"en cong[ée]s?", r"message automatique",
 )
-_CLAIM = (
-    r"virement (a été |a ete |est )?(effectu|envoy|émis|emis|pass|réalis|fait|parti\b)",
-    r"(avons|ai) (bien )?(réglé|regle|payé|paye|viré|vire)",
-    r"(avons|ai) (bien )?(effectué|effectue|fait|procédé à|procédé au|envoyé|émis|passé|lancé) "
-    r"(le |un |au |notre |l')?(virement|paiement|règlement|reglement)",
-    r"r[èe]glement (a été |a ete )?(effectu|envoy|émis|pass|fait)",
-    r"paiement (a été |a ete )?(effectu|envoy|émis|pass|fait)",
-    r"\b(r[ée]gl[ée]e?|pay[ée]e?) (ce jour|aujourd['’]hui|ce matin|hier)\b",
-    r"\bpayment (has |have )?(gone|went) through\b",
-    r"\b(sent|posted|mailed) (you )?(a |the |our )?(cheque|check)\b",
-    r"\b(cheque|check) (is |was )?in the (post|mail)\b",
-    r"ch[èe]que\b.{0,40}?(a été |a ete |est )(envoy|post|exp[ée]di)", r"\b(has|have) been paid\b",
-    r"\b(was|were) (already )?paid\b", r"\bpaid (it|this|the invoice)\b", r"\bc['’]est (bien |déjà )?(réglé|payé)",
-    r"\b(transfer|payment|wire)\b.{0,40}\bwent out\b",
-    r"\bpayment (was|has been) (made|sent|processed|issued)\b", r"remittance advice", r"avis de (paiement|virement)",
-    r"\bwe (have )?(paid|transferred|wired)\b", r"\btransfer (was|has been) (made|sent)\b", r"\bproof of payment\b",
-    r"preuve de (paiement|virement)", r"d[ée]j[àa] (été )?(réglé|regle|payé|paye)",
-)
-# A bank or a payment processor telling us money came in: sent by a robot, but a payment all the same.
-_NOTICE = (
-    r"vous avez re[çc]u un (virement|paiement|règlement|reglement)", r"\bvirement (sepa )?(re[çc]u|entrant)\b",
-    r"avis de (virement|crédit|credit) re[çc]u", r"\b(a|ont) été crédité", r"paiement (re[çc]u|confirmé|encaissé)",
-    r"le paiement de .{0,80}a été (confirmé|re[çc]u|encaissé)",
-    r"\byou(['’]ve| have)? received (a |an )?(payment|transfer|wire)\b", r"\bpayment (received|confirmed)\b",
-    r"\bpayment of .{0,60} (has been|was) (received|confirmed|credited)\b", r"\bfunds (have been|were) credited\b",
-)
-_PROMISE = (
-    r"(nous )?(réglerons|reglerons|paierons|payerons|virerons|procéderons au (paiement|règlement|virement))",
-    r"(je|nous) vais (régler|regler|payer|virer)", r"(sera|seront) (réglée?s?|payée?s?|viré)",
-    r"(\bwill|['’]ll) (pay|be paid|settle|transfer|process)\b", r"\bpayment (will be|is scheduled)\b",
-    r"(virement|paiement|r[èe]glement|ch[èe]que) (partira|interviendra|sera (effectu|envoy|émis|fait|lanc))",
-    r"prochain (virement|paiement|règlement)", r"\bby (the )?end of\b", r"d'ici (la fin|le)",
-    r"\bpayment run\b", r"\bscheduled for (payment|our next)\b",
-)
-_PLAN = (
-    r"[ée]ch[ée]ancier", r"\ben \d+ (fois|versements|mensualit[ée]s)", r"paiements? (échelonn|echelonn|fractionn)",
-    r"\binstal?lments?\b", r"payment plan", r"\bpay in \d+\b", r"mensualit[ée]s", r"étaler le paiement",
-    r"\bsplit (the )?(payment|amount|invoice|balance)", r"\b(\d+|two|three|four|six) monthly payments\b",
-    r"\bla moitié\b.{0,60}\b(le reste|le solde)\b", r"\bhalf\b.{0,60}\b(the rest|the remainder|the balance)\b",
-)
-_DISPUTE = (
-    r"\blitige\b", r"(nous )?contest(ons|e|é)", r"\bdisput(e|ing)\b", r"(not|never) received", r"pas (été )?re[çc]u",
-    r"wrong (amount|invoice)", r"montant (erron|incorrect|faux)", r"\bavoir\b", r"credit note",
-    r"erreur (sur|de) (la )?facture",
-    r"ne (correspond|concerne) pas", r"\bdéfectueu", r"non conforme", r"réclamation",
-    r"\bdoublon\b", r"factur[ée]e? deux fois", r"\bduplicate (invoice|billing|charge)\b", r"\bbilled twice\b",
-    r"\bovercharged\b",
-)
+_ROBOT_SENDER = re.compile(r"^(no-?reply|ne-?pas-?repondre|notifications?|alerts?|info|news(letter)?|bounces?)[@+._-]")
+_PAYMENT_ATTACHMENT = re.compile(r"remittance|avis|virement|payment|paiement|preuve|transfer|receipt|re[çc]u",
+                                 re.IGNORECASE)
 
 
-def classify(facts: MailFacts, company_domain: str) -> Understanding:
+def reading_of(facts: MailFacts) -> Reading:
+    """What the model reads of a message: the person's text, the subject they typed (not "RE:" of
+    ours), and what the headers and attachments say about who sent it."""
+    h = facts.headers
+    extra = []
+    if h.get("auto-submitted", "no").lower() != "no":
+        extra.append("H:auto-submitted")
+    extra += [f"H:{name}" for name in ("x-autoreply", "x-autorespond", "list-unsubscribe", "list-id",
+                                        "x-ms-exchange-generated-message-source") if name in h]
+    if h.get("precedence", "").lower() in ("auto_reply", "bulk", "junk", "list"):
+        extra.append("H:precedence")
+    if _ROBOT_SENDER.match(facts.sender):
+        extra.append("H:robot-sender")
+    if facts.content_type == "multipart/report":
+        extra.append("H:report")
+    if facts.attachments:
+        extra.append("ATTACHMENT")
+    extra += ["ATTACHMENT:payment" for a in facts.attachments[:1] if _PAYMENT_ATTACHMENT.search(a)]
+    subject = facts.subject or ""
+    forwarded = re.match(r"^\s*(tr|fw|fwd|wg)\s*:", subject, re.IGNORECASE) is not None
+    if forwarded:
+        extra.append("FORWARDED")
+    typed = "" if re.match(r"^\s*(re|aw|sv|réf|ref)\s*:", subject, re.IGNORECASE) else subject
+    return read(facts.text, typed, extra)
+
+
+def classify(facts: MailFacts, company_domain: str, model: Model) -> Understanding:
     h = facts.headers
     sender = facts.sender.lower()
     subject = facts.subject or ""
@@ -156,7 +142,6 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
     if cues:
         return Understanding(Kind.BOUNCE, Decimal("0.99") if len(cues) > 1 else Decimal("0.85"), tuple(cues))
 
-    text = f"{subject}\n{facts.text}"
     auto: list[str] = []
     auto_submitted = h.get("auto-submitted", "").lower()
     if auto_submitted and auto_submitted != "no":
@@ -170,28 +155,38 @@ def classify(facts: MailFacts, company_domain: str) -> Understanding:
     auto += [f"subject ~ {p}" for p in _any(_AUTO_SUBJECTS, subject)]
     if sender.endswith("@" + company_domain.lower()):
         auto.append("sent from our own domain (a loop)")
-    if auto and (notice := _any(_NOTICE, text)):  # not an answer, but the money came in
-        return Understanding(Kind.PAYMENT_CLAIM, Decimal("0.85"),
-                             ("payment notice from a bank or a payment processor", *notice, *auto))
+    scores = score(model, reading_of(facts))
     if auto:
+        if scores.kind == Kind.PAYMENT_CLAIM:  # a robot, but the money came in: a bank's or a processor's notice
+            return Understanding(Kind.PAYMENT_CLAIM, _confidence(scores.margin),
+                                 ("payment notice from a bank or a payment processor", *_said(scores), *auto))
         return dated(Understanding(Kind.AUTO_REPLY, Decimal("0.98") if len(auto) > 1 else Decimal("0.85"),
                                    tuple(auto)), facts.dates)
+    kind, margin, said = Kind(scores.kind), scores.margin, _said(scores)
+    # A person's message that also disputes or proposes a plan in one of its clauses is read as that
+    # (a dispute outweighs a plan, which outweighs a promise or a claim), and never applied alone.
+    weightier = [(Kind(k), text) for k, text in scores.also
+                 if kind in _WEIGHT and k in _WEIGHT[:2] and _WEIGHT.index(k) < _WEIGHT.index(kind)]
+    if weightier:
+        top, text = min(weightier, key=lambda kt: _WEIGHT.index(kt[0]))
+        said = (f"«{text[:160]}» reads as {top.value}", f"also {kind.value}", *said)
+        kind, margin = top, 0.0
+    return dated(Understanding(kind, _confidence(margin), said), facts.dates)
 
-    scores: list[tuple[Kind, list[str]]] = [
-        (Kind.DISPUTE, _any(_DISPUTE, text)),
-        (Kind.PAYMENT_PLAN, _any(_PLAN, text)),
-        (Kind.PAYMENT_CLAIM, _any(_CLAIM, text) + [f"attachment {a}" for a in facts.attachments
-                                                    if re.search(r"remittance|avis|virement|payment|paiement|preuve",
-                                                                 a, re.IGNORECASE)]),
-        (Kind.PROMISE_TO_PAY, _any(_PROMISE, text)),
-    ]
-    found = [(k, c) for k, c in scores if c]
-    if not found:
-        return Understanding(Kind.HUMAN_REPLY, Decimal("0.60"), ("no payment, plan or dispute wording",))
-    kind, kcues = found[0]  # a dispute or a plan outweighs a claim or a promise in the same message
-    confidence = Decimal("0.90") if len(found) == 1 else Decimal("0.70")
-    others = [f"also {k.value}" for k, _ in found[1:]]
-    return dated(Understanding(kind, confidence, tuple(kcues + others)), facts.dates)
+
+_WEIGHT = (Kind.DISPUTE, Kind.PAYMENT_PLAN, Kind.PROMISE_TO_PAY, Kind.PAYMENT_CLAIM, Kind.HUMAN_REPLY)
+
+
+
+def _confidence(margin: float) -> Decimal:
+    return Decimal(str(round(margin, 3)))
+
+
+def _said(scores: Scores) -> tuple[str, ...]:
+    """The evidence in words: the sentence that weighed most, what in it did, and the runner-up."""
+    (_, p1), (k2, p2) = scores.probabilities[0], scores.probabilities[1]
+    said = (f"«{scores.evidence[:160]}»",) if scores.evidence else ()
+    return (*said, *scores.words, f"{p1:.0%} against {k2} {p2:.0%}")
 
 
 def dated(u: Understanding, dates: tuple[date, ...]) -> Understanding:

@@ -58,4 +58,5 @@ class InvoiceView:
     amount_due: Decimal
     state: State = State.ACTIVE
     hold_until: datetime | None = None  # end of the last pause (past or future), or None
+    held_for_person: bool = False  # a client's message waits for a person: nothing goes out until then
     done: tuple[StageDone, ...] = ()

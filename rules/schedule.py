@@ -6,6 +6,7 @@ The guarantees, each covered by a property test:
   `delay_days` after the previous one was actually sent, and only at an allowed moment);
 - never skipped silently: a late start sends the highest stage due, once, and returns the
   stages it passed over so the caller records them;
+- nothing is sent while a client's message waits for a person (`held_for_person`);
 - paused time does not count: a stage due during a hold is sent when the hold ends, and the
   stages after it count from then.
 """
@@ -35,6 +36,8 @@ def plan(invoice: InvoiceView, ladder: Ladder, calendar: SendingCalendar, now: d
     """What to do for `invoice` at `now` (an aware datetime)."""
     if invoice.state is not State.ACTIVE or invoice.amount_due <= 0:
         return Plan(invoice.number, None)
+    if invoice.held_for_person:
+        return Plan(invoice.number, None, next_action="triage")
     last = max((d.index for d in invoice.done), default=-1)
     first = last + 1
     if first >= len(ladder):

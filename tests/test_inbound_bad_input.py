@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from bot import inbound, ledger, reports
 from bot.config import Config
+from bot.learn import shipped
 from bot.mailbox import MemorySource
 from bot.models import Inbound, table
 
@@ -169,7 +170,8 @@ def test_reprocess_that_reads_a_message_differently_asks_a_person(engine: Engine
     from bot import understand
     from rules.classify import Kind, Understanding
 
-    monkeypatch.setattr(understand, "classify", lambda facts, domain: Understanding(Kind.DISPUTE, 0, ("upgraded",)))
+    monkeypatch.setattr(understand, "classify",
+                        lambda facts, domain, model: Understanding(Kind.DISPUTE, 0, ("upgraded",)))
     inbound.process(engine, cfg, NOW, [row["id"]])
     with engine.connect() as c:
         (again,) = reports.messages(c)
@@ -296,7 +298,7 @@ def test_a_batch_a_worker_cannot_return_is_read_here(engine: Engine, cfg: Config
     inbound.store_new(engine, MemorySource({"INBOX": raws}), "INBOX", NOW, inbound.SyncReport())
     lost: Future[list[Any]] = Future()
     lost.set_exception(pickle.PicklingError("Can't pickle <class 'x'>"))
-    done, broken = inbound._result(engine, [1, 2, 3], lost, "acme.example", NOW.date(), False)
+    done, broken = inbound._result(engine, [1, 2, 3], lost, "acme.example", NOW.date(), shipped(), False)
     assert [u.id for u in done] == [1, 2, 3] and all(u.parsed is not None for u in done)
     assert broken is False, "the pool itself is fine: later batches still go to it"
 
@@ -350,7 +352,8 @@ def test_failed_addresses_are_found_in_most_real_bounces() -> None:
 
 
 def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tmp_path: Path) -> None:
-    """No number, no thread: the sender's only open invoice is a guess; `assign` applies the message to it."""
+    """No number, no thread: the sender's only open invoice is a guess, held until a person decides;
+    `assign` lifts that hold and applies the message to it."""
     from bot.errors import NotFoundError, RelanceError
     from bot.models import Event, Invoice
 
@@ -365,13 +368,14 @@ def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tm
     assert line == f"#{row['id']} payment_claim -> F-9301: applied"
     with engine.connect() as c:
         (after,) = reports.messages(c)
-        hold = c.execute(sa.select(table(Invoice).c.hold_until)).scalar_one()
+        hold, held_by = c.execute(sa.select(table(Invoice).c.hold_until, table(Invoice).c.held_by)).one()
         kinds = list(c.execute(sa.select(table(Event).c.kind, table(Event).c.actor)
                                .where(table(Event).c.inbound_id == row["id"]).order_by(table(Event).c.id)))
     assert (after["status"], after["invoices"], after["suggested"]) == ("applied", ["F-9301"], [])
     assert after["reason"].startswith("assigned by cli:anne to F-9301")
-    assert hold == NOW + timedelta(days=cfg.pause.payment_claim_days)
-    assert [tuple(k) for k in kinds] == [("message_payment_claim", "relance"), ("paused", "relance"),
+    assert hold == NOW + timedelta(days=cfg.pause.payment_claim_days) and held_by is None
+    assert [tuple(k) for k in kinds] == [("held", "relance"), ("paused", "relance"), ("released", "cli:anne"),
+                                         ("message_payment_claim", "relance"), ("paused", "relance"),
                                          ("message_assigned", "cli:anne")]
     with pytest.raises(RelanceError, match="already applied to F-9301"):
         inbound.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")

@@ -31,7 +31,7 @@ class Case:
 
 
 def load() -> list[Case]:
-    doc: dict[str, Any] = tomllib.loads((HERE / "cases.toml").read_text())
+    doc: dict[str, Any] = tomllib.loads((HERE.parent.parent.parent / "bot" / "corpus" / "first-cases.toml").read_text())
     return [Case(id=c["id"], client=c["client"], kind=c["kind"], body=c["body"], sender=c["from"],
                  invoices=tuple(c["invoices"]), thread=c.get("thread", True), subject=c.get("subject", ""),
                  sure=c.get("sure", True), headers=c.get("headers", {}), attachments=tuple(c.get("attachments", ())))

@@ -1,0 +1,156 @@
+"""What an understood message does to its invoices: the policy, as a pure decision.
+
+The promise Relance makes is that nobody gets a firmer letter after answering. So:
+
+- a reading the bot is sure of (its margin at least `auto_apply_margin`) is applied alone: a
+  payment claim holds the invoice for `payment_claim_days`, a promise with a date until that date
+  plus `promise_grace_days`, an out-of-office until the day after its return;
+- anything else a person wrote holds every invoice it concerns until a person has read it (or for
+  `human_reply_days` when that is positive): a human reply, a promise with no date, a reading the
+  bot is not sure of. When the message cannot be tied to an invoice for sure, every open invoice of
+  the sender's client is held, since that client has answered something;
+- a payment plan or a dispute the bot is sure of sets the invoice's state (`plan`, `disputed`),
+  which waits for a person;
+- robots never count as an answer: an out-of-office only postpones, a bounce marks the invoice
+  and its contact, a delay warning changes nothing.
+
+`decide` returns the effects as values; `bot/inbound.py` writes them with the message's events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from rules.classify import Kind, Understanding
+from rules.match import Match
+from rules.model import State
+
+
+class Status(StrEnum):
+    """Where a message stands: its effects applied alone, or waiting for a person."""
+
+    APPLIED = "applied"
+    TRIAGE = "triage"
+
+
+@dataclass(frozen=True)
+class Policy:
+    zone: ZoneInfo
+    human_reply_days: int = 0  # 0: until a person decides
+    promise_grace_days: int = 3
+    payment_claim_days: int = 10
+    auto_apply_margin: Decimal = Decimal("0.25")
+
+
+@dataclass(frozen=True)
+class Held:
+    """An invoice as the policy sees it."""
+
+    number: str
+    state: State
+    hold_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What happens to one invoice. `event` is the event kind recorded (with `reason`)."""
+
+    number: str
+    event: str
+    reason: str = ""
+    hold_until: datetime | None = None  # a timed hold, never shortening one in force
+    until_decided: bool = False  # held until a person has read the message
+    state: State | None = None  # a new state
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: Status
+    reason: str
+    effects: tuple[Effect, ...] = ()
+
+
+def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Sequence[Held], policy: Policy,
+           now: datetime, delayed_only: bool = False) -> Decision:
+    """The effects of message `u` matched to `m` (`matched`: its invoices as stored; `client_open`: the
+    open invoices of the sender's client, held when the message cannot be tied to one for sure)."""
+    sure_match = m.sure and bool(m.numbers)
+    targets = [h for h in matched if h.state is not State.PAID] if sure_match else []
+    on_paid = tuple(Effect(h.number, "reply_recorded", f"{u.kind.value} about a paid invoice")
+                    for h in matched if sure_match and h.state is State.PAID)
+    if u.kind is Kind.BOUNCE:
+        if delayed_only:
+            return Decision(Status.APPLIED, "delivery delayed, the server keeps trying: nothing to do yet",
+                            tuple(Effect(h.number, "delivery_delayed") for h in targets))
+        if not targets:
+            return Decision(Status.TRIAGE, m.reason)
+        return Decision(Status.TRIAGE, "delivery failure: fix the contact, then resume",
+                        (*(Effect(h.number, "message_bounce", _cues(u), state=State.BOUNCED) for h in targets),
+                         *on_paid))
+    if u.kind is Kind.AUTO_REPLY:
+        if not targets:
+            return Decision(Status.APPLIED if not m.numbers else Status.TRIAGE,
+                            f"auto-reply, no invoice concerned ({m.reason})" if not m.numbers else m.reason)
+        back = (datetime.combine(u.date + timedelta(days=1), time(0), policy.zone) if u.date else None)
+        return Decision(Status.APPLIED, m.reason, (*(_auto(h, u, back) for h in targets), *on_paid))
+    # A person wrote it.
+    sure = u.confidence >= policy.auto_apply_margin
+    if not targets:
+        held = [h for h in client_open if h.state is not State.PAID]
+        if not held or not _is_answer(u):
+            return Decision(Status.TRIAGE, m.reason)
+        return Decision(Status.TRIAGE, f"{m.reason}; the client's open invoices wait for a person",
+                        tuple(_for_person(h, policy, now, "the client answered") for h in held))
+    event = f"message_{u.kind.value}"
+    if sure and u.kind is Kind.PAYMENT_CLAIM:
+        until = now + timedelta(days=policy.payment_claim_days)
+        return Decision(Status.APPLIED, m.reason, (*(
+            Effect(h.number, event, "the client says it has paid", hold_until=until) for h in targets), *on_paid))
+    if sure and u.kind is Kind.PROMISE_TO_PAY and u.date is not None:
+        until = promise_until(u.date, policy)
+        if until > now:
+            return Decision(Status.APPLIED, m.reason, (*(
+                Effect(h.number, event, f"promise to pay on {u.date.isoformat()}", hold_until=until)
+                for h in targets), *on_paid))
+    if sure and u.kind in (Kind.PAYMENT_PLAN, Kind.DISPUTE):
+        state = State.PLAN if u.kind is Kind.PAYMENT_PLAN else State.DISPUTED
+        return Decision(Status.TRIAGE, f"{u.kind.value}: a person decides", (*(
+            Effect(h.number, event, "until a person decides", state=state) for h in targets), *on_paid))
+    if u.kind is Kind.PROMISE_TO_PAY and sure:
+        why = "a promise with no date: a person decides"
+    elif u.kind is Kind.HUMAN_REPLY:
+        why = "a client's reply: read it and decide"
+    else:
+        why = f"not sure it is a {u.kind.value} (margin {u.confidence} < {policy.auto_apply_margin}): a person decides"
+    return Decision(Status.TRIAGE, why, (*(_for_person(h, policy, now, "the client answered", event)
+                                          for h in targets), *on_paid))
+
+
+def _is_answer(u: Understanding) -> bool:
+    return u.kind not in (Kind.AUTO_REPLY, Kind.BOUNCE)
+
+
+def _auto(h: Held, u: Understanding, back: datetime | None) -> Effect:
+    """An out-of-office only postpones, until the day after its return date."""
+    if back is None:
+        return Effect(h.number, "message_auto_reply", _cues(u))
+    return Effect(h.number, "message_auto_reply", f"out of office until {u.date.isoformat() if u.date else ''}",
+                  hold_until=back)
+
+
+def _for_person(h: Held, policy: Policy, now: datetime, why: str, event: str = "held") -> Effect:
+    if policy.human_reply_days > 0:
+        return Effect(h.number, event, why, hold_until=now + timedelta(days=policy.human_reply_days))
+    return Effect(h.number, event, why, until_decided=True)
+
+
+def _cues(u: Understanding) -> str:
+    return "; ".join(u.cues)[:500]
+
+
+def promise_until(day: date, policy: Policy) -> datetime:
+    return datetime.combine(day + timedelta(days=policy.promise_grace_days), time(0), policy.zone)
