@@ -1,0 +1,36 @@
+"""The frozen held-out batches through the real pipeline: no kind's precision may fall below the
+figure first measured on it (floor.json, committed with the change it judged), no wrong invoice,
+no reminder to a client who had answered. A batch without a floor.json has not been measured yet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.understanding.cases import HERE, load
+from tests.understanding.evaluate import replay, scores
+
+BATCHES = sorted(p.parent for p in (HERE / "heldout").glob("*/floor.json"))
+
+
+@pytest.mark.parametrize("batch", BATCHES, ids=[b.name for b in BATCHES])
+def test_heldout_batch_keeps_its_first_figures(batch: Path, tmp_path: Path) -> None:
+    floor = json.loads((batch / "floor.json").read_text())
+    s = scores(replay(load(batch / "cases.toml"), tmp_path))
+    print({k: round(v["precision"], 4) for k, v in s["per_kind"].items()})
+    below = {k: (round(v["precision"], 4), floor["precision"][k]) for k, v in s["per_kind"].items()
+             if round(v["precision"], 4) < floor["precision"][k]}
+    assert not below, f"precision below the first measurement (now, then): {below}"
+    assert s["kind_accuracy"] >= floor["kind_accuracy"] - 0.005, s["confusions"]
+    assert s["threading"]["wrong_invoice"] == [], "a message applied to an invoice it is not about"
+    assert s["reminders_to_answered"] == [], "a reminder went to a client who had answered"
+
+
+@pytest.mark.parametrize("batch", BATCHES, ids=[b.name for b in BATCHES])
+def test_a_measured_batch_is_never_edited(batch: Path) -> None:
+    """floor.json names the digest of the cases it measured: an edited batch no longer counts as held out."""
+    floor = json.loads((batch / "floor.json").read_text())
+    assert hashlib.sha256((batch / "cases.toml").read_bytes()).hexdigest() == floor["cases_sha256"]
