@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from bot.models import Classifier, Inbound, table
 from bot.store import session
-from bot.understand import parse, strip_quotes
+from bot.understand import parse, written
 from rules.classify import Kind, MailFacts, reading_of
 from rules.intent import Model, bag
 
@@ -65,7 +65,7 @@ def facts_of_case(case: dict[str, Any]) -> MailFacts:
     headers = {k.lower(): str(v) for k, v in case.get("headers", {}).items()}
     headers.setdefault("from", case.get("from", ""))
     return MailFacts(sender=case.get("from", "").lower(), subject=case.get("subject", ""),
-                     text=strip_quotes(case.get("body", "")), headers=headers,
+                     text=written(case.get("body", ""), case.get("subject", "")), headers=headers,
                      attachments=tuple(case.get("attachments", ())))
 
 

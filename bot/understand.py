@@ -12,7 +12,7 @@ import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
@@ -23,6 +23,7 @@ from mailparser_reply.parser import EmailMessage
 from rules.classify import Kind, MailFacts, Understanding, classify, dated
 from rules.intent import Model
 from rules.plan import instalments
+from rules.when import relative_dates
 
 _QUOTE_CONTAINERS = re.compile(
     r'<(div|blockquote)[^>]*(class="[^"]*(gmail_quote|moz-cite-prefix|yahoo_quoted|OutlookMessageHeader)[^"]*"'
@@ -114,6 +115,36 @@ def strip_quotes(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", (body or text)).strip()
 
 
+_FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*(?:tr|fw|fwd|wg|transf)\s*:", re.IGNORECASE)
+# A forward's own markers; and the separators replies use too, which count under a "TR:"/"Fwd:" subject.
+_FORWARD_MARK = re.compile(
+    r"^[ \t>]*-{2,}\s*(?:Forwarded message|Message transféré)\s*-{2,}[ \t]*$"
+    r"|^[ \t>]*(?:Begin forwarded message|Début du message (?:ré)?(?:expédié|transféré))\s*:[ \t]*$",
+    re.IGNORECASE | re.MULTILINE)
+_SEPARATOR = re.compile(
+    r"^[ \t>]*-{2,}\s*(?:Original Message|Message d'origine|Message original)\s*-{2,}[ \t]*$"
+    r"|^[ \t>]*(?:De|From)\s*:[^\n]*\n[ \t>]*(?:Envoyé|Sent|Date)\s*:", re.IGNORECASE | re.MULTILINE)
+_FORWARD_HEADER = re.compile(r"^(?:De|From|Date|Envoyé|Sent|À|A|To|Cc|Objet|Subject|Reply-To)\s*:.*$",
+                             re.IGNORECASE)
+
+
+def written(text: str, subject: str) -> str:
+    """What the sender wrote. A forward ("TR:", "Fwd:") brings its content along: the bank's
+    confirmation, the bounce, the client's message a colleague passes on are what it is about, so
+    the forwarded part is kept (its header block and its own quotes removed) after the sender's words."""
+    mark = _FORWARD_MARK.search(text) or (_SEPARATOR.search(text) if _FORWARD_SUBJECT.match(subject) else None)
+    if mark is None:
+        return strip_quotes(text)
+    own = strip_quotes(text[:mark.start()]) if text[:mark.start()].strip() else ""
+    lines = [line.lstrip("> \t") for line in text[mark.start():].replace("\r\n", "\n").split("\n")][:200]
+    if not _FORWARD_HEADER.match(lines[0].strip()):
+        lines.pop(0)  # the "---- Forwarded message ----" line itself
+    while lines and (not lines[0].strip() or _FORWARD_HEADER.match(lines[0].strip())):
+        lines.pop(0)
+    part = strip_quotes("\n".join(lines))[:4000]
+    return f"{own}\n\n{part}".strip() if part else own
+
+
 def _header_map(msg: Message) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in msg.items():
@@ -149,7 +180,7 @@ def _parse(raw: bytes) -> tuple[Parsed, Message]:
                        if a)
     ctype = msg.get_content_type()
     facts = MailFacts(
-        sender=sender.lower(), subject=mail.subject or "", text=strip_quotes(text), headers=headers,
+        sender=sender.lower(), subject=mail.subject or "", text=written(text, mail.subject or ""), headers=headers,
         content_type=ctype, report_type=str(msg.get_param("report-type") or "") if ctype == "multipart/report" else "",
         attachments=tuple(a.get("filename") or "" for a in mail.attachments),
     )
@@ -164,7 +195,8 @@ _MONTHS = (r"janv\w*|f[ée]vr\w*|mars|avr\w*|mai|juin|juil\w*|ao[ûu]t|sept\w*|o
 _WRITTEN_DATE = re.compile(
     rf"\b\d{{1,2}}(?:er|st|nd|rd|th)?\s+(?:{_MONTHS})\.?(?:\s+\d{{4}})?\b"
     rf"|\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b"
-    r"|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b", re.IGNORECASE)
+    r"|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b"
+    rf"|\b\d{{1,2}}-(?:\d{{1,2}}|{_MONTHS})(?:-\d{{2,4}})?\b", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=4)
@@ -178,16 +210,20 @@ def _date_parser(today: date) -> Any:
 
 
 def find_dates(text: str, today: date) -> tuple[date, ...]:
-    """Dates written in `text` ("le 15 décembre", "12 April 2027", "30/04"), resolved forward from
-    today, in the order written. Our pattern finds them; dateparser reads each (month names, order)."""
-    fragments = _WRITTEN_DATE.findall(text[:5000])
-    if not fragments:
-        return ()
+    """Dates written in `text`, in the order written, none before `today` (the day it was written):
+    in full ("le 15 décembre", "12 April 2027", "30/04": our pattern finds them, dateparser reads
+    each), and as people say them ("fin du mois", "next Friday", "sous huitaine": rules.when)."""
+    head = text[:5000]
+    found: list[tuple[int, date]] = list(relative_dates(head, today))
+    for m in _WRITTEN_DATE.finditer(head):
+        parsed = _read_date(" ".join(m.group(0).lower().split()), today)
+        # A day and month with no year ("mandatée le 2 avril") that is past is not next year's.
+        if parsed is not None and today <= parsed <= today + timedelta(days=300):
+            found.append((m.start(), parsed))
     out: list[date] = []
-    for fragment in fragments:
-        parsed = _read_date(" ".join(fragment.lower().split()), today)
-        if parsed is not None and parsed >= today and parsed not in out:
-            out.append(parsed)
+    for _, when in sorted(found, key=lambda pw: pw[0]):
+        if when not in out:
+            out.append(when)
     return tuple(out)
 
 
@@ -264,7 +300,10 @@ def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, t
 def _classify(parsed: Parsed, domain: str, today: date, model: Model) -> Understanding:
     understood = classify(parsed.facts, domain, model)
     if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
-        dates = find_dates(parsed.facts.text, today)
+        # "vendredi", "fin du mois": counted from the day the client wrote (its Date header), unless
+        # that claims a day still to come (a sender's clock off).
+        sent = parsed.received_at.date() if parsed.received_at is not None else today
+        dates = find_dates(parsed.facts.text, sent if sent <= today else today)
         understood = dated(understood, dates)
         if understood.kind is Kind.PAYMENT_PLAN:
             proposal = instalments(parsed.facts.text, dates)

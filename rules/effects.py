@@ -12,7 +12,8 @@ The promise Relance makes is that nobody gets a firmer letter after answering. S
 - a payment plan or a dispute the bot is sure of sets the invoice's state (`plan`, `disputed`),
   which waits for a person;
 - robots never count as an answer: an out-of-office only postpones, a bounce marks the invoice
-  and its contact, a delay warning changes nothing.
+  and its contact, a delay warning changes nothing. A message the model alone takes for an
+  out-of-office, without the margin, is treated as a person's: a person reads it.
 
 `decide` returns the effects as values; `bot/inbound.py` writes them with the message's events."""
 
@@ -82,6 +83,8 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
     targets = [h for h in matched if h.state is not State.PAID] if sure_match else []
     on_paid = tuple(Effect(h.number, "reply_recorded", f"{u.kind.value} about a paid invoice")
                     for h in matched if sure_match and h.state is State.PAID)
+    if sure_match and not targets:  # every invoice it is about is paid: noted, nothing to hold
+        return Decision(Status.APPLIED, m.reason, on_paid)
     if u.kind is Kind.BOUNCE:
         if delayed_only:
             return Decision(Status.APPLIED, "delivery delayed, the server keeps trying: nothing to do yet",
@@ -91,7 +94,7 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
         return Decision(Status.TRIAGE, "delivery failure: fix the contact, then resume",
                         (*(Effect(h.number, "message_bounce", _cues(u), state=State.BOUNCED) for h in targets),
                          *on_paid))
-    if u.kind is Kind.AUTO_REPLY:
+    if u.kind is Kind.AUTO_REPLY and u.confidence >= policy.auto_apply_margin:
         if not targets:
             return Decision(Status.APPLIED if not m.numbers else Status.TRIAGE,
                             f"auto-reply, no invoice concerned ({m.reason})" if not m.numbers else m.reason)
@@ -101,7 +104,7 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
     sure = u.confidence >= policy.auto_apply_margin
     if not targets:
         held = [h for h in client_open if h.state is not State.PAID]
-        if not held or not _is_answer(u):
+        if not held:
             return Decision(Status.TRIAGE, m.reason)
         return Decision(Status.TRIAGE, f"{m.reason}; the client's open invoices wait for a person",
                         tuple(_for_person(h, policy, now, "the client answered") for h in held))
@@ -128,10 +131,6 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
         why = f"not sure it is a {u.kind.value} (margin {u.confidence} < {policy.auto_apply_margin}): a person decides"
     return Decision(Status.TRIAGE, why, (*(_for_person(h, policy, now, "the client answered", event)
                                           for h in targets), *on_paid))
-
-
-def _is_answer(u: Understanding) -> bool:
-    return u.kind not in (Kind.AUTO_REPLY, Kind.BOUNCE)
 
 
 def _auto(h: Held, u: Understanding, back: datetime | None) -> Effect:

@@ -1,6 +1,7 @@
 """The frozen held-out batches through the real pipeline: no kind's precision may fall below the
-figure first measured on it (floor.json, committed with the change it judged), no wrong invoice,
-no reminder to a client who had answered. A batch without a floor.json has not been measured yet."""
+figure first measured on the batch that guards (floor.json, committed with the change it judged),
+no wrong invoice, no reminder to a client who had answered. A batch without a floor.json has not
+been measured yet; a spent one (its misses taught the training corpus) keeps its record only."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from tests.understanding.cases import HERE, load
 from tests.understanding.evaluate import replay, scores
 
 BATCHES = sorted(p.parent for p in (HERE / "heldout").glob("*/floor.json"))
+# A batch whose misses have taught the training corpus is spent: its first figures stay on record,
+# and the next fresh batch guards (a spent batch would guard only what was tuned to it).
+GUARDS = [b for b in BATCHES if "spent" not in json.loads((b / "floor.json").read_text())]
 
 
-@pytest.mark.parametrize("batch", BATCHES, ids=[b.name for b in BATCHES])
+@pytest.mark.parametrize("batch", GUARDS, ids=[b.name for b in GUARDS])
 def test_heldout_batch_keeps_its_first_figures(batch: Path, tmp_path: Path) -> None:
     floor = json.loads((batch / "floor.json").read_text())
     s = scores(replay(load(batch / "cases.toml"), tmp_path))
