@@ -110,6 +110,8 @@ def print_tick(report: TickReport, dry_run: bool) -> None:
     print(t("{sent} sent, {deferred} deferred, {refused} refused, {uncertain} uncertain, {cancelled} cancelled",
             sent=len(report.sent), deferred=len(report.deferred), refused=len(report.failed),
             uncertain=len(report.uncertain), cancelled=report.cancelled))
+    if report.digest:
+        print(report.digest)
 
 
 def cmd_tick(app: App) -> int:

@@ -39,6 +39,10 @@ FR: dict[str, str] = {
     "warning: {why}: formal notices sent now will fail until it is there":
         "attention : {why} : les mises en demeure échoueront tant qu'il manque",
     "database: ok": "base : ok",
+    "digest not sent: its template failed: {why}": "récapitulatif non envoyé : son modèle a échoué : {why}",
+    "digest to {to} not sent: {why}": "récapitulatif pour {to} non envoyé : {why}",
+    "digest to {to}: {invoices} invoice(s) and {messages} message(s) wait for a person":
+        "récapitulatif pour {to} : {invoices} facture(s) et {messages} message(s) attendent une personne",
     "classifier refitted on {examples} examples ({own} labelled here); {features} features":
         "classifieur réappris sur {examples} exemples (dont {own} étiquetés ici) ; {features} caractéristiques",
     "none": "aucun",
@@ -77,7 +81,12 @@ FR: dict[str, str] = {
     "dispute": "contestation", "auto_reply": "réponse automatique", "bounce": "non distribué",
     "human_reply": "réponse", "applied": "appliqué", "quarantined": "en quarantaine", "closed": "classé",
     "new": "nouveau",
-    "Decided": "Traité", "Assign to invoices": "Rattacher aux factures",
+    "Decided": "Traité", "Kind": "Nature",
+    "kind ({kinds}), a promise's date after it; Enter; Escape cancels":
+        "nature ({kinds}), la date d'une promesse après ; Entrée ; Échap annule",
+    "unknown kind {kind} (one of {kinds})": "nature inconnue {kind} (l'une de {kinds})",
+    "{value}: expected a date as YYYY-MM-DD": "{value} : attendu : une date AAAA-MM-JJ",
+    "Assign to invoices": "Rattacher aux factures",
     "invoice number(s), then Enter; Escape cancels": "numéro(s) de facture, puis Entrée ; Échap annule",
     "Pause 7 days": "Pause 7 jours", "Resume": "Reprendre", "Paid": "Payée",
     "Refresh": "Actualiser", "Quit": "Quitter", "To triage": "À trier", "Open invoices": "Factures ouvertes",

@@ -566,6 +566,13 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
     done = ""
     with session(engine) as s:
         released = release_holds(s, inbound_id, now, actor)
+        undone = {"payment_plan": "plan", "dispute": "disputed"}.get(row.kind or "")
+        if undone and kind.value != row.kind and linked:  # the bot's reading set a state a person now undoes
+            for invoice_id in s.execute(sa.select(inv_t.c.id).where(inv_t.c.number.in_(linked),
+                                                                    inv_t.c.state == undone)).scalars():
+                s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(state="active"))
+                record_events(s, [{"invoice_id": invoice_id, "at": now, "inbound_id": inbound_id, "actor": actor,
+                                   "kind": "resumed", "reason": f"was {undone}; labelled {kind.value} by {actor}"}])
         # What the bot already applied for the same kind stays; a new kind applies what it does.
         if numbers and kind is not Kind.HUMAN_REPLY and not (row.kind == kind.value and linked):
             effects = _Effects(s, config, now, _Lookups(s, [u.parsed], u.tokens, u.failed))

@@ -111,8 +111,8 @@ class Outbound(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(sa_column=sa.Column(sa.String(250), unique=True, nullable=False))
-    client_id: int = Field(foreign_key="client.id", index=True)
-    stage_index: int
+    client_id: int | None = Field(default=None, foreign_key="client.id", index=True)  # None: the operator's digest
+    stage_index: int  # -1: the operator's digest
     stage: str
     to_addr: str
     cc: str = ""

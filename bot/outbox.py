@@ -38,14 +38,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
-from bot.models import Client, Contact, Invoice, Outbound, Reminder, table
+from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.store import record_events, session
 from rules.penalties import ContractRateTooLowError, MissingRateError
 
 LEASE = timedelta(minutes=15)
 inv_t, cli_t, con_t = table(Invoice), table(Client), table(Contact)
-out_t, rem_t = table(Outbound), table(Reminder)
+out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
 
 
 def instance_name() -> str:
@@ -172,6 +172,7 @@ class Outbox:
                                                             rem_t.c.skipped.is_(False))):
                 rows[r.outbound_id].append(r)
             earlier = self._earlier(c, [r.id for group in rows.values() for r in group])
+            claims = self._claims(c, [r.id for group in rows.values() for r in group])
         out: list[Prepared | int] = []
         for ob_id in ids:
             ob = obs.get(ob_id)
@@ -182,7 +183,7 @@ class Outbox:
                 out.append(ob_id)
                 continue
             try:
-                out.append(self._render(ob, invs, earlier))
+                out.append(self._render(ob, invs, earlier, claims))
             except (MissingRateError, ContractRateTooLowError):
                 out.append(ob_id)
         return out
@@ -229,7 +230,8 @@ class Outbox:
                 s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
                 return None
             try:
-                prepared = self._render(ob, still, self._earlier(s, [r.id for r in still]))
+                ids = [r.id for r in still]
+                prepared = self._render(ob, still, self._earlier(s, ids), self._claims(s, ids))
             except (MissingRateError, ContractRateTooLowError) as e:
                 self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
                 self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e}")
@@ -266,6 +268,15 @@ class Outbox:
                 out[e.invoice_id].append(e)
         return out
 
+    @staticmethod
+    def _claims(c: Connection, invoice_ids: list[int]) -> dict[int, datetime]:
+        """When the client last said it had paid each of these invoices (a payment claim applied)."""
+        if not invoice_ids:
+            return {}
+        return dict(c.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
+                              .where(ev_t.c.invoice_id.in_(invoice_ids), ev_t.c.kind == "message_payment_claim")
+                              .group_by(ev_t.c.invoice_id)).all())
+
     def _not_due(self, r: sa.Row[Any]) -> str:
         if r.state != "active":
             return f"invoice is {r.state}"
@@ -277,8 +288,8 @@ class Outbox:
             return f"contact {r.email} is failing"
         return ""
 
-    def _render(self, ob: sa.Row[Any], invs: Sequence[sa.Row[Any]],
-                earlier: dict[int, list[Any]]) -> Prepared:
+    def _render(self, ob: sa.Row[Any], invs: Sequence[sa.Row[Any]], earlier: dict[int, list[Any]],
+                claims: dict[int, datetime]) -> Prepared:
         cfg, stage = self.config, self.ladder[int(ob.stage_index)]
         refs: dict[int, list[ReminderRef]] = defaultdict(list)
         message_ids: list[str] = []
@@ -293,9 +304,16 @@ class Outbox:
         first = invs[0]
         contexts = []
         for r in invs:
+            # "You told us on 10 April that the transfer had been made": a claim made since our last
+            # reminder, which led to nothing (the invoice is due again).
+            claimed = claims.get(r.id)
+            last_sent = max((e.at for e in earlier.get(r.id, ())), default=None)
+            if claimed is not None and last_sent is not None and claimed < last_sent:
+                claimed = None
             ctx = InvoiceContext(number=r.number, issue_date=r.issue_date, due_date=r.due_date, amount=r.amount,
                                  paid=r.paid, currency=r.currency, reminders=tuple(refs[r.id]),
-                                 margin_points=cfg.penalties.margin_points)
+                                 margin_points=cfg.penalties.margin_points,
+                                 claimed_paid_on=claimed.astimezone(cfg.zone).date() if claimed else None)
             if stage.penalties:
                 ctx = replace(ctx, penalties=penalties_for(cfg.penalty_policy, ctx, first.client_kind, today))
             contexts.append(ctx)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
@@ -47,6 +47,7 @@ class InvoiceContext:
     reminders: tuple[ReminderRef, ...] = ()
     penalties: Penalties | None = None
     margin_points: Decimal = Decimal(10)
+    claimed_paid_on: date | None = None  # the client said it had paid, since our last reminder
 
     @property
     def amount_due(self) -> Decimal:
@@ -175,7 +176,9 @@ def check_templates(config: Config, renderer: Renderer, today: date) -> list[str
                                 invoices=invoices, today=invoices[0].due_date + timedelta(days=40))
             except (TemplateError, ValueError) as e:
                 problems.append(f"stage {stage.name!r} ({language}): {e}")
-    return problems
+    from bot import digest  # noqa: PLC0415 - the digest renders through this module's environment
+
+    return problems + digest.check(config, datetime.combine(today, time(10), config.zone))
 
 
 def penalties_for(policy: PenaltyPolicy, inv: InvoiceContext, client_kind: str, today: date) -> Penalties | None:

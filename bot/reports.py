@@ -163,7 +163,7 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
         per_stage[config.ladder[top_stage[i.id]].name] += i.amount
     amicable = [i for i in recovered if top_stage[i.id] < last]
     sent: dict[int, int] = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
-                             .where(out_t.c.status.in_(("sent", "uncertain")))
+                             .where(out_t.c.status.in_(("sent", "uncertain")), out_t.c.stage_index >= 0)
                              .group_by(out_t.c.stage_index)).all())
     emails = sum(sent.values())
     notices = sum(n for k, n in sent.items() if config.ladder[k].penalties)

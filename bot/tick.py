@@ -12,7 +12,7 @@ from typing import Literal
 
 from sqlalchemy.engine import Engine
 
-from bot import views
+from bot import digest, views
 from bot.config import Config
 from bot.errors import ConnectionFailedError, PermanentDeliveryError, TransientDeliveryError
 from bot.mailer import Mailer, UncertainDeliveryError
@@ -39,6 +39,7 @@ class TickReport:
     uncertain: list[str] = field(default_factory=list)
     cancelled: int = 0
     aborted: str = ""  # why the batch stopped early, if it did
+    digest: str = ""  # what became of today's digest to the operator, if this tick was its moment
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, for logs and bench
 
     @property
@@ -191,13 +192,14 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     for mid in outbox.resolve_stale():
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
     leftovers = outbox.pending_ids()
-    if not report.planned and not leftovers:
-        return report
-    async with mailer:
-        started = time.perf_counter()
-        ids = leftovers + outbox.queue([p.group for p in report.planned])
-        report.seconds["queue"] = time.perf_counter() - started
-        started = time.perf_counter()
-        await deliver(outbox, mailer, ids, config, report, sleep, stop=stop)
-        report.seconds["deliver"] = time.perf_counter() - started
+    if report.planned or leftovers:
+        async with mailer:
+            started = time.perf_counter()
+            ids = leftovers + outbox.queue([p.group for p in report.planned])
+            report.seconds["queue"] = time.perf_counter() - started
+            started = time.perf_counter()
+            await deliver(outbox, mailer, ids, config, report, sleep, stop=stop)
+            report.seconds["deliver"] = time.perf_counter() - started
+    if not report.aborted and (stop is None or not stop.is_set()):
+        report.digest = await digest.send_if_due(engine, config, mailer, now)
     return report

@@ -85,6 +85,7 @@ _INVOICE_NUMBER = re.compile(r"\b[a-z]{1,4}[-\s/]?\d{4}[-\s/]?\d{2,5}\b|\bn[°o]
 _STEMMERS = {"fr": snowballstemmer.stemmer("french"), "en": snowballstemmer.stemmer("english")}
 
 
+@functools.lru_cache(maxsize=65536)
 def _plain(word: str) -> str:
     """`word` without accents: writers who type none and those who do meet in one form."""
     return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
@@ -95,6 +96,14 @@ def _family(word: str, lang: str) -> tuple[str, str]:
     """(lemma, family) of a lower-case word, both without accents."""
     lemma = simplemma.lemmatize(word, lang=lang) if word.isalpha() else word
     return _plain(lemma), _plain(_STEMMERS[lang].stemWord(lemma))
+
+
+@functools.lru_cache(maxsize=65536)
+def _grams(word: str) -> tuple[str, ...]:
+    """A word's letters four by four ("<payee>": "<pay", "paye", "ayee", "yee>"): typos and
+    missing accents still share most of them."""
+    padded = f"<{_plain(word)}>"
+    return tuple(f"C:{padded[k:k + 4]}" for k in range(len(padded) - 3))
 
 
 def normalise(text: str) -> str:
@@ -143,6 +152,7 @@ def _aspect(words: Sequence[str], lemmas: Sequence[str], lang: str) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=16384)  # greetings, sign-offs and signatures come back in message after message
 def sentence_features(text: str, lang: str) -> Sentence:
     words = [w.lower() for w in _WORD.findall(text)]
     pairs = [_family(w, lang) for w in words]
@@ -183,7 +193,6 @@ def sentence_features(text: str, lang: str) -> Sentence:
     if _INVOICE_NUMBER.search(text):
         feats.append("INVOICE_NO")
     kept = [i for i, f in enumerate(fams) if len(f) > 1 or f in "€$£?"]
-    tags = sorted(aspect)
     for i in kept:
         w, f = words[i], fams[i]
         word = f"NOT:{f}" if negated[i] else f
@@ -193,9 +202,7 @@ def sentence_features(text: str, lang: str) -> Sentence:
         if _plain(w) not in (f, lemmas[i]):  # the form as written keeps its tense: "paid", "payée", "réglerons"
             feats.append(f"W:{_plain(w)}")
         if len(w) > 2 and w not in _FR_STOP and w not in _EN_STOP:
-            feats += [f"{a}:{word}" for a in tags]
-            padded = f"<{_plain(w)}>"
-            feats += [f"C:{padded[k:k + 4]}" for k in range(len(padded) - 3)]
+            feats += _grams(w)
     for i, j in itertools.pairwise(kept):
         feats.append(f"{'NOT:' if negated[i] else ''}{fams[i]}_{'NOT:' if negated[j] else ''}{fams[j]}")
     return Sentence(text, tuple(feats))
@@ -245,6 +252,11 @@ class Model:
     weights: Mapping[str, tuple[float, ...]]
     version: str = "shipped"
 
+    @functools.cached_property
+    def table(self) -> tuple[dict[str, int], list[tuple[float, ...]]]:
+        index = {f: i for i, f in enumerate(self.weights)}
+        return index, list(self.weights.values())
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -259,45 +271,39 @@ class Scores:
         return self.probabilities[0][0]
 
 
-def _probabilities(model: Model, features: Iterable[str]) -> list[tuple[str, float]]:
-    """Each kind's probability given `features` (softmax of the linear scores), best first."""
-    n = len(model.kinds)
-    logits = list(model.bias)
-    for f in features:
-        w = model.weights.get(f)
-        if w is not None:
-            for k in range(n):
-                logits[k] += w[k]
+def _probabilities(model: Model, rows: Iterable[int]) -> list[tuple[str, float]]:
+    """Each kind's probability given the features at `rows` (softmax of the linear scores), best first."""
+    table = model.table[1]
+    logits = [sum(column) for column in zip(model.bias, *(table[r] for r in rows), strict=True)]
     top = max(logits)
     exp = [math.exp(v - top) for v in logits]
     total = sum(exp)
-    return sorted(((model.kinds[k], exp[k] / total) for k in range(n)), key=lambda kp: -kp[1])
+    return sorted(((kind, exp[k] / total) for k, kind in enumerate(model.kinds)), key=lambda kp: -kp[1])
 
 
 def score(model: Model, reading: Reading) -> Scores:
-    probs = _probabilities(model, bag(reading))
-    best = model.kinds.index(probs[0][0])
-    evidence, words = _evidence(model, reading, best)
-    # One sentence may say what the whole does not weigh enough: "we will pay on the 10th, but we
-    # dispute the shipping costs". A clause read alone as a kind that outranks the message's (a
-    # dispute over a promise) is kept, for the reading and its margin to account for it.
+    index, weights = model.table[0], model.weights
+    clauses = [(s, [f for f in set(s.features) if f in index]) for s in reading.sentences]
+    rows = {index[f] for _, found in clauses for f in found}  # each feature counts once (see `bag`)
+    rows.update(index[f] for f in (*reading.extra, f"LANG:{reading.lang}") if f in index)
+    probs = _probabilities(model, rows)
+    k = model.kinds.index(probs[0][0])
+    # One pass over the clauses: the one that weighs most for the kind chosen is the evidence; and
+    # a clause may say what the whole does not weigh enough ("we will pay on the 10th, but we dispute
+    # the shipping costs"): one read alone as another kind is kept, for the caller to weigh.
+    evidence, heaviest, words = "", 0.0, tuple[str, ...]()
     also: list[tuple[str, str]] = []
-    for s in reading.sentences:
-        (kind, p), *_ = _probabilities(model, s.features)
-        if p >= SENTENCE_SURE and kind not in (probs[0][0], *(k for k, _ in also)):
+    for s, found in clauses:
+        if not found:
+            continue
+        (kind, p), *_ = _probabilities(model, [index[f] for f in found])
+        if p >= SENTENCE_SURE and kind != probs[0][0] and kind not in (a for a, _ in also):
             also.append((kind, s.text))
+        mine = sorted(((w, f) for f in found if (w := weights[f][k]) > 0), reverse=True)
+        total = sum(w for w, _ in mine)
+        if total > heaviest:
+            evidence, heaviest, words = s.text, total, tuple(describe(f) for _, f in mine[:3])
     return Scores(tuple(probs), probs[0][1] - (probs[1][1] if len(probs) > 1 else 0.0), evidence, words, tuple(also))
-
-
-def _evidence(model: Model, reading: Reading, k: int) -> tuple[str, tuple[str, ...]]:
-    """The sentence with the largest weight for kind `k`, and its three heaviest features."""
-    best, best_weight, best_feats = "", 0.0, tuple[str, ...]()
-    for s in reading.sentences:
-        weighted = sorted(((model.weights[f][k], f) for f in set(s.features) if f in model.weights), reverse=True)
-        total = sum(w for w, _ in weighted if w > 0)
-        if total > best_weight:
-            best, best_weight, best_feats = s.text, total, tuple(describe(f) for w, f in weighted[:3] if w > 0)
-    return best, best_feats
 
 
 _ASPECT_WORDS = {"DONE": "done", "TOCOME": "to come", "ASKED": "asked"}

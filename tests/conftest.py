@@ -77,6 +77,17 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Any]:
+    """The command line as other programs drive it (a subprocess), with an SMTP server of its own."""
+    from tests.test_contract_like import Cli
+
+    with smtp_server() as (sink, port):
+        c = Cli(tmp_path, port)
+        c.sink = sink  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture
 def smtp() -> Iterator[tuple[SmtpSink, int]]:
     with smtp_server() as server:
         yield server

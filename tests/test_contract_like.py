@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLE, merge
-from tests.servers import smtp_server
 
 
 def toml_dump(d: dict[str, Any]) -> str:
@@ -65,14 +64,6 @@ class Cli:
         env = {k: v for k, v in os.environ.items() if k != "RELANCE_CONFIG"}
         return subprocess.run([sys.executable, "-m", "bot.cli", "--config", str(self.work / "config.toml"), *args],
                               cwd=self.work, capture_output=True, text=True, timeout=120, env=env, check=False)
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Any:
-    with smtp_server() as (sink, port):
-        c = Cli(tmp_path, port)
-        c.sink = sink  # type: ignore[attr-defined]
-        yield c
 
 
 def test_cli_end_to_end(cli: Any) -> None:

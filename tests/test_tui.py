@@ -92,3 +92,26 @@ async def test_assign_a_message_to_its_suggested_invoice(engine: Engine, make_co
     with engine.connect() as c:
         rows = {m["subject"]: m for m in reports.messages(c)}
     assert (rows["Paiement"]["status"], rows["Paiement"]["invoices"]) == ("applied", ["F-2"])
+
+
+async def test_a_person_says_what_a_message_is(engine: Engine, make_config: Callable[..., Config],
+                                               tmp_path: Path) -> None:
+    """k: the kind a person types is applied and kept as an example (`relance label`, from the UI)."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("k")
+        box = app.query_one("#assign-to")
+        box.value = "payment_claim"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.query_one("#triage", DataTable).row_count == 0, "a person has read it"
+    with engine.connect() as c:
+        label, kind, status = c.execute(sa.text("SELECT label, kind, status FROM inbound")).one()
+        hold, state = c.execute(sa.text("SELECT hold_until, state FROM invoice WHERE number = 'F-1'")).one()
+    assert (label, kind, status) == ("payment_claim", "payment_claim", "applied")
+    assert state == "active" and hold is not None, "not a dispute after all: held for payment_claim_days"

@@ -2,13 +2,14 @@
 a credit controller needs. It reaches the store only through bot's API (reports, actions).
 
 Keys: tab switches panes; on a message, a assigns it to invoices (the suggested ones are filled
-in: Enter confirms) and d closes it (decided); on an invoice, p pauses it 7 days, r resumes it,
-m marks it paid; g refreshes; q quits."""
+in: Enter confirms), k says what it is (its kind, applied and kept for the classifier to learn
+from; a promise takes its date after the kind) and d closes it (decided); on an invoice, p pauses
+it 7 days, r resumes it, m marks it paid; g refreshes; q quits."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 from textual import work
@@ -21,7 +22,9 @@ from bot.config import Config
 from bot.errors import RelanceError
 from bot.i18n import t, t_reason
 from bot.store import Engine
+from rules.classify import Kind
 
+KINDS = tuple(k.value for k in Kind)
 INVOICE_COLUMNS = ("number", "client", "amount_due", "days_overdue", "stage", "state", "next_action")
 MESSAGE_COLUMNS = ("received_at", "from", "kind", "invoices", "reason")
 
@@ -31,6 +34,7 @@ class RelanceApp(App[None]):
     CSS = "#text { height: 12; border: round $accent; padding: 0 1; } #assign-to { display: none; }"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "assign", t("Assign to invoices")),
+        Binding("k", "label", t("Kind")),
         Binding("d", "close_message", t("Decided")),
         Binding("p", "pause", t("Pause 7 days")),
         Binding("r", "resume", t("Resume")),
@@ -47,6 +51,7 @@ class RelanceApp(App[None]):
         self.clock = clock
         self.actor = actor
         self.messages: dict[str, dict[str, Any]] = {}
+        self.asking = "assign"  # what the input box is for: "assign" (invoice numbers) or "label" (a kind)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -145,24 +150,48 @@ class RelanceApp(App[None]):
         if key is None:
             self.notify(t("Nothing to triage"), severity="warning")
             return
+        self._ask("assign", " ".join(self.messages.get(key, {}).get("suggested", [])),
+                  t("invoice number(s), then Enter; Escape cancels"))
+
+    def action_label(self) -> None:
+        key = self._selected("triage")
+        if key is None:
+            self.notify(t("Nothing to triage"), severity="warning")
+            return
+        self._ask("label", self.messages.get(key, {}).get("kind") or "",
+                  t("kind ({kinds}), a promise's date after it; Enter; Escape cancels", kinds=", ".join(KINDS)))
+
+    def _ask(self, what: str, value: str, placeholder: str) -> None:
+        self.asking = what
         box = self.query_one("#assign-to", Input)
-        box.value = " ".join(self.messages.get(key, {}).get("suggested", []))
-        box.display = True
+        box.value, box.placeholder, box.display = value, placeholder, True
         box.focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         box = event.input
         key = self._selected("triage")
-        numbers = event.value.replace(",", " ").split()
+        words = event.value.replace(",", " ").split()
         box.display = False
         self.query_one("#triage", DataTable).focus()
-        if key is None or not numbers:
+        if key is None or not words:
             return
         try:
-            self.notify(inbound.assign(self.engine, self.config, self.clock(), int(key), numbers, self.actor))
+            if self.asking == "label":
+                self.notify(self._label(int(key), words))
+            else:
+                self.notify(inbound.assign(self.engine, self.config, self.clock(), int(key), words, self.actor))
         except RelanceError as e:
             self.notify(str(e), severity="error")
         self.reload()
+
+    def _label(self, inbound_id: int, words: list[str]) -> str:
+        if words[0] not in KINDS:
+            raise RelanceError(t("unknown kind {kind} (one of {kinds})", kind=repr(words[0]), kinds=", ".join(KINDS)))
+        try:
+            until = date.fromisoformat(words[1]) if len(words) > 1 else None
+        except ValueError:
+            raise RelanceError(t("{value}: expected a date as YYYY-MM-DD", value=repr(words[1]))) from None
+        return inbound.label(self.engine, self.config, self.clock(), inbound_id, Kind(words[0]), self.actor, until)
 
     def on_key(self, event: Any) -> None:
         box = self.query_one("#assign-to", Input)

@@ -1,0 +1,96 @@
+"""A person's reading of replies: `relance label`, `relance learn`, `relance close` lifting holds,
+`relance contact` after a bounce; through the command line as the contract gives it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot import inbound, store
+from bot.config import load
+from bot.mailbox import MemorySource
+from tests.conftest import at
+from tests.test_contract_like import LEDGER
+
+NOW = ("--now", "2027-04-12T10:00:00+02:00")
+
+
+def deliver(cli: Any, *raws: bytes) -> None:
+    """Replies arriving in the AR inbox, read as `relance sync` would."""
+    cfg = load(cli.work / "config.toml")
+    engine = store.make_engine(cfg.database.url)
+    inbound.store_new(engine, MemorySource({"INBOX": list(raws)}), "INBOX", at("2027-04-12T09:00"),
+                      inbound.SyncReport())
+    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    engine.dispose()
+
+
+def reply(n: int, sender: str, text: str, subject: str = "Votre message") -> bytes:
+    return (f"From: {sender}\r\nSubject: {subject}\r\nMessage-ID: <r{n}@client.example>\r\n"
+            f"Date: Mon, 12 Apr 2027 08:30:00 +0200\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+            ).encode()
+
+
+def status(cli: Any) -> dict[str, dict[str, Any]]:
+    return {r["number"]: r for r in json.loads(cli("status", "--json", *NOW).stdout)}
+
+
+def test_a_reply_waits_for_a_person_who_labels_it_and_the_classifier_learns(cli: Any) -> None:
+    assert cli("init").returncode == 0
+    (cli.work / "ledger.csv").write_text(LEDGER)
+    assert cli("import", "ledger.csv").returncode == 0
+    deliver(cli, reply(1, "compta@exemple.example", "Bonjour, je regarde ça avec notre comptable."))
+    (m,) = json.loads(cli("messages", "--json", "--triage", *NOW).stdout)
+    assert status(cli)["F-1001"]["next_action"] == "triage", "held until a person has read it"
+    assert cli("tick", *NOW).returncode == 0
+    assert [str(x["To"]) for x in cli.sink.messages()] == ["Example Ltd <ap@example-ltd.example>"], \
+        "nothing goes to the client who answered"
+
+    r = cli("label", str(m["id"]), "payment_claim", *NOW)
+    assert r.returncode == 0 and "labelled payment_claim" in r.stdout, r.stderr
+    (after,) = json.loads(cli("messages", "--json", *NOW).stdout)
+    assert (after["kind"], after["status"]) == ("payment_claim", "applied")
+    assert status(cli)["F-1001"]["state"] == "paused", "now held for payment_claim_days"
+
+    r = cli("learn", *NOW)
+    assert r.returncode == 0 and "1 labelled here" in r.stdout, r.stderr
+    engine = sa.create_engine(f"sqlite:///{cli.work / 'relance.db'}")
+    with engine.connect() as c:
+        (examples, labelled) = c.execute(sa.text("SELECT examples, labelled FROM classifier")).one()
+    engine.dispose()
+    assert labelled == 1 and examples > 700
+
+    r = cli("label", str(m["id"]), "cheese", *NOW)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_closing_a_message_lets_the_ladder_go_on_unless_another_holds(cli: Any) -> None:
+    cli("init")
+    (cli.work / "ledger.csv").write_text(LEDGER)
+    cli("import", "ledger.csv")
+    deliver(cli, reply(1, "compta@exemple.example", "Bonjour, qui dois-je contacter chez vous ?"),
+            reply(2, "compta@exemple.example", "Et merci de noter notre nouvelle adresse postale."))
+    first, second = json.loads(cli("messages", "--json", "--triage", *NOW).stdout)
+    assert cli("close", str(first["id"]), *NOW).returncode == 0
+    assert status(cli)["F-1001"]["next_action"] == "triage", "the second message still holds it"
+    assert cli("close", str(second["id"]), *NOW).returncode == 0
+    assert status(cli)["F-1001"]["next_action"] == "reminder", "read by a person: the ladder goes on"
+
+
+def test_a_new_address_after_a_bounce(cli: Any) -> None:
+    cli("init")
+    (cli.work / "ledger.csv").write_text(LEDGER)
+    cli("import", "ledger.csv")
+    cli.sink.refuse = {"compta@exemple.example": "550 5.1.1 no such user"}
+    cli("tick", *NOW)
+    assert status(cli)["F-1001"]["state"] == "bounced"
+    r = cli("contact", "F-1001", "--email", "bad\naddress@x", *NOW)
+    assert r.returncode == 1 and "expected a plain email address" in r.stderr
+    r = cli("contact", "F-1001", "--email", "factures@exemple.example", *NOW)
+    assert r.returncode == 0, r.stderr
+    row = status(cli)["F-1001"]
+    assert (row["state"], row["email"]) == ("active", "factures@exemple.example")
+    doc = json.loads(cli("show", "F-1001", "--json", *NOW).stdout)
+    assert "contact_changed" in [e["kind"] for e in doc["events"]]
