@@ -370,6 +370,17 @@ class _Lookups:
                     sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
                     .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(set(tokens))))):
                 self.by_token[tok] = (*self.by_token.get(tok, ()), number)
+        # The open invoices of the clients those replies are about: "we paid this one and 0437 too".
+        referenced = list({n for ns in (*self.by_mid.values(), *self.by_token.values()) for n in ns})
+        self.siblings: dict[str, tuple[str, ...]] = {}
+        if referenced:
+            sib = inv_t.alias("sibling")
+            for chunk in range(0, len(referenced), 500):
+                for number, other in s.execute(
+                        sa.select(inv_t.c.number, sib.c.number).join(sib, sib.c.client_id == inv_t.c.client_id)
+                        .where(inv_t.c.number.in_(referenced[chunk:chunk + 500]), sib.c.state.in_(OPEN))
+                        .order_by(sib.c.number)):
+                    self.siblings[number] = (*self.siblings.get(number, ()), other)
         self.sender_open: dict[str, list[str]] = {}
         for email, number in s.execute(
                 sa.select(con_t.c.email, inv_t.c.number).join(con_t, con_t.c.client_id == inv_t.c.client_id)
@@ -403,7 +414,8 @@ class _Lookups:
 
     def known(self, p: Parsed, numbers: _Numbers) -> Known:
         return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
-                     by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())))
+                     by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())),
+                     siblings=self.siblings)
 
 
 def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:

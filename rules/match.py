@@ -4,7 +4,10 @@
 2. a reply token in the address it was sent to (`ar+TOKEN@...`);
 3. invoice numbers in the subject, body or attachment names, normalised ("F-2026-001",
    "F2026001", "facture n° 2026-001");
-4. the sender's client, when it has exactly one open invoice.
+4. numbers as people shorten them ("facture 412", "fa 2027 412", "n°2027/0412", "invoices 456
+   and 457", "0437 à 0439"), read only among the invoices of the client the message is about (the
+   thread's, or the sender's): the same short number at another client is never taken for sure;
+5. the sender's client, when it has exactly one open invoice.
 
 When the evidence is weak or conflicting the result says so, and the message goes to a person:
 a wrong match is worse than no match."""
@@ -12,8 +15,8 @@ a wrong match is worse than no match."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*")
 
@@ -21,6 +24,19 @@ _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\d
 _NOT_ALNUM = re.compile(r"[^0-9A-Z]")
 _NOT_DIGIT = re.compile(r"\D")
 _PREFIX = re.compile(r"^[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?")  # "facture n° ", "F-", "Inv#"
+_NUM = r"(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?(\d{2,6})\b"
+# "facture 412", "factures 402, 403 et 404", "invoices 0418 to 0420", "fa 2027 412", "n°2027/0412",
+# "la 0410 et la 0411": a word that says an invoice follows (an article only before a leading zero).
+_SHORT = re.compile(
+    r"(?:\b(?:factures?|fact\.?|fac|fa|f|invoices?|inv\.?|no\.?|nos\.?|num[ée]ros?|n[°o]s?\.?|#|ref\.?)\s*[-:#.]?\s*"
+    + _NUM + r"|\b(?:la|le|les|the)\s+(0\d{2,5})\b)"
+    r"((?:\s*(?:,|;|/|&|\+|et|and|ou|or|à|a|au|to|through|thru|jusqu'à|-|–)\s*(?:(?:la|le|the)\s+)?"
+    r"(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?\d{2,6}\b)*)", re.IGNORECASE)
+_MORE = re.compile(r"(,|;|/|&|\+|\bet\b|\band\b|\bou\b|\bor\b|\bà\b|\ba\b|\bau\b|\bto\b|\bthrough\b|\bthru\b|"
+                   r"jusqu'à|-|–)\s*(?:(?:la|le|the)\s+)?(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?(\d{2,6})\b",
+                   re.IGNORECASE)
+_RANGE = frozenset({"à", "a", "au", "to", "through", "thru", "jusqu'à", "-", "–"})
+MAX_RANGE = 20
 
 
 def normalise(number: str) -> str:
@@ -29,6 +45,12 @@ def normalise(number: str) -> str:
 
 def digits(number: str) -> str:
     return _NOT_DIGIT.sub("", number)
+
+
+def sequence(number: str) -> int | None:
+    """The running number at the end of an invoice number ("FA-2027-0412" -> 412), people's short form."""
+    m = re.search(r"(\d+)\D*$", number)
+    return int(m.group(1)) if m else None
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,7 @@ class Known:
     by_normalised: Mapping[str, str]  # normalise(number) -> number
     by_digits: Mapping[str, tuple[str, ...]]  # digits(number) -> numbers (ambiguous when several)
     sender_open: tuple[str, ...] = ()  # open invoices of the sender's client
+    siblings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # number -> its client's open invoices
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,34 @@ def find_numbers(texts: Sequence[str], known: Known) -> tuple[list[str], list[st
     return found, ambiguous
 
 
+def short_numbers(texts: Iterable[str]) -> list[int]:
+    """The running numbers people write ("factures 402, 403 et 404", "0437 à 0439"), in order."""
+    out: list[int] = []
+    for text in texts:
+        for m in _SHORT.finditer(text[:20000]):
+            first = int(m.group(1) or m.group(2))
+            seq = [first]
+            for more in _MORE.finditer(m.group(3) or ""):
+                n = int(more.group(2))
+                if more.group(1).lower() in _RANGE and seq[-1] < n <= seq[-1] + MAX_RANGE:
+                    seq += range(seq[-1] + 1, n + 1)
+                else:
+                    seq.append(n)
+            out += [n for n in seq if n not in out]
+    return out
+
+
+def within(shorts: Sequence[int], scope: Iterable[str]) -> list[str]:
+    """The invoices of `scope` whose running number is one of `shorts` (a number several of them
+    share is left out: the reader could not tell which)."""
+    by_seq: dict[int, list[str]] = {}
+    for number in scope:
+        s = sequence(number)
+        if s is not None and number not in by_seq.setdefault(s, []):
+            by_seq[s].append(number)
+    return [by_seq[s][0] for s in shorts if len(by_seq.get(s, ())) == 1]
+
+
 def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], known: Known) -> Match:
     by_headers: list[str] = []
     for ref in refs:
@@ -79,8 +130,11 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
             if n not in by_headers:
                 by_headers.append(n)
     cited, ambiguous = find_numbers(texts, known)
+    shorts = short_numbers(texts)
     if by_headers:
-        extra = [n for n in cited if n not in by_headers]
+        family = [s for n in by_headers for s in known.siblings.get(n, ())] + list(known.sender_open)
+        extra = [n for n in cited + within(shorts, family) if n not in by_headers]
+        extra = list(dict.fromkeys(extra))
         if extra:  # "one transfer for three invoices": the reply thread plus numbers it cites
             return Match(tuple(by_headers + extra), "headers", True,
                          f"replies to our reminder of {', '.join(by_headers)}; also cites {', '.join(extra)}")
@@ -88,8 +142,10 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     by_token = [n for t in tokens for n in known.by_token.get(t, ())]
     if by_token:
         return Match(tuple(dict.fromkeys(by_token + cited)), "token", True, "sent to a reply address of ours")
-    if cited:
-        return Match(tuple(cited), "number", True, f"cites {', '.join(cited)}")
+    own = [n for n in within(shorts, known.sender_open) if n not in cited]
+    if cited or own:
+        found = cited + own
+        return Match(tuple(found), "number", True, f"cites {', '.join(found)}")
     if ambiguous:
         return Match((), "none", False, f"a number that could be several invoices: {', '.join(ambiguous)}")
     if len(known.sender_open) == 1:

@@ -45,3 +45,40 @@ def test_the_senders_only_open_invoice_is_a_guess_for_a_person() -> None:
 def test_several_open_invoices_and_no_number_is_no_match() -> None:
     m = match([], [], ["", "c'est fait"], known(sender_open=("F-2026-001", "F-2026-002")))
     assert m.numbers == () and not m.sure and "2 open invoices" in m.reason
+
+
+OWN = ("FA-2027-0402", "FA-2027-0403", "FA-2027-0404", "FA-2027-0418", "FA-2027-0419", "FA-2027-0420")
+
+
+def thread_known(sender_open: tuple[str, ...] = OWN) -> Known:
+    """A client with six open invoices; our reminder of FA-2027-0402 is <r2@acme.example>."""
+    base = known()
+    return Known(by_message_id={"<r2@acme.example>": ("FA-2027-0402",)}, by_token={},
+                 by_normalised={**base.by_normalised, **{normalise(n): n for n in OWN}},
+                 by_digits=base.by_digits, sender_open=sender_open, siblings={"FA-2027-0402": OWN})
+
+
+@pytest.mark.parametrize(("refs", "text", "numbers"), [
+    ([], "les factures 402, 403 et 404 sont réglées", ("FA-2027-0402", "FA-2027-0403", "FA-2027-0404")),
+    ([], "Les factures 0418 à 0420 ont été payées", ("FA-2027-0418", "FA-2027-0419", "FA-2027-0420")),
+    ([], "virement pour fa 2027 403", ("FA-2027-0403",)),
+    ([], "concernant la n°2027/0419", ("FA-2027-0419",)),
+    ([], "La 0403 et la 0404 partiront le 30", ("FA-2027-0403", "FA-2027-0404")),
+    (["<r2@acme.example>"], "payé, ainsi que la facture 404", ("FA-2027-0402", "FA-2027-0404")),
+    (["<r2@acme.example>"], "invoices 418 and 419 too", ("FA-2027-0402", "FA-2027-0418", "FA-2027-0419")),
+])
+def test_numbers_as_people_shorten_them(refs: list[str], text: str, numbers: tuple[str, ...]) -> None:
+    """Only among the invoices of the client the message is about (the sender's, the thread's)."""
+    m = match(refs, [], ["", text], thread_known())
+    assert (m.numbers, m.sure) == (numbers, True), m.reason
+
+
+def test_a_short_number_of_another_client_is_never_taken() -> None:
+    """"facture 403" from a sender whose client has no invoice 403: no match, a person decides."""
+    m = match([], [], ["", "la facture 403 est réglée"], thread_known(sender_open=("FA-2027-0410", "FA-2027-0411")))
+    assert m.numbers == () and not m.sure
+
+
+def test_an_amount_or_a_date_is_not_an_invoice_number() -> None:
+    m = match([], [], ["", "réglé le 30 avril, 1200 € pour les 3 factures"], thread_known())
+    assert m.numbers == () and not m.sure
