@@ -13,8 +13,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses, parseaddr
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import Any
 
 import mailparser
@@ -157,8 +159,63 @@ def parse(raw: bytes) -> Parsed:
     return _parse(raw)[0]
 
 
+@dataclass(frozen=True)
+class _Mail:
+    """What the parsing needs of a message, from mail-parser or, where it fails, the standard library."""
+
+    message: Message
+    text_plain: list[str]
+    text_html: list[str]
+    subject: str
+    attachments: list[dict[str, Any]]
+    date: datetime | None
+
+
+def _stdlib_mail(raw: bytes) -> _Mail:
+    """The standard library's reading, for the odd message mail-parser cannot take (a real bounce
+    with a header it trips on): the text parts, decoded with their charset, else latin-1."""
+    msg = email.message_from_bytes(raw)
+    plain: list[str] = []
+    page: list[str] = []
+    files: list[dict[str, Any]] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        name = part.get_filename()
+        if name:
+            files.append({"filename": str(name)})
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes) or part.get_content_maintype() != "text":
+            continue
+        charset = part.get_content_charset() or "latin-1"
+        try:
+            body = payload.decode(charset, "replace")
+        except LookupError:
+            body = payload.decode("latin-1")
+        (page if part.get_content_subtype() == "html" else plain).append(body)
+    try:
+        subject = str(make_header(decode_header(str(msg.get("subject", "")))))
+    except (HeaderParseError, LookupError, UnicodeError):
+        subject = str(msg.get("subject", ""))
+    try:
+        sent: datetime | None = parsedate_to_datetime(str(msg.get("date", "")))
+    except (TypeError, ValueError, IndexError):
+        sent = None
+    return _Mail(msg, plain, page, subject, files, sent)
+
+
+def _mail(raw: bytes) -> _Mail:
+    try:
+        m = mailparser.parse_from_bytes(raw)
+        return _Mail(m.message, m.text_plain, m.text_html, m.subject or "", m.attachments,
+                     m.date if isinstance(m.date, datetime) else None)
+    except Exception:  # mail-parser's own bug on an odd message: the standard library still reads it
+        return _stdlib_mail(raw)
+
+
 def _parse(raw: bytes) -> tuple[Parsed, Message]:
-    mail = mailparser.parse_from_bytes(raw)
+    mail = _mail(raw)
     msg = mail.message  # the stdlib message mail-parser already built: no second parse
     headers = _header_map(msg)
     text = "\n".join(mail.text_plain).strip()
@@ -184,7 +241,7 @@ def _parse(raw: bytes) -> tuple[Parsed, Message]:
         content_type=ctype, report_type=str(msg.get_param("report-type") or "") if ctype == "multipart/report" else "",
         attachments=tuple(a.get("filename") or "" for a in mail.attachments),
     )
-    received = mail.date if isinstance(mail.date, datetime) else None
+    received = mail.date
     return Parsed(message_id=headers.get("message-id", "").strip(), sender=sender.lower(), sender_name=name,
                   recipients=recipients, subject=mail.subject or "", received_at=received, refs=tuple(refs),
                   facts=facts), msg

@@ -157,3 +157,17 @@ def test_the_promised_date_reaches_the_understanding() -> None:
     u = classify(MailFacts("a@b.example", "Re: F-1", text, dates=find_dates(text, date(2027, 4, 5))),
                  "acme.example", MODEL)
     assert (u.kind, u.date) == (Kind.PROMISE_TO_PAY, date(2027, 12, 15))
+
+
+def test_a_message_mail_parser_cannot_read_is_read_by_the_standard_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mail-parser tripping on a real bounce (an AttributeError inside it) does not quarantine it."""
+    import mailparser
+
+    def broken(raw: bytes) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'get'")
+
+    monkeypatch.setattr(mailparser, "parse_from_bytes", broken)
+    raw = (CORPUS / "bounces" / "flufl" / "postfix_01.txt").read_bytes()
+    parsed = parse(raw)
+    assert parsed.subject and parsed.facts.text and parsed.sender
+    assert classify(parsed.facts, "acme.example", MODEL).kind is Kind.BOUNCE
