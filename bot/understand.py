@@ -37,13 +37,15 @@ _BREAKS = re.compile(r"<(br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
 _SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
 _CUT = re.compile(
     r"^\s*(?:"
-    r"-{2,}\s*(?:Original Message|Message d'origine|Message original|Forwarded message|Message transféré)\s*-{2,}"
+    r"[*_]*-{2,}\s*(?:Original Message|Message d'origine|Message original|Forwarded message|Message transféré)"
+    r"\s*-{2,}[*_]*"
     r"|_{5,}"
     r"|(?:De|From)\s*:\s.*\n\s*(?:Envoyé|Sent|Date|À|To)\s*:"
     r"|-{2,}\s*[^\W\d_][^\n-]{2,40}\s*-{2,}\s*$"  # any "-----Ursprüngliche Nachricht-----"
     r"|={3,}\s*$"
     r"|Le\s(?:(?!\n\s*\n).){0,300}?a\s+écrit\s*:"  # wraps over two lines at most, never a paragraph
     r"|On\s(?:(?!\n\s*\n).){0,300}?wrote\s*:?\s*$"
+    r"|At\s[^\n]{0,80}\bwrote\s*:\s*$"  # Eudora and old Outlook: "At 6/16/2016 08:32 PM, you wrote:"
     r"|(?:Envoyé|Envoye|Sent|Gesendet)\s+(?:de|depuis|from|à partir de|von)\s+(?:mon|my|Outlook|mein)\b.*"
     r"|Get Outlook for \w+.*"
     r"|[^\n]{0,120}<[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # an attribution line: "..., Name <a@b.c>:"
@@ -59,6 +61,7 @@ _CUT = re.compile(
     r"|--\s*$"
     r")", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 _BULLETS = re.compile(r"^[ \t]*[-*][ \t]+\S.*\n[ \t]*[-*][ \t]+\S.*(?:\n[ \t]*[-*][ \t]+\S.*)*", re.MULTILINE)
+_TRAILING_RULE = re.compile(r"(?:\n[ \t]*[-_=*]{5,}[ \t]*)+\s*$")
 _BULLET = re.compile(r"^([ \t]*)[-*][ \t]+", re.MULTILINE)
 # mail-parser-reply's languages: French and English first; the other European languages it knows,
 # for clients across the EU.
@@ -114,7 +117,8 @@ def strip_quotes(text: str) -> str:
         body = reply.replies[0].body if reply.replies else text
     except Exception:
         body = text
-    return re.sub(r"\n{3,}", "\n\n", (body or text)).strip()
+    body = _TRAILING_RULE.sub("", body or text)  # a separator line left above what was cut
+    return re.sub(r"\n{3,}", "\n\n", body).strip()
 
 
 _FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*(?:tr|fw|fwd|wg|transf)\s*:", re.IGNORECASE)
@@ -292,6 +296,7 @@ def _read_date(fragment: str, today: date) -> date | None:
     return parsed.date() if parsed is not None else None
 
 
+_SES_RECIPIENT = re.compile(rb'\\?"emailAddress\\?"\s*:\s*\\?"([^"\\\s]+@[^"\\\s]+)')
 _TOKEN = re.compile(r"^[^+@]+\+([0-9a-f]{6,})@")  # ar+TOKEN@domain: the reply address of a reminder
 
 
@@ -320,6 +325,10 @@ def bounce_recipients(raw: bytes | Message) -> tuple[tuple[str, ...], tuple[str,
         temporary, permanent = frozenset(), frozenset()
     failed = {a.decode("utf-8", "replace").strip().lower() for a in permanent}
     failed |= {a.lower() for _, a in getaddresses([str(msg.get("x-failed-recipients", ""))]) if "@" in a}
+    if not failed and not msg.is_multipart():  # Amazon SES through SNS: the addresses are in its JSON
+        body = msg.get_payload(decode=True)
+        if isinstance(body, bytes) and b"bounceType" in body[:200_000]:
+            failed |= {a.decode("utf-8", "replace").lower() for a in _SES_RECIPIENT.findall(body[:200_000])}
     delayed = {a.decode("utf-8", "replace").strip().lower() for a in temporary} - failed
     return tuple(sorted(a for a in failed if "@" in a)), tuple(sorted(a for a in delayed if "@" in a))
 

@@ -68,6 +68,7 @@ def _any(patterns: tuple[str, ...], text: str) -> list[str]:
 
 
 _BOUNCE_SENDERS = (r"mailer-daemon", r"postmaster", r"mail delivery (sub)?system", r"mail\.delivery\.system",
+                   r"@amazonses\.com",
                    r"\bmdaemon@", r"jetmail system", r"antivirus_for_smtp", r"_smtp_mail_service@")
 _BOUNCE_SUBJECTS = (
     r"undeliver(ed|able)", r"delivery status notification", r"returned mail", r"failure notice",
@@ -82,9 +83,14 @@ _BOUNCE_BODY = (
     r"\b5\.\d\.\d+\b", r"\b55[0-4][ -]", r"permanent(ly)? (error|fatal)", r"could not be delivered",
     r"n'a pas pu (être|etre) (remis|distribu|d[ée]livr)", r"adresse (inconnue|introuvable)",
 )
+# Amazon SES bounces relayed by SNS: a JSON notification, not a DSN, sent with no robot header.
+_SES = (r'\\?"notificationtype\\?"\s*:\s*\\?"bounce', r'\\?"bouncetype\\?"\s*:\s*\\?"permanent')
 _AUTO_SUBJECTS = (
     r"r[ée]ponse automatique", r"absence du bureau", r"absent\b", r"out of (the )?office", r"automatic reply",
     r"auto[- ]?reply", r"autoreply", r"on vacation", r"en cong[ée]s?", r"message automatique",
+    # mailing lists' administrative notices: a robot, not a client
+    r"awaits? moderator approval", r"en attente de mod[ée]ration", r"message (rejected|held) by",
+    r"post(ing)? to .{0,60} (requires approval|rejected)", r"your message to .{1,60} (is being held|was rejected)",
 )
 _ROBOT_SENDER = re.compile(r"^(no-?reply|ne-?pas-?repondre|notifications?|alerts?|info|news(letter)?|bounces?)[@+._-]")
 _PAYMENT_ATTACHMENT = re.compile(r"remittance|avis|virement|payment|paiement|preuve|transfer|receipt|re[çc]u",
@@ -136,6 +142,7 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
         cues += [*subject_cues, *(f"body ~ {p}" for p in body)] if body else []
     if h.get("x-failed-recipients"):
         cues.append("X-Failed-Recipients")
+    cues += [f"Amazon SES notification ~ {p}" for p in _any(_SES, facts.text[:20000])]
     robot = h.get("return-path", "x").strip() in ("<>", "") or h.get("auto-submitted", "no").lower() != "no"
     if robot and not cues:
         cues += [f"body ~ {p}" for p in _any(_BOUNCE_BODY, facts.text)[:2]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.learn import shipped
-from bot.understand import find_dates, html_to_text, parse, strip_quotes
+from bot.understand import find_dates, html_to_text, parse, strip_quotes, understand_batch
 from rules.classify import Kind, MailFacts, classify
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -171,3 +171,56 @@ def test_a_message_mail_parser_cannot_read_is_read_by_the_standard_library(monke
     parsed = parse(raw)
     assert parsed.subject and parsed.facts.text and parsed.sender
     assert classify(parsed.facts, "acme.example", MODEL).kind is Kind.BOUNCE
+
+
+QUOTED = "\n> Bonjour,\n> Sauf erreur de notre part, la facture suivante reste impayée.\n"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Wir haben gestern bezahlt.\n\nAm 05.04.2027 um 10:00 schrieb ACME SAS <relances@acme.example>:" + QUOTED,
+     "Wir haben gestern bezahlt."),
+    ("Pagato ieri.\n\nIl giorno lun 5 apr 2027 alle ore 10:00 ACME SAS <relances@acme.example> ha scritto:" + QUOTED,
+     "Pagato ieri."),
+    ("Pagato ieri.\n\nDa: ACME SAS <relances@acme.example>\nInviato: lunedì 5 aprile 2027 10:00\nA: noi\n"
+     "Oggetto: Rappel\n\nBonjour,\nSauf erreur", "Pagato ieri."),
+    ("Gisteren betaald.\n\nOp 5 apr. 2027 om 10:00 schreef ACME SAS <relances@acme.example>:" + QUOTED,
+     "Gisteren betaald."),
+    ("Оплатили вчера.\n\n5 апр. 2027 г., в 10:00, ACME SAS <relances@acme.example> написал:" + QUOTED,
+     "Оплатили вчера."),
+    ("Paid yesterday.\n\n2016-03-03 17:21 GMT+01:00 ACME SAS <relances@acme.example>:" + QUOTED, "Paid yesterday."),
+    ("Paid yesterday.\n\nAt 6/16/2016 08:32 PM, you wrote:\nBonjour,\nSauf erreur de notre part\n", "Paid yesterday."),
+    ("Paid yesterday.\n\n*-------- Original Message --------*\nFrom: ACME\nBonjour,\nSauf erreur\n",
+     "Paid yesterday."),
+    ("Paid yesterday.\n\n________________________________\nDe : ACME SAS\nBonjour\n", "Paid yesterday."),
+    ("Paid yesterday.\n\n-----------------------------\nFrom: ACME SAS\nSent: Monday\nBonjour\n", "Paid yesterday."),
+    ("Paid:\n- FA-2027-0412\n- FA-2027-0413\n\nThanks", "Paid:\n• FA-2027-0412\n• FA-2027-0413\n\nThanks"),
+])
+def test_quotes_in_every_shape_and_language_go_and_the_reply_stays(text: str, expected: str) -> None:
+    """Attributions in German, Italian, Dutch, Russian, Gmail's numeric form, Eudora's, decorated and
+    ruled Outlook separators are cut; a list the person wrote is kept."""
+    assert strip_quotes(text) == expected
+
+
+SNS_BOUNCE = ('{"Type" : "Notification", "Message" : "{\\"notificationType\\":\\"Bounce\\",\\"bounce\\":{'
+              '\\"bounceType\\":\\"Permanent\\",\\"bouncedRecipients\\":[{\\"emailAddress\\":\\"ops@bluewave.example\\"'
+              '}]}}"}')
+
+
+def test_an_amazon_ses_bounce_relayed_by_sns_is_a_bounce_with_its_address() -> None:
+    raw = ("From: AWS Notifications <no-reply@sns.amazonaws.com>\r\nSubject: AWS Notification Message\r\n"
+           "Message-ID: <sns1@amazonaws.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+           + SNS_BOUNCE).encode()
+    (u,) = understand_batch([(1, raw, False)], "acme.example", date(2027, 4, 6), MODEL)
+    assert u.understanding is not None and u.understanding.kind is Kind.BOUNCE
+    assert u.failed == ("ops@bluewave.example",)
+
+
+@pytest.mark.parametrize(("subject", "text"), [
+    ("Your message to clients@lists.example awaits moderator approval",
+     "Your mail to 'Clients' with the subject Rappel is being held until the list moderator can review it."),
+    ("Votre message à compta@liste.example est en attente de modération", "Le modérateur examinera votre message."),
+])
+def test_a_mailing_lists_notice_is_a_robot(subject: str, text: str) -> None:
+    facts = MailFacts("owner@lists.example", subject, text, {"from": "owner@lists.example"})
+    u = classify(facts, "acme.example", MODEL)
+    assert u.kind is Kind.AUTO_REPLY
