@@ -198,10 +198,7 @@ def _stdlib_mail(raw: bytes) -> _Mail:
         except LookupError:
             body = payload.decode("latin-1")
         (page if part.get_content_subtype() == "html" else plain).append(body)
-    try:
-        subject = str(make_header(decode_header(str(msg.get("subject", "")))))
-    except (HeaderParseError, LookupError, UnicodeError):
-        subject = str(msg.get("subject", ""))
+    subject = _subject(msg, str(msg.get("subject", "")))
     try:
         sent: datetime | None = parsedate_to_datetime(str(msg.get("date", "")))
     except (TypeError, ValueError, IndexError):
@@ -209,10 +206,22 @@ def _stdlib_mail(raw: bytes) -> _Mail:
     return _Mail(msg, plain, page, subject, files, sent)
 
 
+def _subject(msg: Message, fallback: str) -> str:
+    """The subject as the standard library decodes it: an encoded word folded onto the next line
+    keeps the space after it ("facture FA-2027-0412 — ACME SAS", where mail-parser writes "—ACME")."""
+    raw = msg.get("subject")
+    if raw is None:
+        return fallback
+    try:
+        return " ".join(str(make_header(decode_header(str(raw)))).split())
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return fallback
+
+
 def _mail(raw: bytes) -> _Mail:
     try:
         m = mailparser.parse_from_bytes(raw)
-        return _Mail(m.message, m.text_plain, m.text_html, m.subject or "", m.attachments,
+        return _Mail(m.message, m.text_plain, m.text_html, _subject(m.message, m.subject or ""), m.attachments,
                      m.date if isinstance(m.date, datetime) else None)
     except Exception:  # mail-parser's own bug on an odd message: the standard library still reads it
         return _stdlib_mail(raw)

@@ -224,3 +224,9 @@ def test_a_mailing_lists_notice_is_a_robot(subject: str, text: str) -> None:
     facts = MailFacts("owner@lists.example", subject, text, {"from": "owner@lists.example"})
     u = classify(facts, "acme.example", MODEL)
     assert u.kind is Kind.AUTO_REPLY
+
+
+def test_a_subject_folded_after_an_encoded_word_keeps_its_space() -> None:
+    raw = (b"From: a@b.example\r\nSubject: RE: =?utf-8?q?Rappel_=3A_facture_FA-2027-0412_=E2=80=94?=\r\n ACME SAS\r\n"
+           b"\r\nPaid.\r\n")
+    assert parse(raw).subject == "RE: Rappel : facture FA-2027-0412 — ACME SAS"
