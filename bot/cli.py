@@ -375,9 +375,9 @@ def cmd_reprocess(app: App) -> int:
 
 
 def cmd_assign(app: App) -> int:
-    from bot import inbound  # noqa: PLC0415
+    from bot import decisions  # noqa: PLC0415 - the understanding stack, for the commands that need it
 
-    print(inbound.assign(app.engine(), app.config, app.now, app.args.id, app.args.numbers, app.actor))
+    print(decisions.assign(app.engine(), app.config, app.now, app.args.id, app.args.numbers, app.actor))
     return 0
 
 
@@ -387,11 +387,11 @@ def cmd_close(app: App) -> int:
 
 
 def cmd_label(app: App) -> int:
-    from bot import inbound  # noqa: PLC0415
+    from bot import decisions  # noqa: PLC0415
     from rules.classify import Kind  # noqa: PLC0415
 
     until = parse_day(app.args.until, "--until") if app.args.until else None
-    print(inbound.label(app.engine(), app.config, app.now, app.args.id, Kind(app.args.kind), app.actor, until))
+    print(decisions.label(app.engine(), app.config, app.now, app.args.id, Kind(app.args.kind), app.actor, until))
     return 0
 
 

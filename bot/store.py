@@ -22,8 +22,8 @@ from bot.errors import StoreError
 from bot.models import Event, table
 
 # `Engine` is re-exported so that the UI names the store's handle without importing SQLAlchemy.
-__all__ = ["TRANSIENT_DB", "Engine", "ensure_ready", "make_engine", "migrate", "record_event", "record_events",
-           "session"]
+__all__ = ["TRANSIENT_DB", "Engine", "db_text", "ensure_ready", "make_engine", "migrate", "record_event",
+           "record_events", "session"]
 
 # The database going away (a PostgreSQL restart, SQLite locked past its timeout): the long-running
 # loops retry these with backoff rather than stop.
@@ -107,3 +107,8 @@ def record_events(s: Connection, events: list[dict[str, Any]]) -> None:
              **e, "data": json.dumps(e["data"], ensure_ascii=False, default=str) if e.get("data") else "{}"}
             for e in events]
     s.execute(sa.insert(table(Event)), rows)
+
+
+def db_text(text: str) -> str:
+    """Text a database accepts: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")

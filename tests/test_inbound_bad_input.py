@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import inbound, ledger, reports
+from bot import apply, decisions, inbound, ledger, pool, reports
 from bot.config import Config
 from bot.learn import shipped
 from bot.mailbox import MemorySource
@@ -185,14 +185,14 @@ def test_one_failing_message_does_not_hold_back_its_batch(engine: Engine, cfg: C
     _import(engine, tmp_path, "F-9103", "F-9104")
     raws = [msg(f"From: compta@client.example\nSubject: Facture {n}\nMessage-ID: <b{n}@client.example>\n",
                 "Nous avons effectué le virement.".encode()) for n in ("F-9103", "F-9104")]
-    real = inbound._Effects.apply
+    real = apply.Effects.apply
 
-    def apply(self: Any, message: Any, u: Any, m: Any) -> tuple[str, str]:
+    def failing(self: Any, message: Any, u: Any, m: Any) -> tuple[str, str]:
         if m.numbers == ("F-9103",):
             raise RuntimeError("a bug met on the way")
         return real(self, message, u, m)
 
-    monkeypatch.setattr(inbound._Effects, "apply", apply)
+    monkeypatch.setattr(apply.Effects, "apply", failing)
     rows = run(engine, cfg, raws)
     by_id = {r["message_id"]: r for r in rows}
     assert by_id["<bF-9103@client.example>"]["status"] == "quarantined"
@@ -228,16 +228,16 @@ def test_a_large_backlog_is_parsed_by_worker_processes_with_the_same_result(
     for statement in ("DELETE FROM event WHERE inbound_id IS NOT NULL", "DELETE FROM inbound", "DELETE FROM mailbox"):
         with engine.begin() as c:
             c.execute(sa.text(statement))
-    monkeypatch.setattr(inbound, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(pool, "PARALLEL_FROM", 10)
     monkeypatch.setattr(inbound, "BATCH", 8)  # several batches in flight
     spawned: list[int] = []
-    real = inbound.ProcessPoolExecutor
+    real = pool.ProcessPoolExecutor
 
-    def pool(workers: int, **kw: Any) -> Any:
+    def counted(workers: int, **kw: Any) -> Any:
         spawned.append(workers)
         return real(workers, **kw)
 
-    monkeypatch.setattr(inbound, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", counted)
     parallel = run(engine, make_config(imap={"workers": 2}), raws)
     assert spawned == [2]
     keep = ("subject", "from", "kind", "status", "invoices", "text", "cues", "reason")  # ids differ
@@ -257,7 +257,7 @@ def test_sync_overlaps_fetching_with_parsing_and_gives_the_serial_result(
         with engine.begin() as c:
             c.execute(sa.text(statement))
     inbound.store_new(engine, MemorySource({"INBOX": raws[:3]}), "INBOX", NOW, inbound.SyncReport())  # left `new`
-    monkeypatch.setattr(inbound, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(pool, "PARALLEL_FROM", 10)
     monkeypatch.setattr(inbound, "BATCH", 4)
     cfg = make_config(imap={"workers": 2, "folders": ["INBOX"]})
     report = inbound.SyncReport()
@@ -298,7 +298,7 @@ def test_a_batch_a_worker_cannot_return_is_read_here(engine: Engine, cfg: Config
     inbound.store_new(engine, MemorySource({"INBOX": raws}), "INBOX", NOW, inbound.SyncReport())
     lost: Future[list[Any]] = Future()
     lost.set_exception(pickle.PicklingError("Can't pickle <class 'x'>"))
-    done, broken = inbound._result(engine, [1, 2, 3], lost, "acme.example", NOW.date(), shipped(), False)
+    done, broken = pool._result(engine, [1, 2, 3], lost, "acme.example", NOW.date(), shipped(), False)
     assert [u.id for u in done] == [1, 2, 3] and all(u.parsed is not None for u in done)
     assert broken is False, "the pool itself is fine: later batches still go to it"
 
@@ -363,8 +363,8 @@ def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tm
     (row,) = run(engine, cfg, [raw])
     assert (row["status"], row["invoices"], row["suggested"]) == ("triage", [], ["F-9301"])
     with pytest.raises(NotFoundError, match="no invoice F-0000"):
-        inbound.assign(engine, cfg, NOW, row["id"], ["F-0000"], "cli:anne")
-    line = inbound.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
+        decisions.assign(engine, cfg, NOW, row["id"], ["F-0000"], "cli:anne")
+    line = decisions.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
     assert line == f"#{row['id']} payment_claim -> F-9301: applied"
     with engine.connect() as c:
         (after,) = reports.messages(c)
@@ -378,19 +378,19 @@ def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tm
                                          ("message_payment_claim", "relance"), ("paused", "relance"),
                                          ("message_assigned", "cli:anne")]
     with pytest.raises(RelanceError, match="already applied to F-9301"):
-        inbound.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
+        decisions.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
 
 
 def test_without_worker_processes_the_backlog_is_parsed_here(engine: Engine, make_config: Callable[..., Config],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that refuses new processes (limits, a sandbox) still gets every message understood."""
-    monkeypatch.setattr(inbound, "PARALLEL_FROM", 5)
+    monkeypatch.setattr(pool, "PARALLEL_FROM", 5)
     monkeypatch.setattr(inbound, "BATCH", 4)
 
     def refuse(*_a: Any, **_k: Any) -> Any:
         raise OSError("Resource temporarily unavailable")
 
-    monkeypatch.setattr(inbound, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", refuse)
     raws = [msg(f"From: c{i}@client.example\nSubject: x\nMessage-ID: <n{i}@client.example>\n") for i in range(10)]
     rows = run(engine, make_config(imap={"workers": 2}), raws)
     assert len(rows) == 10 and all(r["status"] == "triage" for r in rows)

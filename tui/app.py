@@ -17,7 +17,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
-from bot import actions, inbound, reports
+from bot import actions, decisions, reports
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.i18n import t, t_reason
@@ -179,7 +179,7 @@ class RelanceApp(App[None]):
             if self.asking == "label":
                 self.notify(self._label(int(key), words))
             else:
-                self.notify(inbound.assign(self.engine, self.config, self.clock(), int(key), words, self.actor))
+                self.notify(decisions.assign(self.engine, self.config, self.clock(), int(key), words, self.actor))
         except RelanceError as e:
             self.notify(str(e), severity="error")
         self.reload()
@@ -191,7 +191,7 @@ class RelanceApp(App[None]):
             until = date.fromisoformat(words[1]) if len(words) > 1 else None
         except ValueError:
             raise RelanceError(t("{value}: expected a date as YYYY-MM-DD", value=repr(words[1]))) from None
-        return inbound.label(self.engine, self.config, self.clock(), inbound_id, Kind(words[0]), self.actor, until)
+        return decisions.label(self.engine, self.config, self.clock(), inbound_id, Kind(words[0]), self.actor, until)
 
     def on_key(self, event: Any) -> None:
         box = self.query_one("#assign-to", Input)

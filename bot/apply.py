@@ -1,0 +1,255 @@
+"""Applying understood messages: each batch is threaded to its invoices (rules.match) and its
+effects decided (rules.effects.decide) and written in one transaction, with the lookups it needs
+read in a query each. Nothing here decides what a message does: it reads, asks the rules, writes.
+
+A message whose effects were applied by an earlier pass (`reprocess`) is never applied twice:
+read the same, its status stays; read differently, a person compares the two readings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from bot.config import Config
+from bot.models import Contact, Event, Inbound, Invoice, Outbound, Reminder, table
+from bot.store import db_text, record_events, session
+from bot.understand import Parsed, Understood
+from rules.classify import Kind, Understanding
+from rules.effects import Held, Policy, decide
+from rules.match import Known, Match, digits, match, normalise
+from rules.model import State
+
+in_t, inv_t, con_t = table(Inbound), table(Invoice), table(Contact)
+out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
+OPEN = ("active", "disputed", "plan", "bounced")
+
+
+class Numbers:
+    """Every invoice number, normalised two ways, read once per pass (not once per message)."""
+
+    def __init__(self, numbers: list[str]) -> None:
+        self.by_normalised = {normalise(n): n for n in numbers}
+        self.by_digits: dict[str, tuple[str, ...]] = {}
+        for n in numbers:
+            d = digits(n)
+            if len(d) >= 4:
+                self.by_digits[d] = (*self.by_digits.get(d, ()), n)
+
+
+def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[Understood], numbers: Numbers
+               ) -> list[str]:
+    """Match and apply a batch of understood messages in one transaction."""
+    lines: list[str] = []
+    with session(engine) as s:
+        lookups = Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens],
+                           [a for u in batch for a in u.failed])
+        effects = Effects(s, config, now, lookups)
+        rows: list[dict[str, Any]] = []
+        found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments),
+                                                    lookups.known(p, numbers)))
+                     for u in batch if (p := u.parsed) is not None and u.understanding is not None}
+        effects.load([n for m in found_all.values() if m.sure for n in m.numbers])
+        for u in batch:
+            if u.parsed is None or u.understanding is None:
+                rows.append({"_id": u.id, "status": "quarantined", "reason": db_text(u.failure)[:1000]})
+                lines.append(f"quarantined  #{u.id}: {u.failure}")
+                continue
+            p, understood, found = u.parsed, u.understanding, found_all[u.id]
+            if u.applied_before:
+                status, reason = _reprocessed(s, u.id, understood, found)
+            else:
+                status, reason = effects.apply(u, understood, found)
+            rows.append({
+                "_id": u.id, "message_id": db_text(p.message_id)[:250] or f"<no-message-id.{u.id}@relance>",
+                "from_addr": db_text(p.sender)[:250], "subject": db_text(p.subject)[:500],
+                "received_at": p.received_at if p.received_at and p.received_at.tzinfo else None,
+                "kind": understood.kind.value, "confidence": understood.confidence, "status": status,
+                "reason": db_text(reason)[:1000], "text": db_text(p.facts.text)[:20000],
+                "cues": json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False),
+                "suggested": json.dumps(list(found.numbers) if found.numbers and not found.sure else [])})
+            lines.append(f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} "
+                         f"{p.subject[:60]}")
+        effects.flush()
+        for keys in sorted({tuple(sorted(r)) for r in rows}):  # one UPDATE per set of columns, many rows
+            same = [{f"v_{k}": v for k, v in r.items()} for r in rows if tuple(sorted(r)) == keys]
+            # The server's arrival time (INTERNALDATE, stored with the bytes) is when it was received;
+            # the sender's Date header only stands in where the server gave none.
+            s.execute(sa.update(in_t).where(in_t.c.id == sa.bindparam("v__id"))
+                      .values({k: sa.func.coalesce(in_t.c.received_at, sa.bindparam(f"v_{k}")) if k == "received_at"
+                               else sa.bindparam(f"v_{k}") for k in keys if k != "_id"}), same)
+    return lines
+
+
+class Lookups:
+    """What the store knows about a batch's references, tokens, senders and bounced addresses, read
+    in a query each."""
+
+    def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str], failed: Sequence[str]
+                 ) -> None:
+        refs = list({r for p in parsed for r in p.refs})
+        senders = list({p.sender for p in parsed})
+        self.by_mid: dict[str, tuple[str, ...]] = {}
+        for chunk in range(0, len(refs), 500):
+            for mid, number in s.execute(
+                    sa.select(out_t.c.message_id, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
+                    .join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
+                    .where(out_t.c.message_id.in_(refs[chunk:chunk + 500]), rem_t.c.skipped.is_(False))):
+                self.by_mid[mid] = (*self.by_mid.get(mid, ()), number)
+        self.by_token: dict[str, tuple[str, ...]] = {}
+        if tokens:
+            for tok, number in s.execute(
+                    sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
+                    .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(set(tokens))))):
+                self.by_token[tok] = (*self.by_token.get(tok, ()), number)
+        # The open invoices of the clients those replies are about: "we paid this one and 0437 too".
+        referenced = list({n for ns in (*self.by_mid.values(), *self.by_token.values()) for n in ns})
+        self.siblings: dict[str, tuple[str, ...]] = {}
+        if referenced:
+            sib = inv_t.alias("sibling")
+            for chunk in range(0, len(referenced), 500):
+                for number, other in s.execute(
+                        sa.select(inv_t.c.number, sib.c.number).join(sib, sib.c.client_id == inv_t.c.client_id)
+                        .where(inv_t.c.number.in_(referenced[chunk:chunk + 500]), sib.c.state.in_(OPEN))
+                        .order_by(sib.c.number)):
+                    self.siblings[number] = (*self.siblings.get(number, ()), other)
+        self.sender_open: dict[str, list[str]] = {}
+        for email, number in s.execute(
+                sa.select(con_t.c.email, inv_t.c.number).join(con_t, con_t.c.client_id == inv_t.c.client_id)
+                .where(con_t.c.email.in_(senders), inv_t.c.state.in_(OPEN)).distinct()
+                .order_by(con_t.c.email, inv_t.c.number)):
+            self.sender_open.setdefault(email, []).append(number)
+        self.contacts: dict[str, list[int]] = {}  # a bounced address -> the contacts that have it
+        self.contact_open: dict[str, list[str]] = {}  # a bounced address -> the open invoices it is the contact of
+        if failed:
+            for contact_id, email, number, state in s.execute(
+                    sa.select(con_t.c.id, con_t.c.email, inv_t.c.number, inv_t.c.state)
+                    .outerjoin(inv_t, inv_t.c.contact_id == con_t.c.id)
+                    .where(sa.func.lower(con_t.c.email).in_(list(set(failed))))
+                    .order_by(con_t.c.email, inv_t.c.number)):
+                key = email.lower()
+                if contact_id not in self.contacts.setdefault(key, []):
+                    self.contacts[key].append(contact_id)
+                if number is not None and state in OPEN and number not in self.contact_open.setdefault(key, []):
+                    self.contact_open[key].append(number)
+
+    def bounced(self, u: Understood, m: Match) -> Match:
+        """A bounce that does not carry our Message-ID: the open invoices of the contacts it names."""
+        if m.sure and m.numbers:
+            return m
+        numbers = [n for a in u.failed for n in self.contact_open.get(a, ())]
+        if not numbers:
+            return m
+        return Match(tuple(dict.fromkeys(numbers)), "bounce", True,
+                     f"the server gave up on {', '.join(a for a in u.failed if a in self.contact_open)}, "
+                     f"the contact of {', '.join(dict.fromkeys(numbers))}")
+
+    def known(self, p: Parsed, numbers: Numbers) -> Known:
+        return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
+                     by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())),
+                     siblings=self.siblings)
+
+
+def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:
+    """A message whose effects were applied before: never apply them twice. When it is understood
+    as before, its status stays; otherwise a person compares the two readings."""
+    old = s.execute(sa.select(in_t.c.kind, in_t.c.status, in_t.c.reason).where(in_t.c.id == inbound_id)).one()
+    linked = sorted(set(s.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id)
+                                  .where(ev_t.c.inbound_id == inbound_id)).scalars()))
+    if old.kind == u.kind.value and set(m.numbers) <= set(linked):
+        return old.status, old.reason
+    return "triage", (f"read again as {u.kind.value} for {', '.join(m.numbers) or 'no invoice'} "
+                      f"(was {old.kind} for {', '.join(linked) or 'no invoice'}); the first reading's effects "
+                      "stay: decide")
+
+
+def policy(config: Config) -> Policy:
+    p = config.pause
+    return Policy(human_reply_days=p.human_reply_days, promise_grace_days=p.promise_grace_days,
+                  payment_claim_days=p.payment_claim_days,
+                  auto_apply_margin=config.understanding.auto_apply_margin, zone=config.zone)
+
+
+def held(inv: dict[str, Any]) -> Held:
+    return Held(inv["number"], State(inv["state"]), inv["hold_until"])
+
+
+class Effects:
+    """The effects of understood messages on their invoices, as events, per `[pause]`. Invoices are
+    read once per batch and written once at the end, so two messages about one invoice see each other."""
+
+    def __init__(self, s: Connection, config: Config, now: datetime, lookups: Lookups) -> None:
+        self.s, self.config, self.now, self.lookups = s, config, now, lookups
+        self.policy = policy(config)
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.changed: dict[str, set[str]] = {}
+        self.failing: dict[int, str] = {}  # contact id -> why it is failing
+        self.events: list[dict[str, Any]] = []
+
+    def load(self, numbers: Sequence[str]) -> list[dict[str, Any]]:
+        """The invoices `numbers` (read from the store the first time the batch needs them)."""
+        missing = list({n for n in numbers if n not in self.invoices})
+        for chunk in range(0, len(missing), 500):
+            for row in self.s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.state, inv_t.c.hold_until,
+                                                inv_t.c.held_by, inv_t.c.contact_id)
+                                      .where(inv_t.c.number.in_(missing[chunk:chunk + 500]))).mappings():
+                self.invoices[row["number"]] = dict(row)
+        return [self.invoices[n] for n in numbers if n in self.invoices]
+
+    def _set(self, inv: dict[str, Any], **values: Any) -> None:
+        inv.update(values)
+        self.changed.setdefault(inv["number"], set()).update(values)
+
+    def apply(self, message: Understood, u: Understanding, m: Match) -> tuple[str, str]:
+        """The effects of `message`, understood as `u` and matched to `m`, as `rules.effects.decide`
+        says. Returns its (status, reason)."""
+        inbound_id, now = message.id, self.now
+        # The contacts a bounce names, whichever invoices it was matched to (or none).
+        named = [c for a in message.failed for c in self.lookups.contacts.get(a, ())] if u.kind is Kind.BOUNCE else []
+        for contact_id in named:
+            self.failing[contact_id] = f"delivery failure: the server gave up on {', '.join(message.failed)[:300]}"
+        matched = self.load(m.numbers) if m.sure else []
+        sender = message.parsed.sender if message.parsed is not None else ""
+        client_open = [] if m.sure and m.numbers else self.load(self.lookups.sender_open.get(sender, []))
+        decision = decide(u, m, [held(i) for i in matched], [held(i) for i in client_open], self.policy, now,
+                          delayed_only=u.kind is Kind.BOUNCE and bool(message.delayed) and not message.failed)
+        proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]
+        for e in decision.effects:
+            inv = self.invoices[e.number]
+            base = {"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id}
+            self.events.append({**base, "kind": e.event, "reason": e.reason[:500]})
+            if e.hold_until is not None:
+                new = max(e.hold_until, inv["hold_until"]) if inv["hold_until"] else e.hold_until
+                self._set(inv, hold_until=new)
+                self.events.append({**base, "kind": "paused", "reason": e.reason, "data": {"until": new.isoformat()}})
+            if e.until_decided:
+                if inv["held_by"] is None:
+                    self._set(inv, held_by=inbound_id)
+                self.events.append({**base, "kind": "paused", "reason": "until a person decides",
+                                    "data": {"until_decided": True}})
+            if e.state is not None:
+                self._set(inv, state=e.state.value)
+                if e.state is State.BOUNCED and not named:  # the bounce does not say which address failed
+                    self.failing.setdefault(inv["contact_id"], "delivery failure reported by the recipient's server")
+                elif e.state in (State.PLAN, State.DISPUTED):
+                    self.events.append({**base, "kind": e.state.value, "reason": "until a person decides",
+                                        "data": {"proposal": proposal} if proposal else {}})
+        return decision.status.value, decision.reason
+
+    def flush(self) -> None:
+        """Write the batch's invoice changes, contact failures and events."""
+        for column in ("hold_until", "state", "held_by"):
+            rows = [{"v_id": inv["id"], "v": inv[column]} for n, inv in self.invoices.items()
+                    if column in self.changed.get(n, ())]
+            if rows:
+                self.s.execute(sa.update(inv_t).where(inv_t.c.id == sa.bindparam("v_id"))
+                               .values({column: sa.bindparam("v")}), rows)
+        if self.failing:
+            self.s.execute(sa.update(con_t).where(con_t.c.id == sa.bindparam("v_id")).values(
+                failing=True, failure_reason=sa.bindparam("v_reason")),
+                [{"v_id": c, "v_reason": why} for c, why in sorted(self.failing.items())])
+        record_events(self.s, self.events)

@@ -1,0 +1,109 @@
+"""A person's decisions on a message: which invoices it is about (`relance assign`, `a` in the
+TUI), what it is (`relance label`, `k`). Each lifts the holds the message put on the client's
+invoices until a person decides, and applies what the person said as the policy says."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot import learn
+from bot.actions import release_holds
+from bot.apply import Effects, Lookups
+from bot.config import Config
+from bot.errors import NotFoundError, RelanceError
+from bot.models import Event, Inbound, Invoice, table
+from bot.store import db_text, record_events, session
+from bot.understand import understand_batch
+from rules.classify import Kind, Understanding
+from rules.match import Match
+
+in_t, inv_t, ev_t = table(Inbound), table(Invoice), table(Event)
+
+
+def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbers: Sequence[str], actor: str) -> str:
+    """A person says which invoices a message concerns: its effects apply to them, as if it had been
+    matched (`relance assign`, the triage UI). Refused for a message whose effects already applied."""
+    numbers = list(dict.fromkeys(numbers))
+    with engine.connect() as c:
+        row = c.execute(sa.select(in_t.c.raw, in_t.c.status).where(in_t.c.id == inbound_id)).first()
+        if row is None:
+            raise NotFoundError(f"no message #{inbound_id} (see `relance messages`)")
+        known = set(c.execute(sa.select(inv_t.c.number).where(inv_t.c.number.in_(numbers))).scalars())
+        applied = set(c.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id)
+                                .where(ev_t.c.inbound_id == inbound_id, ev_t.c.kind.like("message_%"))).scalars())
+    if missing := [n for n in numbers if n not in known]:
+        raise NotFoundError(f"no invoice {', '.join(missing)} (see `relance status`)")
+    if applied:
+        raise RelanceError(f"message #{inbound_id} was already applied to {', '.join(sorted(applied))}: "
+                           "change the invoices themselves (pause, resume, paid)")
+    (u,) = understand_batch([(inbound_id, row.raw, False)], config.company.domain,
+                            now.astimezone(config.zone).date(), learn.current(engine))
+    if u.parsed is None or u.understanding is None:
+        raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
+    found = Match(tuple(numbers), "person", True, f"assigned by {actor} to {', '.join(numbers)}")
+    with session(engine) as s:
+        release_holds(s, inbound_id, now, actor)  # the holds on the client's invoices; the assigned ones decide anew
+        effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
+        status, reason = effects.apply(u, u.understanding, found)
+        for inv in effects.load(numbers):
+            effects.events.append({"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id, "actor": actor,
+                                   "kind": "message_assigned", "reason": found.reason})
+        effects.flush()
+        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
+            status=status, reason=db_text(f"{found.reason}; {reason}")[:1000], suggested="[]"))
+    return f"#{inbound_id} {u.understanding.kind.value} -> {', '.join(numbers)}: {status}"
+
+
+def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: Kind, actor: str,
+          until: date | None = None) -> str:
+    """A person's reading of a message (`relance label`, the triage UI): its kind is set, what that
+    kind does is applied to its invoices (those it was threaded to, else the ones suggested), the
+    holds it put on them until a person decides are lifted, and it is kept as an example the
+    classifier learns from (`relance learn`). A promise needs its date: the one read in the
+    message, or `until`."""
+    with engine.connect() as c:
+        row = c.execute(sa.select(in_t.c.raw, in_t.c.kind, in_t.c.suggested).where(in_t.c.id == inbound_id)).first()
+        if row is None:
+            raise NotFoundError(f"no message #{inbound_id} (see `relance messages`)")
+        linked = sorted(set(c.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id).where(
+            ev_t.c.inbound_id == inbound_id, ev_t.c.kind.like("message_%"))).scalars()))
+    numbers = linked or json.loads(row.suggested or "[]")
+    (u,) = understand_batch([(inbound_id, row.raw, False)], config.company.domain,
+                            now.astimezone(config.zone).date(), learn.current(engine))
+    if u.parsed is None or u.understanding is None:
+        raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
+    day = until or (u.understanding.date if u.understanding.kind is kind else None)
+    if kind is Kind.PROMISE_TO_PAY and day is None and numbers:
+        raise RelanceError(f"message #{inbound_id}: no date was read for this promise: add --until YYYY-MM-DD")
+    person = Understanding(kind, Decimal(1), (f"labelled {kind.value} by {actor}",), date=day)
+    done = ""
+    with session(engine) as s:
+        released = release_holds(s, inbound_id, now, actor)
+        undone = {"payment_plan": "plan", "dispute": "disputed"}.get(row.kind or "")
+        if undone and kind.value != row.kind and linked:  # the bot's reading set a state a person now undoes
+            for invoice_id in s.execute(sa.select(inv_t.c.id).where(inv_t.c.number.in_(linked),
+                                                                    inv_t.c.state == undone)).scalars():
+                s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(state="active"))
+                record_events(s, [{"invoice_id": invoice_id, "at": now, "inbound_id": inbound_id, "actor": actor,
+                                   "kind": "resumed", "reason": f"was {undone}; labelled {kind.value} by {actor}"}])
+        # What the bot already applied for the same kind stays; a new kind applies what it does.
+        if numbers and kind is not Kind.HUMAN_REPLY and not (row.kind == kind.value and linked):
+            effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
+            _, done = effects.apply(u, person, Match(tuple(numbers), "person", True,
+                                                     f"labelled by {actor} for {', '.join(numbers)}"))
+            effects.flush()
+        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
+            kind=kind.value, confidence=Decimal(1), label=kind.value, labelled_by=actor, labelled_at=now,
+            status="applied", suggested="[]", reason=db_text(f"labelled {kind.value} by {actor}")[:1000]))
+    out = f"#{inbound_id} labelled {kind.value} (read as {row.kind})"
+    if numbers:
+        out += f" for {', '.join(numbers)}" + (f": {done}" if done else "")
+    if released:
+        out += f"; the ladder goes on for {', '.join(released)}"
+    return out
