@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from bot import learn
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailer import SmtpMailer
@@ -80,5 +81,14 @@ class Daemon:
                     log.warning("%s", line)
                 if report.aborted:
                     log.warning("pass stopped: %s", report.aborted)
+                if report.digest:
+                    log.info("%s", report.digest)
+            try:  # what people labelled today teaches the classifier tonight
+                refitted = await asyncio.to_thread(learn.refit_if_due, self.engine, self.config.zone, self.clock())
+            except Exception as e:  # learning is a bonus: the shipped or last model goes on serving
+                log.error("nightly refit failed: %s", e)  # noqa: TRY400
+            else:
+                if refitted:
+                    log.info("%s", refitted)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=self.config.schedule.tick_minutes * 60)

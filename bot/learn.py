@@ -22,6 +22,7 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -153,6 +154,26 @@ def learn(engine: Engine, now: datetime) -> tuple[Model, int, int]:
         s.execute(sa.insert(table(Classifier)).values(created_at=now, examples=len(examples), labelled=len(own),
                                                       data=dumps(model)))
     return model, len(examples), len(own)
+
+
+NIGHT = (1, 5)  # local hours when the daemon refits, away from the day's mail
+
+
+def refit_if_due(engine: Engine, zone: ZoneInfo, now: datetime) -> str:
+    """The daemon's nightly refit: at night, when people labelled messages since the last fit,
+    refit with them (`learn`). Returns a line for the log, "" when nothing was due."""
+    if not NIGHT[0] <= now.astimezone(zone).hour < NIGHT[1]:
+        return ""
+    cl, in_t = table(Classifier), table(Inbound)
+    with engine.connect() as c:
+        last = c.execute(sa.select(sa.func.max(cl.c.created_at))).scalar()
+        newer = sa.select(sa.func.count()).select_from(in_t).where(in_t.c.label.is_not(None))
+        if last is not None:
+            newer = newer.where(in_t.c.labelled_at > last)
+        if not c.execute(newer).scalar():
+            return ""
+    model, examples, own = learn(engine, now)
+    return f"classifier refitted on {examples} examples ({own} labelled here): {model.version}"
 
 
 def shipped_meta() -> dict[str, Any]:

@@ -94,3 +94,22 @@ def test_a_new_address_after_a_bounce(cli: Any) -> None:
     assert (row["state"], row["email"]) == ("active", "factures@exemple.example")
     doc = json.loads(cli("show", "F-1001", "--json", *NOW).stdout)
     assert "contact_changed" in [e["kind"] for e in doc["events"]]
+
+
+def test_the_daemon_refits_at_night_when_people_labelled_something(engine: sa.Engine,
+                                                                   make_config: Any, tmp_path: Any) -> None:
+    from bot import decisions, learn, ledger
+    from rules.classify import Kind
+
+    cfg = make_config()
+    (tmp_path / "l.csv").write_text(LEDGER)
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), at("2027-03-01T08:00"), "l.csv")
+    inbound.store_new(engine, MemorySource({"INBOX": [reply(1, "compta@exemple.example", "ok vu")]}), "INBOX",
+                      at("2027-04-12T09:00"), inbound.SyncReport())
+    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    assert learn.refit_if_due(engine, cfg.zone, at("2027-04-13T03:00")) == "", "nothing labelled yet"
+    decisions.label(engine, cfg, at("2027-04-12T15:00"), 1, Kind.HUMAN_REPLY, "cli:anne")
+    assert learn.refit_if_due(engine, cfg.zone, at("2027-04-12T16:00")) == "", "not during the day"
+    assert "1 labelled here" in learn.refit_if_due(engine, cfg.zone, at("2027-04-13T03:00"))
+    assert learn.refit_if_due(engine, cfg.zone, at("2027-04-13T03:15")) == "", "once: nothing new since"
+    assert learn.current(engine).version.startswith("2027-04-13"), "the refit model is the one in use"
