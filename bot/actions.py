@@ -58,14 +58,17 @@ def release_holds(s: Connection, inbound_id: int, now: datetime, actor: str) -> 
     """A person has read message `inbound_id`: the invoices it held go on, unless another message
     still waiting for a person holds them too (then that one holds them). Returns their numbers."""
     in_t, ev_t = table(Inbound), table(Event)
-    held = s.execute(sa.select(inv_t.c.id, inv_t.c.number).where(inv_t.c.held_by == inbound_id)).all()
+    held = s.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.hold_until)
+                     .where(inv_t.c.held_by == inbound_id)).all()
     released = []
-    for invoice_id, number in held:
+    for invoice_id, number, hold_until in held:
         other = s.execute(
             sa.select(ev_t.c.inbound_id).join(in_t, in_t.c.id == ev_t.c.inbound_id)
             .where(ev_t.c.invoice_id == invoice_id, ev_t.c.kind == "paused", ev_t.c.data.like('%"until_decided"%'),
                    in_t.c.status == "triage", in_t.c.id != inbound_id).order_by(ev_t.c.id)).scalars().first()
-        s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(held_by=other))
+        # The time it waited does not count (as for `resume`): the next stage counts from now.
+        s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(
+            held_by=other, hold_until=max(hold_until, now) if hold_until else now))
         if other is None:
             released.append(number)
             record_event(s, invoice_id=int(invoice_id), kind="released", at=now, actor=actor, inbound_id=inbound_id,
@@ -117,7 +120,7 @@ _ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f<>(),;:\\\"\[\]]+@[A-Za-z0-9](?:[A-Za-
 def change_contact(engine: Engine, number: str, email: str, now: datetime, actor: str) -> str:
     """A client's new address (after a bounce): the invoice, and the client's other open invoices
     that used the same address, go to it; a failing contact is cleared and bounced invoices resume."""
-    email = email.strip()
+    email = email.strip().lower()  # as the ledger stores addresses, so that replies find the client
     if not _ADDRESS.fullmatch(email) or len(email) > 254:
         raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example")
     with session(engine) as s:

@@ -68,7 +68,8 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
     classifier learns from (`relance learn`). A promise needs its date: the one read in the
     message, or `until`."""
     with engine.connect() as c:
-        row = c.execute(sa.select(in_t.c.raw, in_t.c.kind, in_t.c.suggested).where(in_t.c.id == inbound_id)).first()
+        row = c.execute(sa.select(in_t.c.raw, in_t.c.kind, in_t.c.status, in_t.c.suggested)
+                        .where(in_t.c.id == inbound_id)).first()
         if row is None:
             raise NotFoundError(f"no message #{inbound_id} (see `relance messages`)")
         linked = sorted(set(c.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id).where(
@@ -78,9 +79,13 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
                             now.astimezone(config.zone).date(), learn.current(engine))
     if u.parsed is None or u.understanding is None:
         raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
+    today = now.astimezone(config.zone).date()
+    if until is not None and until <= today:
+        raise RelanceError(f"--until {until.isoformat()}: that is not in the future")
     day = until or (u.understanding.date if u.understanding.kind is kind else None)
-    if kind is Kind.PROMISE_TO_PAY and day is None and numbers:
-        raise RelanceError(f"message #{inbound_id}: no date was read for this promise: add --until YYYY-MM-DD")
+    if kind is Kind.PROMISE_TO_PAY and numbers and (day is None or day < today):
+        raise RelanceError(f"message #{inbound_id}: no date to come was read for this promise: "
+                           "add --until YYYY-MM-DD")
     person = Understanding(kind, Decimal(1), (f"labelled {kind.value} by {actor}",), date=day)
     done = ""
     with session(engine) as s:
@@ -92,8 +97,9 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
                 s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(state="active"))
                 record_events(s, [{"invoice_id": invoice_id, "at": now, "inbound_id": inbound_id, "actor": actor,
                                    "kind": "resumed", "reason": f"was {undone}; labelled {kind.value} by {actor}"}])
-        # What the bot already applied for the same kind stays; a new kind applies what it does.
-        if numbers and kind is not Kind.HUMAN_REPLY and not (row.kind == kind.value and linked):
+        # What the bot already applied alone for the same kind stays; otherwise the kind applies what it does
+        # (a reading the bot was not sure of, or another kind).
+        if numbers and kind is not Kind.HUMAN_REPLY and not (row.kind == kind.value and row.status == "applied"):
             effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
             _, done = effects.apply(u, person, Match(tuple(numbers), "person", True,
                                                      f"labelled by {actor} for {', '.join(numbers)}"))

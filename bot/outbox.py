@@ -76,7 +76,7 @@ class Prepared:
     subject: str
     invoice_ids: tuple[int, ...]
     queued_at: datetime
-    snapshot: tuple[tuple[Any, ...], ...]  # (id, state, paid, hold_until, failing) of each invoice as rendered
+    snapshot: tuple[tuple[Any, ...], ...]  # (id, state, paid, hold_until, held_by, failing) of each invoice rendered
 
 
 class Outbox:
@@ -197,7 +197,8 @@ class Outbox:
             if settle is not None:
                 self._record_sent(s, *settle)
             current = s.execute(sa.select(inv_t.c.id, inv_t.c.state, inv_t.c.paid, inv_t.c.hold_until,
-                                          con_t.c.failing).join(con_t, con_t.c.id == inv_t.c.contact_id)
+                                          inv_t.c.held_by, con_t.c.failing)
+                                .join(con_t, con_t.c.id == inv_t.c.contact_id)
                                 .where(inv_t.c.id.in_(p.invoice_ids))).all()
             if sorted(tuple(r) for r in current) != sorted(p.snapshot):
                 return False
@@ -284,6 +285,8 @@ class Outbox:
             return "nothing left to pay"
         if r.hold_until is not None and r.hold_until > self.now:
             return f"paused until {r.hold_until:%Y-%m-%d %H:%M}"
+        if r.held_by is not None:
+            return f"a client's message (#{r.held_by}) waits for a person"
         if r.failing:
             return f"contact {r.email} is failing"
         return ""
@@ -334,7 +337,7 @@ class Outbox:
             envelope=Envelope(cfg.company.email, (first.email, *cc)), data=data,
             numbers=tuple(r.number for r in invs), stage=stage.name, subject=rendered.subject,
             invoice_ids=tuple(r.id for r in invs), queued_at=ob.created_at,
-            snapshot=tuple((r.id, r.state, r.paid, r.hold_until, r.failing) for r in invs))
+            snapshot=tuple((r.id, r.state, r.paid, r.hold_until, r.held_by, r.failing) for r in invs))
 
     # -- outcomes --------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ def downgrade() -> None:
         batch_op.drop_column("labelled_at")
         batch_op.drop_column("labelled_by")
         batch_op.drop_column("label")
+    op.execute("DELETE FROM outbound WHERE client_id IS NULL")  # the digests: 0003 has no place for them
     with op.batch_alter_table("outbound", schema=None) as batch_op:
         batch_op.alter_column("client_id", existing_type=sa.Integer(), nullable=False)
     with op.batch_alter_table("invoice", schema=None) as batch_op:
