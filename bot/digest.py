@@ -28,9 +28,9 @@ from sqlalchemy.engine import Engine
 from bot import views
 from bot.compose import compose
 from bot.config import Config
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, PermanentDeliveryError
 from bot.i18n import t
-from bot.mailer import Mailer
+from bot.mailer import Mailer, UncertainDeliveryError
 from bot.models import Client, Event, Inbound, Invoice, Outbound, table
 from bot.outbox import instance_name
 from bot.render import LOCALES, Rendered, make_environment
@@ -109,7 +109,7 @@ def check(config: Config, now: datetime) -> list[str]:
     return problems
 
 
-async def send_if_due(engine: Engine, config: Config, mailer: Mailer, now: datetime) -> str:
+async def send_if_due(engine: Engine, config: Config, mailer: Mailer, now: datetime, wall_now: datetime) -> str:
     """Send today's digest if this is the moment: returns a line saying what happened ("" when not due)."""
     to = config.company.operator_email
     if not to or not views.calendar(config).is_allowed(now):
@@ -131,16 +131,21 @@ async def send_if_due(engine: Engine, config: Config, mailer: Mailer, now: datet
         with session(engine) as s:  # recorded before it is sent; the unique Message-ID makes it once a day
             outbound_id = s.execute(sa.insert(out_t).values(
                 message_id=mid, client_id=None, stage_index=-1, stage="digest", to_addr=to, subject=rendered.subject,
-                status="sending", raw=data, created_at=now, claimed_at=now, claimed_by=instance_name(), attempts=1,
+                status="sending", raw=data, created_at=now, claimed_at=wall_now, claimed_by=instance_name(), attempts=1,
             ).returning(out_t.c.id)).scalar_one()
     except sa.exc.IntegrityError:
         return ""  # another instance recorded today's digest first
     try:
         async with mailer:
             await mailer.send(config.company.email, [to], data)
-    except DeliveryError as e:
+    except (UncertainDeliveryError, PermanentDeliveryError) as e:  # maybe delivered, or refused for good: not again
+        status = "uncertain" if isinstance(e, UncertainDeliveryError) else "failed"
         with session(engine) as s:
-            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="failed", last_error=str(e)))
+            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status=status, last_error=str(e)))
+        return t("digest to {to} not sent: {why}", to=to, why=e)
+    except DeliveryError as e:  # not delivered (a 4xx, the server away): the next tick tries again
+        with session(engine) as s:
+            s.execute(sa.delete(out_t).where(out_t.c.id == outbound_id))
         return t("digest to {to} not sent: {why}", to=to, why=e)
     with session(engine) as s:
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="sent", sent_at=now))

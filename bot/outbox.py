@@ -41,6 +41,7 @@ from bot.config import Config
 from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.store import record_events, session
+from rules.effects import CLAIM_HOLD
 from rules.penalties import ContractRateTooLowError, MissingRateError
 
 LEASE = timedelta(minutes=15)
@@ -271,11 +272,13 @@ class Outbox:
 
     @staticmethod
     def _claims(c: Connection, invoice_ids: list[int]) -> dict[int, datetime]:
-        """When the client last said it had paid each of these invoices (a payment claim applied)."""
+        """When the client last said it had paid each of these invoices: a claim the bot was sure of,
+        or a person confirmed (the hold it put on the invoice), never a reading left to a person."""
         if not invoice_ids:
             return {}
         return dict(c.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
-                              .where(ev_t.c.invoice_id.in_(invoice_ids), ev_t.c.kind == "message_payment_claim")
+                              .where(ev_t.c.invoice_id.in_(invoice_ids), ev_t.c.kind == "paused",
+                                     ev_t.c.reason == CLAIM_HOLD)
                               .group_by(ev_t.c.invoice_id)).all())
 
     def _not_due(self, r: sa.Row[Any]) -> str:

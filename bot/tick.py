@@ -201,5 +201,5 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
             await deliver(outbox, mailer, ids, config, report, sleep, stop=stop)
             report.seconds["deliver"] = time.perf_counter() - started
     if not report.aborted and (stop is None or not stop.is_set()):
-        report.digest = await digest.send_if_due(engine, config, mailer, now)
+        report.digest = await digest.send_if_due(engine, config, mailer, now, wall_now)
     return report

@@ -31,6 +31,9 @@ from rules.match import Match
 from rules.model import State
 
 
+CLAIM_HOLD = "the client says it has paid"  # the reason of a hold for a claim applied (sure, or a person's)
+
+
 class Status(StrEnum):
     """Where a message stands: its effects applied alone, or waiting for a person."""
 
@@ -112,7 +115,7 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
     if sure and u.kind is Kind.PAYMENT_CLAIM:
         until = now + timedelta(days=policy.payment_claim_days)
         return Decision(Status.APPLIED, m.reason, (*(
-            Effect(h.number, event, "the client says it has paid", hold_until=until) for h in targets), *on_paid))
+            Effect(h.number, event, CLAIM_HOLD, hold_until=until) for h in targets), *on_paid))
     if sure and u.kind is Kind.PROMISE_TO_PAY and u.date is not None:
         until = promise_until(u.date, policy)
         if until > now:

@@ -51,7 +51,9 @@ def test_the_digest_lists_what_waits_once_a_day(engine: Engine, smtp: tuple[Smtp
     inbound.store_new(engine, MemorySource({"INBOX": [reply]}), "INBOX", at("2027-04-05T15:00"), inbound.SyncReport())
     inbound.process(engine, cfg, at("2027-04-05T15:01"))
     assert run_tick("2027-04-06T07:00") == "", "before the sending window: not yet"
-    line = run_tick("2027-04-06T10:00")
+    sink.fail_data.append("451 4.3.0 try again later")
+    assert "not sent" in run_tick("2027-04-06T09:30"), "a temporary failure..."
+    line = run_tick("2027-04-06T10:00")  # ...is tried again at the next tick
     assert "controle@acme.example" in line
     digest = sink.messages()[-1]
     assert digest["To"].addresses[0].addr_spec == "controle@acme.example"
