@@ -15,7 +15,7 @@ The promise Relance makes is that nobody gets a firmer letter after answering. S
   and its contact, a delay warning changes nothing. A message the model alone takes for an
   out-of-office, without the margin, is treated as a person's: a person reads it.
 
-`decide` returns the effects as values; `bot/inbound.py` writes them with the message's events."""
+`decide` returns the effects as values; `bot/apply.py` writes them with the message's events."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from zoneinfo import ZoneInfo
 from rules.classify import Kind, Understanding
 from rules.match import Match
 from rules.model import State
-
 
 CLAIM_HOLD = "the client says it has paid"  # the reason of a hold for a claim applied (sure, or a person's)
 
