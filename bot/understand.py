@@ -48,13 +48,13 @@ _CUT = re.compile(
     r"|At\s[^\n]{0,80}\bwrote\s*:\s*$"  # Eudora and old Outlook: "At 6/16/2016 08:32 PM, you wrote:"
     r"|(?:Envoyé|Envoye|Sent|Gesendet)\s+(?:de|depuis|from|à partir de|von)\s+(?:mon|my|Outlook|mein)\b.*"
     r"|Get Outlook for \w+.*"
-    r"|[^\n]{0,120}<[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # an attribution line: "..., Name <a@b.c>:"
-    r"|[^\n]{0,120}<\s*\n[^<>\s]+@[^<>\s]+>[^\n]{0,60}:\s*$"  # the same, wrapped before the address
+    r"|[^\n]{0,120}<[^<>\s@]+@[^<>\s@]+>[^\n]{0,60}:\s*$"  # an attribution line: "..., Name <a@b.c>:"
+    r"|[^\n]{0,120}<\s*\n[^<>\s@]+@[^<>\s@]+>[^\n]{0,60}:\s*$"  # the same, wrapped before the address
     # "... skrev Name <a@b.c" + ">:" wrapped to a line of its own, which starts with ">" and went with the quotes
     r"|[^\n]{0,120}\b(?:wrote|a écrit|schrieb|skrev|kirjoitti|escreveu|schreef)\s[^\n]{0,80}"
-    r"<[^<>\s]+@[^<>\s]+(?:>\s*:)?\s*$"
+    r"<[^<>\s@]+@[^<>\s@]+(?:>\s*:)?\s*$"
     # an attribution wrapped over two lines (a line ending a sentence is the reply's own, not the first half)
-    r"|(?:[^\n]{0,159}[^\n.!?\s])?\n(?=[^\n]*@)[^\n]{0,40}<?[^<>\s]+@[^<>\s]+>?[^\n]{0,40}"
+    r"|(?:[^\n]{0,159}[^\n.!?\s])?\n(?=[^\n]*@)[^\n]{0,40}<?[^<>\s@]+@[^<>\s@]+>?[^\n]{0,40}"
     r"(?:wrote|a écrit|schrieb|scrisse|skrev|"
     r"napisał\(a\)|kirjoitti|ha scritto|schreef|escreveu)\s*:?\s*$"
     r"|(?:Von|Van|Da|De|Fra|Od|From)\s*:\s.*\n\s*(?:Gesendet|Verzonden|Inviato|Envoyé|Sendt|Wysłane|Sent|Date|Dato)\s*:"
@@ -266,7 +266,10 @@ _WRITTEN_DATE = re.compile(
     rf"\b\d{{1,2}}(?:er|st|nd|rd|th)?\s+(?:{_MONTHS})\.?(?:\s+\d{{4}})?\b"
     rf"|\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b"
     r"|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b"
-    rf"|\b\d{{1,2}}-(?:\d{{1,2}}|{_MONTHS})(?:-\d{{2,4}})?\b", re.IGNORECASE)
+    rf"|\b\d{{1,2}}-(?:\d{{1,2}}|{_MONTHS})(?:-\d{{2,4}})?\b"
+    # not an amount ("10.30 €") nor a span ("1-2 weeks")
+    r"(?!\s*(?:€|eur\b|euros?\b|\$|£|%|days?\b|jours?\b|weeks?\b|semaines?\b|months?\b|mois\b))",
+    re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=4)
@@ -378,7 +381,12 @@ def _classify(parsed: Parsed, domain: str, today: date, model: Model) -> Underst
         # "vendredi", "fin du mois": counted from the day the client wrote (its Date header), unless
         # that claims a day still to come (a sender's clock off).
         sent = parsed.received_at.date() if parsed.received_at is not None else today
-        dates = find_dates(parsed.facts.text, sent if sent <= today else today)
+        written_on = sent if sent <= today else today
+        dates = find_dates(parsed.facts.text, written_on)
+        if understood.kind is Kind.PROMISE_TO_PAY:
+            # The date in the clause that promises ("nous paierons à la fin du mois"), not one of
+            # another sentence ("suite à votre mail de lundi"); several dates elsewhere: a person reads.
+            dates = find_dates(understood.evidence, written_on) or (dates if len(set(dates)) == 1 else ())
         understood = dated(understood, dates)
         if understood.kind is Kind.PAYMENT_PLAN:
             proposal = instalments(parsed.facts.text, dates)

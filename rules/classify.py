@@ -47,6 +47,7 @@ class Understanding:
     confidence: Decimal
     cues: tuple[str, ...]
     date: date | None = None  # promised payment date, or an out-of-office's return date
+    evidence: str = ""  # the clause the reading rests on, as normalised (where a promise's date is looked for)
 
 
 _COMPILED: dict[str, re.Pattern[str]] = {}
@@ -154,15 +155,25 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
     if auto_submitted and auto_submitted != "no":
         auto.append(f"Auto-Submitted: {auto_submitted}")
     auto += [f"{name}" for name in ("x-autoreply", "x-autorespond", "x-ms-exchange-generated-message-source",
-                                     "x-ms-exchange-inbox-rules-loop", "list-id") if name in h]
-    if h.get("precedence", "").lower() in ("auto_reply", "bulk", "junk", "list"):
+                                     "x-ms-exchange-inbox-rules-loop") if name in h]
+    if h.get("precedence", "").lower() in ("auto_reply", "junk"):
         auto.append(f"Precedence: {h['precedence']}")
     if h.get("return-path", "x").strip() in ("<>", ""):
         auto.append("empty Return-Path")
     auto += [f"subject ~ {p}" for p in _any(_AUTO_SUBJECTS, subject)]
-    if sender.endswith("@" + company_domain.lower()):
-        auto.append("sent from our own domain (a loop)")
+    # Weaker signs: a list or a group mailbox relays people too, and a colleague may forward us a
+    # client's message. They make a robot only when the text is not a person's payment business.
+    weak = ["list-id"] if "list-id" in h else []
+    if h.get("precedence", "").lower() in ("bulk", "list"):
+        weak.append(f"Precedence: {h['precedence']}")
+    ours = sender.endswith("@" + company_domain.lower())
+    if ours:
+        weak.append("sent from our own domain (a loop)")
     scores = score(model, reading_of(facts))
+    forwarded = re.match(r"^\s*(tr|fw|fwd|wg)\s*:", subject, re.IGNORECASE) is not None
+    if weak and not auto and scores.kind in _PERSONS and (forwarded or not ours):
+        weak = []  # a person's claim, promise, plan or dispute that came through a list, or a colleague's forward
+    auto += weak
     if auto:
         if scores.kind == Kind.PAYMENT_CLAIM:  # a robot, but the money came in: a bank's or a processor's notice
             return Understanding(Kind.PAYMENT_CLAIM, _confidence(scores.margin),
@@ -177,10 +188,11 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
     if weightier:
         top, text = min(weightier, key=lambda kt: _WEIGHT.index(kt[0]))
         said = (f"«{text[:160]}» reads as {top.value}", f"also {kind.value}", *said)
-        kind, margin = top, 0.0
-    return dated(Understanding(kind, _confidence(margin), said), facts.dates)
+        return Understanding(top, _confidence(0.0), said, evidence=text)
+    return dated(Understanding(kind, _confidence(margin), said, evidence=scores.evidence), facts.dates)
 
 
+_PERSONS = (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY, Kind.PAYMENT_PLAN, Kind.DISPUTE)
 _WEIGHT = (Kind.DISPUTE, Kind.PAYMENT_PLAN, Kind.PROMISE_TO_PAY, Kind.PAYMENT_CLAIM, Kind.HUMAN_REPLY)
 
 

@@ -24,17 +24,19 @@ _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\d
 _NOT_ALNUM = re.compile(r"[^0-9A-Z]")
 _NOT_DIGIT = re.compile(r"\D")
 _PREFIX = re.compile(r"^[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?")  # "facture n° ", "F-", "Inv#"
-_NUM = r"(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?(\d{2,6})\b"
+_NOT_MONEY = r"(?!\s*(?:€|eur\b|euros?\b|\$|£|%|[.,]\d))"  # "1500 €", "12.50" are amounts
+_NUM = r"(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?(\d{2,6})\b" + _NOT_MONEY
 # "facture 412", "factures 402, 403 et 404", "invoices 0418 to 0420", "fa 2027 412", "n°2027/0412",
-# "la 0410 et la 0411": a word that says an invoice follows (an article only before a leading zero).
+# "#0412", "la 0410 et la 0411": a word that says an invoice follows (group 1: an invoice word, which
+# makes it sure; "n°", "ref", "#" or an article before a leading zero only make it likely).
 _SHORT = re.compile(
-    r"(?:\b(?:factures?|fact\.?|fac|fa|f|invoices?|inv\.?|no\.?|nos\.?|num[ée]ros?|n[°o]s?\.?|#|ref\.?)\s*[-:#.]?\s*"
-    + _NUM + r"|\b(?:la|le|les|the)\s+(0\d{2,5})\b)"
+    r"(?:(?:\b(factures?|fact\.?|fac|fa|f|invoices?|inv\.?)|\b(?:no\.?|nos\.?|num[ée]ros?|n[°o]s?\.?|ref\.?)|#)"
+    r"\s*[-:#.]?\s*" + _NUM + r"|\b(?:la|le|les|the)\s+(0\d{2,5})\b" + _NOT_MONEY + ")"
     r"((?:\s*(?:,|;|/|&|\+|et|and|ou|or|à|a|au|to|through|thru|jusqu'à|-|–)\s*(?:(?:la|le|the)\s+)?"
-    r"(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?\d{2,6}\b)*)", re.IGNORECASE)
+    r"(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?\d{2,6}\b" + _NOT_MONEY + ")*)", re.IGNORECASE)
 _MORE = re.compile(r"(,|;|/|&|\+|\bet\b|\band\b|\bou\b|\bor\b|\bà\b|\ba\b|\bau\b|\bto\b|\bthrough\b|\bthru\b|"
-                   r"jusqu'à|-|–)\s*(?:(?:la|le|the)\s+)?(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?(\d{2,6})\b",
-                   re.IGNORECASE)
+                   r"jusqu'à|-|–)\s*(?:(?:la|le|the)\s+)?(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?(\d{2,6})\b"
+                   + _NOT_MONEY, re.IGNORECASE)
 _RANGE = frozenset({"à", "a", "au", "to", "through", "thru", "jusqu'à", "-", "–"})
 MAX_RANGE = 20
 
@@ -95,14 +97,17 @@ def find_numbers(texts: Sequence[str], known: Known) -> tuple[list[str], list[st
     return found, ambiguous
 
 
-def short_numbers(texts: Iterable[str]) -> list[int]:
-    """The running numbers people write ("factures 402, 403 et 404", "0437 à 0439"), in order."""
+def short_numbers(texts: Iterable[str], sure_only: bool = False) -> list[int]:
+    """The running numbers people write ("factures 402, 403 et 404", "0437 à 0439"), in order;
+    with `sure_only`, those after an invoice word only ("facture", "invoice", "fa"), not "n°" or "#"."""
     out: list[int] = []
     for text in texts:
         for m in _SHORT.finditer(text[:20000]):
-            first = int(m.group(1) or m.group(2))
+            if sure_only and not m.group(1):
+                continue
+            first = int(m.group(2) or m.group(3))
             seq = [first]
-            for more in _MORE.finditer(m.group(3) or ""):
+            for more in _MORE.finditer(m.group(4) or ""):
                 n = int(more.group(2))
                 if more.group(1).lower() in _RANGE and seq[-1] < n <= seq[-1] + MAX_RANGE:
                     seq += range(seq[-1] + 1, n + 1)
@@ -142,10 +147,13 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     by_token = [n for t in tokens for n in known.by_token.get(t, ())]
     if by_token:
         return Match(tuple(dict.fromkeys(by_token + cited)), "token", True, "sent to a reply address of ours")
-    own = [n for n in within(shorts, known.sender_open) if n not in cited]
+    own = [n for n in within(short_numbers(texts, sure_only=True), known.sender_open) if n not in cited]
     if cited or own:
         found = cited + own
         return Match(tuple(found), "number", True, f"cites {', '.join(found)}")
+    likely = within(shorts, known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
+    if likely:
+        return Match(tuple(likely), "number", False, f"probably {', '.join(likely)} (to confirm)")
     if ambiguous:
         return Match((), "none", False, f"a number that could be several invoices: {', '.join(ambiguous)}")
     if len(known.sender_open) == 1:

@@ -47,7 +47,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(p))
     ("early_next_week", r"\b(?:debut de (?:la )?semaine prochaine|early next week|start of next week)\b"),
     ("end_of_week", r"\b(?:fin (?:de (?:la )?|de cette )?semaine|end of (?:the |this )?week|"
                     r"cette semaine|this week)\b"),
-    ("weekend", r"\b(?:ce |this |the |by the |over the )?(?:week-?end)\b"),
+    ("weekend", r"\b(?:ce|this|by the|over the|during the|pendant le|d'ici le|avant le) (?:week-?end)\b"),
     ("next_week", r"\b(?:(?:d'ici |courant |dans )?la semaine prochaine|(?:during |by )?next week)\b"),
     ("within_business_days", rf"\b(?:sous|dans|d'ici|within|in|en)\s+(?:les\s+|the\s+next\s+)?({_NUM})\s*"
                              r"(?:jours? ouvr(?:es|ables)|(?:working|business) days)"),
@@ -64,7 +64,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(p))
     ("weekday", rf"\b(?:(?:next|this|on|by|coming)\s+)?({_DAY})\b(?:\s+(?:prochain|qui vient|next))?"),
     ("day_of_month_en", r"\b(?:by|on|before|after|until) the\s+(\d{1,2})(?:(?:st|nd|rd|th)\b|(?=\s*(?:[.,;!?)]|$)))"),
     ("day_of_month", r"\b(?:le|avant le|apres le|pour le|d'ici le|au plus tard le)\s+(\d{1,2})"
-                     r"(?:er|eme|e|st|nd|rd|th)?\b(?![.,/-]\d)"
+                     r"(?:er|st|nd|rd|th)?\b(?![.,/-]\d)"
                      r"(?!\s*(?:h\b|%|€|eur|jours?|days?|semaines?|weeks?|mois|months?|ans?|years?|"
                      r"units?|pieces?|articles?|" + _MONTH + r"))"),
     ("day_ordinal", r"\bthe (\d{1,2})(?:st|nd|rd|th)\b"),
@@ -149,12 +149,13 @@ def _resolve(name: str, m: re.Match[str], written: date) -> date | None:
         ahead = (_WEEKDAYS[g] - written.weekday()) % 7 or 7
         return written + timedelta(days=ahead)
     if name in ("day_of_month", "day_of_month_en", "day_ordinal") and g:
-        day = int(g) + (1 if m.group(0).startswith(("after", "apres")) else 0)
+        day = int(g)
         if not 1 <= day <= 31:
             return None
-        if day > written.day:
-            return _month_day(written.year, written.month, day)
-        return _month_day(*_next_month(written), day)
+        when = _month_day(written.year, written.month, day) if day > written.day else _month_day(
+            *_next_month(written), day)
+        # "after the 15th": the day after (counted once the day is known: "après le 30" in April is 1 May)
+        return when + timedelta(days=1) if m.group(0).startswith(("after", "apres")) else when
     return None
 
 

@@ -230,3 +230,18 @@ def test_a_subject_folded_after_an_encoded_word_keeps_its_space() -> None:
     raw = (b"From: a@b.example\r\nSubject: RE: =?utf-8?q?Rappel_=3A_facture_FA-2027-0412_=E2=80=94?=\r\n ACME SAS\r\n"
            b"\r\nPaid.\r\n")
     assert parse(raw).subject == "RE: Rappel : facture FA-2027-0412 — ACME SAS"
+
+
+@pytest.mark.parametrize(("sender", "subject", "headers", "text"), [
+    ("compta@client.example", "Re: Rappel : facture F-1", {"list-id": "<compta.client.example>", "precedence": "list"},
+     "Nous contestons cette facture : la livraison n'a jamais eu lieu."),
+    ("anne@acme.example", "TR: Votre relance", {},
+     "Pour info.\n\n---------- Forwarded message ---------\nDe : compta@client.example\n\n"
+     "Nous contestons cette facture : la livraison n'a jamais eu lieu."),
+])
+def test_a_persons_dispute_through_a_group_mailbox_or_a_colleague_is_not_a_robot(
+        sender: str, subject: str, headers: dict[str, str], text: str) -> None:
+    from bot.understand import written
+
+    facts = MailFacts(sender, subject, written(text, subject), {"from": sender, **headers})
+    assert classify(facts, "acme.example", MODEL).kind is Kind.DISPUTE
