@@ -377,7 +377,7 @@ def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, t
 
 def _classify(parsed: Parsed, domain: str, today: date, model: Model) -> Understanding:
     understood = classify(parsed.facts, domain, model)
-    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN):
+    if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN, Kind.PAYMENT_CLAIM):
         # "vendredi", "fin du mois": counted from the day the client wrote (its Date header), unless
         # that claims a day still to come (a sender's clock off).
         sent = parsed.received_at.date() if parsed.received_at is not None else today

@@ -210,11 +210,12 @@ def _said(scores: Scores) -> tuple[str, ...]:
 
 def dated(u: Understanding, dates: tuple[date, ...]) -> Understanding:
     """`u` with the dates found in the text: a promise's payment date (the first one written), an
-    out-of-office's return (the latest one: "absent from 6 April, back on 19 April"). Only these
-    two kinds look at dates, so the (costly) date reading is done for them alone."""
-    if not dates or u.kind not in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY):
+    out-of-office's return (the latest one: "absent from 6 April, back on 19 April"), the latest
+    day a claim names ("paid, you will see it on the 20th": a claim that is in fact a promise is
+    held that long). Only these kinds look at dates, so the (costly) date reading is for them alone."""
+    if not dates or u.kind not in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_CLAIM):
         return u
-    if u.kind is Kind.AUTO_REPLY:
+    if u.kind in (Kind.AUTO_REPLY, Kind.PAYMENT_CLAIM):
         return replace(u, date=max(dates))
     when = dates[0]
     others = tuple(c for c in u.cues if c.startswith("also "))

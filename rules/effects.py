@@ -112,7 +112,11 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
                         tuple(_for_person(h, policy, now, "the client answered") for h in held))
     event = f"message_{u.kind.value}"
     if sure and u.kind is Kind.PAYMENT_CLAIM:
+        # A day to come in a claim ("it will reach you on the 26th") holds until then too: a promise
+        # misread as a claim must not let the ladder go on before the day the client named.
         until = now + timedelta(days=policy.payment_claim_days)
+        if u.date is not None:
+            until = max(until, promise_until(u.date, policy))
         return Decision(Status.APPLIED, m.reason, (*(
             Effect(h.number, event, CLAIM_HOLD, hold_until=until) for h in targets), *on_paid))
     if sure and u.kind is Kind.PROMISE_TO_PAY and u.date is not None:

@@ -140,7 +140,7 @@ def _aspect(words: Sequence[str], lemmas: Sequence[str], lang: str) -> set[str]:
         nxt = words[i + 1:i + 4]
         future = (w in _FUTURE_AUX or (w == "going" and nxt[:1] == ["to"])
                   or (w in _GO and any(n.endswith(("er", "ir", "re")) for n in nxt[:2]))
-                  or (lang == "fr" and lemma != w and len(w) > 4 and w.endswith(_FUTURE_ENDINGS)))
+                  or (lang == "fr" and lemma != w and len(w) > 2 and w.endswith(_FUTURE_ENDINGS)))  # sera, ira
         done = ((w in _HAVE_BE and any(n.endswith(_PARTICIPLE_ENDINGS) and n not in _NEGATORS for n in nxt[:3]))
                 or (lang == "en" and w.endswith("ed") and len(w) > 4 and i > 0))
         if future:

@@ -96,3 +96,10 @@ def test_a_delay_warning_changes_nothing() -> None:
     d = decide(u(Kind.BOUNCE), THREADED, [F1], [], POLICY, NOW, delayed_only=True)
     assert d.status is Status.APPLIED and [(e.event, e.state, e.hold_until) for e in d.effects] == [
         ("delivery_delayed", None, None)]
+
+
+def test_a_claim_naming_a_day_to_come_holds_until_that_day() -> None:
+    """"The transfer goes out with our run of the 26th" read as a claim: held to the 26th plus grace,
+    not only payment_claim_days (a promise misread as a claim must not bring a reminder before it)."""
+    d = decide(u(Kind.PAYMENT_CLAIM, when=date(2027, 4, 26)), THREADED, [F1], [], POLICY, NOW)
+    assert [e.hold_until for e in d.effects] == [datetime(2027, 4, 29, tzinfo=PARIS)]
