@@ -21,7 +21,7 @@ from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
 from rules.classify import Kind, Understanding
 from rules.effects import Held, Policy, decide
-from rules.match import Known, Match, digits, match, normalise
+from rules.match import Known, Match, digits, find_numbers, match, normalise
 from rules.model import State
 
 in_t, inv_t, con_t = table(Inbound), table(Invoice), table(Contact)
@@ -47,7 +47,7 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
     lines: list[str] = []
     with session(engine) as s:
         lookups = Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens],
-                           [a for u in batch for a in u.failed])
+                          [a for u in batch for a in u.failed], numbers)
         effects = Effects(s, config, now, lookups)
         rows: list[dict[str, Any]] = []
         found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments),
@@ -89,8 +89,8 @@ class Lookups:
     """What the store knows about a batch's references, tokens, senders and bounced addresses, read
     in a query each."""
 
-    def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str], failed: Sequence[str]
-                 ) -> None:
+    def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str], failed: Sequence[str],
+                 numbers: Numbers | None = None) -> None:
         refs = list({r for p in parsed for r in p.refs})
         senders = list({p.sender for p in parsed})
         self.by_mid: dict[str, tuple[str, ...]] = {}
@@ -107,7 +107,12 @@ class Lookups:
                     .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(set(tokens))))):
                 self.by_token[tok] = (*self.by_token.get(tok, ()), number)
         # The open invoices of the clients those replies are about: "we paid this one and 0437 too".
-        referenced = list({n for ns in (*self.by_mid.values(), *self.by_token.values()) for n in ns})
+        cited: list[str] = []
+        if numbers is not None:  # the full numbers cited: their clients' other invoices may be cited short
+            only = Known(by_message_id={}, by_token={}, by_normalised=numbers.by_normalised,
+                         by_digits=numbers.by_digits)
+            cited = [n for p in parsed for n in find_numbers((p.subject, p.facts.text), only)[0]]
+        referenced = list({*cited, *(n for ns in (*self.by_mid.values(), *self.by_token.values()) for n in ns)})
         self.siblings: dict[str, tuple[str, ...]] = {}
         if referenced:
             sib = inv_t.alias("sibling")

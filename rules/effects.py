@@ -3,8 +3,9 @@
 The promise Relance makes is that nobody gets a firmer letter after answering. So:
 
 - a reading the bot is sure of (its margin at least `auto_apply_margin`) is applied alone: a
-  payment claim holds the invoice for `payment_claim_days`, a promise with a date until that date
-  plus `promise_grace_days`, an out-of-office until the day after its return;
+  payment claim holds the invoice for `payment_claim_days` (or until a day to come it names), a
+  promise with a date until that date plus `promise_grace_days` (never less than a claim), an
+  out-of-office until the day after its return;
 - anything else a person wrote holds every invoice it concerns until a person has read it (or for
   `human_reply_days` when that is positive): a human reply, a promise with no date, a reading the
   bot is not sure of. When the message cannot be tied to an invoice for sure, every open invoice of
@@ -122,6 +123,8 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
     if sure and u.kind is Kind.PROMISE_TO_PAY and u.date is not None:
         until = promise_until(u.date, policy)
         if until > now:
+            # "we pay today": the money still has to arrive; a promise waits at least as a claim would
+            until = max(until, now + timedelta(days=policy.payment_claim_days))
             return Decision(Status.APPLIED, m.reason, (*(
                 Effect(h.number, event, f"promise to pay on {u.date.isoformat()}", hold_until=until)
                 for h in targets), *on_paid))

@@ -37,6 +37,11 @@ _SHORT = re.compile(
 _MORE = re.compile(r"(,|;|/|&|\+|\bet\b|\band\b|\bou\b|\bor\b|\bà\b|\ba\b|\bau\b|\bto\b|\bthrough\b|\bthru\b|"
                    r"jusqu'à|-|–)\s*(?:(?:la|le|the)\s+)?(?:n[°o]\.?\s*)?(?:20\d\d\s*[-/ .]\s*)?(\d{2,6})\b"
                    + _NOT_MONEY, re.IGNORECASE)
+# Within the invoices of a client the message is already tied to (our thread, a full number it
+# cites), looser forms are enough: "les 408 a 410", "0445 and 0444 are the same job".
+_LOOSE = re.compile(r"(?:\b(?:la|le|les|the|et|and|&)\s+(\d{3,6})\b|(?<![\w-])(0\d{2,5})\b)" + _NOT_MONEY
+                    + r"((?:\s*(?:,|;|/|&|\+|et|and|ou|or|à|a|au|to|-|–)\s*(?:(?:la|le|the)\s+)?\d{2,6}\b"
+                    + _NOT_MONEY + ")*)", re.IGNORECASE)
 _RANGE = frozenset({"à", "a", "au", "to", "through", "thru", "jusqu'à", "-", "–"})
 MAX_RANGE = 20
 
@@ -97,17 +102,19 @@ def find_numbers(texts: Sequence[str], known: Known) -> tuple[list[str], list[st
     return found, ambiguous
 
 
-def short_numbers(texts: Iterable[str], sure_only: bool = False) -> list[int]:
+def short_numbers(texts: Iterable[str], sure_only: bool = False, loose: bool = False) -> list[int]:
     """The running numbers people write ("factures 402, 403 et 404", "0437 à 0439"), in order;
-    with `sure_only`, those after an invoice word only ("facture", "invoice", "fa"), not "n°" or "#"."""
+    with `sure_only`, those after an invoice word only ("facture", "invoice", "fa"), not "n°" or "#";
+    with `loose`, also bare ones ("les 408 a 410", "0445 and 0444"), for a client already known."""
     out: list[int] = []
     for text in texts:
-        for m in _SHORT.finditer(text[:20000]):
-            if sure_only and not m.group(1):
-                continue
-            first = int(m.group(2) or m.group(3))
-            seq = [first]
-            for more in _MORE.finditer(m.group(4) or ""):
+        found = [(m.group(2) or m.group(3), m.group(4)) for m in _SHORT.finditer(text[:20000])
+                 if m.group(1) or not sure_only]
+        if loose:
+            found += [(m.group(1) or m.group(2), m.group(3)) for m in _LOOSE.finditer(text[:20000])]
+        for first_text, rest in found:
+            seq = [int(first_text)]
+            for more in _MORE.finditer(rest or ""):
                 n = int(more.group(2))
                 if more.group(1).lower() in _RANGE and seq[-1] < n <= seq[-1] + MAX_RANGE:
                     seq += range(seq[-1] + 1, n + 1)
@@ -138,7 +145,7 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     shorts = short_numbers(texts)
     if by_headers:
         family = [s for n in by_headers for s in known.siblings.get(n, ())] + list(known.sender_open)
-        extra = [n for n in cited + within(shorts, family) if n not in by_headers]
+        extra = [n for n in cited + within(short_numbers(texts, loose=True), family) if n not in by_headers]
         extra = list(dict.fromkeys(extra))
         if extra:  # "one transfer for three invoices": the reply thread plus numbers it cites
             return Match(tuple(by_headers + extra), "headers", True,
@@ -147,7 +154,11 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     by_token = [n for t in tokens for n in known.by_token.get(t, ())]
     if by_token:
         return Match(tuple(dict.fromkeys(by_token + cited)), "token", True, "sent to a reply address of ours")
-    own = [n for n in within(short_numbers(texts, sure_only=True), known.sender_open) if n not in cited]
+    # The client the full numbers it cites belong to: "factures FA-2027-0402, 0403 et 0404".
+    family = [s for n in cited for s in known.siblings.get(n, ())]
+    own = [n for n in within(short_numbers(texts, sure_only=True), known.sender_open)
+           + within(short_numbers(texts, loose=True), family) if n not in cited]
+    own = list(dict.fromkeys(own))
     if cited or own:
         found = cited + own
         return Match(tuple(found), "number", True, f"cites {', '.join(found)}")

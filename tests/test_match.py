@@ -96,3 +96,17 @@ def test_a_short_number_of_another_client_is_never_taken() -> None:
 def test_an_amount_an_address_or_an_order_is_not_an_invoice(text: str) -> None:
     m = match([], [], ["", text], thread_known())
     assert set(m.numbers) <= {"FA-2027-0419"}, m.reason
+
+
+@pytest.mark.parametrize(("refs", "text", "numbers"), [
+    (["<r2@acme.example>"], "vir fait hier soir pr les 418 a 420", ("FA-2027-0402", "FA-2027-0418", "FA-2027-0419",
+                                                                  "FA-2027-0420")),
+    (["<r2@acme.example>"], "0403 and 0404 are the same job", ("FA-2027-0402", "FA-2027-0403", "FA-2027-0404")),
+    ([], "renvoyez-moi les factures FA-2027-0402, 0403 et 0404", ("FA-2027-0402", "FA-2027-0403", "FA-2027-0404")),
+])
+def test_bare_numbers_among_the_invoices_of_a_client_already_known(refs: list[str], text: str,
+                                                                    numbers: tuple[str, ...]) -> None:
+    """Tied to a client by our thread or by a full number it cites, a message's bare numbers are
+    read among that client's invoices (from a sender the ledger does not know)."""
+    m = match(refs, [], ["", text], thread_known(sender_open=()))
+    assert (m.numbers, m.sure) == (numbers, True), m.reason
