@@ -189,9 +189,15 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
         top, text = min(weightier, key=lambda kt: _WEIGHT.index(kt[0]))
         said = (f"«{text[:160]}» reads as {top.value}", f"also {kind.value}", *said)
         return Understanding(top, _confidence(0.0), said, evidence=text)
+    (_, _), (second, p2) = scores.probabilities[:2]
+    if kind in (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY) and second in _WEIGHT[:2] and p2 >= RUNNER_UP:
+        # "we pay on the 10th, but we dispute the shipping": a payment reading with a dispute or a
+        # plan close behind is not one to apply alone.
+        said, margin = (f"also reads as {second} ({p2:.0%})", *said), 0.0
     return dated(Understanding(kind, _confidence(margin), said, evidence=scores.evidence), facts.dates)
 
 
+RUNNER_UP = 0.25  # a dispute or a plan this likely behind a claim or a promise sends it to a person
 _PERSONS = (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY, Kind.PAYMENT_PLAN, Kind.DISPUTE)
 _WEIGHT = (Kind.DISPUTE, Kind.PAYMENT_PLAN, Kind.PROMISE_TO_PAY, Kind.PAYMENT_CLAIM, Kind.HUMAN_REPLY)
 

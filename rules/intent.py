@@ -49,7 +49,8 @@ _CONTRACTIONS = tuple((re.compile(p), r) for p, r in (
     (r"\bi'm\b", "i am"), (r"(?<=[a-z])'d\b", " would")))
 _WORD = re.compile(r"[a-zà-öø-ÿœæ]+(?:'(?=[a-zà-öø-ÿ]))?|\d+(?:[.,]\d+)?|[€$£%?!]", re.IGNORECASE)
 # Clauses, not only sentences: "we have not paid yet, we will pay on the 30th" says two things.
-_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+|(?<=[.!?])(?=[A-ZÀ-Ý])|,\s+|\s+[-–—]\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+|(?<=[.!?])(?=[A-ZÀ-Ý])|,\s+|\s+[-–—]\s+"
+                           r"|\s+(?=(?:but|mais|however|cependant|sauf|except|par contre|en revanche)\b)")
 _FR_STOP = frozenset({"le", "la", "les", "de", "des", "du", "un", "une", "et", "est", "nous", "vous", "je", "pas",
                       "ne", "que", "qui", "pour", "sur", "avec", "ce", "cette", "bonjour", "merci", "cordialement",
                       "avons", "sera", "été", "au", "aux", "votre", "notre", "facture"})
@@ -217,7 +218,7 @@ class Reading:
     lang: str
 
 
-SENTENCE_SURE = 0.35  # a clause alone this likely to be another kind counts as saying it (bench/learning.py)
+SENTENCE_SURE = 0.45  # a clause alone this likely to be another kind counts as saying it (bench/learning.py)
 MAX_TEXT = 4000  # what a person wrote beyond this is not needed to know what they mean
 
 
