@@ -46,12 +46,15 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
     """Match and apply a batch of understood messages in one transaction."""
     lines: list[str] = []
     with session(engine) as s:
+        only = Known(by_message_id={}, by_token={}, by_normalised=numbers.by_normalised, by_digits=numbers.by_digits)
+        texts = {u.id: (p.subject, p.facts.text, *p.facts.attachments) for u in batch if (p := u.parsed) is not None}
+        cited = {i: find_numbers(t, only) for i, t in texts.items()}  # read once: for the lookups and the match
         lookups = Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens],
-                          [a for u in batch for a in u.failed], numbers)
+                          [a for u in batch for a in u.failed], [n for found, _ in cited.values() for n in found])
         effects = Effects(s, config, now, lookups)
         rows: list[dict[str, Any]] = []
-        found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, (p.subject, p.facts.text, *p.facts.attachments),
-                                                    lookups.known(p, numbers)))
+        found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, texts[u.id], lookups.known(p, numbers),
+                                                    cited[u.id]))
                      for u in batch if (p := u.parsed) is not None and u.understanding is not None}
         effects.load([n for m in found_all.values() if m.sure for n in m.numbers])
         for u in batch:
@@ -90,7 +93,7 @@ class Lookups:
     in a query each."""
 
     def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str], failed: Sequence[str],
-                 numbers: Numbers | None = None) -> None:
+                 cited: Sequence[str] = ()) -> None:
         refs = list({r for p in parsed for r in p.refs})
         senders = list({p.sender for p in parsed})
         self.by_mid: dict[str, tuple[str, ...]] = {}
@@ -107,11 +110,8 @@ class Lookups:
                     .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(set(tokens))))):
                 self.by_token[tok] = (*self.by_token.get(tok, ()), number)
         # The open invoices of the clients those replies are about: "we paid this one and 0437 too".
-        cited: list[str] = []
-        if numbers is not None:  # the full numbers cited: their clients' other invoices may be cited short
-            only = Known(by_message_id={}, by_token={}, by_normalised=numbers.by_normalised,
-                         by_digits=numbers.by_digits)
-            cited = [n for p in parsed for n in find_numbers((p.subject, p.facts.text), only)[0]]
+        # The clients of the invoices these replies are tied to (thread, token, a full number cited):
+        # their other invoices may be cited short ("we paid this one and 0437 too").
         referenced = list({*cited, *(n for ns in (*self.by_mid.values(), *self.by_token.values()) for n in ns)})
         self.siblings: dict[str, tuple[str, ...]] = {}
         if referenced:

@@ -135,13 +135,16 @@ def within(shorts: Sequence[int], scope: Iterable[str]) -> list[str]:
     return [by_seq[s][0] for s in shorts if len(by_seq.get(s, ())) == 1]
 
 
-def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], known: Known) -> Match:
+def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], known: Known,
+          found: tuple[list[str], list[str]] | None = None) -> Match:
+    """Which invoices the message is about; `found` is `find_numbers(texts, known)` when the caller
+    has it already."""
     by_headers: list[str] = []
     for ref in refs:
         for n in known.by_message_id.get(ref.strip(), ()):
             if n not in by_headers:
                 by_headers.append(n)
-    cited, ambiguous = find_numbers(texts, known)
+    cited, ambiguous = found if found is not None else find_numbers(texts, known)
     shorts = short_numbers(texts)
     if by_headers:
         family = [s for n in by_headers for s in known.siblings.get(n, ())] + list(known.sender_open)
@@ -160,8 +163,8 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
            + within(short_numbers(texts, loose=True), family) if n not in cited]
     own = list(dict.fromkeys(own))
     if cited or own:
-        found = cited + own
-        return Match(tuple(found), "number", True, f"cites {', '.join(found)}")
+        numbers = cited + own
+        return Match(tuple(numbers), "number", True, f"cites {', '.join(numbers)}")
     likely = within(shorts, known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
     if likely:
         return Match(tuple(likely), "number", False, f"probably {', '.join(likely)} (to confirm)")
