@@ -1,7 +1,8 @@
 """The frozen held-out batches through the real pipeline: no kind's precision may fall below the
 figure first measured on the batch that guards (floor.json, committed with the change it judged),
-nor its threading to a wrong invoice or its reminders to a client who had answered grow. A batch without a floor.json has not
-been measured yet; a spent one (its misses taught the training corpus) keeps its record only."""
+nor may its wrong invoices or its reminders to a client who had answered grow. A batch without a
+floor.json has not been measured yet; a spent one (its misses taught the training corpus) keeps
+its record only."""
 
 from __future__ import annotations
 

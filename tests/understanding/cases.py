@@ -7,18 +7,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from tests.corpus.labelled.build import quote_as
+from tests.corpus.labelled.build import message, quote_as
 
 HERE = Path(__file__).parent
 LEDGER = HERE / "ledger.csv"
-_BODY_HEADERS = ("content-type", "mime-version", "content-transfer-encoding", "message-id", "date", "from", "to",
-                 "subject")
 KINDS = ("payment_claim", "promise_to_pay", "payment_plan", "dispute", "human_reply", "auto_reply", "bounce")
 
 
@@ -72,22 +68,5 @@ def render(case: Case, reminders: dict[str, tuple[str, str]]) -> bytes:
         return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
     subject = case.subject or (f"RE: {our_subject}" if our_subject else "RE: Rappel")
     text, page = quote_as(case.client, case.body.strip("\n"), our_subject)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = case.sender
-    msg["To"] = "relances@acme.example"
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{case.id}@client.example>"
-    msg["Date"] = format_datetime(case.sent)
-    if case.thread and mid:
-        msg["In-Reply-To"] = mid
-        msg["References"] = mid
-    for k, v in case.headers.items():
-        if k.lower() not in _BODY_HEADERS:  # the body's structure is the renderer's to write
-            msg[k] = v
-    if page is not None:
-        msg.set_content(page, subtype="html")
-    else:
-        msg.set_content(text)
-    for name in case.attachments:
-        msg.add_attachment(b"%PDF-1.4 attachment", maintype="application", subtype="pdf", filename=name)
-    return msg.as_bytes()
+    return message(case.sender, subject, f"<{case.id}@client.example>", format_datetime(case.sent),
+                   mid if case.thread else "", case.headers, text, page, case.attachments)

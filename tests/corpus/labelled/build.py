@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
+BODY_HEADERS = ("content-type", "mime-version", "content-transfer-encoding", "message-id", "date", "from", "to",
+                "subject")
 QUOTED = ("Bonjour,\nSauf erreur de notre part, la facture suivante reste impayée à ce jour.\n"
           "Bien cordialement,\nService comptabilité")
 
@@ -75,21 +77,29 @@ def render(case: Case, reminders: dict[str, tuple[str, str]]) -> bytes:
     mid, our_subject = reminders.get(case.invoices[0], ("", "")) if case.invoices else ("", "")
     subject = case.subject or f"RE: {our_subject}"
     text, page = quote_as(case.client, case.body, our_subject)
+    return message(case.sender, subject, f"<{case.id}@client.example>", "Tue, 06 Apr 2027 09:30:00 +0200",
+                   mid if case.thread else "", case.headers, text, page, case.attachments)
+
+
+def message(sender: str, subject: str, message_id: str, sent: str, in_reply_to: str, headers: dict[str, str],
+            text: str, page: str | None, attachments: tuple[str, ...]) -> bytes:
+    """A reply to ACME's inbox as a mail client writes it (plain or HTML, with its attachments)."""
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = case.sender
+    msg["From"] = sender
     msg["To"] = "relances@acme.example"
     msg["Subject"] = subject
-    msg["Message-ID"] = f"<{case.id}@client.example>"
-    msg["Date"] = "Tue, 06 Apr 2027 09:30:00 +0200"
-    if case.thread and mid:
-        msg["In-Reply-To"] = mid
-        msg["References"] = mid
-    for k, v in case.headers.items():
-        msg[k] = v
+    msg["Message-ID"] = message_id
+    msg["Date"] = sent
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    for k, v in headers.items():
+        if k.lower() not in BODY_HEADERS:  # the body's structure is the renderer's to write
+            msg[k] = v
     if page is not None:
         msg.set_content(page, subtype="html")
     else:
         msg.set_content(text)
-    for name in case.attachments:
-        msg.add_attachment(b"%PDF-1.4 remittance", maintype="application", subtype="pdf", filename=name)
+    for name in attachments:
+        msg.add_attachment(b"%PDF-1.4 attachment", maintype="application", subtype="pdf", filename=name)
     return msg.as_bytes()
