@@ -427,6 +427,7 @@ def run_demo(keep: bool) -> int:
     return demo.main(keep=keep)
 
 
+# rules.classify.Kind, spelled out: importing the classifier would slow every command (a test keeps them equal)
 KINDS = ("payment_claim", "promise_to_pay", "payment_plan", "dispute", "auto_reply", "bounce", "human_reply")
 
 

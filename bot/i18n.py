@@ -226,7 +226,7 @@ REASONS_FR: dict[str, str] = {
     "{stage}: late start, {due} is due instead": "{stage} : démarrage tardif, {due} est due à la place",
     "cc refused: {address}": "copie refusée : {address}",
     "the client's open invoices wait for a person": "les factures ouvertes du client attendent une personne",
-    "a promise with no date: a person decides": "une promesse sans date : à décider",
+    "a promise with no date to come: a person decides": "une promesse sans date à venir : à décider",
     "not sure it is a {kind} (margin {margin} < {threshold}): a person decides":
         "pas sûr que ce soit : {kind} (écart {margin} < {threshold}) : à décider",
     "a person has read the message: the ladder goes on": "une personne a lu le message : l'escalade reprend",

@@ -133,7 +133,7 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
         return Decision(Status.TRIAGE, f"{u.kind.value}: a person decides", (*(
             Effect(h.number, event, "until a person decides", state=state) for h in targets), *on_paid))
     if u.kind is Kind.PROMISE_TO_PAY and sure:
-        why = "a promise with no date: a person decides"
+        why = "a promise with no date to come: a person decides"
     elif u.kind is Kind.HUMAN_REPLY:
         why = "a client's reply: read it and decide"
     else:

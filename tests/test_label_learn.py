@@ -113,3 +113,11 @@ def test_the_daemon_refits_at_night_when_people_labelled_something(engine: sa.En
     assert "1 labelled here" in learn.refit_if_due(engine, cfg.zone, at("2027-04-13T03:00"))
     assert learn.refit_if_due(engine, cfg.zone, at("2027-04-13T03:15")) == "", "once: nothing new since"
     assert learn.current(engine).version.startswith("2027-04-13"), "the refit model is the one in use"
+
+
+def test_the_command_lines_kinds_are_the_classifiers() -> None:
+    """bot/cli.py spells the kinds out (importing the classifier would slow every command by 60 ms)."""
+    from bot.cli import KINDS
+    from rules.classify import Kind
+
+    assert sorted(KINDS) == sorted(k.value for k in Kind)
