@@ -47,14 +47,15 @@ def understood_batches(engine: Engine, config: Config, now: datetime, feed: Iter
         for chunk in feed:
             if pool is None and not broken and expected() >= PARALLEL_FROM:
                 try:  # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) fork would copy
-                    pool = stack.enter_context(ProcessPoolExecutor(workers,
-                                                                   mp_context=multiprocessing.get_context("spawn")))
+                    pool = stack.enter_context(ProcessPoolExecutor(
+                        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_hold_model,
+                        initargs=(model,)))
                 except (OSError, RuntimeError) as e:
                     broken = _pool_failed(e)
             future = None
             if pool is not None and not broken:
                 try:
-                    future = pool.submit(understand_batch, _read(engine, chunk), domain, today, model)
+                    future = pool.submit(_understand_in_worker, _read(engine, chunk), domain, today)
                 except (OSError, BrokenProcessPool, RuntimeError) as e:
                     broken = _pool_failed(e)
             pending.append((chunk, future))
@@ -64,6 +65,18 @@ def understood_batches(engine: Engine, config: Config, now: datetime, feed: Iter
         while pending:
             done, broken = _result(engine, *pending.popleft(), domain, today, model, broken)
             yield done
+
+
+_IN_WORKER: dict[str, Model] = {}  # the model a worker process was started with
+
+
+def _hold_model(model: Model) -> None:
+    """A worker's start: the model comes once (2 MB pickled), not with every batch."""
+    _IN_WORKER["model"] = model
+
+
+def _understand_in_worker(messages: list[tuple[int, bytes, bool]], domain: str, today: date) -> list[Understood]:
+    return understand_batch(messages, domain, today, _IN_WORKER["model"])
 
 
 def _pool_failed(e: BaseException) -> bool:
