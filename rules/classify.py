@@ -93,6 +93,7 @@ _AUTO_SUBJECTS = (
     r"awaits? moderator approval", r"en attente de mod[ée]ration", r"message (rejected|held) by",
     r"post(ing)? to .{0,60} (requires approval|rejected)", r"your message to .{1,60} (is being held|was rejected)",
 )
+_FORWARDED = re.compile(r"^\s*(tr|fw|fwd|wg)\s*:", re.IGNORECASE)  # "TR: ...", "Fwd: ..."
 _ROBOT_SENDER = re.compile(r"^(no-?reply|ne-?pas-?repondre|notifications?|alerts?|info|news(letter)?|bounces?)[@+._-]")
 _PAYMENT_ATTACHMENT = re.compile(r"remittance|avis|virement|payment|paiement|preuve|transfer|receipt|re[çc]u",
                                  re.IGNORECASE)
@@ -117,7 +118,7 @@ def reading_of(facts: MailFacts) -> Reading:
         extra.append("ATTACHMENT")
     extra += ["ATTACHMENT:payment" for a in facts.attachments[:1] if _PAYMENT_ATTACHMENT.search(a)]
     subject = facts.subject or ""
-    forwarded = re.match(r"^\s*(tr|fw|fwd|wg)\s*:", subject, re.IGNORECASE) is not None
+    forwarded = _FORWARDED.match(subject) is not None
     if forwarded:
         extra.append("FORWARDED")
     typed = "" if re.match(r"^\s*(re|aw|sv|réf|ref)\s*:", subject, re.IGNORECASE) else subject
@@ -170,7 +171,7 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
     if ours:
         weak.append("sent from our own domain (a loop)")
     scores = score(model, reading_of(facts))
-    forwarded = re.match(r"^\s*(tr|fw|fwd|wg)\s*:", subject, re.IGNORECASE) is not None
+    forwarded = _FORWARDED.match(subject) is not None
     if weak and not auto and scores.kind in _PERSONS and (forwarded or not ours):
         weak = []  # a person's claim, promise, plan or dispute that came through a list, or a colleague's forward
     auto += weak

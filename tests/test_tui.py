@@ -29,10 +29,14 @@ def seed(engine: Engine, cfg: Config, tmp_path: Path) -> None:
     inbound.process(engine, cfg, NOW)
 
 
-async def test_triage_and_overrides(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
-    cfg = make_config()
+def seeded_app(engine: Engine, cfg: Config, tmp_path: Path) -> RelanceApp:
+    """The UI on a store with two invoices and one client's dispute waiting in triage."""
     seed(engine, cfg, tmp_path)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    return RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+
+
+async def test_triage_and_overrides(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
     async with app.run_test(size=(140, 40)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -97,9 +101,7 @@ async def test_assign_a_message_to_its_suggested_invoice(engine: Engine, make_co
 async def test_a_person_says_what_a_message_is(engine: Engine, make_config: Callable[..., Config],
                                                tmp_path: Path) -> None:
     """k: the kind a person types is applied and kept as an example (`relance label`, from the UI)."""
-    cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = seeded_app(engine, make_config(), tmp_path)
     async with app.run_test(size=(140, 40)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
