@@ -7,6 +7,7 @@ so it may have been accepted)."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -135,11 +136,23 @@ class SmtpMailer:
 
 
 async def _close(smtp: aiosmtplib.SMTP) -> None:
+    """Say QUIT and wait until the socket is really closed.
+
+    Over TLS, closing starts a TLS shutdown that ends a few loop turns later; a command that ends
+    its event loop right after would leave the socket to the garbage collector."""
+    sock = smtp.get_transport_info("socket") if smtp.is_connected else None
     try:
         if smtp.is_connected:
             await smtp.quit()
     except (aiosmtplib.SMTPException, OSError):
         smtp.close()
+    for _ in range(_CLOSE_TURNS):
+        if sock is None or sock.fileno() == -1:
+            return
+        await asyncio.sleep(0.01)
+
+
+_CLOSE_TURNS = 100  # at most a second for the peer to end the TLS session
 
 
 @dataclass
