@@ -16,23 +16,25 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.config import Config
-from bot.models import Contact, Event, Inbound, Invoice, Outbound, Reminder, table
+from bot.models import Client, Contact, Event, Inbound, Invoice, Outbound, Reminder, table
 from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
 from rules.classify import Kind, Understanding
 from rules.effects import Held, Policy, decide
-from rules.match import Known, Match, digits, find_numbers, match, normalise
+from rules.match import Known, Match, NameIndex, digits, find_numbers, match, normalise
 from rules.model import State
 
-in_t, inv_t, con_t = table(Inbound), table(Invoice), table(Contact)
+in_t, inv_t, con_t, cli_t = table(Inbound), table(Invoice), table(Contact), table(Client)
 out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
 OPEN = ("active", "disputed", "plan", "bounced")
 
 
 class Numbers:
-    """Every invoice number, normalised two ways, read once per pass (not once per message)."""
+    """Every invoice number, normalised two ways, and the clients' names, read once per pass (not
+    once per message)."""
 
-    def __init__(self, numbers: list[str]) -> None:
+    def __init__(self, numbers: list[str], names: dict[int, str] | None = None) -> None:
+        self.names = NameIndex.of(names or {})
         self.by_normalised = {normalise(n): n for n in numbers}
         self.by_digits: dict[str, tuple[str, ...]] = {}
         for n in numbers:
@@ -51,9 +53,15 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
         cited = {i: find_numbers(t, only) for i, t in texts.items()}  # read once: for the lookups and the match
         lookups = Lookups(s, [u.parsed for u in batch if u.parsed is not None], [t for u in batch for t in u.tokens],
                           [a for u in batch for a in u.failed], [n for found, _ in cited.values() for n in found])
+        # A person the ledger does not know may name the client it writes for (a robot's naming, a
+        # newsletter's, says nothing of who answered).
+        lookups.load_named(s, {u.id: c for u in batch if (p := u.parsed) is not None and u.understanding is not None
+                               and u.understanding.kind not in (Kind.AUTO_REPLY, Kind.BOUNCE)
+                               and p.sender not in lookups.known_senders
+                               and (c := numbers.names.named(texts[u.id][:2])) is not None})
         effects = Effects(s, config, now, lookups)
         rows: list[dict[str, Any]] = []
-        found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, texts[u.id], lookups.known(p, numbers),
+        found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, texts[u.id], lookups.known(u.id, p, numbers),
                                                     cited[u.id]))
                      for u in batch if (p := u.parsed) is not None and u.understanding is not None}
         effects.load([n for m in found_all.values() if m.sure for n in m.numbers])
@@ -128,6 +136,8 @@ class Lookups:
                 .where(con_t.c.email.in_(senders), inv_t.c.state.in_(OPEN)).distinct()
                 .order_by(con_t.c.email, inv_t.c.number)):
             self.sender_open.setdefault(email, []).append(number)
+        self.known_senders = set(s.execute(sa.select(con_t.c.email).where(con_t.c.email.in_(senders))).scalars())
+        self.named: dict[int, tuple[str, tuple[str, ...]]] = {}  # message id -> (client named, its open invoices)
         self.contacts: dict[str, list[int]] = {}  # a bounced address -> the contacts that have it
         self.contact_open: dict[str, list[str]] = {}  # a bounced address -> the open invoices it is the contact of
         if failed:
@@ -153,10 +163,26 @@ class Lookups:
                      f"the server gave up on {', '.join(a for a in u.failed if a in self.contact_open)}, "
                      f"the contact of {', '.join(dict.fromkeys(numbers))}")
 
-    def known(self, p: Parsed, numbers: Numbers) -> Known:
+    def load_named(self, s: Connection, named: dict[int, int]) -> None:
+        """The open invoices of the clients named by unknown senders (message id -> client id)."""
+        clients = sorted(set(named.values()))
+        found: dict[int, tuple[str, list[str]]] = {}
+        for chunk in range(0, len(clients), 500):
+            for client_id, name, number in s.execute(
+                    sa.select(cli_t.c.id, cli_t.c.name, inv_t.c.number).join(inv_t, inv_t.c.client_id == cli_t.c.id)
+                    .where(cli_t.c.id.in_(clients[chunk:chunk + 500]), inv_t.c.state.in_(OPEN))
+                    .order_by(inv_t.c.number)):
+                found.setdefault(client_id, (name, []))[1].append(number)
+        for message_id, client_id in named.items():
+            if client_id in found:
+                name, numbers = found[client_id]
+                self.named[message_id] = (name, tuple(numbers))
+
+    def known(self, message_id: int, p: Parsed, numbers: Numbers) -> Known:
+        name, named_open = self.named.get(message_id, ("", ()))
         return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
                      by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())),
-                     siblings=self.siblings)
+                     siblings=self.siblings, named=name, named_open=named_open)
 
 
 def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:
@@ -218,8 +244,11 @@ class Effects:
         for contact_id in named:
             self.failing[contact_id] = f"delivery failure: the server gave up on {', '.join(message.failed)[:300]}"
         matched = self.load(m.numbers) if m.sure else []
+        matched_numbers = [i["number"] for i in matched]
         sender = message.parsed.sender if message.parsed is not None else ""
-        client_open = [] if m.sure and m.numbers else self.load(self.lookups.sender_open.get(sender, []))
+        family = [*self.lookups.sender_open.get(sender, []), *self.lookups.named.get(inbound_id, ("", ()))[1],
+                  *(n for number in matched_numbers for n in self.lookups.siblings.get(number, ()))]
+        client_open = self.load(list(dict.fromkeys(family)))
         decision = decide(u, m, [held(i) for i in matched], [held(i) for i in client_open], self.policy, now,
                           delayed_only=u.kind is Kind.BOUNCE and bool(message.delayed) and not message.failed)
         proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]

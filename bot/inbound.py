@@ -30,12 +30,12 @@ from bot.apply import Numbers, apply_batch
 from bot.config import Config
 from bot.errors import FolderError, MailboxError
 from bot.mailbox import MailSource
-from bot.models import Inbound, Invoice, Mailbox, table
+from bot.models import Client, Inbound, Invoice, Mailbox, table
 from bot.pool import understood_batches
 from bot.store import db_text, session
 from bot.understand import first_line
 
-in_t, mb_t, inv_t = table(Inbound), table(Mailbox), table(Invoice)
+in_t, mb_t, inv_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Client)
 log = logging.getLogger("relance")
 BATCH = 200
 
@@ -191,7 +191,8 @@ def _understand_and_apply(engine: Engine, config: Config, now: datetime, feed: I
     for understood in understood_batches(engine, config, now, feed, expected):
         if numbers is None:
             with engine.connect() as c:
-                numbers = Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()))
+                numbers = Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()),
+                                  dict(c.execute(sa.select(cli_t.c.id, cli_t.c.name)).all()))
         try:
             lines += apply_batch(engine, config, now, understood, numbers)
         except Exception:

@@ -8,8 +8,10 @@ The promise Relance makes is that nobody gets a firmer letter after answering. S
   out-of-office until the day after its return;
 - anything else a person wrote holds every invoice it concerns until a person has read it (or for
   `human_reply_days` when that is positive): a human reply, a promise with no date, a reading the
-  bot is not sure of. When the message cannot be tied to an invoice for sure, every open invoice of
-  the sender's client is held, since that client has answered something;
+  bot is not sure of. The client's other open invoices wait with them: a plan, a dispute or a
+  question often speaks of invoices it does not cite ("the 720 one I can pay next week"), and a
+  person reads it within a day. When the message cannot be tied to an invoice for sure, every open
+  invoice of the sender's client is held, since that client has answered something;
 - a payment plan or a dispute the bot is sure of sets the invoice's state (`plan`, `disputed`),
   which waits for a person;
 - robots never count as an answer: an out-of-office only postpones, a bounce marks the invoice
@@ -81,7 +83,7 @@ class Decision:
 def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Sequence[Held], policy: Policy,
            now: datetime, delayed_only: bool = False) -> Decision:
     """The effects of message `u` matched to `m` (`matched`: its invoices as stored; `client_open`: the
-    open invoices of the sender's client, held when the message cannot be tied to one for sure)."""
+    open invoices of the client it comes from or is about, held with them when a person must read it)."""
     sure_match = m.sure and bool(m.numbers)
     targets = [h for h in matched if h.state is not State.PAID] if sure_match else []
     on_paid = tuple(Effect(h.number, "reply_recorded", f"{u.kind.value} about a paid invoice")
@@ -131,7 +133,8 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
     if sure and u.kind in (Kind.PAYMENT_PLAN, Kind.DISPUTE):
         state = State.PLAN if u.kind is Kind.PAYMENT_PLAN else State.DISPUTED
         return Decision(Status.TRIAGE, f"{u.kind.value}: a person decides", (*(
-            Effect(h.number, event, "until a person decides", state=state) for h in targets), *on_paid))
+            Effect(h.number, event, "until a person decides", state=state) for h in targets), *on_paid,
+            *_others(targets, client_open, policy, now)))
     if u.kind is Kind.PROMISE_TO_PAY and sure:
         why = "a promise with no date to come: a person decides"
     elif u.kind is Kind.HUMAN_REPLY:
@@ -139,7 +142,14 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
     else:
         why = f"not sure it is a {u.kind.value} (margin {u.confidence} < {policy.auto_apply_margin}): a person decides"
     return Decision(Status.TRIAGE, why, (*(_for_person(h, policy, now, "the client answered", event)
-                                          for h in targets), *on_paid))
+                                          for h in targets), *on_paid, *_others(targets, client_open, policy, now)))
+
+
+def _others(targets: Sequence[Held], client_open: Sequence[Held], policy: Policy, now: datetime) -> tuple[Effect, ...]:
+    """The client's other open invoices, held while a person reads what it wrote about some of them."""
+    mine = {h.number for h in targets}
+    return tuple(_for_person(h, policy, now, "the client answered about another of its invoices")
+                 for h in client_open if h.number not in mine and h.state is not State.PAID)
 
 
 def _auto(h: Held, u: Understanding, back: datetime | None) -> Effect:

@@ -7,7 +7,10 @@
 4. numbers as people shorten them ("facture 412", "fa 2027 412", "n°2027/0412", "invoices 456
    and 457", "0437 à 0439"), read only among the invoices of the client the message is about (the
    thread's, or the sender's): the same short number at another client is never taken for sure;
-5. the sender's client, when it has exactly one open invoice.
+5. the sender's client, when it has exactly one open invoice;
+6. for a sender the ledger does not know (an accountant, a spouse, a personal mailbox), the client
+   it names ("Margaret from Greenleaf here", "facture 0435 Paul Marchand"): only a guess, for a
+   person to confirm, but that client's invoices wait for the person.
 
 When the evidence is weak or conflicting the result says so, and the message goes to a person:
 a wrong match is worse than no match."""
@@ -15,8 +18,11 @@ a wrong match is worse than no match."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import simplemma
 
 _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*")
 
@@ -70,6 +76,8 @@ class Known:
     by_digits: Mapping[str, tuple[str, ...]]  # digits(number) -> numbers (ambiguous when several)
     sender_open: tuple[str, ...] = ()  # open invoices of the sender's client
     siblings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # number -> its client's open invoices
+    named: str = ""  # an unknown sender: the client it names (see `NameIndex`)
+    named_open: tuple[str, ...] = ()  # that client's open invoices
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,13 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     likely = within(shorts, known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
     if likely:
         return Match(tuple(likely), "number", False, f"probably {', '.join(likely)} (to confirm)")
+    if known.named_open:
+        named = within(short_numbers(texts, loose=True), known.named_open) or (
+            list(known.named_open) if len(known.named_open) == 1 else [])
+        who = f"an unknown sender naming {known.named}"
+        if named:
+            return Match(tuple(named), "name", False, f"{who}: probably {', '.join(named)} (to confirm)")
+        return Match((), "name", False, f"{who}, who has {len(known.named_open)} open invoices and cites none")
     if ambiguous:
         return Match((), "none", False, f"a number that could be several invoices: {', '.join(ambiguous)}")
     if len(known.sender_open) == 1:
@@ -176,3 +191,64 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     if known.sender_open:
         return Match((), "none", False, f"the sender has {len(known.sender_open)} open invoices and cites none")
     return Match((), "none", False, "no reminder, invoice number or known sender")
+
+
+# Words of a company's name that say nothing of which company it is.
+_NAME_NOISE = frozenset({
+    "sas", "sasu", "sarl", "eurl", "sci", "snc", "scop", "ltd", "limited", "llc", "llp", "inc", "corp", "gmbh",
+    "plc", "cie", "and", "the", "des", "les", "pour", "for", "sons", "group", "groupe", "company", "societe",
+    "services", "service", "france", "europe", "international", "holding", "cabinet", "etablissements", "ets",
+})
+_NAME_WORD = re.compile(r"[^\W\d_]{3,}")
+
+
+def _plain(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if not unicodedata.combining(c))
+
+
+def name_words(name: str) -> tuple[str, ...]:
+    """The words of a client's name that can tell it ("Garage Leroux SARL": "garage", "leroux")."""
+    return tuple(w for w in _NAME_WORD.findall(_plain(name)) if w not in _NAME_NOISE)
+
+
+@dataclass(frozen=True)
+class NameIndex:
+    """Where a message names a client: its whole name ("Paul Marchand", "Greenleaf Organics"), or one
+    word of it that belongs to that client alone and to no dictionary ("Greenleaf", "Leroux"; not
+    "Martin", "Rose" or "Petit", which people write for other reasons)."""
+
+    phrases: Mapping[str, tuple[tuple[tuple[str, ...], int], ...]]  # first word -> (words, client)
+    words: Mapping[str, int]  # a telling word -> the one client whose name has it
+
+    @classmethod
+    def of(cls, names: Mapping[int, str]) -> NameIndex:
+        phrases: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+        owners: dict[str, set[int]] = {}
+        written: dict[str, str] = {}  # a plain word -> as the name writes it ("ecole" -> "école")
+        for client, name in names.items():
+            words = name_words(name)
+            written.update((_plain(w), w) for w in _NAME_WORD.findall(name.lower()))
+            if len(words) >= 2:
+                phrases.setdefault(words[0], []).append((words, client))
+            for w in words:
+                owners.setdefault(w, set()).add(client)
+        telling = {w: next(iter(ids)) for w, ids in owners.items()
+                   if len(ids) == 1 and len(w) >= 5 and not _known_word(written.get(w, w))}
+        return cls({w: tuple(p) for w, p in phrases.items()}, telling)
+
+    def named(self, texts: Iterable[str]) -> int | None:
+        """The one client `texts` name, or None (none, or several)."""
+        found: set[int] = set()
+        for text in texts:
+            words = _NAME_WORD.findall(_plain(text[:5000]))
+            for i, w in enumerate(words):
+                if w in self.words:
+                    found.add(self.words[w])
+                for phrase, client in self.phrases.get(w, ()):
+                    if tuple(words[i:i + len(phrase)]) == phrase:
+                        found.add(client)
+        return found.pop() if len(found) == 1 else None
+
+
+def _known_word(word: str) -> bool:
+    return simplemma.is_known(word, lang="fr") or simplemma.is_known(word, lang="en")

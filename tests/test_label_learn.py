@@ -121,3 +121,29 @@ def test_the_command_lines_kinds_are_the_classifiers() -> None:
     from rules.classify import Kind
 
     assert sorted(KINDS) == sorted(k.value for k in Kind)
+
+
+def test_an_unknown_sender_naming_the_client_holds_its_invoices_until_a_person_decides(
+        engine: Any, make_config: Any, tmp_path: Any) -> None:
+    from bot import actions, ledger
+
+    cfg = make_config()
+    (tmp_path / "l.csv").write_text(
+        "number,client,email,amount,currency,issue_date,due_date,language\n"
+        "FA-1,Greenleaf Organics,accounts@greenleaf.example,720.00,EUR,2027-01-12,2027-04-02,en\n"
+        "FA-2,Greenleaf Organics,accounts@greenleaf.example,1200.00,EUR,2027-02-28,2027-03-29,en\n"
+        "FA-3,Brightlane Studio,ap@brightlane.example,300.00,EUR,2027-02-28,2027-03-29,en\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "en"), at("2027-03-01T08:00"), "l.csv")
+    text = ("Margaret from Greenleaf here, writing from my own email. My bank says the account name does not "
+            "match: can you confirm your IBAN before I send anything?")
+    inbound.store_new(engine, MemorySource({"INBOX": [reply(1, "margaret@mail.example", text, "Bank details")]}),
+                      "INBOX", at("2027-04-12T09:00"), inbound.SyncReport())
+    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    with engine.connect() as c:
+        (status_, reason), = c.execute(sa.text("SELECT status, reason FROM inbound")).all()
+        held = dict(c.execute(sa.text("SELECT number, held_by FROM invoice")).all())
+    assert status_ == "triage" and "Greenleaf Organics" in reason
+    assert held == {"FA-1": 1, "FA-2": 1, "FA-3": None}, "the client it names waits; no other"
+    actions.close_message(engine, 1, at("2027-04-12T15:00"), "cli:anne")
+    with engine.connect() as c:
+        assert set(c.execute(sa.text("SELECT held_by FROM invoice")).scalars()) == {None}

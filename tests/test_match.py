@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from rules.match import Known, digits, match, normalise
+from rules.match import Known, NameIndex, digits, match, normalise
 
 NUMBERS = ["F-2026-001", "F-2026-002", "F-2026-010", "INV-7788", "A-12345", "B-12345", "F-9"]
 
@@ -110,3 +112,30 @@ def test_bare_numbers_among_the_invoices_of_a_client_already_known(refs: list[st
     read among that client's invoices (from a sender the ledger does not know)."""
     m = match(refs, [], ["", text], thread_known(sender_open=()))
     assert (m.numbers, m.sure) == (numbers, True), m.reason
+
+
+CLIENTS = {1: "Greenleaf Organics", 2: "Paul Marchand", 3: "Boulangerie Martin", 4: "Garage Leroux SARL",
+           5: "Pharmacie Rose", 6: "Fleuriste Rose & Lys", 7: "Auto-école Vitesse"}
+
+
+@pytest.mark.parametrize(("texts", "client"), [
+    (["Greenleaf - bank details query", "Margaret from Greenleaf here"], 1),  # a word of its name alone
+    (["facture 0435 Paul Marchand", "Bonsoir, je vous écris de ma nouvelle adresse"], 2),  # the whole name
+    (["", "De la part du GARAGE LEROUX, voici le virement"], 4),
+    (["", "Ecrit pour l'auto-ecole vitesse"], 7),  # accents and case as people drop them
+    (["", "Paul a eu un petit retard, Martin vous rappelle"], None),  # first names, words of the dictionary
+    (["", "la rose est jolie"], None),  # a word two clients' names share
+    (["", "Greenleaf and Leroux"], None),  # two clients named: a person tells
+])
+def test_the_client_an_unknown_sender_names(texts: list[str], client: int | None) -> None:
+    assert NameIndex.of(CLIENTS).named(texts) == client
+
+
+def test_an_unknown_sender_naming_a_client_is_a_guess_for_a_person() -> None:
+    named = replace(known(), named="Greenleaf Organics", named_open=("F-2026-001", "F-2026-010"))
+    m = match([], [], ["", "I went to pay invoice 10 but the account name does not match"], named)
+    assert (m.numbers, m.method, m.sure) == (("F-2026-010",), "name", False), m.reason
+    m = match([], [], ["", "Can you confirm your IBAN?"], named)
+    assert (m.numbers, m.method, m.sure) == ((), "name", False) and "Greenleaf Organics" in m.reason
+    # A number it cites in full still wins, and a known sender's own invoices come first.
+    assert match([], [], ["", "facture F-2026-002"], named).numbers == ("F-2026-002",)

@@ -54,6 +54,15 @@ CASES = [
     (u(Kind.DISPUTE, UNSURE), THREADED, [F1], [], Status.TRIAGE, {"F-1": (None, True, None)}),
     (u(Kind.PAYMENT_PLAN, UNSURE), THREADED, [F1], [], Status.TRIAGE, {"F-1": (None, True, None)}),
     (u(Kind.AUTO_REPLY, UNSURE), THREADED, [F1], [], Status.TRIAGE, {"F-1": (None, True, None)}),
+    # A person reads it: the client's other open invoices wait with the ones it is about ("the
+    # 720 one I can pay next week" in the thread of another); a sure reading holds only its own.
+    (u(Kind.PAYMENT_PLAN), THREADED, [F1], [F1, F2], Status.TRIAGE,
+     {"F-1": (None, False, State.PLAN), "F-2": (None, True, None)}),
+    (u(Kind.HUMAN_REPLY), THREADED, [F1], [F1, F2, Held("F-3", State.PAID)], Status.TRIAGE,
+     {"F-1": (None, True, None), "F-2": (None, True, None)}),
+    (u(Kind.PAYMENT_CLAIM), THREADED, [F1], [F1, F2], Status.APPLIED, {"F-1": (CLAIM_HOLD, False, None)}),
+    (u(Kind.AUTO_REPLY), THREADED, [F1], [F1, F2], Status.APPLIED, {"F-1": (None, False, None)}),
+    (u(Kind.BOUNCE), THREADED, [F1], [F1, F2], Status.TRIAGE, {"F-1": (None, False, State.BOUNCED)}),
     # Not tied to an invoice for sure: every open invoice of the client waits for a person.
     (u(Kind.PAYMENT_CLAIM), GUESSED, [], [F1], Status.TRIAGE, {"F-1": (None, True, None)}),
     (u(Kind.HUMAN_REPLY), NONE, [], [F1, F2], Status.TRIAGE, {"F-1": (None, True, None), "F-2": (None, True, None)}),
