@@ -382,11 +382,15 @@ def _classify(parsed: Parsed, domain: str, today: date, model: Model) -> Underst
         # that claims a day still to come (a sender's clock off).
         sent = parsed.received_at.date() if parsed.received_at is not None else today
         written_on = sent if sent <= today else today
-        dates = find_dates(parsed.facts.text, written_on)
         if understood.kind is Kind.PROMISE_TO_PAY:
             # The date in the clause that promises ("nous paierons à la fin du mois"), not one of
             # another sentence ("suite à votre mail de lundi"); several dates elsewhere: a person reads.
-            dates = find_dates(understood.evidence, written_on) or (dates if len(set(dates)) == 1 else ())
+            dates = find_dates(understood.evidence, written_on)
+            if not dates:
+                elsewhere = find_dates(parsed.facts.text, written_on)
+                dates = elsewhere if len(set(elsewhere)) == 1 else ()
+        else:
+            dates = find_dates(parsed.facts.text, written_on)
         understood = dated(understood, dates)
         if understood.kind is Kind.PAYMENT_PLAN:
             proposal = instalments(parsed.facts.text, dates)

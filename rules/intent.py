@@ -43,6 +43,8 @@ _SHORTHAND = {
     "wanna": "want to", "pmt": "payment", "pymt": "payment", "inv": "invoice", "eom": "end of month",
     "cb": "carte bancaire", "vir": "virement", "regl": "règlement",
 }
+_SHORT_FORM = re.compile(r"(?<![\w'])(" + "|".join(map(re.escape, sorted(_SHORTHAND, key=len, reverse=True)))
+                         + r")(?![\w'])")
 _CONTRACTIONS = tuple((re.compile(p), r) for p, r in (
     (r"\bwon't\b", "will not"), (r"\bcan't\b", "cannot"), (r"\bshan't\b", "shall not"), (r"n't\b", " not"),
     (r"(?<=[a-z])'ll\b", " will"), (r"(?<=[a-z])'ve\b", " have"), (r"(?<=[a-z])'re\b", " are"),
@@ -112,8 +114,7 @@ def normalise(text: str) -> str:
     text = unicodedata.normalize("NFC", text.translate(_APOSTROPHES)).lower()
     for pattern, spelled in _CONTRACTIONS:
         text = pattern.sub(spelled, text)
-    return re.sub(r"(?<![\w'])(" + "|".join(map(re.escape, sorted(_SHORTHAND, key=len, reverse=True)))
-                  + r")(?![\w'])", lambda m: _SHORTHAND[m.group(1)], text)
+    return _SHORT_FORM.sub(lambda m: _SHORTHAND[m.group(1)], text)
 
 
 def language(words: Sequence[str]) -> str:

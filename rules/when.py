@@ -71,9 +71,11 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(p))
 ))
 
 
+_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")  # combining
+
+
 def _plain(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", text.lower().replace("’", "'"))
-                   if not unicodedata.combining(c))
+    return _MARKS.sub("", unicodedata.normalize("NFD", text.lower().replace("’", "'")))
 
 
 def _month_day(year: int, month: int, day: int) -> date:
