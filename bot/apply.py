@@ -122,6 +122,10 @@ class Lookups:
         # their other invoices may be cited short ("we paid this one and 0437 too").
         referenced = list({*cited, *(n for ns in (*self.by_mid.values(), *self.by_token.values()) for n in ns)})
         self.siblings: dict[str, tuple[str, ...]] = {}
+        self.client_of: dict[str, int] = {}  # an invoice number -> its client
+        for chunk in range(0, len(referenced), 500):
+            self.client_of.update(s.execute(sa.select(inv_t.c.number, inv_t.c.client_id)
+                                            .where(inv_t.c.number.in_(referenced[chunk:chunk + 500]))).all())
         if referenced:
             sib = inv_t.alias("sibling")
             for chunk in range(0, len(referenced), 500):
@@ -131,11 +135,13 @@ class Lookups:
                         .order_by(sib.c.number)):
                     self.siblings[number] = (*self.siblings.get(number, ()), other)
         self.sender_open: dict[str, list[str]] = {}
-        for email, number in s.execute(
-                sa.select(con_t.c.email, inv_t.c.number).join(con_t, con_t.c.client_id == inv_t.c.client_id)
+        for email, number, client_id in s.execute(
+                sa.select(con_t.c.email, inv_t.c.number, inv_t.c.client_id)
+                .join(con_t, con_t.c.client_id == inv_t.c.client_id)
                 .where(con_t.c.email.in_(senders), inv_t.c.state.in_(OPEN)).distinct()
                 .order_by(con_t.c.email, inv_t.c.number)):
             self.sender_open.setdefault(email, []).append(number)
+            self.client_of[number] = client_id
         self.known_senders = set(s.execute(sa.select(con_t.c.email).where(con_t.c.email.in_(senders))).scalars())
         self.named: dict[int, tuple[str, tuple[str, ...]]] = {}  # message id -> (client named, its open invoices)
         self.contacts: dict[str, list[int]] = {}  # a bounced address -> the contacts that have it
@@ -182,7 +188,7 @@ class Lookups:
         name, named_open = self.named.get(message_id, ("", ()))
         return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
                      by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())),
-                     siblings=self.siblings, named=name, named_open=named_open)
+                     siblings=self.siblings, named=name, named_open=named_open, client_of=self.client_of)
 
 
 def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:
@@ -246,7 +252,9 @@ class Effects:
         matched = self.load(m.numbers) if m.sure else []
         matched_numbers = [i["number"] for i in matched]
         sender = message.parsed.sender if message.parsed is not None else ""
+        # The invoices a person will look at: the sender's client's, the named client's, the guessed ones.
         family = [*self.lookups.sender_open.get(sender, []), *self.lookups.named.get(inbound_id, ("", ()))[1],
+                  *(m.numbers if not m.sure else ()),
                   *(n for number in matched_numbers for n in self.lookups.siblings.get(number, ()))]
         client_open = self.load(list(dict.fromkeys(family)))
         decision = decide(u, m, [held(i) for i in matched], [held(i) for i in client_open], self.policy, now,

@@ -78,6 +78,7 @@ class Known:
     siblings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # number -> its client's open invoices
     named: str = ""  # an unknown sender: the client it names (see `NameIndex`)
     named_open: tuple[str, ...] = ()  # that client's open invoices
+    client_of: Mapping[str, int] = field(default_factory=dict)  # an invoice number -> its client
 
 
 @dataclass(frozen=True)
@@ -154,17 +155,33 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
                 by_headers.append(n)
     cited, ambiguous = found if found is not None else find_numbers(texts, known)
     shorts = short_numbers(texts)
+    by_token = [n for t in tokens for n in known.by_token.get(t, ())]
+    # A number read from its digits alone ("2027-0417", "..._20270414.pdf") that belongs to another
+    # client than the one the message is tied to (its thread, its sender, the numbers it writes in
+    # full) is a payment advice's own reference or a date, not taken. Written in full, another
+    # client's number is meant: an accountant writes for several clients.
+    whole = normalise(" ".join(texts))
+    full = [n for n in cited if normalise(n) in whole]
+    anchor = {known.client_of.get(n) for n in (by_headers or by_token or known.sender_open)} - {None}
+    if not anchor and len(owners := {known.client_of.get(n) for n in full} - {None}) == 1:
+        anchor = owners
+    foreign = [n for n in cited if n not in full and anchor and known.client_of.get(n) not in anchor]
+    cited = [n for n in cited if n not in foreign]
+    aside = f"; {', '.join(foreign)}, of another client, left out" if foreign else ""
     if by_headers:
         family = [s for n in by_headers for s in known.siblings.get(n, ())] + list(known.sender_open)
         extra = [n for n in cited + within(short_numbers(texts, loose=True), family) if n not in by_headers]
         extra = list(dict.fromkeys(extra))
         if extra:  # "one transfer for three invoices": the reply thread plus numbers it cites
             return Match(tuple(by_headers + extra), "headers", True,
-                         f"replies to our reminder of {', '.join(by_headers)}; also cites {', '.join(extra)}")
-        return Match(tuple(by_headers), "headers", True, f"replies to our reminder of {', '.join(by_headers)}")
-    by_token = [n for t in tokens for n in known.by_token.get(t, ())]
+                         f"replies to our reminder of {', '.join(by_headers)}; also cites {', '.join(extra)}{aside}")
+        return Match(tuple(by_headers), "headers", True, f"replies to our reminder of {', '.join(by_headers)}{aside}")
     if by_token:
-        return Match(tuple(dict.fromkeys(by_token + cited)), "token", True, "sent to a reply address of ours")
+        return Match(tuple(dict.fromkeys(by_token + cited)), "token", True, f"sent to a reply address of ours{aside}")
+    if not anchor and len({known.client_of.get(n) for n in cited}) > 1:
+        return Match(tuple(cited), "number", False,
+                     f"cites invoices of several clients ({', '.join(cited)}) and the sender is none of them: "
+                     "a person decides")
     # The client the full numbers it cites belong to: "factures FA-2027-0402, 0403 et 0404".
     family = [s for n in cited for s in known.siblings.get(n, ())]
     own = [n for n in within(short_numbers(texts, sure_only=True), known.sender_open)
@@ -172,7 +189,7 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     own = list(dict.fromkeys(own))
     if cited or own:
         numbers = cited + own
-        return Match(tuple(numbers), "number", True, f"cites {', '.join(numbers)}")
+        return Match(tuple(numbers), "number", True, f"cites {', '.join(numbers)}{aside}")
     likely = within(shorts, known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
     if likely:
         return Match(tuple(likely), "number", False, f"probably {', '.join(likely)} (to confirm)")

@@ -139,3 +139,21 @@ def test_an_unknown_sender_naming_a_client_is_a_guess_for_a_person() -> None:
     assert (m.numbers, m.method, m.sure) == ((), "name", False) and "Greenleaf Organics" in m.reason
     # A number it cites in full still wins, and a known sender's own invoices come first.
     assert match([], [], ["", "facture F-2026-002"], named).numbers == ("F-2026-002",)
+
+
+def test_a_number_read_from_its_digits_alone_is_not_taken_from_another_client() -> None:
+    """A payment advice's own reference ("advice 2026-010") or a date in a file name is not an
+    invoice of another client; written in full, another client's number is meant (an accountant)."""
+    clients = {"F-2026-001": 1, "F-2026-002": 1, "F-2026-010": 2}
+    k = replace(known(), client_of=clients)
+    m = match([], [], ["Payment advice 2026-010", "we settled F-2026-001 and F-2026-002"], k)
+    assert (m.numbers, m.sure) == (("F-2026-001", "F-2026-002"), True) and "F-2026-010" in m.reason
+    m = match([], [], ["", "paid F-2026-001", "remittance_2026010.pdf"], replace(k, sender_open=("F-2026-001",)))
+    assert m.numbers == ("F-2026-001",)
+    # Written in full by someone who is the contact of client 1: it writes for client 2.
+    m = match([], [], ["", "pour le compte de notre autre client, la facture F-2026-010 est réglée"],
+              replace(k, sender_open=("F-2026-001",)))
+    assert (m.numbers, m.sure) == (("F-2026-010",), True)
+    # A stranger citing two clients' invoices in full: a person decides.
+    m = match([], [], ["", "F-2026-001 and F-2026-010 are paid"], k)
+    assert (m.numbers, m.sure) == (("F-2026-001", "F-2026-010"), False)
