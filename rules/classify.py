@@ -135,7 +135,8 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
         cues.append("multipart/report; report-type=delivery-status (RFC 3464)")
     from_header = h.get("from", sender).lower()
     cues += [f"sender ~ {p}" for p in _any(_BOUNCE_SENDERS, from_header)]
-    is_reply = re.match(r"^\s*(re|tr|fw|fwd|aw|réf)\s*:", subject, re.IGNORECASE) is not None
+    # "RE: ... non remis" may be a person quoting; "TR: Undelivered Mail" is a colleague passing a bounce on.
+    is_reply = re.match(r"^\s*(re|aw|réf)\s*:", subject, re.IGNORECASE) is not None
     subject_cues = [f"subject ~ {p}" for p in _any(_BOUNCE_SUBJECTS, subject)]
     if not is_reply:
         cues += subject_cues
@@ -148,6 +149,9 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
     robot = h.get("return-path", "x").strip() in ("<>", "") or h.get("auto-submitted", "no").lower() != "no"
     if robot and not cues:
         cues += [f"body ~ {p}" for p in _any(_BOUNCE_BODY, facts.text)[:2]]
+    if not cues and len(failure := _any(_BOUNCE_BODY, facts.text[:20000])) >= 2:
+        # A colleague or the client forwarding the server's report: what it carries is a bounce.
+        cues += ["a delivery failure report, forwarded", *(f"body ~ {p}" for p in failure[:2])]
     if cues:
         return Understanding(Kind.BOUNCE, Decimal("0.99") if len(cues) > 1 else Decimal("0.85"), tuple(cues))
 
@@ -182,14 +186,22 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
         return dated(Understanding(Kind.AUTO_REPLY, Decimal("0.98") if len(auto) > 1 else Decimal("0.85"),
                                    tuple(auto)), facts.dates)
     kind, margin, said = Kind(scores.kind), scores.margin, _said(scores)
-    # A person's message that also disputes or proposes a plan in one of its clauses is read as that
-    # (a dispute outweighs a plan, which outweighs a promise or a claim), and never applied alone.
+    # A person's message that also disputes or proposes a plan in one of its clauses is never
+    # applied alone: a person reads it, the clause shown. Its kind stays the whole message's: one
+    # clause read alone is often wrong ("nous ne pourrons pas payer en une fois" begins a plan).
+    # So is a claim or a promise with a clause that says another payment business ("paid 2,000
+    # today, the balance will follow in May"; "0444 went this morning, 0445 goes on Friday").
     weightier = [(Kind(k), text) for k, text in scores.also
-                 if kind in _WEIGHT and k in _WEIGHT[:2] and _WEIGHT.index(k) < _WEIGHT.index(kind)]
+                 if (kind in _WEIGHT and k in _WEIGHT[:2] and _WEIGHT.index(k) < _WEIGHT.index(kind))
+                 or (kind in _ALONE and k in _PERSONS and k != kind)]
     if weightier:
-        top, text = min(weightier, key=lambda kt: _WEIGHT.index(kt[0]))
+        top, text = min(weightier, key=lambda kt: _WEIGHT.index(kt[0]))  # the weightiest, shown
         said = (f"«{text[:160]}» reads as {top.value}", f"also {kind.value}", *said)
-        return Understanding(top, _confidence(0.0), said, evidence=text)
+        return dated(Understanding(top if top in _WEIGHT[:2] else kind, _confidence(0.0), said,
+                                   evidence=text if top in _WEIGHT[:2] else scores.evidence), facts.dates)
+    if kind in _ALONE and "?" in scores.evidence:
+        # "Do you take card payments?": a question about paying says nothing was paid or promised.
+        said, margin = ("its evidence is a question", *said), 0.0
     (_, _), (second, p2) = scores.probabilities[:2]
     if kind in (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY) and second in _WEIGHT[:2] and p2 >= RUNNER_UP:
         # "we pay on the 10th, but we dispute the shipping": a payment reading with a dispute or a
@@ -200,6 +212,7 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
 
 RUNNER_UP = 0.25  # a dispute or a plan this likely behind a claim or a promise sends it to a person
 _PERSONS = (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY, Kind.PAYMENT_PLAN, Kind.DISPUTE)
+_ALONE = (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY)  # the kinds of a person's message applied without a person
 _WEIGHT = (Kind.DISPUTE, Kind.PAYMENT_PLAN, Kind.PROMISE_TO_PAY, Kind.PAYMENT_CLAIM, Kind.HUMAN_REPLY)
 
 

@@ -130,6 +130,31 @@ def test_a_promise_with_a_dispute_in_the_same_message_is_never_applied_alone(tex
     assert any("dispute" in c for c in u.cues), u.cues
 
 
+@pytest.mark.parametrize("text", [
+    "Nous avons viré 2 000 € ce matin. Le solde sera réglé fin mai.",
+    "We paid invoice 12 this morning. Invoice 13 will be paid next Friday.",
+])
+def test_a_claim_with_a_clause_of_another_payment_business_waits_for_a_person(text: str) -> None:
+    u = classify(facts(text), "acme.example", MODEL)
+    assert u.confidence == 0, u.cues
+
+
+@pytest.mark.parametrize("text", ["Acceptez-vous le paiement par carte bancaire ?",
+                                  "Can we pay this by bank transfer or only by card?"])
+def test_a_question_about_paying_is_never_applied_as_a_payment(text: str) -> None:
+    u = classify(facts(text), "acme.example", MODEL)
+    assert u.kind not in (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY) or u.confidence == 0, u.cues
+
+
+def test_a_bounce_a_colleague_passes_on_is_a_bounce() -> None:
+    f = MailFacts(sender="anne@acme.example", subject="TR: Undelivered Mail Returned to Sender",
+                  text="Je te transfère ce retour, leur adresse ne marche plus.")
+    assert classify(f, "acme.example", MODEL).kind is Kind.BOUNCE
+    f = MailFacts(sender="it@client.example", subject="Fwd: your reminder",
+                  text="FYI it bounced:\n550 5.1.1 <old@client.example>: user unknown")
+    assert classify(f, "acme.example", MODEL).kind is Kind.BOUNCE
+
+
 def test_our_own_reminder_coming_back_is_a_loop_not_an_answer() -> None:
     f = MailFacts(sender="relances@acme.example", subject="Rappel : facture F-1", text="Bonjour...")
     assert classify(f, "acme.example", MODEL).kind is Kind.AUTO_REPLY
