@@ -20,7 +20,7 @@ from bot.models import Client, Contact, Event, Inbound, Invoice, Outbound, Remin
 from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
 from rules.classify import Kind, Understanding
-from rules.effects import Held, Policy, decide
+from rules.effects import Effect, Held, Policy, decide, reread
 from rules.match import Known, Match, NameIndex, digits, find_numbers, match, normalise
 from rules.model import State
 
@@ -72,7 +72,8 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
                 continue
             p, understood, found = u.parsed, u.understanding, found_all[u.id]
             if u.applied_before:
-                status, reason = _reprocessed(s, u.id, understood, found)
+                status, reason, concerned = _reprocessed(s, u.id, understood, found)
+                effects.hold_reread(u.id, concerned)
             else:
                 status, reason = effects.apply(u, understood, found)
             rows.append({
@@ -191,17 +192,18 @@ class Lookups:
                      siblings=self.siblings, named=name, named_open=named_open, client_of=self.client_of)
 
 
-def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str]:
+def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str, list[str]]:
     """A message whose effects were applied before: never apply them twice. When it is understood
-    as before, its status stays; otherwise a person compares the two readings."""
+    as before, its status stays; otherwise a person compares the two readings, and the invoices
+    either reading concerns (the third value) wait for that person."""
     old = s.execute(sa.select(in_t.c.kind, in_t.c.status, in_t.c.reason).where(in_t.c.id == inbound_id)).one()
     linked = sorted(set(s.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id)
                                   .where(ev_t.c.inbound_id == inbound_id)).scalars()))
     if old.kind == u.kind.value and set(m.numbers) <= set(linked):
-        return old.status, old.reason
+        return old.status, old.reason, []
     return "triage", (f"read again as {u.kind.value} for {', '.join(m.numbers) or 'no invoice'} "
                       f"(was {old.kind} for {', '.join(linked) or 'no invoice'}); the first reading's effects "
-                      "stay: decide")
+                      "stay: decide"), list(dict.fromkeys([*linked, *(m.numbers if m.sure else ())]))
 
 
 def policy(config: Config) -> Policy:
@@ -260,7 +262,16 @@ class Effects:
         decision = decide(u, m, [held(i) for i in matched], [held(i) for i in client_open], self.policy, now,
                           delayed_only=u.kind is Kind.BOUNCE and bool(message.delayed) and not message.failed)
         proposal = [c.removeprefix("proposes ") for c in u.cues if c.startswith("proposes ")]
-        for e in decision.effects:
+        self._write(inbound_id, decision.effects, bool(named), proposal)
+        return decision.status.value, decision.reason
+
+    def hold_reread(self, inbound_id: int, numbers: Sequence[str]) -> None:
+        """A message read differently than when its effects were applied: its invoices wait for a person."""
+        self._write(inbound_id, reread([held(i) for i in self.load(numbers)], self.policy, self.now), False, [])
+
+    def _write(self, inbound_id: int, effects: Sequence[Effect], named: bool, proposal: list[str]) -> None:
+        now = self.now
+        for e in effects:
             inv = self.invoices[e.number]
             base = {"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id}
             self.events.append({**base, "kind": e.event, "reason": e.reason[:500]})
@@ -280,7 +291,6 @@ class Effects:
                 elif e.state in (State.PLAN, State.DISPUTED):
                     self.events.append({**base, "kind": e.state.value, "reason": "until a person decides",
                                         "data": {"proposal": proposal} if proposal else {}})
-        return decision.status.value, decision.reason
 
     def flush(self) -> None:
         """Write the batch's invoice changes, contact failures and events."""

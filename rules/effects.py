@@ -152,6 +152,14 @@ def _others(targets: Sequence[Held], client_open: Sequence[Held], policy: Policy
                  for h in client_open if h.number not in mine and h.state is not State.PAID)
 
 
+def reread(matched: Sequence[Held], policy: Policy, now: datetime) -> tuple[Effect, ...]:
+    """A message whose effects were applied before, read differently now (`relance reprocess` after an
+    upgrade): its first effects stay, never applied twice, and its invoices wait for a person who
+    compares the two readings."""
+    return tuple(_for_person(h, policy, now, "read again differently: a person compares the two readings")
+                 for h in matched if h.state is not State.PAID)
+
+
 def _auto(h: Held, u: Understanding, back: datetime | None) -> Effect:
     """An out-of-office only postpones, until the day after its return date."""
     if back is None:

@@ -177,7 +177,12 @@ def test_reprocess_that_reads_a_message_differently_asks_a_person(engine: Engine
         (again,) = reports.messages(c)
     assert again["status"] == "triage" and again["kind"] == "dispute"
     assert "was payment_claim for F-9102" in again["reason"]
-    assert _events(engine) == before, "the first reading's effects stay; nothing new is applied"
+    after = _events(engine)
+    assert after[:len(before)] == before, "the first reading's effects stay"
+    assert {k for k, _ in after[len(before):]} == {"held", "paused"}, "nothing of a dispute is applied"
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT held_by FROM invoice WHERE number = 'F-9102'")).scalar() == row["id"], \
+            "the invoice waits for the person who compares the readings"
 
 
 def test_one_failing_message_does_not_hold_back_its_batch(engine: Engine, cfg: Config, tmp_path: Path,
