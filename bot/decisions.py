@@ -98,8 +98,11 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
                 record_events(s, [{"invoice_id": invoice_id, "at": now, "inbound_id": inbound_id, "actor": actor,
                                    "kind": "resumed", "reason": f"was {undone}; labelled {kind.value} by {actor}"}])
         # What the bot already applied alone for the same kind stays; otherwise the kind applies what it does
-        # (a reading the bot was not sure of, or another kind).
-        if numbers and kind is not Kind.HUMAN_REPLY and not (row.kind == kind.value and row.status == "applied"):
+        # (a reading the bot was not sure of, another kind, or a message a person had filed unread).
+        closed = s.execute(sa.select(ev_t.c.id).where(ev_t.c.inbound_id == inbound_id,
+                                                      ev_t.c.kind == "triage_closed")).first() is not None
+        alone = row.kind == kind.value and row.status == "applied" and not closed
+        if numbers and kind is not Kind.HUMAN_REPLY and not alone:
             effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
             _, done = effects.apply(u, person, Match(tuple(numbers), "person", True,
                                                      f"labelled by {actor} for {', '.join(numbers)}"))

@@ -147,3 +147,27 @@ def test_an_unknown_sender_naming_the_client_holds_its_invoices_until_a_person_d
     actions.close_message(engine, 1, at("2027-04-12T15:00"), "cli:anne")
     with engine.connect() as c:
         assert set(c.execute(sa.text("SELECT held_by FROM invoice")).scalars()) == {None}
+
+
+def test_labelling_a_message_a_person_had_filed_applies_what_the_kind_does(
+        engine: Any, make_config: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    """Read as a claim without the margin, filed by a person, then labelled a claim: the claim's hold
+    applies (it was skipped as if the bot had applied it alone)."""
+    from decimal import Decimal
+
+    from bot import actions, decisions, ledger, understand
+    from rules.classify import Kind, Understanding
+
+    cfg = make_config()
+    (tmp_path / "l.csv").write_text(LEDGER)
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), at("2027-03-01T08:00"), "l.csv")
+    monkeypatch.setattr(understand, "classify", lambda facts, domain, model: Understanding(
+        Kind.PAYMENT_CLAIM, Decimal("0.1"), ("unsure",)))
+    inbound.store_new(engine, MemorySource({"INBOX": [reply(1, "compta@exemple.example", "F-1001 c'est bon")]}),
+                      "INBOX", at("2027-04-12T09:00"), inbound.SyncReport())
+    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    actions.close_message(engine, 1, at("2027-04-12T10:00"), "cli:anne")
+    decisions.label(engine, cfg, at("2027-04-12T11:00"), 1, Kind.PAYMENT_CLAIM, "cli:anne")
+    with engine.connect() as c:
+        until = c.execute(sa.text("SELECT hold_until FROM invoice WHERE number = 'F-1001'")).scalar()
+    assert str(until).startswith("2027-04-22"), until
