@@ -259,6 +259,12 @@ class Model:
         index = {f: i for i, f in enumerate(self.weights)}
         return index, list(self.weights.values())
 
+    @functools.cached_property
+    def clauses(self) -> dict[Sentence, _Clause]:
+        """What this model reads in each clause it has met (greetings, sign-offs and signatures
+        come back in message after message); see `_clause`."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -283,10 +289,34 @@ def _probabilities(model: Model, rows: Iterable[int]) -> list[tuple[str, float]]
     return sorted(((kind, exp[k] / total) for k, kind in enumerate(model.kinds)), key=lambda kp: -kp[1])
 
 
+@dataclass(frozen=True)
+class _Clause:
+    rows: tuple[int, ...]  # the model's rows of the features the clause has
+    kind: str  # what the clause alone reads as
+    p: float  # and how likely
+    weighed: tuple[tuple[tuple[float, str], ...], ...]  # per kind: its features weighing for it, heaviest first
+
+
+def _clause(model: Model, s: Sentence) -> _Clause:
+    """A clause as the model reads it, remembered (see `Model.clauses`)."""
+    known = model.clauses.get(s)
+    if known is None:
+        index, weights = model.table[0], model.weights
+        found = [f for f in set(s.features) if f in index]
+        rows = tuple(index[f] for f in found)
+        kind, p = _probabilities(model, rows)[0] if rows else ("", 0.0)
+        weighed = tuple(tuple(sorted(((w, f) for f in found if (w := weights[f][k]) > 0), reverse=True))
+                        for k in range(len(model.kinds)))
+        if len(model.clauses) >= 50_000:
+            model.clauses.clear()
+        known = model.clauses[s] = _Clause(rows, kind, p, weighed)
+    return known
+
+
 def score(model: Model, reading: Reading) -> Scores:
-    index, weights = model.table[0], model.weights
-    clauses = [(s, [f for f in set(s.features) if f in index]) for s in reading.sentences]
-    rows = {index[f] for _, found in clauses for f in found}  # each feature counts once (see `bag`)
+    index = model.table[0]
+    clauses = [(s, _clause(model, s)) for s in reading.sentences]
+    rows = {r for _, c in clauses for r in c.rows}  # each feature counts once (see `bag`)
     rows.update(index[f] for f in (*reading.extra, f"LANG:{reading.lang}") if f in index)
     probs = _probabilities(model, rows)
     k = model.kinds.index(probs[0][0])
@@ -295,13 +325,12 @@ def score(model: Model, reading: Reading) -> Scores:
     # the shipping costs"): one read alone as another kind is kept, for the caller to weigh.
     evidence, heaviest, words = "", 0.0, tuple[str, ...]()
     also: list[tuple[str, str]] = []
-    for s, found in clauses:
-        if not found:
+    for s, c in clauses:
+        if not c.rows:
             continue
-        (kind, p), *_ = _probabilities(model, [index[f] for f in found])
-        if p >= SENTENCE_SURE and kind != probs[0][0] and kind not in (a for a, _ in also):
-            also.append((kind, s.text))
-        mine = sorted(((w, f) for f in found if (w := weights[f][k]) > 0), reverse=True)
+        if c.p >= SENTENCE_SURE and c.kind != probs[0][0] and c.kind not in (a for a, _ in also):
+            also.append((c.kind, s.text))
+        mine = c.weighed[k]
         total = sum(w for w, _ in mine)
         if total > heaviest:
             evidence, heaviest, words = s.text, total, tuple(describe(f) for _, f in mine[:3])
