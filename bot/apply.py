@@ -43,11 +43,23 @@ class Numbers:
                 self.by_digits[d] = (*self.by_digits.get(d, ()), n)
 
 
-def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[Understood], numbers: Numbers
-               ) -> list[str]:
-    """Match and apply a batch of understood messages in one transaction."""
+def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[Understood], numbers: Numbers,
+                claim: bool = True) -> list[str]:
+    """Match and apply a batch of understood messages in one transaction.
+
+    With `claim`, the transaction first takes the messages still `new` (one UPDATE): another
+    instance reading the same mailbox, or a second pass, that applied one of them meanwhile has
+    changed its status, so its effects are never applied twice (PostgreSQL re-reads a row another
+    transaction changed; SQLite lets one writer in at a time). Without it (`reprocess`, a person's
+    command) the messages are applied whatever their status, as `_reprocessed` allows."""
     lines: list[str] = []
     with session(engine) as s:
+        if claim:
+            mine = set(s.execute(sa.update(in_t).where(in_t.c.id.in_([u.id for u in batch]), in_t.c.status == "new")
+                                 .values(status="applying").returning(in_t.c.id)).scalars())
+            batch = [u for u in batch if u.id in mine]
+            if not batch:
+                return lines
         only = Known(by_message_id={}, by_token={}, by_normalised=numbers.by_normalised, by_digits=numbers.by_digits)
         texts = {u.id: (p.subject, p.facts.text, *p.facts.attachments) for u in batch if (p := u.parsed) is not None}
         cited = {i: find_numbers(t, only) for i, t in texts.items()}  # read once: for the lookups and the match

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from bot.apply import Numbers, apply_batch
 from bot.config import Config
 from bot.errors import FolderError, MailboxError
-from bot.mailbox import MailSource
+from bot.mailbox import Fetched, MailSource
 from bot.models import Client, Inbound, Invoice, Mailbox, table
 from bot.pool import understood_batches
 from bot.store import db_text, session
@@ -82,30 +82,49 @@ def store_batches(engine: Engine, source: MailSource, folder: str, now: datetime
                 with session(engine) as s:
                     s.execute(sa.update(mb_t).where(mb_t.c.folder == folder).values(last_uid=uidnext - 1))
             return
-        with session(engine) as s:
-            hashes = [hashlib.sha256(f.raw).hexdigest() for f in batch]
-            mids = [db_text(_header(f.raw, b"message-id"))[:250] for f in batch]
-            known = set(s.execute(sa.select(in_t.c.content_hash).where(in_t.c.content_hash.in_(hashes))).scalars())
-            # Renumbered by the server (an older UIDVALIDITY of this folder): the same Message-ID is the
-            # same message, even if the server rewrote a header on the way.
-            renumbered = set(s.execute(sa.select(in_t.c.message_id).where(
-                in_t.c.folder == folder, in_t.c.uidvalidity != uidvalidity,
-                in_t.c.message_id.in_([m for m in mids if m]))).scalars())
-            rows = []
-            for f, h, mid in zip(batch, hashes, mids, strict=True):
-                if h in known or mid in renumbered:
-                    report.duplicates += 1
-                    continue
-                known.add(h)
-                rows.append({"folder": folder, "uidvalidity": uidvalidity, "uid": f.uid, "raw": f.raw,
-                             "content_hash": h, "stored_at": now, "received_at": f.internaldate,
-                             "message_id": mid, "status": "new"})
-            ids = list(s.execute(sa.insert(in_t).returning(in_t.c.id), rows).scalars()) if rows else []
-            last_uid = batch[-1].uid
-            s.execute(sa.update(mb_t).where(mb_t.c.folder == folder).values(last_uid=last_uid))
-        report.stored += len(rows)
+        try:
+            ids, stored = _store(engine, folder, uidvalidity, batch, now, report)
+        except sa.exc.IntegrityError:
+            # Another pass (another instance reading this mailbox) stored some of them first: what
+            # it stored is stored; the rest are stored now.
+            ids, stored = _store(engine, folder, uidvalidity, batch, now, report)
+        last_uid = batch[-1].uid
+        report.stored += stored
         if ids:
             yield sorted(ids)
+
+
+def _store(engine: Engine, folder: str, uidvalidity: int, batch: Sequence[Fetched], now: datetime,
+           report: SyncReport) -> tuple[list[int], int]:
+    """Store one fetched batch in one transaction, leaving out what is stored already (the same bytes,
+    the same message renumbered, or the same UID stored by another pass); returns the new ids."""
+    dupes = 0
+    with session(engine) as s:
+        hashes = [hashlib.sha256(f.raw).hexdigest() for f in batch]
+        mids = [db_text(_header(f.raw, b"message-id"))[:250] for f in batch]
+        known = set(s.execute(sa.select(in_t.c.content_hash).where(in_t.c.content_hash.in_(hashes))).scalars())
+        taken = set(s.execute(sa.select(in_t.c.uid).where(
+            in_t.c.folder == folder, in_t.c.uidvalidity == uidvalidity,
+            in_t.c.uid.in_([f.uid for f in batch]))).scalars())
+        # Renumbered by the server (an older UIDVALIDITY of this folder): the same Message-ID is the
+        # same message, even if the server rewrote a header on the way.
+        renumbered = set(s.execute(sa.select(in_t.c.message_id).where(
+            in_t.c.folder == folder, in_t.c.uidvalidity != uidvalidity,
+            in_t.c.message_id.in_([m for m in mids if m]))).scalars())
+        rows = []
+        for f, h, mid in zip(batch, hashes, mids, strict=True):
+            if h in known or mid in renumbered or f.uid in taken:
+                dupes += 1
+                continue
+            known.add(h)
+            rows.append({"folder": folder, "uidvalidity": uidvalidity, "uid": f.uid, "raw": f.raw,
+                         "content_hash": h, "stored_at": now, "received_at": f.internaldate,
+                         "message_id": mid, "status": "new"})
+        ids = list(s.execute(sa.insert(in_t).returning(in_t.c.id), rows).scalars()) if rows else []
+        top = batch[-1].uid  # never back: another pass may be further on
+        s.execute(sa.update(mb_t).where(mb_t.c.folder == folder, mb_t.c.last_uid < top).values(last_uid=top))
+    report.duplicates += dupes
+    return ids, len(rows)
 
 
 def move_handled(engine: Engine, source: MailSource, dest: str, now: datetime) -> int:
@@ -177,11 +196,11 @@ def process(engine: Engine, config: Config, now: datetime, ids: Sequence[int] | 
         q = q.where(in_t.c.id.in_(list(ids))) if ids is not None else q.where(in_t.c.status == "new")
         todo = list(c.execute(q).scalars())
     return _understand_and_apply(engine, config, now, (todo[i:i + BATCH] for i in range(0, len(todo), BATCH)),
-                                 lambda: len(todo))
+                                 lambda: len(todo), claim=ids is None)
 
 
 def _understand_and_apply(engine: Engine, config: Config, now: datetime, feed: Iterator[list[int]],
-                          expected: Callable[[], int]) -> list[str]:
+                          expected: Callable[[], int], claim: bool = True) -> list[str]:
     """Messages go through in batches: parsed and understood outside any transaction, then matched and
     applied in one transaction per batch. A message that cannot be read or understood is
     quarantined on its own; when a batch's writes fail, its messages are applied one at a time, so
@@ -194,18 +213,21 @@ def _understand_and_apply(engine: Engine, config: Config, now: datetime, feed: I
                 numbers = Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()),
                                   dict(c.execute(sa.select(cli_t.c.id, cli_t.c.name)).all()))
         try:
-            lines += apply_batch(engine, config, now, understood, numbers)
+            lines += apply_batch(engine, config, now, understood, numbers, claim)
         except Exception:
             for one in understood:
                 try:
-                    lines += apply_batch(engine, config, now, [one], numbers)
+                    lines += apply_batch(engine, config, now, [one], numbers, claim)
                 except Exception as e:
-                    lines.append(_quarantine(engine, one.id, f"could not be processed: {first_line(e)}"))
+                    lines.append(_quarantine(engine, one.id, f"could not be processed: {first_line(e)}", claim))
     return lines
 
 
-def _quarantine(engine: Engine, inbound_id: int, reason: str) -> str:
+def _quarantine(engine: Engine, inbound_id: int, reason: str, claim: bool = False) -> str:
+    """Keep a message that could not be processed, with why; with `claim`, only if no other pass
+    has applied it meanwhile."""
     with session(engine) as s:
-        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(status="quarantined",
-                                                                        reason=db_text(reason)[:1000]))
+        q = sa.update(in_t).where(in_t.c.id == inbound_id)
+        s.execute((q.where(in_t.c.status == "new") if claim else q).values(status="quarantined",
+                                                                          reason=db_text(reason)[:1000]))
     return f"quarantined  #{inbound_id}: {reason}"
