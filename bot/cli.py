@@ -326,11 +326,12 @@ def cmd_messages(app: App) -> int:
 
 
 def cmd_run(app: App) -> int:
-    from bot.daemon import Daemon  # noqa: PLC0415
+    from bot.daemon import Daemon, one_per_sqlite_file  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    asyncio.run(Daemon(app.engine(), app.config).run())
+    with one_per_sqlite_file(app.config.database.url):
+        asyncio.run(Daemon(app.engine(), app.config).run())
     return 0
 
 

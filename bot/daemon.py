@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from bot import learn
 from bot.config import Config
@@ -28,6 +30,38 @@ from bot.tick import tick
 from bot.watcher import Watcher
 
 log = logging.getLogger("relance")
+
+
+@contextlib.contextmanager
+def one_per_sqlite_file(url: str) -> Iterator[None]:
+    """A second `relance run` on the same SQLite file stops with a clear message: SQLite has one
+    writer at a time, so two daemons would only queue behind each other (several instances share
+    the work on PostgreSQL). The lock is the kernel's (flock on `<file>.run.lock`): a daemon killed
+    by SIGKILL leaves nothing to clean up."""
+    path = make_url(url).database if url.startswith("sqlite") else None
+    if not path or path == ":memory:":
+        yield
+        return
+    lock = Path(f"{path}.run.lock")
+    try:
+        f = lock.open("a+")
+    except OSError as e:
+        raise RelanceError(f"{lock}: cannot create the daemon's lock file beside the database: {e.strerror}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RelanceError(f"{path}: another `relance run` uses this database ({holder}); one daemon per "
+                               "SQLite file (several instances share the work on PostgreSQL)") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}, since {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Daemon:

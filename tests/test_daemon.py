@@ -76,3 +76,19 @@ def test_sigterm_finishes_the_message_in_flight_and_leaves_the_rest_pending(tmp_
         r = cli("tick")
         assert r.returncode == 0, r.stderr
         assert len(sink2.received) == 5 - got, "the rest goes out at the next pass, none twice"
+
+
+def test_a_second_daemon_on_the_same_sqlite_file_stops_with_a_clear_message(tmp_path: Path) -> None:
+    with smtp_server() as (sink, port):
+        _, proc = start(tmp_path, port, rate=0)
+        try:
+            wait_for(lambda: len(sink.received) == 5)
+            second = subprocess.run([sys.executable, "-m", "bot.cli", "--config", str(tmp_path / "config.toml"),
+                                     "run"], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+            assert second.returncode == 1, second.stderr
+            assert "another `relance run` uses this database (pid " in second.stderr, second.stderr
+            assert proc.poll() is None, "the first one runs on"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
