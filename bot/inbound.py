@@ -14,6 +14,7 @@ invoices with it), `quarantined` when it could not be read (`reprocess` tries it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -64,7 +65,8 @@ def store_batches(engine: Engine, source: MailSource, folder: str, now: datetime
         state = c.execute(sa.select(mb_t).where(mb_t.c.folder == folder)).first()
     last_uid = 0
     if state is None:
-        with session(engine) as s:
+        # another pass may create it first: the same row
+        with contextlib.suppress(sa.exc.IntegrityError), session(engine) as s:
             s.execute(sa.insert(mb_t).values(folder=folder, uidvalidity=uidvalidity, last_uid=0))
     elif state.uidvalidity != uidvalidity:
         # The server renumbered the folder: read it again; Message-ID and content hash dedupe it.
@@ -163,18 +165,19 @@ def _header(raw: bytes, name: bytes) -> str:
 
 
 def sync(engine: Engine, source: MailSource, config: Config, now: datetime, report: SyncReport,
-         stop: threading.Event | None = None) -> list[str]:
+         stop: threading.Event | None = None, folders: Sequence[str] | None = None) -> list[str]:
     """One pass over the watched folders: store what is new, then understand and apply it. The two
     overlap: while worker processes read a stored batch, this process fetches and stores the next.
     Messages left `new` by an earlier pass (a crash, an upgrade) go first. When `stop` is set, no
-    further batch is fetched; what is stored and in flight is finished. Returns a line a message."""
+    further batch is fetched; what is stored and in flight is finished. `folders` (default: all
+    watched ones) are those this instance holds (bot/watcher.py). Returns a line a message."""
 
     def feed() -> Iterator[list[int]]:
         with engine.connect() as c:
             left = list(c.execute(sa.select(in_t.c.id).where(in_t.c.status == "new").order_by(in_t.c.id)).scalars())
         report.expected += len(left)
         yield from (left[i:i + BATCH] for i in range(0, len(left), BATCH))
-        for folder in config.imap.folders:
+        for folder in config.imap.folders if folders is None else folders:
             try:
                 for ids in store_batches(engine, source, folder, now, report):
                     yield ids

@@ -13,14 +13,17 @@ each thread on its own: a folder that cannot be watched does not stop the others
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy.engine import Engine
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 from bot import inbound
 from bot.config import Config
@@ -31,6 +34,54 @@ from bot.store import TRANSIENT_DB
 log = logging.getLogger("relance")
 MAX_BACKOFF = 300.0
 STALE_AFTER = 60.0  # seconds unused after which the passes' connection is opened afresh (NAT, firewalls)
+LEASE_SECONDS = 10.0  # how often an instance tries to take the folders no instance holds
+
+
+class FolderLeases:
+    """Which watched folders this instance reads. On PostgreSQL, where several instances share the
+    work, each folder is held by one instance at a time through a session advisory lock on a
+    connection kept for it: when the holder dies, PostgreSQL drops its connection and the lock, and
+    another instance takes the folder at its next try (every LEASE_SECONDS). Elsewhere (SQLite, one
+    daemon per file) this instance reads every folder."""
+
+    def __init__(self, engine: Engine, folders: Sequence[str]) -> None:
+        self.engine, self.folders = engine, list(folders)
+        self.shared = engine.dialect.name == "postgresql"
+        self.conn: Connection | None = None
+        self.held: set[str] = set()
+
+    def refresh(self) -> list[str]:
+        """Take what no instance holds; return the folders this instance holds, in config order."""
+        if not self.shared:
+            return self.folders
+        try:
+            if self.conn is None:
+                self.conn, self.held = self.engine.connect(), set()
+            for folder in self.folders:
+                if folder not in self.held and self.conn.execute(
+                        sa.select(sa.func.pg_try_advisory_lock(_key(folder)))).scalar():
+                    self.held.add(folder)
+                    log.info("mail: this instance now reads %s", folder)
+            self.conn.commit()  # session locks outlive the transaction; no transaction stays open
+        except sa.exc.DBAPIError:
+            self.close()  # the locks went with the connection; the next try takes them again
+            raise
+        return [f for f in self.folders if f in self.held]
+
+    @property
+    def complete(self) -> bool:
+        return not self.shared or len(self.held) == len(self.folders)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self.conn.close()
+        self.conn, self.held = None, set()
+
+
+def _key(folder: str) -> int:
+    """The advisory lock's key for a folder: 64 bits of its name's digest, signed as PostgreSQL's bigint."""
+    return int.from_bytes(hashlib.sha256(f"relance folder {folder}".encode()).digest()[:8], "big", signed=True)
 
 
 class Watcher:
@@ -42,6 +93,7 @@ class Watcher:
         self.clock = clock
         self.passes = 0  # completed passes, for tests and logs
         self.wake = threading.Event()  # set by a folder's IDLE thread: something arrived
+        self.leases = FolderLeases(engine, config.imap.folders)
 
     def run(self) -> None:
         """The passes, and the folders' IDLE threads (blocking: run it in a thread)."""
@@ -52,6 +104,7 @@ class Watcher:
         try:
             self._passes()
         finally:
+            self.leases.close()
             for t in idlers:
                 t.join(timeout=20)
 
@@ -68,12 +121,17 @@ class Watcher:
                 if source is None:
                     source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
                 self.wake.clear()  # what arrives from now on wakes the next pass
-                self.one_pass(source)
+                self.one_pass(source, self.leases.refresh())
                 used = time.monotonic()
                 backoff = 1.0
                 deadline = time.monotonic() + cfg.imap.idle_seconds
+                retake = time.monotonic() + LEASE_SECONDS
                 while not self.stop.is_set() and not self.wake.is_set() and time.monotonic() < deadline:
                     self.wake.wait(1.0)
+                    if not self.leases.complete and time.monotonic() >= retake:
+                        retake, before = time.monotonic() + LEASE_SECONDS, len(self.leases.held)
+                        if len(self.leases.refresh()) > before:  # took over a folder: read it now
+                            self.wake.set()
             except (RelanceError, *TRANSIENT_DB) as e:  # the mail server, or the database, is away for now
                 backoff = self._failed(e, source, backoff, "")
                 source = None
@@ -113,10 +171,10 @@ class Watcher:
         if source is not None:
             source.close()
 
-    def one_pass(self, source: ImapSource) -> None:
+    def one_pass(self, source: ImapSource, folders: Sequence[str] | None = None) -> None:
         report = inbound.SyncReport()
         now = self.clock()
-        for line in inbound.sync(self.engine, source, self.config, now, report, self.stop):
+        for line in inbound.sync(self.engine, source, self.config, now, report, self.stop, folders):
             log.info("mail %s", line)
         moved = inbound.move_handled(self.engine, source, self.config.imap.move_handled_to, now)
         if moved:

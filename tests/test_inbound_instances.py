@@ -104,3 +104,44 @@ def test_two_passes_storing_the_same_mailbox_at_once_store_each_message_once(eng
     assert errors == []
     with engine.connect() as c:
         assert sorted(c.execute(sa.select(table(Inbound).c.uid)).scalars()) == list(range(1, 21))
+
+
+def test_each_watched_folder_is_read_by_one_instance_and_taken_over_when_it_dies(db_url: str) -> None:
+    """Two instances' leases on one database: on PostgreSQL the first takes both folders and the
+    second none, until the first dies (here: SIGKILL of a process holding them); on SQLite (one
+    daemon per file) an instance reads every folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bot.store import make_engine
+    from bot.watcher import FolderLeases
+
+    engine = make_engine(db_url)
+    second = FolderLeases(engine, ["INBOX", "Paiements"])
+    if engine.dialect.name != "postgresql":
+        assert second.refresh() == ["INBOX", "Paiements"] and second.complete
+        return
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom bot.store import make_engine\n"
+         "from bot.watcher import FolderLeases\n"
+         f"l = FolderLeases(make_engine({db_url!r}), ['INBOX', 'Paiements'])\nprint(l.refresh(), flush=True)\n"
+         "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "['INBOX', 'Paiements']"
+        assert second.refresh() == [] and not second.complete
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        killed = time.monotonic()
+        while second.refresh() != ["INBOX", "Paiements"]:
+            assert time.monotonic() - killed < 30, "taken over within 30 s"
+            time.sleep(0.2)
+        print(f"taken over {time.monotonic() - killed:.1f} s after the SIGKILL")
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+        second.close()
+        engine.dispose()
