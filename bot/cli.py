@@ -331,7 +331,7 @@ def cmd_run(app: App) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with one_per_sqlite_file(app.config.database.url):
-        asyncio.run(Daemon(app.engine(), app.config).run())
+        asyncio.run(Daemon(app.engine(), app.config, reload=lambda: configuration.load(Path(app.config.source))).run())
     return 0
 
 

@@ -22,9 +22,9 @@ from sqlalchemy.engine import Engine, make_url
 
 from bot import learn
 from bot.config import Config
-from bot.errors import RelanceError
+from bot.errors import ConfigError, RelanceError
 from bot.mailer import SmtpMailer
-from bot.render import Renderer
+from bot.render import Renderer, check_templates
 from bot.store import TRANSIENT_DB
 from bot.tick import tick
 from bot.watcher import Watcher
@@ -65,13 +65,38 @@ def one_per_sqlite_file(url: str) -> Iterator[None]:
 
 
 class Daemon:
-    def __init__(self, engine: Engine, config: Config, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-                 ) -> None:
+    def __init__(self, engine: Engine, config: Config, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 reload: Callable[[], Config] | None = None) -> None:
         self.engine = engine
         self.config = config
         self.clock = clock
         self.stop = asyncio.Event()
         self.renderer = Renderer.from_config(config)
+        self.reload = reload  # reads the configuration again (SIGHUP)
+        self._watcher: Watcher | None = None
+
+    def _on_hangup(self) -> None:
+        """SIGHUP: read the configuration and templates again. A new configuration that does not load,
+        or whose templates do not render, is refused with its reason, and the running one stays."""
+        if self.reload is None:
+            return
+        try:
+            new = self.reload()
+            renderer = Renderer.from_config(new)
+            problems = check_templates(new, renderer, self.clock().astimezone(new.zone).date())
+        except (RelanceError, ConfigError, OSError) as e:
+            problems = [str(e)]
+        if problems:
+            log.error("SIGHUP: configuration not reloaded, the running one stays: %s", problems[0])
+            return
+        later = [name for name, old, now in (("database", self.config.database.url, new.database.url),
+                                             ("imap.folders", self.config.imap.folders, new.imap.folders),
+                                             ("imap.host", self.config.imap.host, new.imap.host)) if old != now]
+        self.config, self.renderer = new, renderer
+        if self._watcher is not None:
+            self._watcher.config = new
+        log.info("SIGHUP: configuration and templates reloaded from %s%s", new.source,
+                 f" ({', '.join(later)}: at the next start)" if later else "")
 
     def _on_signal(self, name: str) -> None:
         if self.stop.is_set():
@@ -84,6 +109,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         log.info("relance running: a scheduling pass every %d min", self.config.schedule.tick_minutes)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.scheduler())
@@ -94,16 +120,16 @@ class Daemon:
     async def watcher(self) -> None:
         """The IMAP watcher in its worker thread, stopped through a threading.Event."""
         stop = threading.Event()
-        watcher = Watcher(self.engine, self.config, stop, self.clock)
+        watcher = self._watcher = Watcher(self.engine, self.config, stop, self.clock)
         thread = asyncio.create_task(asyncio.to_thread(watcher.run))
         await self.stop.wait()
         stop.set()
         await thread
 
     async def scheduler(self) -> None:
-        password = self.config.smtp.password(self.config.source)
         while not self.stop.is_set():
             try:
+                password = self.config.smtp.password(self.config.source)  # as the configuration says now
                 report = await tick(self.engine, self.config, SmtpMailer(self.config.smtp, password), self.clock(),
                                     datetime.now(UTC), renderer=self.renderer, stop=self.stop)
             except (RelanceError, *TRANSIENT_DB) as e:  # the server is down, the database away...: try again later

@@ -92,3 +92,25 @@ def test_a_second_daemon_on_the_same_sqlite_file_stops_with_a_clear_message(tmp_
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_sighup_reloads_the_configuration_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    with smtp_server() as (sink, port):
+        _, proc = start(tmp_path, port, rate=0)
+        config = tmp_path / "config.toml"
+        try:
+            wait_for(lambda: len(sink.received) == 5)
+            good = config.read_text()
+            config.write_text(good.replace("[company]", "[company\n"))  # not TOML
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1)
+            config.write_text(good.replace('name = "ACME SAS"', 'name = "ACME Holding"'))
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1)
+            assert proc.poll() is None, "a bad configuration never stops the daemon"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "SIGHUP: configuration not reloaded, the running one stays:" in err and "config.toml" in err
+    assert f"SIGHUP: configuration and templates reloaded from {config}" in err
