@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -327,9 +326,9 @@ def cmd_messages(app: App) -> int:
 
 def cmd_run(app: App) -> int:
     from bot.daemon import Daemon, one_per_sqlite_file  # noqa: PLC0415
+    from bot.logs import configure  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure(app.args.log_format)
     with one_per_sqlite_file(app.config.database.url):
         asyncio.run(Daemon(app.engine(), app.config, reload=lambda: configuration.load(Path(app.config.source))).run())
     return 0
@@ -459,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("reprocess", cmd_reprocess, "run stored messages through the pipeline again", timed)
     sp.add_argument("id", nargs="?", type=int, help="a message's number (`relance messages --json` shows `id`)")
     sp.add_argument("--all", action="store_true")
-    add("run", cmd_run, "the daemon: a scheduling pass every schedule.tick_minutes until SIGTERM")
+    add("run", cmd_run, "the daemon: a scheduling pass every schedule.tick_minutes until SIGTERM").add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="human lines (default), or one JSON object a line for a log collector")
     add("status", cmd_status, "one row per open invoice", timed, as_json)
     add("show", cmd_show, "one invoice with its history", timed, as_json).add_argument("number")
     sp = add("pause", cmd_pause, "hold escalation for an invoice", timed)

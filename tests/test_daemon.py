@@ -19,7 +19,7 @@ LEDGER = "number,client,email,amount,currency,issue_date,due_date\n" + "".join(
     f"F-{i},Client {i},c{i}@exemple.example,{100 + i}.00,EUR,{DUE - timedelta(days=30)},{DUE}\n" for i in range(5))
 
 
-def start(tmp_path: Path, port: int, rate: int) -> tuple[Cli, subprocess.Popen[str]]:
+def start(tmp_path: Path, port: int, rate: int, *options: str) -> tuple[Cli, subprocess.Popen[str]]:
     cli = Cli(tmp_path, port)
     cfg = (tmp_path / "config.toml").read_text()
     cfg = cfg.replace('window = ["09:00", "17:00"]', 'window = ["00:00", "24:00"]')
@@ -30,7 +30,8 @@ def start(tmp_path: Path, port: int, rate: int) -> tuple[Cli, subprocess.Popen[s
     cli("init")
     (tmp_path / "ledger.csv").write_text(LEDGER)
     assert cli("import", "ledger.csv").returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(tmp_path / "config.toml"), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(tmp_path / "config.toml"), "run",
+                             *options],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return cli, proc
 
@@ -114,3 +115,18 @@ def test_sighup_reloads_the_configuration_and_refuses_a_bad_one(tmp_path: Path) 
     assert proc.returncode == 0, err
     assert "SIGHUP: configuration not reloaded, the running one stays:" in err and "config.toml" in err
     assert f"SIGHUP: configuration and templates reloaded from {config}" in err
+
+
+def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
+    with smtp_server() as (sink, port):
+        _, proc = start(tmp_path, port, 0, "--log-format", "json")
+        try:
+            wait_for(lambda: len(sink.received) == 5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert sum(1 for d in lines if d["message"].startswith("sent F-")) == 5
+    assert lines[-1]["message"] == "relance stopped"

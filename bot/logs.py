@@ -1,0 +1,35 @@
+"""How `relance run` logs: human lines by default, or one JSON object a line (`--log-format json`)
+for a log collector. The fields are the time (UTC, ISO 8601), the level, the logger and the
+message as a person reads it, plus what a call passes in `extra` (`invoice`, `message_id`, ...).
+Nothing here sees a secret: passwords are `Secret` objects that print as `***`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+# The attributes every LogRecord has: what is not among them came from `extra`.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def configure(fmt: str) -> None:
+    """Log to stderr at INFO, as text ("2027-04-06 09:00:00,000 INFO sent ...") or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
