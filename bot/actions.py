@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from bot.addresses import AddressError, plain_address
 from bot.errors import NotFoundError, RelanceError
 from bot.models import Contact, Event, Inbound, Invoice, table
 from bot.store import record_event, session
@@ -113,16 +113,14 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
     return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")
 
 
-_ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f<>(),;:\\\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9]"
-                      r"(?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
-
-
 def change_contact(engine: Engine, number: str, email: str, now: datetime, actor: str) -> str:
     """A client's new address (after a bounce): the invoice, and the client's other open invoices
     that used the same address, go to it; a failing contact is cleared and bounced invoices resume."""
-    email = email.strip().lower()  # as the ledger stores addresses, so that replies find the client
-    if not _ADDRESS.fullmatch(email) or len(email) > 254:
-        raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example")
+    try:  # kept as the ledger stores addresses, so that replies find the client
+        email = plain_address(email.strip())
+    except AddressError as e:
+        raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example "
+                           f"({e})") from None
     with session(engine) as s:
         inv = _invoice(s, number)
         old = s.execute(sa.select(con_t.c.id, con_t.c.email, con_t.c.cc).where(con_t.c.id == inv.contact_id)).one()
@@ -137,7 +135,7 @@ def change_contact(engine: Engine, number: str, email: str, now: datetime, actor
             inv_t.c.client_id == inv.client_id, inv_t.c.state != "paid",
             sa.or_(inv_t.c.id == inv.id, inv_t.c.contact_id == old.id))).all()
         for invoice_id, _, state in moved:
-            values: dict[str, Any] = {"contact_id": new_id}
+            values: dict[str, Any] = {"contact_id": new_id, "data_error": None}
             if state == "bounced":
                 values.update(state="active", hold_until=now)
             s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(**values))

@@ -55,6 +55,16 @@ class PermanentDeliveryError(DeliveryError):
     """The server refused the recipient or the message (5xx): do not retry this message."""
 
 
+class MessageDataError(DeliveryError):
+    """This message cannot be built or sent from the data it was given, whoever the server: a
+    control character or an over-long value for a header, an address that needs SMTPUTF8 where the
+    server does not offer it, an address the SMTP client cannot write, or a 5xx the server gave
+    the message itself rather than its recipient (`500 Line too long`, `554 content refused`).
+
+    Raised before the server accepted anything. The message fails alone; its invoices keep their
+    state and wait for their data to be fixed; the recipient's address is not blamed."""
+
+
 class ConnectionFailedError(DeliveryError):
     """The SMTP server cannot be reached, or refused the TLS handshake or the login.
 

@@ -54,6 +54,13 @@ FR: dict[str, str] = {
     "active": "en cours", "paused": "en pause", "disputed": "litige", "plan": "échéancier", "paid": "payée",
     "bounced": "adresse en échec", "manual": "suivi manuel", "resume": "reprendre", "triage": "à trier",
     "fix_contact": "corriger le contact",
+    "fix_data": "corriger les données",
+    "unreadable CSV row: {why}; no column takes more than {limit} characters":
+        "ligne CSV illisible : {why} ; aucune colonne ne prend plus de {limit} caractères",
+    "control character (line break, tab, NUL...) at position {pos}":
+        "caractère de contrôle (saut de ligne, tabulation, NUL...) en position {pos}",
+    "{length} characters, more than the {limit} this column takes":
+        "{length} caractères, plus que les {limit} que prend cette colonne",
     # `relance check --online`
     "smtp: connected and logged in": "smtp : connexion et identification réussies",
     "imap: folder {folder} opens read-only": "imap : le dossier {folder} s'ouvre en lecture seule",

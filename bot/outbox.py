@@ -4,7 +4,9 @@ Life of a message (`outbound.status`):
 
     pending --claim--> sending --250--> sent
                           |--4xx / connection lost before DATA--> pending (retried later)
-                          |--5xx--> failed (invoice -> bounced)
+                          |--5xx for the recipient--> failed (invoice -> bounced)
+                          |--cannot be built or addressed, 5xx for the message--> failed
+                          |      (invoice state kept, `data_error` set: waits for the data to be fixed)
                           |--connection lost during DATA--> uncertain
     pending --invoice paid/paused/disputed meanwhile--> cancelled
 
@@ -38,6 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
+from bot.errors import MessageDataError
 from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.store import record_events, session
@@ -185,7 +188,7 @@ class Outbox:
                 continue
             try:
                 out.append(self._render(ob, invs, earlier, claims))
-            except (MissingRateError, ContractRateTooLowError):
+            except (MissingRateError, ContractRateTooLowError, MessageDataError):
                 out.append(ob_id)
         return out
 
@@ -237,6 +240,10 @@ class Outbox:
             except (MissingRateError, ContractRateTooLowError) as e:
                 self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
                 self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e}")
+                return None
+            except MessageDataError as e:
+                self._data_failed(s, outbound_id, e.reason)
+                self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e.reason}")
                 return None
             if not self._mark_sending(s, prepared):
                 raise _ClaimedElsewhereError  # rolls back what this transaction did
@@ -368,6 +375,15 @@ class Outbox:
     def mark_uncertain(self, outbound_id: int, reason: str) -> None:
         with session(self.engine) as s:
             self._finish(s, outbound_id, "uncertain", "delivery_uncertain", reason)
+
+    def mark_data_error(self, outbound_id: int, reason: str) -> None:
+        """The message cannot go as it is (see MessageDataError): its invoices wait for a fix."""
+        with session(self.engine) as s:
+            self._data_failed(s, outbound_id, reason)
+
+    def _data_failed(self, s: Connection, outbound_id: int, reason: str) -> None:
+        ids = self._finish(s, outbound_id, "failed", "reminder_failed", reason, unlink=True)
+        s.execute(sa.update(inv_t).where(inv_t.c.id.in_(ids)).values(data_error=reason))
 
     def mark_refused(self, outbound_id: int, reason: str) -> None:
         """The server refused the recipient for good: the invoices bounce, the contact is failing."""

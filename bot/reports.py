@@ -43,6 +43,8 @@ def status_rows(conn: Connection, config: Config, now: datetime,
             action, at = "triage", None
         elif v.state.value == "bounced" or r.contact_failing:
             action, at = "fix_contact", None
+        elif r.data_error and v.state.value == "active":
+            action, at = "fix_data", None
         elif v.state.value == "paused":
             action, at = "resume", None
         elif v.state.value == "paid":

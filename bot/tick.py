@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from bot import digest, views
 from bot.config import Config
-from bot.errors import ConnectionFailedError, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import ConnectionFailedError, MessageDataError, PermanentDeliveryError, TransientDeliveryError
 from bot.mailer import Mailer, UncertainDeliveryError
 from bot.outbox import Group, Outbox, Prepared
 from bot.render import Renderer
@@ -53,7 +53,7 @@ def plan_groups(rows: list[InvoiceRow], config: Config, now: datetime) -> list[P
     ladder = config.ladder
     due: list[tuple[InvoiceRow, Plan]] = []
     for row in rows:
-        if row.contact_failing:
+        if row.contact_failing or row.data_error:  # waits for a person to fix the address or the data
             continue
         p = plan(row.view, ladder, cal, now)
         if p.send is not None:
@@ -156,6 +156,9 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
         except PermanentDeliveryError as e:
             outbox.mark_refused(p.outbound_id, e.reason)
             report.failed.append(f"{label}: refused: {e.reason}")
+        except MessageDataError as e:
+            outbox.mark_data_error(p.outbound_id, e.reason)
+            report.failed.append(f"{label}: not sent: {e.reason}")
         except UncertainDeliveryError as e:
             outbox.mark_uncertain(p.outbound_id, e.reason)
             report.uncertain.append(f"{label}: {e.reason}")
