@@ -51,6 +51,12 @@ class TransientDeliveryError(DeliveryError):
     """The server answered 4xx or the connection dropped: retry later, nothing is lost."""
 
 
+class ServerUnavailableError(TransientDeliveryError):
+    """The server said 421 (it is closing the channel) or the connection dropped before it had the
+    message: about the server, not the message. Nothing was accepted; the batch stops and every
+    message left waits, pending, for the next pass."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """The server refused the recipient or the message (5xx): do not retry this message."""
 

@@ -25,6 +25,7 @@ from bot.errors import (
     DeliveryError,
     MessageDataError,
     PermanentDeliveryError,
+    ServerUnavailableError,
     TransientDeliveryError,
 )
 
@@ -50,6 +51,8 @@ def _reason(e: aiosmtplib.SMTPResponseException) -> str:
 
 def _refusal(e: aiosmtplib.SMTPResponseException) -> DeliveryError:
     """A refusal of the message: 5xx is final, 4xx is worth retrying. Nothing was accepted."""
+    if e.code == 421:  # RFC 5321 3.8: the server is closing the channel; it says so for every message
+        return ServerUnavailableError(f"the SMTP server is not available: {_reason(e)}")
     error = PermanentDeliveryError if e.code >= 500 else TransientDeliveryError
     return error(_reason(e))
 
@@ -128,7 +131,7 @@ class SmtpMailer:
                 await smtp.ehlo()
             except (aiosmtplib.SMTPException, OSError) as e:
                 await self._drop()
-                raise TransientDeliveryError(f"connection lost before the message was sent: {e}") from e
+                raise ServerUnavailableError(f"connection lost before the message was sent: {e}") from e
         if utf8 and not smtp.supports_extension("smtputf8"):
             needing = next(a for a in (sender, *recipients) if needs_smtputf8(a))
             raise MessageDataError(f"{needing}: an internationalised address, and the SMTP server "
@@ -143,7 +146,8 @@ class SmtpMailer:
                     await smtp.rcpt(rcpt, encoding=encoding)
                 except aiosmtplib.SMTPRecipientRefused as e:
                     if i == 0 or e.code < 500:  # the main recipient, or a temporary refusal
-                        await smtp.rset()
+                        if smtp.is_connected:  # (a 421 has closed it)
+                            await smtp.rset()
                         raise
                     refused.append(f"{rcpt}: {_reason(e)}")
         except aiosmtplib.SMTPSenderRefused as e:
@@ -155,7 +159,7 @@ class SmtpMailer:
             raise _refusal(e) from e
         except (aiosmtplib.SMTPException, OSError) as e:
             await self._drop()
-            raise TransientDeliveryError(f"connection lost before the message was sent: {e}") from e
+            raise ServerUnavailableError(f"connection lost before the message was sent: {e}") from e
         try:
             await smtp.data(data)
         except aiosmtplib.SMTPResponseException as e:

@@ -14,7 +14,13 @@ from sqlalchemy.engine import Engine
 
 from bot import digest, views
 from bot.config import Config
-from bot.errors import ConnectionFailedError, MessageDataError, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    ConnectionFailedError,
+    MessageDataError,
+    PermanentDeliveryError,
+    ServerUnavailableError,
+    TransientDeliveryError,
+)
 from bot.mailer import Mailer, UncertainDeliveryError
 from bot.outbox import Group, Outbox, Prepared
 from bot.render import Renderer
@@ -39,6 +45,7 @@ class TickReport:
     uncertain: list[str] = field(default_factory=list)
     cancelled: int = 0
     aborted: str = ""  # why the batch stopped early, if it did
+    server_unavailable: bool = False  # it stopped because the server is (421, connection lost): back off
     digest: str = ""  # what became of today's digest to the operator, if this tick was its moment
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, for logs and bench
 
@@ -127,7 +134,7 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
                     continue
                 outcome = await _send(outbox, mailer, p, config, report, limiter, sleep)
                 if outcome is None:
-                    report.aborted += f"; {len(ids) - start} message(s) left pending"
+                    report.aborted += f"; {len(outbox.pending_ids())} message(s) left pending for the next pass"
                     return
                 if outcome is not False:
                     delivered = (p, outcome)
@@ -147,6 +154,10 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
         await limiter.wait()
         try:
             refused = await mailer.send(p.envelope.sender, list(p.envelope.recipients), p.data)
+        except ServerUnavailableError as e:  # about the server, not this message: stop, say it once
+            outbox.mark_deferred(p.outbound_id, e.reason)
+            report.aborted, report.server_unavailable = e.reason, True
+            return None
         except TransientDeliveryError as e:
             if attempt < config.smtp.retries:
                 await sleep(backoff * 2 ** attempt)
@@ -164,7 +175,7 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
             report.uncertain.append(f"{label}: {e.reason}")
         except ConnectionFailedError as e:  # reconnecting failed: stop, the rest stays pending
             outbox.mark_deferred(p.outbound_id, e.reason)
-            report.aborted = e.reason
+            report.aborted, report.server_unavailable = e.reason, True
             return None
         else:
             report.sent.append(label)
