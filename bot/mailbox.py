@@ -59,7 +59,7 @@ class ImapSource:
         self.uidnext = 0  # of the selected folder, as SELECT reported it
 
     def _context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
+        ctx = ssl.create_default_context(cafile=self.cfg.ca_file or None)
         if not self.cfg.verify_certificates:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
