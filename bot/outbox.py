@@ -94,6 +94,7 @@ class Outbox:
         self.instance = instance or instance_name()
         self.ladder = config.ladder
         self.failures: list[str] = []  # messages that could not be rendered, with why
+        self.cancelled = 0  # messages this instance cancelled (no longer due); not those another one took
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -106,13 +107,13 @@ class Outbox:
         try:
             with session(self.engine) as s:
                 return self._queue(s, groups)
-        except sa.exc.IntegrityError:
+        except (_AlreadyQueuedError, sa.exc.IntegrityError):
             ids = []
             for g in groups:
                 try:
                     with session(self.engine) as s:
                         ids += self._queue(s, [g])
-                except sa.exc.IntegrityError:
+                except (_AlreadyQueuedError, sa.exc.IntegrityError):
                     continue
             return ids
 
@@ -140,7 +141,13 @@ class Outbox:
                                       "outbound_id": ob_id, "skipped": True, "at": self.now})
                     events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
                                    "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
-        s.execute(sa.insert(rem_t), reminders)
+        # The unique (invoice, stage) key settles a race with another instance. A conflict is
+        # skipped rather than raised: psycopg would otherwise abort its pipeline mid-batch and log
+        # "error ignored terminating <Pipeline>" on stderr. A row short means another instance
+        # queued one of these stages first: this transaction is undone and retried group by group.
+        inserted = s.execute(_insert_new(s, rem_t).returning(rem_t.c.id), reminders).all()
+        if len(inserted) != len(reminders):
+            raise _AlreadyQueuedError
         record_events(s, events)
         return ids
 
@@ -233,6 +240,7 @@ class Outbox:
                     still.append(r)
             if not still:
                 s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
+                self.cancelled += 1
                 return None
             try:
                 ids = [r.id for r in still]
@@ -410,6 +418,21 @@ class Outbox:
         s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id, rem_t.c.invoice_id == invoice_id))
         record_events(s, [{"invoice_id": invoice_id, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id}])
+
+
+def _insert_new(s: Connection, t: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on the dialects the store runs on."""
+    if s.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: PLC0415
+
+        return pg_insert(t).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
+
+    return sqlite_insert(t).on_conflict_do_nothing()
+
+
+class _AlreadyQueuedError(Exception):
+    """Another instance recorded one of these stages first."""
 
 
 class _ClaimedElsewhereError(Exception):

@@ -129,8 +129,7 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
                         outbox.settle(delivered)
                     p = outbox.claim(item if isinstance(item, int) else item.outbound_id)
                 delivered = None
-                if p is None:
-                    report.cancelled += 1
+                if p is None:  # cancelled, failed, or taken by another instance: counted by the outbox
                     continue
                 outcome = await _send(outbox, mailer, p, config, report, limiter, sleep)
                 if outcome is None:
@@ -141,7 +140,7 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
     finally:
         outbox.settle(delivered)
         report.failed += outbox.failures
-        report.cancelled -= len(outbox.failures)
+        report.cancelled += outbox.cancelled
 
 
 async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, report: TickReport,
