@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -47,10 +48,11 @@ def parse_now(text: str | None, config: Config) -> datetime:
 
 
 def parse_day(text: str, option: str) -> date:
+    """A day as the invoice file takes them: ISO (2026-12-15) or French order (15/12/2026)."""
     try:
-        return date.fromisoformat(text)
+        return ledger.parse_date(text.strip())
     except ValueError:
-        raise RelanceError(f"{option} {text!r}: expected a date as YYYY-MM-DD") from None
+        raise RelanceError(f"{option} {text!r}: " + t("expected a date as YYYY-MM-DD or DD/MM/YYYY")) from None
 
 
 class App:
@@ -271,7 +273,8 @@ def _check_servers(cfg: Config) -> int:
     failed = 0
     try:
         asyncio.run(smtp())
-        print(t("smtp: connected and logged in"))
+        print(t("smtp: connected and logged in") if cfg.smtp.username else
+              t("smtp: connected; no login (smtp.username is empty: a relay that needs none)"))
     except RelanceError as e:
         print(f"smtp: {e}", file=sys.stderr)
         failed = 1
@@ -306,7 +309,12 @@ def cmd_kpi(app: App) -> int:
         emit(doc)
         return 0
     for key, value in doc.items():
-        if key != "definitions":
+        if key == "definitions":
+            continue
+        if isinstance(value, dict):  # amounts per stage: one line each
+            for sub, v in value.items():
+                print(f"{key + '.' + sub:>40}: {v}")
+        else:
             print(f"{key:>40}: {'n/a' if value is None else value}")
     return 0
 
@@ -377,7 +385,8 @@ def cmd_reprocess(app: App) -> int:
 def cmd_assign(app: App) -> int:
     from bot import decisions  # noqa: PLC0415 - the understanding stack, for the commands that need it
 
-    print(decisions.assign(app.engine(), app.config, app.now, app.args.id, app.args.numbers, app.actor))
+    numbers = actions.canonical_numbers(app.engine(), list(app.args.numbers))  # f-2026-003 is F-2026-003
+    print(decisions.assign(app.engine(), app.config, app.now, app.args.id, numbers, app.actor))
     return 0
 
 
@@ -511,7 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = None
     try:
         app = App(args)
-        return int(args.fn(app))
+        code = int(args.fn(app))
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+    except BrokenPipeError:  # `relance kpi | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except ImportFileError as e:
         for line in e.errors:
             print(line, file=sys.stderr)
@@ -526,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    else:
+        return code
     finally:
         if app is not None:
             app.close()

@@ -63,6 +63,8 @@ FR: dict[str, str] = {
         "{length} caractères, plus que les {limit} que prend cette colonne",
     # `relance check --online`
     "smtp: connected and logged in": "smtp : connexion et identification réussies",
+    "smtp: connected; no login (smtp.username is empty: a relay that needs none)":
+        "smtp : connexion réussie ; pas d'identification (smtp.username est vide : un relais qui n'en demande pas)",
     "imap: folder {folder} opens read-only": "imap : le dossier {folder} s'ouvre en lecture seule",
     "imap: IDLE {idle}": "imap : IDLE {idle}", "yes": "oui",
     "no: the folders are polled every {n} s": "non : les dossiers sont relevés toutes les {n} s",

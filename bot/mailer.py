@@ -94,17 +94,25 @@ class SmtpMailer:
         where = f"SMTP server {cfg.host}:{cfg.port}"
         try:
             await smtp.connect()
-            if cfg.username and self.password is not None:
-                await smtp.login(cfg.username, self.password.reveal())
-        except aiosmtplib.SMTPAuthenticationError as e:
-            await _close(smtp)
-            raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r}: {_reason(e)}") from e
         except aiosmtplib.SMTPResponseException as e:
             await _close(smtp)
             raise ConnectionFailedError(f"{where} refused the session: {_reason(e)}") from e
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as e:
             await _close(smtp)
             raise ConnectionFailedError(f"cannot reach {where} ({cfg.tls} TLS): {e}") from e
+        if cfg.username and self.password is not None:
+            try:
+                await smtp.login(cfg.username, self.password.reveal())
+            except aiosmtplib.SMTPResponseException as e:
+                await _close(smtp)
+                raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r}: {_reason(e)}") from e
+            except (aiosmtplib.SMTPException, OSError) as e:
+                # The server was reached: a wrong password is often answered by a delay (a tarpit)
+                # or a closed connection, and "cannot reach" would send the reader the wrong way.
+                await _close(smtp)
+                raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r} (no answer to the "
+                                            f"login: {e or type(e).__name__}); check the password in "
+                                            f"${cfg.password_env}") from e
         self._smtp = smtp
 
     async def __aenter__(self) -> Self:
