@@ -79,8 +79,10 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
         if due_by is not None:
             rq = rq.where(inv.c.due_date <= due_by)
     for invoice_id, index, at, skipped, status in conn.execute(rq):
-        done[invoice_id].append(StageDone(index, at))  # for the rules, queued counts as done: never twice
-        if skipped or status in ("sent", "uncertain"):
+        delivered_now = skipped or status in ("sent", "uncertain")
+        # For the rules, queued counts as done (never twice), but not as sent (never the next one before it).
+        done[invoice_id].append(StageDone(index, at, delivered_now))
+        if delivered_now:
             delivered[invoice_id] = max(index, delivered.get(invoice_id, -1))
         else:
             queued[invoice_id] = index
