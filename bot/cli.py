@@ -26,7 +26,7 @@ from bot.i18n import t, t_reason
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, table
 from bot.render import Renderer, check_templates
-from bot.tick import TickReport, tick
+from bot.tick import Planned, TickReport, tick
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 
 
@@ -98,12 +98,22 @@ def cmd_import(app: App) -> int:
     return 0
 
 
+def _would_send(p: Planned) -> str:
+    problem = "  " + t("WOULD FAIL: {why}", why=p.problem) if p.problem else ""
+    return f"{t('would send')}  {', '.join(p.group.numbers)}  {p.stage}  {p.amount_due}  {p.client} <{p.group.email}>" \
+        + problem
+
+
 def print_tick(report: TickReport, dry_run: bool) -> None:
     if dry_run:
         for p in report.planned:
-            print(f"{t('would send')}  {', '.join(p.group.numbers)}  {p.stage}  {p.amount_due}  "
-                  f"{p.client} <{p.group.email}>")
+            print(_would_send(p))
         print(t("{n} message(s) due (dry run: nothing sent, nothing recorded)", n=len(report.planned)))
+        if report.window_opens is not None:
+            print(t("outside the sending window: it opens {when}; {n} message(s) would go then",
+                    when=f"{report.window_opens:%Y-%m-%d %a %H:%M %Z}", n=len(report.then)))
+            for p in report.then:
+                print(_would_send(p))
         return
     for word, lines in (("sent", report.sent), ("uncertain", report.uncertain), ("deferred", report.deferred),
                         ("refused", report.failed)):
@@ -247,17 +257,19 @@ def cmd_check(app: App) -> int:
         return 1
     print(t("templates: ok ({stages} stages x fr, en rendered with a sample invoice)", stages=len(cfg.stages)))
     today = app.now.astimezone(cfg.zone).date()
-    if any(s.penalties for s in cfg.ladder.stages):
+    failed = 0
+    if any(s.penalties for s in cfg.ladder.stages):  # the half-year of today must have its rate
         try:
             compute(Decimal("100.00"), today - timedelta(days=1), today, cfg.penalty_policy)
         except (MissingRateError, ContractRateTooLowError) as e:
-            print(t("warning: {why}: formal notices sent now will fail until it is there", why=e), file=sys.stderr)
+            print("relance: " + t("{why}: a formal notice sent now would fail", why=e), file=sys.stderr)
+            failed = 1
     cfg.smtp.password(cfg.source)
     print(f"smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.tls}), password "
           + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))
     store.ensure_ready(app.engine(ready=False))
     print(t("database: ok"))
-    return _check_servers(cfg) if app.args.online else 0
+    return max(failed, _check_servers(cfg) if app.args.online else 0)
 
 
 def _check_servers(cfg: Config) -> int:

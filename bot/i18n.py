@@ -36,8 +36,9 @@ FR: dict[str, str] = {
         "config {source} : ok ({stages} étapes, {zone}, jours fériés {holidays})",
     "templates: ok ({stages} stages x fr, en rendered with a sample invoice)":
         "modèles : ok ({stages} étapes x fr, en rendues avec une facture d'exemple)",
-    "warning: {why}: formal notices sent now will fail until it is there":
-        "attention : {why} : les mises en demeure échoueront tant qu'il manque",
+    "{why}: a formal notice sent now would fail": "{why} : une mise en demeure envoyée maintenant échouerait",
+    "outside the sending window: it opens {when}; {n} message(s) would go then":
+        "hors de la plage d'envoi : elle ouvre le {when} ; {n} message(s) partirai(en)t alors",
     "database: ok": "base : ok",
     "digest not sent: its template failed: {why}": "récapitulatif non envoyé : son modèle a échoué : {why}",
     "digest to {to} not sent: {why}": "récapitulatif pour {to} non envoyé : {why}",

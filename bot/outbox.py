@@ -338,14 +338,15 @@ class Outbox:
             if stage.penalties:
                 ctx = replace(ctx, penalties=penalties_for(cfg.penalty_policy, ctx, first.client_kind, today))
             contexts.append(ctx)
-        rendered = self.renderer.render(first.language, stage.template, client_name=first.client_name,
-                                        client_kind=first.client_kind, invoices=contexts, today=today)
-        cc = [c.strip() for c in first.cc.split(",") if c.strip()]
-        reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
         attachments = []
         if stage.attach_invoice:
             attachments = [Attachment(Path(r.pdf), Path(r.pdf).name) for r in invs
                            if r.pdf and Path(r.pdf).is_file()]
+        rendered = self.renderer.render(first.language, stage.template, client_name=first.client_name,
+                                        client_kind=first.client_kind, invoices=contexts, today=today,
+                                        attached=len(attachments))
+        cc = [c.strip() for c in first.cc.split(",") if c.strip()]
+        reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
         data = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email,
                        to=first.email, to_name=first.client_name, cc=cc, reply_to=reply_to,
                        message_id=str(ob.message_id), references=message_ids, date=self.now,
