@@ -9,6 +9,7 @@ over a server that offers SMTPUTF8, which the mailer checks."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 from email_validator import EmailNotValidError, validate_email
@@ -35,8 +36,24 @@ def plain_address(text: str) -> str:
         raise AddressError("control character")
     if len(text) > MAX_ADDRESS:
         raise AddressError(f"longer than {MAX_ADDRESS} characters")
+    local, at, domain = text.rpartition("@")
+    if at and len(local) <= 64 and _DOT_ATOM.fullmatch(local):  # the common case: checked in parts
+        return f"{local}@{_domain(domain)}".lower()
+    return _validated(text)
+
+
+# RFC 5322 dot-atom in ASCII: what email-validator takes as it is for a local part.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@functools.lru_cache(maxsize=4096)  # a ledger's addresses share a few hundred domains
+def _domain(domain: str) -> str:
+    return _validated(f"a@{domain}").partition("@")[2]
+
+
+def _validated(address: str) -> str:
     try:
-        valid = validate_email(text, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=False,
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=False,
                                allow_domain_literal=False, allow_display_name=False, allow_empty_local=False)
     except EmailNotValidError as e:
         raise AddressError(str(e)) from None

@@ -169,7 +169,8 @@ def _validate(values: dict[str, str], line: int, name: str, base: Path, default_
     for col in REQUIRED:
         if not values[col]:
             err(col, t("empty (required)"))
-    for col, value in values.items():
+    suspect = has_control("".join(values.values())) or any(len(v) > LIMIT_OTHER for v in values.values())
+    for col, value in values.items() if suspect else ():
         if has_control(value):  # a line end in a name or a number would write a header of its own
             err(col, t("control character (line break, tab, NUL...) at position {pos}",
                        pos=next(i for i, c in enumerate(value) if has_control(c)) + 1))
