@@ -24,7 +24,7 @@ from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
 from bot.i18n import t, t_reason
 from bot.mailer import SmtpMailer
-from bot.models import Inbound, table
+from bot.models import Inbound, Invoice, table
 from bot.render import Renderer, check_templates
 from bot.tick import Planned, TickReport, tick
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
@@ -269,6 +269,13 @@ def cmd_check(app: App) -> int:
           + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))
     store.ensure_ready(app.engine(ready=False))
     print(t("database: ok"))
+    with app.engine().connect() as conn:  # reminders that failed on their data wait for a person
+        inv = table(Invoice)
+        waiting = conn.execute(sa.select(sa.func.count()).where(inv.c.data_error.is_not(None),
+                                                                inv.c.state == "active")).scalar_one()
+    if waiting:
+        print("relance: " + t("{n} invoice(s) get no reminder until their data is fixed (next action fix_data "
+                              "in `relance status`)", n=waiting), file=sys.stderr)
     return max(failed, _check_servers(cfg) if app.args.online else 0)
 
 

@@ -37,6 +37,9 @@ FR: dict[str, str] = {
     "templates: ok ({stages} stages x fr, en rendered with a sample invoice)":
         "modèles : ok ({stages} étapes x fr, en rendues avec une facture d'exemple)",
     "{why}: a formal notice sent now would fail": "{why} : une mise en demeure envoyée maintenant échouerait",
+    "{n} invoice(s) get no reminder until their data is fixed (next action fix_data in `relance status`)":
+        "{n} facture(s) sans relance tant que leurs données ne sont pas corrigées (suite : corriger les données "
+        "dans `relance status`)",
     "outside the sending window: it opens {when}; {n} message(s) would go then":
         "hors de la plage d'envoi : elle ouvre le {when} ; {n} message(s) partirai(en)t alors",
     "database: ok": "base : ok",

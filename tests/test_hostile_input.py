@@ -287,3 +287,31 @@ def test_a_recipient_status_on_data_bounces(outbox: Any, smtp: tuple[SmtpSink, i
     sink.fail_data.append("550 5.1.1 <a@client.example>: mailbox unknown")
     outbox.tick(port)
     assert outbox.invoice("F-1")["state"] == "bounced"
+
+
+def test_the_command_line_after_a_bad_row(cli: Any) -> None:
+    """What a person sees: one tick names the reminder not sent and why, in one line, no
+    traceback; the next ticks go on; status says fix_data; check says some invoices wait."""
+    import json
+
+    from bot import store
+    from tests.test_contract_like import LEDGER
+
+    assert cli("init").returncode == 0
+    (cli.work / "ledger.csv").write_text(LEDGER)
+    assert cli("import", "ledger.csv").returncode == 0
+    engine = store.make_engine(f"sqlite:///{cli.work / 'relance.db'}")
+    with engine.begin() as c:  # as an older version let in
+        c.execute(sa.update(table(Client)).where(table(Client).c.name == "Société Exemple")
+                  .values(name="Société\nBcc : x@evil.example"))
+    engine.dispose()
+    now = ("--now", "2027-04-12T10:00:00+02:00")
+    first = cli("tick", *now)
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    assert "F-1001" in first.stdout and "control character" in first.stdout, first.stdout
+    assert len(cli.sink.received) == 1, "the other reminder went"
+    assert cli("tick", "--now", "2027-04-12T10:30:00+02:00").returncode == 0, "the next tick goes on"
+    rows = {r["number"]: r for r in json.loads(cli("status", "--json", *now).stdout)}
+    assert rows["F-1001"]["next_action"] == "fix_data" and rows["F-1001"]["state"] == "active"
+    check = cli("check", "--now", "2026-03-02T10:00:00+01:00")
+    assert "1 invoice(s) get no reminder until their data is fixed" in check.stderr, check.stderr
