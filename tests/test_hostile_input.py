@@ -315,3 +315,28 @@ def test_the_command_line_after_a_bad_row(cli: Any) -> None:
     assert rows["F-1001"]["next_action"] == "fix_data" and rows["F-1001"]["state"] == "active"
     check = cli("check", "--now", "2026-03-02T10:00:00+01:00")
     assert "1 invoice(s) get no reminder until their data is fixed" in check.stderr, check.stderr
+
+
+def test_a_large_attachment_is_not_read_but_its_name_and_the_text_are() -> None:
+    """Above 1 MB, attachments' bytes are left out before parsing (memory follows the text, not
+    the scan); the text, even base64-encoded, and the attachment's name are still read."""
+    import base64
+    import os
+    import tracemalloc
+
+    from bot.understand import parse
+
+    text = base64.encodebytes(b"Bonjour, le virement de la facture F-1 est parti ce matin.")
+    pdf = base64.encodebytes(os.urandom(3 * 2**20))
+    raw = (b"From: a@client.example\r\nTo: ar@acme.example\r\nSubject: F-1\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+           b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + text +
+           b'--b\r\nContent-Type: application/pdf; name="preuve.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+           b'Content-Disposition: attachment; filename="preuve.pdf"\r\n\r\n' + pdf + b"--b--\r\n")
+    tracemalloc.start()
+    parsed = parse(raw)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert "le virement de la facture F-1 est parti" in parsed.facts.text
+    assert parsed.facts.attachments == ("preuve.pdf",)
+    assert peak < len(raw), f"parsing took {peak:,} bytes for a {len(raw):,}-byte message"
