@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from bot.addresses import AddressError, plain_address
 from bot.errors import NotFoundError, RelanceError
 from bot.models import Contact, Event, Inbound, Invoice, table
 from bot.store import record_event, session
@@ -18,16 +18,35 @@ inv_t, con_t = table(Invoice), table(Contact)
 
 
 def _invoice(s: Connection, number: str) -> sa.Row[Any]:
+    """The invoice numbered `number`, as typed or in another case (`f-2026-003` is F-2026-003)."""
     row = s.execute(sa.select(inv_t).where(inv_t.c.number == number)).first()
+    if row is None:
+        rows = s.execute(sa.select(inv_t).where(sa.func.lower(inv_t.c.number) == number.lower()).limit(2)).all()
+        if len(rows) > 1:
+            raise RelanceError(f"{number!r} is {rows[0].number} or {rows[1].number}: type it in its exact case")
+        row = rows[0] if rows else None
     if row is None:
         raise NotFoundError(f"no invoice numbered {number!r}")
     return row
+
+
+def canonical_numbers(engine: Engine, numbers: list[str]) -> list[str]:
+    """Invoice numbers as stored, whatever the case they were typed in; unknown ones as typed."""
+    with engine.connect() as c:
+        out = []
+        for n in numbers:
+            try:
+                out.append(str(_invoice(c, n).number))
+            except NotFoundError:
+                out.append(n)
+        return out
 
 
 def pause(engine: Engine, number: str, now: datetime, until: datetime | None, reason: str, actor: str) -> str:
     """Hold escalation until `until`, or until `resume` when no date is given."""
     with session(engine) as s:
         inv = _invoice(s, number)
+        number = str(inv.number)  # as stored, whatever the case it was typed in
         if inv.state == "paid":
             raise RelanceError(f"{number} is paid: there is nothing to pause")
         if until is not None and until <= now:
@@ -43,6 +62,7 @@ def resume(engine: Engine, number: str, now: datetime, actor: str) -> str:
     """Back to the ladder now; paused time does not count towards the next stage."""
     with session(engine) as s:
         inv = _invoice(s, number)
+        number = str(inv.number)  # as stored, whatever the case it was typed in
         if inv.state == "paid":
             raise RelanceError(f"{number} is paid: there is nothing to resume")
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None))
@@ -83,6 +103,8 @@ def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str) ->
         row = s.execute(sa.select(in_t.c.status, in_t.c.subject).where(in_t.c.id == inbound_id)).first()
         if row is None:
             raise NotFoundError(f"no message #{inbound_id}")
+        if row.status == "applied":  # closed already, or applied by the bot: nothing waits
+            return f"#{inbound_id} was not waiting for a person: nothing changed"
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(status="applied",
                                                                          reason=f"decided by {actor}"))
         release_holds(s, inbound_id, now, actor)
@@ -98,6 +120,7 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
     """Record a payment (the whole amount due when `amount` is None); settles the invoice when covered."""
     with session(engine) as s:
         inv = _invoice(s, number)
+        number = str(inv.number)  # as stored, whatever the case it was typed in
         due = inv.amount - inv.paid
         pay = due if amount is None else amount
         if pay <= 0:
@@ -113,18 +136,17 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
     return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")
 
 
-_ADDRESS = re.compile(r"[^@\s\x00-\x1f\x7f<>(),;:\\\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9]"
-                      r"(?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
-
-
 def change_contact(engine: Engine, number: str, email: str, now: datetime, actor: str) -> str:
     """A client's new address (after a bounce): the invoice, and the client's other open invoices
     that used the same address, go to it; a failing contact is cleared and bounced invoices resume."""
-    email = email.strip().lower()  # as the ledger stores addresses, so that replies find the client
-    if not _ADDRESS.fullmatch(email) or len(email) > 254:
-        raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example")
+    try:  # kept as the ledger stores addresses, so that replies find the client
+        email = plain_address(email.strip())
+    except AddressError as e:
+        raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example "
+                           f"({e})") from None
     with session(engine) as s:
         inv = _invoice(s, number)
+        number = str(inv.number)  # as stored, whatever the case it was typed in
         old = s.execute(sa.select(con_t.c.id, con_t.c.email, con_t.c.cc).where(con_t.c.id == inv.contact_id)).one()
         new_id = s.execute(sa.select(con_t.c.id).where(con_t.c.client_id == inv.client_id,
                                                        sa.func.lower(con_t.c.email) == email.lower())).scalar()
@@ -137,7 +159,7 @@ def change_contact(engine: Engine, number: str, email: str, now: datetime, actor
             inv_t.c.client_id == inv.client_id, inv_t.c.state != "paid",
             sa.or_(inv_t.c.id == inv.id, inv_t.c.contact_id == old.id))).all()
         for invoice_id, _, state in moved:
-            values: dict[str, Any] = {"contact_id": new_id}
+            values: dict[str, Any] = {"contact_id": new_id, "data_error": None}
             if state == "bounced":
                 values.update(state="active", hold_until=now)
             s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(**values))

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,9 +23,9 @@ from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
 from bot.i18n import t, t_reason
 from bot.mailer import SmtpMailer
-from bot.models import Inbound, table
+from bot.models import Inbound, Invoice, table
 from bot.render import Renderer, check_templates
-from bot.tick import TickReport, tick
+from bot.tick import Planned, TickReport, tick
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 
 
@@ -46,10 +47,11 @@ def parse_now(text: str | None, config: Config) -> datetime:
 
 
 def parse_day(text: str, option: str) -> date:
+    """A day as the invoice file takes them: ISO (2026-12-15) or French order (15/12/2026)."""
     try:
-        return date.fromisoformat(text)
+        return ledger.parse_date(text.strip())
     except ValueError:
-        raise RelanceError(f"{option} {text!r}: expected a date as YYYY-MM-DD") from None
+        raise RelanceError(f"{option} {text!r}: " + t("expected a date as YYYY-MM-DD or DD/MM/YYYY")) from None
 
 
 class App:
@@ -95,12 +97,22 @@ def cmd_import(app: App) -> int:
     return 0
 
 
+def _would_send(p: Planned) -> str:
+    problem = "  " + t("WOULD FAIL: {why}", why=p.problem) if p.problem else ""
+    return f"{t('would send')}  {', '.join(p.group.numbers)}  {p.stage}  {p.amount_due}  {p.client} <{p.group.email}>" \
+        + problem
+
+
 def print_tick(report: TickReport, dry_run: bool) -> None:
     if dry_run:
         for p in report.planned:
-            print(f"{t('would send')}  {', '.join(p.group.numbers)}  {p.stage}  {p.amount_due}  "
-                  f"{p.client} <{p.group.email}>")
+            print(_would_send(p))
         print(t("{n} message(s) due (dry run: nothing sent, nothing recorded)", n=len(report.planned)))
+        if report.window_opens is not None:
+            print(t("outside the sending window: it opens {when}; {n} message(s) would go then",
+                    when=f"{report.window_opens:%Y-%m-%d %a %H:%M %Z}", n=len(report.then)))
+            for p in report.then:
+                print(_would_send(p))
         return
     for word, lines in (("sent", report.sent), ("uncertain", report.uncertain), ("deferred", report.deferred),
                         ("refused", report.failed)):
@@ -244,17 +256,26 @@ def cmd_check(app: App) -> int:
         return 1
     print(t("templates: ok ({stages} stages x fr, en rendered with a sample invoice)", stages=len(cfg.stages)))
     today = app.now.astimezone(cfg.zone).date()
-    if any(s.penalties for s in cfg.ladder.stages):
+    failed = 0
+    if any(s.penalties for s in cfg.ladder.stages):  # the half-year of today must have its rate
         try:
             compute(Decimal("100.00"), today - timedelta(days=1), today, cfg.penalty_policy)
         except (MissingRateError, ContractRateTooLowError) as e:
-            print(t("warning: {why}: formal notices sent now will fail until it is there", why=e), file=sys.stderr)
+            print("relance: " + t("{why}: a formal notice sent now would fail", why=e), file=sys.stderr)
+            failed = 1
     cfg.smtp.password(cfg.source)
     print(f"smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.tls}), password "
           + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))
     store.ensure_ready(app.engine(ready=False))
     print(t("database: ok"))
-    return _check_servers(cfg) if app.args.online else 0
+    with app.engine().connect() as conn:  # reminders that failed on their data wait for a person
+        inv = table(Invoice)
+        waiting = conn.execute(sa.select(sa.func.count()).where(inv.c.data_error.is_not(None),
+                                                                inv.c.state == "active")).scalar_one()
+    if waiting:
+        print("relance: " + t("{n} invoice(s) get no reminder until their data is fixed (next action fix_data "
+                              "in `relance status`)", n=waiting), file=sys.stderr)
+    return max(failed, _check_servers(cfg) if app.args.online else 0)
 
 
 def _check_servers(cfg: Config) -> int:
@@ -270,7 +291,8 @@ def _check_servers(cfg: Config) -> int:
     failed = 0
     try:
         asyncio.run(smtp())
-        print(t("smtp: connected and logged in"))
+        print(t("smtp: connected and logged in") if cfg.smtp.username else
+              t("smtp: connected; no login (smtp.username is empty: a relay that needs none)"))
     except RelanceError as e:
         print(f"smtp: {e}", file=sys.stderr)
         failed = 1
@@ -305,7 +327,12 @@ def cmd_kpi(app: App) -> int:
         emit(doc)
         return 0
     for key, value in doc.items():
-        if key != "definitions":
+        if key == "definitions":
+            continue
+        if isinstance(value, dict):  # amounts per stage: one line each
+            for sub, v in value.items():
+                print(f"{key + '.' + sub:>40}: {v}")
+        else:
             print(f"{key:>40}: {'n/a' if value is None else value}")
     return 0
 
@@ -377,7 +404,8 @@ def cmd_reprocess(app: App) -> int:
 def cmd_assign(app: App) -> int:
     from bot import decisions  # noqa: PLC0415 - the understanding stack, for the commands that need it
 
-    print(decisions.assign(app.engine(), app.config, app.now, app.args.id, app.args.numbers, app.actor))
+    numbers = actions.canonical_numbers(app.engine(), list(app.args.numbers))  # f-2026-003 is F-2026-003
+    print(decisions.assign(app.engine(), app.config, app.now, app.args.id, numbers, app.actor))
     return 0
 
 
@@ -513,7 +541,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = None
     try:
         app = App(args)
-        return int(args.fn(app))
+        code = int(args.fn(app))
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+    except BrokenPipeError:  # `relance kpi | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except ImportFileError as e:
         for line in e.errors:
             print(line, file=sys.stderr)
@@ -528,6 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    else:
+        return code
     finally:
         if app is not None:
             app.close()

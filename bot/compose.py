@@ -1,7 +1,14 @@
 """Builds the MIME message of a reminder: headers, text and HTML parts, the invoice PDF.
 
-Non-ASCII subjects and names travel as RFC 2047 encoded words, attachment file names as RFC 2231
-parameters, bodies as base64 UTF-8. Built with the stdlib's `email.mime` classes, which
+Non-ASCII subjects and names travel as RFC 2047 encoded words (folded: no header line is long),
+attachment file names as RFC 2231 parameters, bodies as base64 UTF-8; an internationalised address
+goes as UTF-8 (RFC 6532), for a server that offers SMTPUTF8.
+
+Nothing that came from outside reaches a header unchecked: a control character in a value (a line
+end would write a header of its own: `Bcc :`, `Reply-To :`), an address that is not a plain
+addr-spec, or a header line over RFC 5322's 998 characters raises MessageDataError, for that
+message alone. The import refuses all of these already; this is the second wall, for data that
+came in another way. Built with the stdlib's `email.mime` classes, which
 produce the same bytes as `EmailMessage` here at about a third of its cost (the outbox benchmark
 renders 10,000 of these per tick)."""
 
@@ -20,13 +27,19 @@ from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, quote
 from pathlib import Path
 
+from bot.addresses import CONTROL, writable
+from bot.errors import MessageDataError
 from bot.render import Rendered
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
-_WIRE = compat32.clone(linesep="\r\n")
+# 8bit: a header value given as surrogate-escaped bytes (an internationalised address) is written
+# as those bytes; every other header and body is ASCII either way.
+_WIRE = compat32.clone(linesep="\r\n", cte_type="8bit")
+_ATOM_TEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
+MAX_LINE = 998  # RFC 5322 2.1.1
 
 
 def new_message_id(domain: str, number: str, stage_index: int) -> str:
@@ -54,6 +67,35 @@ def _filename_param(name: str) -> str | tuple[str, str, str]:
     return name if name.isascii() else ("utf-8", "", name)
 
 
+def _clean(field: str, value: str) -> str:
+    found = CONTROL.search(value)
+    if found:
+        raise MessageDataError(f"{field}: control character {found.group()!r} in {value[:60]!r}")
+    return value
+
+
+def _address(field: str, address: str) -> str:
+    """A plain addr-spec as it goes in a header: raw UTF-8 when internationalised (surrogate-escaped
+    here, so the generator writes the bytes rather than an encoded word no server would read)."""
+    if not writable(_clean(field, address)):
+        raise MessageDataError(f"{field}: {address[:100]!r} is not a plain email address")
+    return address if address.isascii() else address.encode().decode("ascii", "surrogateescape")
+
+
+def _mailbox(field: str, name: str, address: str) -> str:
+    """`"Name" <address>`; a non-ASCII name as encoded words split to fit the line length."""
+    wire = _address(field, address)
+    if not _clean(field, name).strip():
+        return wire
+    if not name.isascii():
+        display = Header(name, "utf-8").encode()
+    elif _ATOM_TEXT.fullmatch(name):
+        display = name
+    else:
+        display = f'"{quote(name)}"'
+    return f"{display} <{wire}>"
+
+
 def compose(rendered: Rendered, *, company_name: str, company_email: str, to: str, to_name: str,
             cc: Sequence[str], reply_to: str, message_id: str, references: Sequence[str], date: datetime,
             invoice_numbers: Sequence[str], attachments: Sequence[Attachment] = ()) -> bytes:
@@ -73,20 +115,25 @@ def compose(rendered: Rendered, *, company_name: str, company_email: str, to: st
             part.set_param("name", _filename_param(att.filename))  # type: ignore[arg-type]
             part.add_header("Content-Disposition", "attachment", filename=_filename_param(att.filename))
             msg.attach(part)
-    msg["From"] = formataddr((company_name, company_email), "utf-8")
-    msg["To"] = formataddr((to_name, to), "utf-8")
+    msg["From"] = _mailbox("From", company_name, company_email)
+    msg["To"] = _mailbox("To", to_name, to)
     if cc:
-        msg["Cc"] = ", ".join(cc)
+        msg["Cc"] = ", ".join(_address("Cc", c) for c in cc)
     if reply_to:
-        msg["Reply-To"] = reply_to
-    msg["Subject"] = Header(rendered.subject, "utf-8")  # type: ignore[assignment]
+        msg["Reply-To"] = _address("Reply-To", reply_to)
+    msg["Subject"] = Header(_clean("Subject", rendered.subject), "utf-8")  # type: ignore[assignment]
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id
     if references:
         msg["In-Reply-To"] = references[-1]
         msg["References"] = " ".join(references)
     # Helps the inbound side (and people filtering mail) thread a reply to its invoices.
-    msg["X-Relance-Invoices"] = ", ".join(invoice_numbers)
+    msg["X-Relance-Invoices"] = ", ".join(_clean("invoice number", n) for n in invoice_numbers)
     buf = io.BytesIO()
     BytesGenerator(buf, mangle_from_=False, policy=_WIRE).flatten(msg)
-    return buf.getvalue()
+    data = buf.getvalue()
+    head = data.split(b"\r\n\r\n", 1)[0]
+    longest = max(len(line) for line in head.split(b"\r\n"))
+    if longest > MAX_LINE:  # a long value with nowhere to fold: the server would refuse the message
+        raise MessageDataError(f"a header line of {longest} characters (at most {MAX_LINE}): a value is too long")
+    return data

@@ -94,6 +94,7 @@ class ImapConfig:
     port: int = 993
     tls: Literal["implicit", "starttls", "none"] = "implicit"
     verify_certificates: bool = True
+    ca_file: str = ""  # a private CA (PEM) trusted on top of the system's, rather than verification off
     username: str = ""
     password_env: str = "RELANCE_IMAP_PASSWORD"
     folders: tuple[str, ...] = ("INBOX",)

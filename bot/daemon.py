@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from bot import learn
 from bot.config import Config
-from bot.errors import ConfigError, RelanceError
+from bot.errors import ConfigError, ConnectionFailedError, RelanceError
 from bot.mailer import SmtpMailer
 from bot.render import Renderer, check_templates
 from bot.store import TRANSIENT_DB
@@ -127,14 +127,19 @@ class Daemon:
         await thread
 
     async def scheduler(self) -> None:
+        unavailable = 0  # passes in a row that found the SMTP server unavailable
         while not self.stop.is_set():
             try:
                 password = self.config.smtp.password(self.config.source)  # as the configuration says now
                 report = await tick(self.engine, self.config, SmtpMailer(self.config.smtp, password), self.clock(),
                                     datetime.now(UTC), renderer=self.renderer, stop=self.stop)
-            except (RelanceError, *TRANSIENT_DB) as e:  # the server is down, the database away...: try again later
+            except ConnectionFailedError as e:
+                unavailable += 1
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400 - the reason, not a traceback
+            except (RelanceError, *TRANSIENT_DB) as e:  # the database away, a template broken...: try again later
+                log.error("scheduling pass failed: %s", e)  # noqa: TRY400
             else:
+                unavailable = unavailable + 1 if report.server_unavailable else 0
                 for line in report.sent:
                     log.info("sent %s", line)
                 for line in report.failed + report.deferred + report.uncertain:
@@ -150,5 +155,15 @@ class Daemon:
             else:
                 if refitted:
                     log.info("%s", refitted)
+            pause = next_pass_minutes(self.config.schedule.tick_minutes, unavailable)
+            if unavailable:
+                log.warning("SMTP server unavailable %d pass(es) in a row: next pass in %d min", unavailable, pause)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=self.config.schedule.tick_minutes * 60)
+                await asyncio.wait_for(self.stop.wait(), timeout=pause * 60)
+
+
+def next_pass_minutes(tick_minutes: int, unavailable: int) -> int:
+    """Minutes to the next pass: the tick, doubled for each pass in a row that found the server
+    unavailable after the first, at most eight times the tick (a server that sent 421 is asking
+    for room; a long outage is still retried a few times an hour with the default tick of 15)."""
+    return tick_minutes * min(1 << max(unavailable - 1, 0), 8)

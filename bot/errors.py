@@ -51,8 +51,24 @@ class TransientDeliveryError(DeliveryError):
     """The server answered 4xx or the connection dropped: retry later, nothing is lost."""
 
 
+class ServerUnavailableError(TransientDeliveryError):
+    """The server said 421 (it is closing the channel) or the connection dropped before it had the
+    message: about the server, not the message. Nothing was accepted; the batch stops and every
+    message left waits, pending, for the next pass."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """The server refused the recipient or the message (5xx): do not retry this message."""
+
+
+class MessageDataError(DeliveryError):
+    """This message cannot be built or sent from the data it was given, whoever the server: a
+    control character or an over-long value for a header, an address that needs SMTPUTF8 where the
+    server does not offer it, an address the SMTP client cannot write, or a 5xx the server gave
+    the message itself rather than its recipient (`500 Line too long`, `554 content refused`).
+
+    Raised before the server accepted anything. The message fails alone; its invoices keep their
+    state and wait for their data to be fixed; the recipient's address is not blamed."""
 
 
 class ConnectionFailedError(DeliveryError):

@@ -36,8 +36,12 @@ FR: dict[str, str] = {
         "config {source} : ok ({stages} étapes, {zone}, jours fériés {holidays})",
     "templates: ok ({stages} stages x fr, en rendered with a sample invoice)":
         "modèles : ok ({stages} étapes x fr, en rendues avec une facture d'exemple)",
-    "warning: {why}: formal notices sent now will fail until it is there":
-        "attention : {why} : les mises en demeure échoueront tant qu'il manque",
+    "{why}: a formal notice sent now would fail": "{why} : une mise en demeure envoyée maintenant échouerait",
+    "{n} invoice(s) get no reminder until their data is fixed (next action fix_data in `relance status`)":
+        "{n} facture(s) sans relance tant que leurs données ne sont pas corrigées (suite : corriger les données "
+        "dans `relance status`)",
+    "outside the sending window: it opens {when}; {n} message(s) would go then":
+        "hors de la plage d'envoi : elle ouvre le {when} ; {n} message(s) partirai(en)t alors",
     "database: ok": "base : ok",
     "digest not sent: its template failed: {why}": "récapitulatif non envoyé : son modèle a échoué : {why}",
     "digest to {to} not sent: {why}": "récapitulatif pour {to} non envoyé : {why}",
@@ -54,8 +58,17 @@ FR: dict[str, str] = {
     "active": "en cours", "paused": "en pause", "disputed": "litige", "plan": "échéancier", "paid": "payée",
     "bounced": "adresse en échec", "manual": "suivi manuel", "resume": "reprendre", "triage": "à trier",
     "fix_contact": "corriger le contact",
+    "fix_data": "corriger les données",
+    "unreadable CSV row: {why}; no column takes more than {limit} characters":
+        "ligne CSV illisible : {why} ; aucune colonne ne prend plus de {limit} caractères",
+    "control character (line break, tab, NUL...) at position {pos}":
+        "caractère de contrôle (saut de ligne, tabulation, NUL...) en position {pos}",
+    "{length} characters, more than the {limit} this column takes":
+        "{length} caractères, plus que les {limit} que prend cette colonne",
     # `relance check --online`
     "smtp: connected and logged in": "smtp : connexion et identification réussies",
+    "smtp: connected; no login (smtp.username is empty: a relay that needs none)":
+        "smtp : connexion réussie ; pas d'identification (smtp.username est vide : un relais qui n'en demande pas)",
     "imap: folder {folder} opens read-only": "imap : le dossier {folder} s'ouvre en lecture seule",
     "imap: IDLE {idle}": "imap : IDLE {idle}", "yes": "oui",
     "no: the folders are polled every {n} s": "non : les dossiers sont relevés toutes les {n} s",

@@ -39,6 +39,9 @@ from bot.understand import first_line
 in_t, mb_t, inv_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Client)
 log = logging.getLogger("relance")
 BATCH = 200
+# Bytes fetched at once: a batch of 200 messages of 43 MB each would be 8.6 GB. Large messages come
+# one at a time; small ones still 200 a fetch.
+BATCH_BYTES = 16 * 2**20
 
 @dataclass
 class SyncReport:
@@ -78,7 +81,7 @@ def store_batches(engine: Engine, source: MailSource, folder: str, now: datetime
     uidnext = source.uidnext  # as SELECT reported it: every UID below exists or was expunged
     report.expected += max(0, uidnext - 1 - last_uid)
     while True:
-        batch = source.fetch_after(last_uid, BATCH)
+        batch = source.fetch_after(last_uid, BATCH, BATCH_BYTES)
         if not batch:
             if uidnext - 1 > last_uid:  # the rest were expunged before we saw them: do not wait for them
                 with session(engine) as s:

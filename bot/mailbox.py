@@ -9,6 +9,7 @@ import contextlib
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,6 +33,17 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.astimezone() if moment is not None and moment.tzinfo is None else moment
 
 
+def within_budget(sizes: Sequence[int], budget: int) -> int:
+    """How many of `sizes`, taken in order, fit in `budget` bytes: at least one, so that a message
+    larger than the budget is fetched, alone."""
+    total = 0
+    for n, size in enumerate(sizes):
+        total += size
+        if total > budget:
+            return max(n, 1)
+    return len(sizes)
+
+
 class MailSource(Protocol):
     uidnext: int  # of the selected folder, as SELECT reported it (0 when unknown)
 
@@ -39,8 +51,9 @@ class MailSource(Protocol):
         """Open `folder` read-only; return its UIDVALIDITY."""
         ...
 
-    def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
-        """Up to `limit` messages of the selected folder with a UID above `last_uid`, oldest first."""
+    def fetch_after(self, last_uid: int, limit: int, budget: int) -> list[Fetched]:
+        """Up to `limit` messages of the selected folder with a UID above `last_uid`, oldest first,
+        no more than `budget` bytes together (a message larger than that comes alone)."""
         ...
 
     def move(self, folder: str, uidvalidity: int, uids: list[int], dest: str) -> bool:
@@ -59,7 +72,7 @@ class ImapSource:
         self.uidnext = 0  # of the selected folder, as SELECT reported it
 
     def _context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
+        ctx = ssl.create_default_context(cafile=self.cfg.ca_file or None)
         if not self.cfg.verify_certificates:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -95,13 +108,16 @@ class ImapSource:
         self.uidnext = int(info.get(b"UIDNEXT", 0))
         return int(info[b"UIDVALIDITY"])
 
-    def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
+    def fetch_after(self, last_uid: int, limit: int, budget: int) -> list[Fetched]:
         client = self.connect()
         try:
             # `UID n:*` always includes the highest UID, even when it is below n: filter.
             uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)[:limit]
             if not uids:
                 return []
+            # Sizes first: the bytes in memory are bounded by the budget, not by what people send.
+            sizes = client.fetch(uids, ["RFC822.SIZE"])
+            uids = uids[:within_budget([int(sizes.get(u, {}).get(b"RFC822.SIZE", 0)) for u in uids], budget)]
             data = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
         except (IMAPClientError, OSError) as e:  # a socket timeout or reset is not wrapped by imaplib
             self._drop()
@@ -210,9 +226,10 @@ class MemorySource:
         self.uidnext = len(self.folders[folder]) + 1
         return self.uidvalidity
 
-    def fetch_after(self, last_uid: int, limit: int) -> list[Fetched]:
+    def fetch_after(self, last_uid: int, limit: int, budget: int) -> list[Fetched]:
         msgs = self.folders[self._current]
-        return [Fetched(i + 1, raw, None) for i, raw in enumerate(msgs) if i + 1 > last_uid][:limit]
+        after = [Fetched(i + 1, raw, None) for i, raw in enumerate(msgs) if i + 1 > last_uid][:limit]
+        return after[:within_budget([len(f.raw) for f in after], budget)]
 
     def move(self, folder: str, uidvalidity: int, uids: list[int], dest: str) -> bool:
         """Records the move (UIDs are positions here, so the messages stay in place)."""

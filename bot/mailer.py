@@ -1,13 +1,16 @@
 """Sending mail: the `Mailer` interface, its SMTP implementation (aiosmtplib) and an in-memory double.
 
 A mailer is used as an async context manager around a batch: one connection per batch. `send`
-raises TransientDeliveryError (4xx, nothing accepted), PermanentDeliveryError (5xx, nothing
-accepted) or UncertainDeliveryError (the connection died while the server held the message body,
-so it may have been accepted)."""
+raises TransientDeliveryError (4xx, nothing accepted), PermanentDeliveryError (a 5xx for the
+recipient: RCPT, or DATA with a mailbox status 5.1.x / 5.2.x), MessageDataError (the message
+cannot go as it is: an address the server cannot take, a 5xx for the message itself such as
+`500 Line too long`; nothing accepted, the recipient not blamed) or UncertainDeliveryError (the
+connection died while the server held the message body, so it may have been accepted)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -15,8 +18,16 @@ from typing import Protocol, Self
 
 import aiosmtplib
 
+from bot.addresses import needs_smtputf8, writable
 from bot.config import Secret, SmtpConfig
-from bot.errors import ConnectionFailedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    ConnectionFailedError,
+    DeliveryError,
+    MessageDataError,
+    PermanentDeliveryError,
+    ServerUnavailableError,
+    TransientDeliveryError,
+)
 
 
 class UncertainDeliveryError(DeliveryError):
@@ -40,8 +51,20 @@ def _reason(e: aiosmtplib.SMTPResponseException) -> str:
 
 def _refusal(e: aiosmtplib.SMTPResponseException) -> DeliveryError:
     """A refusal of the message: 5xx is final, 4xx is worth retrying. Nothing was accepted."""
+    if e.code == 421:  # RFC 5321 3.8: the server is closing the channel; it says so for every message
+        return ServerUnavailableError(f"the SMTP server is not available: {_reason(e)}")
     error = PermanentDeliveryError if e.code >= 500 else TransientDeliveryError
     return error(_reason(e))
+
+
+_MAILBOX_STATUS = re.compile(r"5\.[12]\.\d{1,3}\b")  # RFC 3463: bad address, mailbox disabled or full
+
+
+def _data_refusal(e: aiosmtplib.SMTPResponseException) -> DeliveryError:
+    """A refusal after DATA: the recipient's only when the status names the mailbox."""
+    if e.code >= 500 and not _MAILBOX_STATUS.match(e.message.strip()):
+        return MessageDataError(f"the server refused the message itself (not its recipient): {_reason(e)}")
+    return _refusal(e)
 
 
 class SmtpMailer:
@@ -71,17 +94,25 @@ class SmtpMailer:
         where = f"SMTP server {cfg.host}:{cfg.port}"
         try:
             await smtp.connect()
-            if cfg.username and self.password is not None:
-                await smtp.login(cfg.username, self.password.reveal())
-        except aiosmtplib.SMTPAuthenticationError as e:
-            await _close(smtp)
-            raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r}: {_reason(e)}") from e
         except aiosmtplib.SMTPResponseException as e:
             await _close(smtp)
             raise ConnectionFailedError(f"{where} refused the session: {_reason(e)}") from e
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as e:
             await _close(smtp)
             raise ConnectionFailedError(f"cannot reach {where} ({cfg.tls} TLS): {e}") from e
+        if cfg.username and self.password is not None:
+            try:
+                await smtp.login(cfg.username, self.password.reveal())
+            except aiosmtplib.SMTPResponseException as e:
+                await _close(smtp)
+                raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r}: {_reason(e)}") from e
+            except (aiosmtplib.SMTPException, OSError) as e:
+                # The server was reached: a wrong password is often answered by a delay (a tarpit)
+                # or a closed connection, and "cannot reach" would send the reader the wrong way.
+                await _close(smtp)
+                raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r} (no answer to the "
+                                            f"login: {e or type(e).__name__}); check the password in "
+                                            f"${cfg.password_env}") from e
         self._smtp = smtp
 
     async def __aenter__(self) -> Self:
@@ -99,15 +130,32 @@ class SmtpMailer:
             await self.connect()
         smtp = self._smtp
         assert smtp is not None
+        for address in (sender, *recipients):
+            if not writable(address):
+                raise MessageDataError(f"{address[:100]!r} is not a plain email address")
+        utf8 = any(needs_smtputf8(a) for a in (sender, *recipients))
+        if utf8 and smtp.is_ehlo_or_helo_needed:  # what the server offers is known after EHLO
+            try:
+                await smtp.ehlo()
+            except (aiosmtplib.SMTPException, OSError) as e:
+                await self._drop()
+                raise ServerUnavailableError(f"connection lost before the message was sent: {e}") from e
+        if utf8 and not smtp.supports_extension("smtputf8"):
+            needing = next(a for a in (sender, *recipients) if needs_smtputf8(a))
+            raise MessageDataError(f"{needing}: an internationalised address, and the SMTP server "
+                                   f"{self.cfg.host} does not offer SMTPUTF8; give an ASCII address "
+                                   "(relance contact NUMBER --email ...)")
+        options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
         refused: list[str] = []
         try:
-            await smtp.mail(sender)
+            await smtp.mail(sender, options=options, encoding=encoding)
             for i, rcpt in enumerate(recipients):
                 try:
-                    await smtp.rcpt(rcpt)
+                    await smtp.rcpt(rcpt, encoding=encoding)
                 except aiosmtplib.SMTPRecipientRefused as e:
                     if i == 0 or e.code < 500:  # the main recipient, or a temporary refusal
-                        await smtp.rset()
+                        if smtp.is_connected:  # (a 421 has closed it)
+                            await smtp.rset()
                         raise
                     refused.append(f"{rcpt}: {_reason(e)}")
         except aiosmtplib.SMTPSenderRefused as e:
@@ -119,11 +167,11 @@ class SmtpMailer:
             raise _refusal(e) from e
         except (aiosmtplib.SMTPException, OSError) as e:
             await self._drop()
-            raise TransientDeliveryError(f"connection lost before the message was sent: {e}") from e
+            raise ServerUnavailableError(f"connection lost before the message was sent: {e}") from e
         try:
             await smtp.data(data)
         except aiosmtplib.SMTPResponseException as e:
-            raise _refusal(e) from e
+            raise _data_refusal(e) from e
         except (aiosmtplib.SMTPException, OSError) as e:
             await self._drop()
             raise UncertainDeliveryError(f"connection lost while sending the message body: {e}") from e

@@ -98,6 +98,7 @@ class Invoice(SQLModel, table=True):
     state: str = Field(default="active", index=True)
     hold_until: datetime | None = moment()
     held_by: int | None = None  # an inbound message a person must read before the ladder goes on
+    data_error: str | None = None  # why its reminder cannot be built or sent: waits for the data to be fixed
     row_hash: str = ""
 
     @property

@@ -4,7 +4,9 @@ Life of a message (`outbound.status`):
 
     pending --claim--> sending --250--> sent
                           |--4xx / connection lost before DATA--> pending (retried later)
-                          |--5xx--> failed (invoice -> bounced)
+                          |--5xx for the recipient--> failed (invoice -> bounced)
+                          |--cannot be built or addressed, 5xx for the message--> failed
+                          |      (invoice state kept, `data_error` set: waits for the data to be fixed)
                           |--connection lost during DATA--> uncertain
     pending --invoice paid/paused/disputed meanwhile--> cancelled
 
@@ -38,6 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
+from bot.errors import MessageDataError
 from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.store import record_events, session
@@ -91,6 +94,7 @@ class Outbox:
         self.instance = instance or instance_name()
         self.ladder = config.ladder
         self.failures: list[str] = []  # messages that could not be rendered, with why
+        self.cancelled = 0  # messages this instance cancelled (no longer due); not those another one took
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -103,13 +107,13 @@ class Outbox:
         try:
             with session(self.engine) as s:
                 return self._queue(s, groups)
-        except sa.exc.IntegrityError:
+        except (_AlreadyQueuedError, sa.exc.IntegrityError):
             ids = []
             for g in groups:
                 try:
                     with session(self.engine) as s:
                         ids += self._queue(s, [g])
-                except sa.exc.IntegrityError:
+                except (_AlreadyQueuedError, sa.exc.IntegrityError):
                     continue
             return ids
 
@@ -137,7 +141,13 @@ class Outbox:
                                       "outbound_id": ob_id, "skipped": True, "at": self.now})
                     events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
                                    "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
-        s.execute(sa.insert(rem_t), reminders)
+        # The unique (invoice, stage) key settles a race with another instance. A conflict is
+        # skipped rather than raised: psycopg would otherwise abort its pipeline mid-batch and log
+        # "error ignored terminating <Pipeline>" on stderr. A row short means another instance
+        # queued one of these stages first: this transaction is undone and retried group by group.
+        inserted = s.execute(_insert_new(s, rem_t).returning(rem_t.c.id), reminders).all()
+        if len(inserted) != len(reminders):
+            raise _AlreadyQueuedError
         record_events(s, events)
         return ids
 
@@ -185,7 +195,7 @@ class Outbox:
                 continue
             try:
                 out.append(self._render(ob, invs, earlier, claims))
-            except (MissingRateError, ContractRateTooLowError):
+            except (MissingRateError, ContractRateTooLowError, MessageDataError):
                 out.append(ob_id)
         return out
 
@@ -230,6 +240,7 @@ class Outbox:
                     still.append(r)
             if not still:
                 s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
+                self.cancelled += 1
                 return None
             try:
                 ids = [r.id for r in still]
@@ -237,6 +248,10 @@ class Outbox:
             except (MissingRateError, ContractRateTooLowError) as e:
                 self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
                 self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e}")
+                return None
+            except MessageDataError as e:
+                self._data_failed(s, outbound_id, e.reason)
+                self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e.reason}")
                 return None
             if not self._mark_sending(s, prepared):
                 raise _ClaimedElsewhereError  # rolls back what this transaction did
@@ -323,14 +338,15 @@ class Outbox:
             if stage.penalties:
                 ctx = replace(ctx, penalties=penalties_for(cfg.penalty_policy, ctx, first.client_kind, today))
             contexts.append(ctx)
-        rendered = self.renderer.render(first.language, stage.template, client_name=first.client_name,
-                                        client_kind=first.client_kind, invoices=contexts, today=today)
-        cc = [c.strip() for c in first.cc.split(",") if c.strip()]
-        reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
         attachments = []
         if stage.attach_invoice:
             attachments = [Attachment(Path(r.pdf), Path(r.pdf).name) for r in invs
                            if r.pdf and Path(r.pdf).is_file()]
+        rendered = self.renderer.render(first.language, stage.template, client_name=first.client_name,
+                                        client_kind=first.client_kind, invoices=contexts, today=today,
+                                        attached=len(attachments))
+        cc = [c.strip() for c in first.cc.split(",") if c.strip()]
+        reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
         data = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email,
                        to=first.email, to_name=first.client_name, cc=cc, reply_to=reply_to,
                        message_id=str(ob.message_id), references=message_ids, date=self.now,
@@ -369,6 +385,15 @@ class Outbox:
         with session(self.engine) as s:
             self._finish(s, outbound_id, "uncertain", "delivery_uncertain", reason)
 
+    def mark_data_error(self, outbound_id: int, reason: str) -> None:
+        """The message cannot go as it is (see MessageDataError): its invoices wait for a fix."""
+        with session(self.engine) as s:
+            self._data_failed(s, outbound_id, reason)
+
+    def _data_failed(self, s: Connection, outbound_id: int, reason: str) -> None:
+        ids = self._finish(s, outbound_id, "failed", "reminder_failed", reason, unlink=True)
+        s.execute(sa.update(inv_t).where(inv_t.c.id.in_(ids)).values(data_error=reason))
+
     def mark_refused(self, outbound_id: int, reason: str) -> None:
         """The server refused the recipient for good: the invoices bounce, the contact is failing."""
         with session(self.engine) as s:
@@ -394,6 +419,21 @@ class Outbox:
         s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id, rem_t.c.invoice_id == invoice_id))
         record_events(s, [{"invoice_id": invoice_id, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id}])
+
+
+def _insert_new(s: Connection, t: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on the dialects the store runs on."""
+    if s.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: PLC0415
+
+        return pg_insert(t).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
+
+    return sqlite_insert(t).on_conflict_do_nothing()
+
+
+class _AlreadyQueuedError(Exception):
+    """Another instance recorded one of these stages first."""
 
 
 class _ClaimedElsewhereError(Exception):

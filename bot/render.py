@@ -109,7 +109,9 @@ class Renderer:
         return env
 
     def render(self, language: str, template: str, *, client_name: str, client_kind: str,
-               invoices: Sequence[InvoiceContext], today: date) -> Rendered:
+               invoices: Sequence[InvoiceContext], today: date, attached: int = 0) -> Rendered:
+        """`attached`: how many invoice PDFs go with the message, so that the text says what is
+        true ("the invoice is attached" only when it is)."""
         if not invoices:
             raise ValueError("render needs at least one invoice")
         env = self._env_for(language)
@@ -118,7 +120,7 @@ class Renderer:
             "invoices": list(invoices), "invoice": invoices[0],
             "numbers": ", ".join(i.number for i in invoices),
             "total_due": sum((i.amount_due for i in invoices), Decimal(0)),
-            "currency": invoices[0].currency, "today": today, "language": language,
+            "currency": invoices[0].currency, "today": today, "language": language, "attached": attached,
         }
         name = f"{language}/{template}"
         try:
@@ -172,8 +174,10 @@ def check_templates(config: Config, renderer: Renderer, today: date) -> list[str
         for language in LANGUAGES:
             try:
                 invoices = sample_invoices(config, stage.penalties, today)
-                renderer.render(language, stage.template, client_name="Exemple SARL", client_kind="business",
-                                invoices=invoices, today=invoices[0].due_date + timedelta(days=40))
+                for attached in ((0, 1) if stage.attach_invoice else (0,)):  # with and without the PDF
+                    renderer.render(language, stage.template, client_name="Exemple SARL", client_kind="business",
+                                    invoices=invoices, today=invoices[0].due_date + timedelta(days=40),
+                                    attached=attached)
             except (TemplateError, ValueError) as e:
                 problems.append(f"stage {stage.name!r} ({language}): {e}")
     from bot import digest  # noqa: PLC0415 - the digest renders through this module's environment

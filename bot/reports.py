@@ -43,6 +43,8 @@ def status_rows(conn: Connection, config: Config, now: datetime,
             action, at = "triage", None
         elif v.state.value == "bounced" or r.contact_failing:
             action, at = "fix_contact", None
+        elif r.data_error and v.state.value == "active":
+            action, at = "fix_data", None
         elif v.state.value == "paused":
             action, at = "resume", None
         elif v.state.value == "paid":
@@ -63,7 +65,10 @@ def show(conn: Connection, config: Config, number: str, now: datetime) -> dict[s
                                        table(Inbound))
     inv = conn.execute(sa.select(inv_t).where(inv_t.c.number == number)).first()
     if inv is None:
+        inv = conn.execute(sa.select(inv_t).where(sa.func.lower(inv_t.c.number) == number.lower())).first()
+    if inv is None:
         raise NotFoundError(f"no invoice numbered {number!r}")
+    number = inv.number
     rows = status_rows(conn, config, now, [number])
     doc: dict[str, Any] = rows[0] if rows else {"number": number}
     doc.update(state=inv.state if inv.state == "paid" else doc.get("state"),
@@ -154,7 +159,7 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
     reminded = [i for i in invs if i.id in first_rem]
     reminded_amount = sum((i.amount for i in reminded), Decimal(0))
     recovered = [i for i in reminded if i.state == "paid"]
-    recovered_amount = sum((i.amount for i in recovered), Decimal(0))
+    recovered_amount = sum((min(i.paid, i.amount) for i in reminded), Decimal(0))  # partial payments count
     delays = [(paid_at[i.id] - first_rem[i.id]).total_seconds() / 86400 for i in recovered
               if i.id in paid_at and paid_at[i.id] >= first_rem[i.id]]
     last = len(config.ladder) - 1
@@ -167,8 +172,13 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
                              .group_by(out_t.c.stage_index)).all())
     emails = sum(sent.values())
     notices = sum(n for k, n in sent.items() if config.ladder[k].penalties)
-    replies = conn.execute(sa.select(sa.func.count()).select_from(in_t)
-                           .where(in_t.c.kind.not_in(("auto_reply", "bounce")))).scalar_one()
+    # Reminded invoices a client answered (a person, not a robot) after their first reminder: mail
+    # about nothing we sent, or a second reply on the same invoice, does not raise the rate.
+    answered = {invoice_id for invoice_id, at in conn.execute(
+        sa.select(ev_t.c.invoice_id, ev_t.c.at).join(in_t, in_t.c.id == ev_t.c.inbound_id)
+        .where(ev_t.c.invoice_id.is_not(None), in_t.c.kind.is_not(None),
+               in_t.c.kind.not_in(("auto_reply", "bounce"))).distinct())
+        if invoice_id in first_rem and at >= first_rem[invoice_id]}
     costs = config.costs
     cost = (costs.email * emails + costs.formal_notice * notices).quantize(Decimal("0.01"))
 
@@ -180,7 +190,7 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
         "dso_days": f"{receivable / sales * window:.1f}" if sales else None,
         "open_receivables": str(receivable),
         "recovery_rate_pct": pct(recovered_amount, reminded_amount),
-        "reply_rate_pct": pct(replies, len(reminded)),
+        "reply_rate_pct": pct(len(answered), len(reminded)),
         "mean_days_to_pay_after_first_reminder": f"{sum(delays) / len(delays):.1f}" if delays else None,
         "recovered_per_stage": {k: str(v) for k, v in per_stage.items()},
         "amicable_conversion_pct": pct(len(amicable), len(recovered)),
@@ -189,8 +199,10 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
         "cost_of_recovery": str(cost),
         "definitions": {
             "dso_days": f"open receivables / invoiced amount of the last {window} days x {window}",
-            "recovery_rate_pct": "amount of reminded invoices now paid / amount of all reminded invoices",
-            "reply_rate_pct": "client replies (not robots) / reminded invoices",
+            "recovery_rate_pct": "amount paid on reminded invoices (partial payments included) / amount of "
+                                 "reminded invoices",
+            "reply_rate_pct": "reminded invoices a client answered after the first reminder (robots left out) / "
+                              "reminded invoices",
             "amicable_conversion_pct": "reminded invoices paid before the last stage / reminded invoices paid",
             "cost_of_recovery": "costs.email x emails + costs.formal_notice x formal notices "
                                 "(+ triage minutes once the inbound side records them)",

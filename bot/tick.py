@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -14,11 +14,18 @@ from sqlalchemy.engine import Engine
 
 from bot import digest, views
 from bot.config import Config
-from bot.errors import ConnectionFailedError, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    ConnectionFailedError,
+    MessageDataError,
+    PermanentDeliveryError,
+    ServerUnavailableError,
+    TransientDeliveryError,
+)
 from bot.mailer import Mailer, UncertainDeliveryError
 from bot.outbox import Group, Outbox, Prepared
 from bot.render import Renderer
 from bot.views import InvoiceRow
+from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 from rules.schedule import Plan, plan, priority_key
 
 
@@ -28,6 +35,7 @@ class Planned:
     stage: str
     amount_due: str
     client: str
+    problem: str = ""  # why it would fail if sent now (a dry run says so, as simulate does)
 
 
 @dataclass
@@ -39,7 +47,10 @@ class TickReport:
     uncertain: list[str] = field(default_factory=list)
     cancelled: int = 0
     aborted: str = ""  # why the batch stopped early, if it did
+    server_unavailable: bool = False  # it stopped because the server is (421, connection lost): back off
     digest: str = ""  # what became of today's digest to the operator, if this tick was its moment
+    window_opens: datetime | None = None  # a dry run outside the sending window: when it next opens...
+    then: list[Planned] = field(default_factory=list)  # ... and what would go out then
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, for logs and bench
 
     @property
@@ -53,7 +64,7 @@ def plan_groups(rows: list[InvoiceRow], config: Config, now: datetime) -> list[P
     ladder = config.ladder
     due: list[tuple[InvoiceRow, Plan]] = []
     for row in rows:
-        if row.contact_failing:
+        if row.contact_failing or row.data_error:  # waits for a person to fix the address or the data
             continue
         p = plan(row.view, ladder, cal, now)
         if p.send is not None:
@@ -77,6 +88,34 @@ def plan_groups(rows: list[InvoiceRow], config: Config, now: datetime) -> list[P
             amount_due=str(sum((r.view.amount_due for r, _ in members), start=Decimal("0.00"))),
             client=first.client,
         ))
+    return out
+
+
+def _due_rows(engine: Engine, config: Config, now: datetime) -> list[InvoiceRow]:
+    """Only invoices whose first stage can be due are read: due_date + first delay <= today."""
+    first_due_by = now.astimezone(config.zone).date() - timedelta(days=config.ladder[0].delay_days)
+    with engine.connect() as conn:
+        return views.load(conn, due_by=first_due_by)
+
+
+def _with_problems(planned: list[Planned], rows: list[InvoiceRow], config: Config, now: datetime) -> list[Planned]:
+    """Mark what would fail if sent at `now`: a formal notice with no rate for the half-year."""
+    by_id = {r.id: r for r in rows}
+    today = now.astimezone(config.zone).date()
+    out = []
+    for p in planned:
+        problem = ""
+        if config.ladder[p.group.stage_index].penalties:
+            for invoice_id in p.group.invoice_ids:
+                r = by_id[invoice_id]
+                if r.client_kind != "business":  # L441-10 penalties are for business clients only
+                    continue
+                try:
+                    compute(r.view.amount_due, r.view.due_date, today, config.penalty_policy, business_client=True)
+                except (MissingRateError, ContractRateTooLowError) as e:
+                    problem = str(e)
+                    break
+        out.append(replace(p, problem=problem) if problem else p)
     return out
 
 
@@ -122,19 +161,18 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
                         outbox.settle(delivered)
                     p = outbox.claim(item if isinstance(item, int) else item.outbound_id)
                 delivered = None
-                if p is None:
-                    report.cancelled += 1
+                if p is None:  # cancelled, failed, or taken by another instance: counted by the outbox
                     continue
                 outcome = await _send(outbox, mailer, p, config, report, limiter, sleep)
                 if outcome is None:
-                    report.aborted += f"; {len(ids) - start} message(s) left pending"
+                    report.aborted += f"; {len(outbox.pending_ids())} message(s) left pending for the next pass"
                     return
                 if outcome is not False:
                     delivered = (p, outcome)
     finally:
         outbox.settle(delivered)
         report.failed += outbox.failures
-        report.cancelled -= len(outbox.failures)
+        report.cancelled += outbox.cancelled
 
 
 async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, report: TickReport,
@@ -147,6 +185,10 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
         await limiter.wait()
         try:
             refused = await mailer.send(p.envelope.sender, list(p.envelope.recipients), p.data)
+        except ServerUnavailableError as e:  # about the server, not this message: stop, say it once
+            outbox.mark_deferred(p.outbound_id, e.reason)
+            report.aborted, report.server_unavailable = e.reason, True
+            return None
         except TransientDeliveryError as e:
             if attempt < config.smtp.retries:
                 await sleep(backoff * 2 ** attempt)
@@ -156,12 +198,15 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
         except PermanentDeliveryError as e:
             outbox.mark_refused(p.outbound_id, e.reason)
             report.failed.append(f"{label}: refused: {e.reason}")
+        except MessageDataError as e:
+            outbox.mark_data_error(p.outbound_id, e.reason)
+            report.failed.append(f"{label}: not sent: {e.reason}")
         except UncertainDeliveryError as e:
             outbox.mark_uncertain(p.outbound_id, e.reason)
             report.uncertain.append(f"{label}: {e.reason}")
         except ConnectionFailedError as e:  # reconnecting failed: stop, the rest stays pending
             outbox.mark_deferred(p.outbound_id, e.reason)
-            report.aborted = e.reason
+            report.aborted, report.server_unavailable = e.reason, True
             return None
         else:
             report.sent.append(label)
@@ -180,13 +225,16 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     leaves the store as it was (ConnectionFailedError propagates)."""
     report = TickReport()
     started = time.perf_counter()
-    # Only invoices whose first stage can be due are read: due_date + first delay <= today.
-    first_due_by = now.astimezone(config.zone).date() - timedelta(days=config.ladder[0].delay_days)
-    with engine.connect() as conn:
-        rows = views.load(conn, due_by=first_due_by)
+    rows = _due_rows(engine, config, now)
     report.planned = plan_groups(rows, config, now)
     report.seconds["plan"] = time.perf_counter() - started
     if dry_run:
+        report.planned = _with_problems(report.planned, rows, config, now)
+        cal = views.calendar(config)
+        if not cal.is_allowed(now):
+            report.window_opens = opens = cal.next_allowed(now)
+            later = _due_rows(engine, config, opens)
+            report.then = _with_problems(plan_groups(later, config, opens), later, config, opens)
         return report
     outbox = Outbox(engine, config, renderer or Renderer.from_config(config), now, wall_now)
     for mid in outbox.resolve_stale():

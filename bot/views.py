@@ -37,6 +37,7 @@ class InvoiceRow:
     view: InvoiceView
     delivered: int = -1  # highest stage sent (or uncertain, or passed over); -1 for none
     queued: int | None = None  # a stage recorded but still in the outbox (pending or sending)
+    data_error: str | None = None  # why its last reminder could not be built or sent
 
     @property
     def number(self) -> str:
@@ -60,7 +61,7 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
     inv, cli, con, rem, ob = table(Invoice), table(Client), table(Contact), table(Reminder), table(Outbound)
     q = (sa.select(inv.c.id, inv.c.number, inv.c.due_date, inv.c.issue_date, inv.c.amount, inv.c.paid,
                    inv.c.state, inv.c.hold_until, inv.c.held_by, inv.c.client_id, inv.c.contact_id, inv.c.language,
-                   inv.c.currency, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
+                   inv.c.currency, inv.c.data_error, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
          .join(cli, cli.c.id == inv.c.client_id).join(con, con.c.id == inv.c.contact_id))
     q = q.where(inv.c.number.in_(list(numbers)) if numbers is not None else inv.c.state.in_(list(states)))
     if due_by is not None:
@@ -78,8 +79,10 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
         if due_by is not None:
             rq = rq.where(inv.c.due_date <= due_by)
     for invoice_id, index, at, skipped, status in conn.execute(rq):
-        done[invoice_id].append(StageDone(index, at))  # for the rules, queued counts as done: never twice
-        if skipped or status in ("sent", "uncertain"):
+        delivered_now = skipped or status in ("sent", "uncertain")
+        # For the rules, queued counts as done (never twice), but not as sent (never the next one before it).
+        done[invoice_id].append(StageDone(index, at, delivered_now))
+        if delivered_now:
             delivered[invoice_id] = max(index, delivered.get(invoice_id, -1))
         else:
             queued[invoice_id] = index
@@ -92,7 +95,7 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
             id=r.id, client_id=r.client_id, contact_id=r.contact_id, client=r.name, client_kind=r.kind,
             email=r.email, contact_failing=r.failing, language=r.language, currency=r.currency,
             amount=r.amount, paid=r.paid, issue_date=r.issue_date, view=view,
-            delivered=delivered.get(r.id, -1), queued=queued.get(r.id)))
+            delivered=delivered.get(r.id, -1), queued=queued.get(r.id), data_error=r.data_error))
     return out
 
 

@@ -43,10 +43,12 @@ class Ladder:
 
 @dataclass(frozen=True, slots=True)
 class StageDone:
-    """A stage already recorded for an invoice: sent, or passed over by a late start."""
+    """A stage already recorded for an invoice: sent (or uncertain, which counts as sent), still
+    in the outbox (`delivered` false), or passed over by a late start of an earlier version."""
 
     index: int
     at: datetime
+    delivered: bool = True
 
 
 @dataclass(frozen=True, slots=True)

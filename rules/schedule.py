@@ -1,11 +1,13 @@
 """Which reminder an invoice is due for at a given moment.
 
 The guarantees, each covered by a property test:
-- a stage is never sent twice (only stages after the last one done are considered);
+- a stage is never sent twice (only the stage after the last one done is considered);
 - never before its time (the first stage `delay_days` after the due date, each later one
   `delay_days` after the previous one was actually sent, and only at an allowed moment);
-- never skipped silently: a late start sends the highest stage due, once, and returns the
-  stages it passed over so the caller records them;
+- never out of turn: a stage goes out only after the previous one was really sent (a letter
+  saying "despite our reminders" must be true). An invoice imported long overdue starts at the
+  first stage; a daemon that was down sends the next stage, never a jump over one; while the
+  previous stage waits in the outbox (pending, deferred), the next one waits too;
 - nothing is sent while a client's message waits for a person (`held_for_person`);
 - paused time does not count: a stage due during a hold is sent when the hold ends, and the
   stages after it count from then.
@@ -27,7 +29,7 @@ class Plan:
 
     number: str
     send: int | None  # index of the stage to send now, or None
-    skipped: tuple[int, ...] = ()
+    skipped: tuple[int, ...] = ()  # always empty now that no stage is jumped; kept for the outbox's old rows
     next_action: str = ""  # a stage name, "resume", "manual" (ladder finished) or "" (nothing)
     next_at: datetime | None = None
 
@@ -42,26 +44,22 @@ def plan(invoice: InvoiceView, ladder: Ladder, calendar: SendingCalendar, now: d
     first = last + 1
     if first >= len(ladder):
         return Plan(invoice.number, None, next_action="manual")
-    chain = _nominal_times(invoice, ladder, calendar, first)
+    if not all(d.delivered for d in invoice.done if d.index == last):  # still in the outbox
+        return Plan(invoice.number, None, next_action=ladder[first].name)
+    due_at = _nominal_time(invoice, ladder, calendar, first)
     hold = invoice.hold_until
     if hold is not None and hold > now:
         return Plan(invoice.number, None, next_action=ladder[first].name,
-                    next_at=calendar.next_allowed(max(chain[0], hold)))
-    due = [i for i, t in enumerate(chain) if t <= now]
-    if not due:
-        return Plan(invoice.number, None, next_action=ladder[first].name,
-                    next_at=calendar.next_allowed(chain[0]))
-    target = first + due[-1]
+                    next_at=calendar.next_allowed(max(due_at, hold)))
+    if due_at > now:
+        return Plan(invoice.number, None, next_action=ladder[first].name, next_at=calendar.next_allowed(due_at))
     if not calendar.is_allowed(now):
-        return Plan(invoice.number, None, next_action=ladder[target].name,
-                    next_at=calendar.next_allowed(now))
-    return Plan(invoice.number, target, skipped=tuple(range(first, target)),
-                next_action=ladder[target].name, next_at=now)
+        return Plan(invoice.number, None, next_action=ladder[first].name, next_at=calendar.next_allowed(now))
+    return Plan(invoice.number, first, next_action=ladder[first].name, next_at=now)
 
 
-def _nominal_times(invoice: InvoiceView, ladder: Ladder, calendar: SendingCalendar,
-                   first: int) -> list[datetime]:
-    """Nominal due times of stages first..end, counted from what was really sent."""
+def _nominal_time(invoice: InvoiceView, ladder: Ladder, calendar: SendingCalendar, first: int) -> datetime:
+    """When stage `first` is due, counted from what was really sent, after any hold."""
     if first == 0:
         t = calendar.start_of_day(invoice.due_date) + timedelta(days=ladder[0].delay_days)
     else:
@@ -69,11 +67,7 @@ def _nominal_times(invoice: InvoiceView, ladder: Ladder, calendar: SendingCalend
         t = last_at + timedelta(days=ladder[first].delay_days)
     if invoice.hold_until is not None:
         t = max(t, invoice.hold_until)
-    chain = [t]
-    for stage in ladder.stages[first + 1:]:
-        t = t + timedelta(days=stage.delay_days)
-        chain.append(t)
-    return chain
+    return t
 
 
 def priority_key(amount_due: Decimal, due_date: date, number: str) -> tuple[Decimal, date, str]:

@@ -134,14 +134,15 @@ class Dovecot:
         os.kill(pid, 9)
 
 
-def _dovecot_conf(base: str, port: int) -> str:
+def _dovecot_conf(base: str, port: int, tls: bool = False) -> str:
+    ssl = f"ssl = yes\nssl_cert = <{base}/cert.pem\nssl_key = <{base}/key.pem" if tls else "ssl = no"
     return f"""
 protocols = imap
 listen = 127.0.0.1
 base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_login_user = dovenull
@@ -178,8 +179,9 @@ service stats {{
 
 
 @contextmanager
-def dovecot_server() -> Iterator[Dovecot]:
-    """Start Dovecot for one test module; skip (fail in CI) where it is not installed."""
+def dovecot_server(cert_pem: bytes = b"", key_pem: bytes = b"") -> Iterator[Dovecot]:
+    """Start Dovecot for one test module; skip (fail in CI) where it is not installed. With a
+    certificate and its key, it offers STARTTLS."""
     if shutil.which("dovecot") is None:
         missing("Dovecot", "dovecot-imapd")
     base = tempfile.mkdtemp(prefix="relance-dovecot-")
@@ -190,8 +192,11 @@ def dovecot_server() -> Iterator[Dovecot]:
     server = Dovecot(base, free_port())
     with open(f"{base}/passwd", "w") as f:
         f.write(f"{server.user}:{{PLAIN}}{server.password}\n")
+    if cert_pem:
+        Path(f"{base}/cert.pem").write_bytes(cert_pem)
+        Path(f"{base}/key.pem").write_bytes(key_pem)
     with open(f"{base}/dovecot.conf", "w") as f:
-        f.write(_dovecot_conf(base, server.port))
+        f.write(_dovecot_conf(base, server.port, tls=bool(cert_pem)))
     server.start()
     try:
         yield server

@@ -90,8 +90,10 @@ def test_cli_end_to_end(cli: Any) -> None:
     assert json.loads(cli("kpi", "--json", *now).stdout)["emails_sent"] == 2
     assert json.loads(cli("messages", "--json", *now).stdout) == []
     r = cli("check", *now)
-    assert r.returncode == 0 and "templates: ok" in r.stdout
-    assert "no rate for 2027-H1" in r.stderr, "check warns that formal notices would fail today"
+    assert r.returncode == 1 and "templates: ok" in r.stdout
+    assert "no rate for 2027-H1" in r.stderr, "check fails: formal notices would fail today"
+    r = cli("check", "--now", "2026-03-01T10:00:00+01:00")
+    assert r.returncode == 0, "the shipped table covers 2026-H1"
 
 
 @pytest.mark.parametrize(("args", "code", "stderr"), [
@@ -144,3 +146,23 @@ def test_a_broken_template_stops_check_and_tick(cli: Any) -> None:
     r = cli("tick", "--now", "2027-04-12T10:00:00+02:00")
     assert r.returncode == 1 and "template error, nothing sent" in r.stderr
     assert cli.sink.received == []
+
+
+def test_a_dry_run_marks_what_would_fail_and_says_when_the_window_opens(cli: Any) -> None:
+    """No rate for the half-year: the dry run says the formal notice would fail, as simulate does.
+    Outside the sending window it says when the window opens and what would go then."""
+    cli("init")
+    (cli.work / "ledger.csv").write_text(LEDGER)
+    cli("import", "ledger.csv")
+    for now in ("2027-04-12T10:00:00+02:00", "2027-04-22T10:00:00+02:00"):
+        assert cli("tick", "--now", now).returncode == 0
+    dry = cli("tick", "--dry-run", "--now", "2027-05-10T10:00:00+02:00")
+    assert dry.returncode == 0
+    notices = [line for line in dry.stdout.splitlines() if "formal_notice" in line]
+    assert len(notices) == 2 and all("WOULD FAIL: penalties.ecb_rates has no rate for 2027-H1" in line
+                                     for line in notices), dry.stdout
+    saturday = cli("tick", "--dry-run", "--now", "2027-05-15T10:00:00+02:00")
+    assert "0 message(s) due" in saturday.stdout
+    # Monday 17 May 2027 is Whit Monday, a public holiday in France
+    assert "outside the sending window: it opens 2027-05-18 Tue 09:00" in saturday.stdout, saturday.stdout
+    assert "2 message(s) would go then" in saturday.stdout

@@ -121,14 +121,25 @@ def test_ladder_threads_attaches_and_states_penalties(setup: Any, tmp_path: Path
 
 def test_consumer_formal_notice_has_no_commercial_penalties(setup: Any) -> None:
     setup.load("F-7,Jean Dupont,jean@exemple.example,80.00,EUR,2027-03-01,2027-03-31,fr,,,consumer,\n")
-    setup.tick("2027-06-01T10:00")  # late start: straight to the formal notice
-    (msg,) = setup.messages()
+    for now in ("2027-06-01T10:00", "2027-06-11T10:00", "2027-06-28T10:00"):
+        setup.tick(now)
+    *_, msg = setup.messages()
     body = msg.get_body(("plain",)).get_content()
+    assert msg["Subject"].startswith("Mise en demeure")
     assert "1231-6" in body and "L441-10" not in body and "40,00" not in body
+
+
+def test_a_late_start_begins_at_the_first_stage(setup: Any) -> None:
+    """An invoice imported two months overdue gets the first reminder, not a formal notice that
+    says "despite our reminders" when none was sent; each next stage counts from the one sent."""
+    setup.load("F-7,Client,c@exemple.example,80.00,EUR,2027-03-01,2027-03-31,fr,,,business,\n")
+    setup.tick("2027-06-01T10:00")
+    setup.tick("2027-06-08T10:00")  # 7 days on: the second stage waits its 10 days from the first
+    setup.tick("2027-06-11T10:00")
+    assert [m["Subject"].split(" :")[0] for m in setup.messages()] == ["Rappel", "Deuxième relance"]
     with setup.engine.connect() as c:
         stages = sorted(c.execute(sa.select(table(Reminder).c.stage, table(Reminder).c.skipped)).all())
-    assert stages == [("formal_notice", False), ("reminder", True), ("second_reminder", True)], \
-        "passed-over stages recorded, not sent"
+    assert stages == [("reminder", False), ("second_reminder", False)], "nothing passed over"
 
 
 def test_english_formatting(setup: Any) -> None:

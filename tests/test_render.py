@@ -66,3 +66,29 @@ def test_each_language_keeps_its_formatting_in_one_renderer(make_config: Callabl
     en = render_with_sample(cfg, r, 0, "en", date(2025, 11, 1))
     fr = render_with_sample(cfg, r, 0, "fr", date(2025, 11, 1))
     assert "€1,234.56" in en.text and "1\u202f234,56\u00a0€" in fr.text and "€1,234.56" not in fr.text
+
+
+@pytest.mark.parametrize(("language", "attached", "invoices", "says", "never"), [
+    ("en", 0, 1, "", ("attached", "on file")),
+    ("en", 1, 1, "The invoice is attached.", ("on file",)),
+    ("en", 2, 2, "The invoices are attached.", ("on file",)),
+    ("en", 1, 2, "A copy of one of these invoices is attached.", ("on file",)),
+    ("fr", 0, 1, "", ("jointe", "lorsque nous en disposons")),
+    ("fr", 1, 1, "La facture est jointe à ce message.", ("lorsque nous en disposons",)),
+    ("fr", 2, 3, "2 de ces factures sont jointes à ce message.", ("lorsque nous en disposons",)),
+])
+def test_the_second_reminder_says_the_invoice_is_attached_only_when_it_is(
+        language: str, attached: int, invoices: int, says: str, never: tuple[str, ...]) -> None:
+    """Conditional text, not a hedge ("attached when we have it on file")."""
+    from decimal import Decimal
+
+    from bot.config import from_dict
+    from bot.render import InvoiceContext
+    from tests.conftest import EXAMPLE
+
+    inv = InvoiceContext("F-1", date(2027, 1, 1), date(2027, 2, 1), Decimal("10.00"), Decimal("0.00"), "EUR")
+    renderer = Renderer(from_dict(EXAMPLE, "t.toml").company)
+    out = renderer.render(language, "second_reminder", client_name="X", client_kind="business",
+                          invoices=[inv] * invoices, today=date(2027, 3, 1), attached=attached)
+    for text in (out.text, out.html or ""):
+        assert says in text.replace("&#39;", "'") and not any(n in text for n in never), text

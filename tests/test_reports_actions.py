@@ -153,12 +153,15 @@ def test_missing_rate_fails_the_notice_loudly_and_simulate_warns(engine: Engine,
     assert {s.problem for s in sends if s.stage == "formal_notice"} == {
         'penalties.ecb_rates has no rate for 2027-H1: add "2027-H1" = "<rate>" to the table'}
     mailer = MemoryMailer()
-    report = asyncio.run(tick(engine, cfg, mailer, at("2027-06-01T10:00"), datetime.now(UTC)))
-    assert mailer.sent == [] and not report.ok
+    for now in ("2027-04-05T10:00", "2027-04-15T10:00"):  # the two reminders go out
+        asyncio.run(tick(engine, cfg, mailer, at(now), datetime.now(UTC)))
+    assert len(mailer.sent) == 4
+    report = asyncio.run(tick(engine, cfg, mailer, at("2027-04-30T10:00"), datetime.now(UTC)))
+    assert len(mailer.sent) == 4 and not report.ok
     assert len(report.failed) == 2 and "no rate for 2027-H1" in report.failed[0]
     with engine.connect() as c:
-        assert c.execute(sa.select(sa.func.count()).select_from(table(Reminder))).scalar_one() == 0, \
-            "the passed-over stages are freed with the failed notice"
+        assert c.execute(sa.select(sa.func.count()).select_from(table(Reminder))).scalar_one() == 4, \
+            "the failed notice's stage is freed"
     fixed = make_config(penalties={"ecb_rates": {"2027-H1": "2.00"}})
-    report = asyncio.run(tick(engine, fixed, mailer, at("2027-06-02T10:00"), datetime.now(UTC)))
-    assert len(mailer.sent) == 2 and report.ok, "once the rate is there, the notice goes out the next day"
+    report = asyncio.run(tick(engine, fixed, mailer, at("2027-05-03T10:00"), datetime.now(UTC)))
+    assert len(mailer.sent) == 6 and report.ok, "once the rate is there, the notice goes out the next pass"

@@ -1,0 +1,93 @@
+"""Faults the outbox meets at the server (aiosmtpd on loopback, SQLite and PostgreSQL): a 421 or a
+dropped connection is about the server, so the batch stops at once, keeps the rest pending and
+says so in one line; the daemon backs off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot import ledger
+from bot.config import Config
+from bot.daemon import next_pass_minutes
+from bot.mailer import SmtpMailer
+from bot.models import Outbound, table
+from bot.tick import TickReport, tick
+from tests.conftest import at
+from tests.servers import SmtpSink
+
+HEADER = "number,client,email,amount,currency,issue_date,due_date\n"
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def _run(engine: Engine, config: Config, now: str) -> TickReport:
+    return asyncio.run(tick(engine, config, SmtpMailer(config.smtp, None), at(now), datetime.now(UTC),
+                            sleep=_no_sleep))
+
+
+def _pending(engine: Engine) -> int:
+    out = table(Outbound)
+    with engine.connect() as c:
+        return int(c.execute(sa.select(sa.func.count()).where(out.c.status == "pending")).scalar_one())
+
+
+def _ten_due(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.csv"
+    path.write_text(HEADER + "".join(f"F-{i},Client {i},c{i}@client.example,{100 + i}.00,EUR,2027-03-01,2027-03-31\n"
+                                     for i in range(10)), encoding="utf-8")
+    ledger.import_rows(engine, ledger.read(path, "fr"), at("2027-03-01T08:00"), "ledger.csv")
+
+
+@pytest.mark.parametrize("fault", ["421 on MAIL", "421 on RCPT", "connection dropped"])
+def test_an_unavailable_server_stops_the_batch_and_keeps_the_rest_pending(
+        engine: Engine, smtp: tuple[SmtpSink, int], make_config: Callable[..., Config], tmp_path: Path,
+        fault: str) -> None:
+    sink, port = smtp
+    config = make_config(smtp={"host": "127.0.0.1", "port": port, "tls": "none", "username": "",
+                               "rate_per_minute": 0, "retries": 2, "retry_backoff_seconds": "0.01"})
+    _ten_due(engine, tmp_path)
+    seen: list[str] = []
+
+    async def mail(server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        seen.append(address)
+        if fault == "connection dropped":
+            server.transport.close()
+            return "250 OK"
+        if fault == "421 on MAIL":
+            return "421 4.3.2 Service shutting down, try later"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def rcpt(server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        return "421 4.7.0 Too many connections"
+
+    sink.handle_MAIL = mail  # type: ignore[attr-defined]
+    if fault == "421 on RCPT":
+        sink.handle_RCPT = rcpt  # type: ignore[method-assign]
+    report = _run(engine, config, "2027-04-05T10:00")
+    assert report.sent == [] and report.failed == [] and report.uncertain == []
+    assert report.deferred == [], "one line for the batch, not one per message"
+    assert report.server_unavailable and "10 message(s) left pending" in report.aborted, report.aborted
+    assert len(seen) == 1, f"{len(seen)} MAIL commands: the batch went on against an unavailable server"
+    assert _pending(engine) == 10
+
+    del sink.handle_MAIL  # type: ignore[attr-defined]
+    if fault == "421 on RCPT":
+        del sink.handle_RCPT  # type: ignore[attr-defined]
+    report = _run(engine, config, "2027-04-05T10:15")
+    assert len(report.sent) == 10 and len(sink.received) == 10 and _pending(engine) == 0
+
+
+@pytest.mark.parametrize(("unavailable", "minutes"), [(0, 15), (1, 15), (2, 30), (3, 60), (4, 120), (9, 120)])
+def test_the_daemon_backs_off_while_the_server_is_unavailable(unavailable: int, minutes: int) -> None:
+    assert next_pass_minutes(15, unavailable) == minutes
