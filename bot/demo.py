@@ -3,8 +3,10 @@
 Three months of a credit controller's autumn in a few seconds: the ladder climbs day by day and
 every reminder lands in a real IMAP mailbox; the clients answer by email (a transfer announced,
 a promise, a dispute, a payment plan, an out-of-office), the bot reads the AR inbox, threads each
-answer to its invoice and pauses escalation; an address bounces; a consumer gets a formal notice
-without the commercial penalties; what needs a person waits in triage."""
+answer to its invoice and pauses escalation (a plan proposed for one invoice holds the client's
+other one until a person reads it); an address bounces; a business that never answers gets a
+formal notice with the commercial penalties, a consumer one without them; what needs a person
+waits in triage."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ F-2025-0105,Atelier Lumière,gestion@atelier-lumiere.example,1210.50,EUR,2025-08
 F-2025-0106,Jean Moreau,jean.moreau@exemple.example,450.00,EUR,2025-08-15,2025-09-15,fr,,,consumer,
 F-2025-0107,Contoso GmbH,ap@contoso.example,990.00,EUR,2025-08-20,2025-09-19,en,990.00,,business,
 F-2025-0108,Fabrikam SAS,compta@invalid.example,2750.00,EUR,2025-08-20,2025-09-19,fr,,,business,
+F-2025-0109,Menuiserie Garnier SARL,compta@menuiserie-garnier.example,2180.00,EUR,2025-08-05,2025-09-04,fr,,,business,
 """
 
 # What the clients answer, and when: (sender, invoice, subject or "" for a reply, body, extra headers).

@@ -34,5 +34,5 @@ def test_demo_runs_and_cleans_up() -> None:
     triage = out.split("Waiting for a person")[1].split("The sandbox")[0]
     assert "dispute" in triage and "payment_plan" in triage
     assert "Mise en demeure" in out and "12,15\u00a0% l'an" in out and "L441-10" in out
-    assert "The sandbox IMAP mailbox received 13 messages" in out
+    assert "The sandbox IMAP mailbox received 14 messages" in out
     assert pymap_processes() - before == set(), "the sandbox IMAP server is still running"
