@@ -170,7 +170,7 @@ class Inbound(SQLModel, table=True):
     stored_at: datetime | None = moment(nullable=False)
     kind: str | None = None
     confidence: Decimal | None = Field(default=None, sa_column=sa.Column(sa.Numeric(4, 3), nullable=True))
-    status: str = "new"  # new | applied | triage | quarantined
+    status: str = Field(default="new", index=True)  # new | applied | triage | quarantined
     reason: str = ""
     text: str = ""
     cues: str = "[]"  # JSON list
@@ -192,7 +192,18 @@ class Event(SQLModel, table=True):
     reason: str = ""
     data: str = "{}"  # JSON object
     outbound_id: int | None = Field(default=None, foreign_key="outbound.id")
-    inbound_id: int | None = Field(default=None, foreign_key="inbound.id")
+    inbound_id: int | None = Field(default=None, foreign_key="inbound.id", index=True)
+
+
+class IgnoredSender(SQLModel, table=True):
+    """An address whose mail never waits for a person (a newsletter): "ignore this sender" in triage."""
+
+    __tablename__ = "ignored_sender"
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(sa_column=sa.Column(sa.String(250), unique=True, nullable=False))
+    at: datetime | None = moment(nullable=False)
+    actor: str = ""
+    reason: str = ""
 
 
 class Classifier(SQLModel, table=True):

@@ -1,0 +1,167 @@
+"""The screens pushed over the main one: a one-line prompt, the list of keys, one item in full."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingsMap, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.dom import DOMNode
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Label, Static
+
+from bot.i18n import day, moment, money, stage, t, t_reason
+
+
+def translated(node: DOMNode) -> None:
+    """The descriptions of `node`'s keys in the reader's language, read when it is built (the
+    language is known only once the config is: class attributes are set at import)."""
+    node._bindings = BindingsMap([replace(b, description=t(b.description))
+                                  for bs in node._bindings.key_to_bindings.values() for b in bs])
+
+
+class Prompt(ModalScreen[str | None]):
+    """One question, one line of answer, prefilled: Enter gives the answer, Escape None."""
+
+    DEFAULT_CSS = """
+    Prompt { align: center middle; }
+    Prompt > Vertical { width: 90%; max-width: 100; height: auto; border: round $accent; padding: 0 1;
+                        background: $surface; }
+    Prompt Label { width: 100%; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Back")]
+
+    def __init__(self, question: str, value: str = "") -> None:
+        super().__init__()
+        self.question, self.value = question, value
+        translated(self)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            yield Input(value=self.value, id="answer")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class Help(ModalScreen[None]):
+    """Every key of the screen it was opened from, with what it does (the footer shows a few)."""
+
+    DEFAULT_CSS = """
+    Help { align: center middle; }
+    Help > VerticalScroll { width: 90%; max-width: 80; height: 90%; border: round $accent; padding: 0 1;
+                            background: $surface; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Back")]
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.keys = keys
+        translated(self)
+
+    def compose(self) -> ComposeResult:
+        lines = [f"[b]{t('Keys')}[/b]  ({t('Escape closes')})", ""]
+        lines += [f"[b]{escape(k):>10}[/b]  {escape(d)}" for k, d in self.keys]
+        with VerticalScroll():
+            yield Static("\n".join(lines), id="keys")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ItemScreen(Screen[None]):
+    """One item in full: the reply as written (o: the original with its headers), its attachments,
+    the bot's reading in words; beside it each invoice with its timeline. The action keys of the
+    queue work here too, on this item."""
+
+    DEFAULT_CSS = """
+    ItemScreen Horizontal { height: 1fr; }
+    ItemScreen VerticalScroll { width: 1fr; border: round $accent; padding: 0 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Back"),
+        Binding("o", "original", "Original"),
+    ]
+
+    def __init__(self, key: str, message: dict[str, Any] | None, invoices: list[dict[str, Any]], zone: Any) -> None:
+        super().__init__()
+        self.key, self.message, self.invoices, self.zone = key, message, invoices, zone
+        self.show_original = False
+        translated(self)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            if self.message is not None:
+                with VerticalScroll(id="message-pane"):
+                    yield Static(self._message_text(), id="message")
+            with VerticalScroll(id="invoice-pane"):
+                yield Static(self._invoices_text(), id="invoice")
+        yield Static("", id="done")
+        yield Footer()
+
+    def _message_text(self) -> str:
+        m = self.message
+        assert m is not None
+        if self.show_original:
+            return escape(m["original"])
+        head = [f"[b]{escape(m['subject'] or '')}[/b]", f"{escape(m['from'])} · {moment(m['received_at'], self.zone)}"
+                f" · {escape(m['folder'] or '')}", ""]
+        body = [escape(m["text"] or ""), ""]
+        conf = f"{float(m['confidence']):.0%}" if m["confidence"] is not None else "?"
+        reading = [f"[b]{t('reading: {kind}, confidence {confidence}', kind=t(m['kind'] or '?'), confidence=conf)}"
+                   "[/b]", t(_reason(m["reason"]))]
+        evidence = [t("evidence:"), *(f"  · {escape(_cue(c))}" for c in m["cues"])] if m["cues"] else []
+        files = ([t("attachments:"), *(f"  {a.index + 1}. {escape(a.filename)} ({a.content_type}, {a.size} B)"
+                                       for a in m["attachments"])] if m["attachments"] else [])
+        return "\n".join([*head, *body, *reading, *evidence, *([""] if files else []), *files])
+
+    def _invoices_text(self) -> str:
+        out: list[str] = []
+        for d in self.invoices:
+            out += [f"[b]{escape(d['number'])}[/b] · {escape(d.get('client') or '')}",
+                    f"{t('AMOUNT')}: {money(d['amount'], d.get('currency') or 'EUR')}   "
+                    f"{t('PAID')}: {money(d['paid'], d.get('currency') or 'EUR')}   "
+                    f"{t('DUE')}: {money(d.get('amount_due') or 0, d.get('currency') or 'EUR')}",
+                    f"{t('DUE DATE')}: {day(_date(d.get('due_date')))}   {t('STAGE')}: {stage(d.get('stage'))}   "
+                    f"{t('STATE')}: {t(d.get('state') or '')}", "", t("timeline:")]
+            out += [f"  {moment(_when(at), self.zone)}  {t(what)}: {escape(t(kind))} {escape(_reason(detail))}"
+                    for at, what, kind, detail in d["timeline"]]
+            out.append("")
+        return "\n".join(out) or t("(none)")
+
+    def action_original(self) -> None:
+        if self.message is not None:
+            self.show_original = not self.show_original
+            self.query_one("#message", Static).update(self._message_text())
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def _reason(text: str) -> str:
+    return t_reason(text or "")
+
+
+def _cue(cue: str) -> str:
+    """A cue as evidence a person reads: the sentence it quotes, not the pattern's name."""
+    return cue.split(": ", 1)[1] if cue.startswith(("match: ", "cue: ")) else cue
+
+
+def _date(value: Any) -> Any:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _when(value: Any) -> Any:
+    if isinstance(value, str) and value:
+        v = datetime.fromisoformat(value)
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+    return value
