@@ -193,7 +193,7 @@ def _items(conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[Item]:
         out.append(Item(
             key=f"m{r.id}" if r.sort == "m" else f"i{numbers[r.id]}", inbound_id=r.id if r.sort == "m" else None,
             numbers=tuple(n for _, n in pairs), kind=r.kind or "", sender=r.sender or "", subject=r.subject or "",
-            client=r.client or "", received_at=_aware(r.received_at), stake=Decimal(int(r.stake or 0)) / 100,
+            client=r.client or "", received_at=_aware(r.received_at), stake=(Decimal(int(r.stake or 0)) / 100).quantize(Decimal('0.01')),
             due_date=_day(r.due_date), reason=r.reason or "",
             confidence=Decimal(str(r.confidence)) if r.confidence is not None else None,
             suggested=tuple(json.loads(r.suggested or "[]")), versions={n: ver[i] for i, n in pairs}))

@@ -278,6 +278,11 @@ class RelanceApp(App[None]):
     def _highlighted(self) -> None:
         self._show_preview()
 
+    @on(DataTable.RowSelected)
+    def _selected_row(self) -> None:
+        """Enter on a row (the table takes the key first): the item, or the invoice, in full."""
+        self.action_open()
+
     @on(DataTable.HeaderSelected, "#invoices")
     def _header(self, event: DataTable.HeaderSelected) -> None:
         key = str(event.column_key.value)

@@ -119,10 +119,11 @@ class ItemScreen(Screen[None]):
         conf = f"{float(m['confidence']):.0%}" if m["confidence"] is not None else "?"
         reading = [f"[b]{t('reading: {kind}, confidence {confidence}', kind=t(m['kind'] or '?'), confidence=conf)}"
                    "[/b]", t(_reason(m["reason"]))]
-        evidence = [t("evidence:"), *(f"  · {escape(_cue(c))}" for c in m["cues"])] if m["cues"] else []
+        said = evidence(m["cues"])
+        proof = [t("evidence:"), *(f"  · {escape(c)}" for c in said)] if said else []
         files = ([t("attachments:"), *(f"  {a.index + 1}. {escape(a.filename)} ({a.content_type}, {a.size} B)"
                                        for a in m["attachments"])] if m["attachments"] else [])
-        return "\n".join([*head, *body, *reading, *evidence, *([""] if files else []), *files])
+        return "\n".join([*head, *body, *reading, *proof, *([""] if files else []), *files])
 
     def _invoices_text(self) -> str:
         out: list[str] = []
@@ -151,9 +152,17 @@ def _reason(text: str) -> str:
     return t_reason(text or "")
 
 
-def _cue(cue: str) -> str:
-    """A cue as evidence a person reads: the sentence it quotes, not the pattern's name."""
-    return cue.split(": ", 1)[1] if cue.startswith(("match: ", "cue: ")) else cue
+def evidence(cues: list[str]) -> list[str]:
+    """The cues a person can read as evidence: the sentences the reading rests on (quoted «…») and
+    how the invoice was found; the classifier's features (word stems, character n-grams, scores)
+    say nothing to a reader and are left out."""
+    out = []
+    for cue in cues:
+        if cue.startswith("«"):
+            out.append(cue.strip("«» "))
+        elif cue.startswith(("match: ", "number: ")):
+            out.append(_reason(cue.split(": ", 1)[1].split(": ", 1)[-1]))
+    return out
 
 
 def _date(value: Any) -> Any:
