@@ -161,6 +161,8 @@ def undo(engine: Engine, now: datetime, actor: str, decision: int | None = None)
                 continue
             tb = TABLES[name]
             for rid, change in rows.items():
+                if change["before"] is None:  # a row the decision added (a new contact) stays, unused
+                    continue
                 values = {k: _load(k, v) for k, v in change["before"].items()}
                 s.execute(sa.update(tb).where(tb.c.id == int(rid)).values(**values))
         invoice_ids = [int(i) for i in changes.get("invoice", {})]

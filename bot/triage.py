@@ -24,12 +24,12 @@ from sqlalchemy.engine import Connection
 from bot import reports, versions
 from bot.config import Config
 from bot.errors import NotFoundError
-from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, Reminder, table
+from bot.models import CENT, Client, Contact, Event, IgnoredSender, Inbound, Invoice, Reminder, table
 
 inv_t, cli_t, con_t, ev_t, in_t = table(Invoice), table(Client), table(Contact), table(Event), table(Inbound)
 ign_t, rem_t = table(IgnoredSender), table(Reminder)
 DEAD_ENDS = {"disputed": "dispute", "plan": "payment_plan", "bounced": "bounce"}
-OPEN_STATES = ("active", "disputed", "plan", "bounced")
+OPEN_STATES = reports.OPEN_STATES  # what `relance status` lists
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,8 @@ def _items(conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[Item]:
         out.append(Item(
             key=f"m{r.id}" if r.sort == "m" else f"i{numbers[r.id]}", inbound_id=r.id if r.sort == "m" else None,
             numbers=tuple(n for _, n in pairs), kind=r.kind or "", sender=r.sender or "", subject=r.subject or "",
-            client=r.client or "", received_at=_aware(r.received_at), stake=(Decimal(int(r.stake or 0)) / 100).quantize(Decimal('0.01')),
+            client=r.client or "", received_at=_aware(r.received_at),
+            stake=(Decimal(int(r.stake or 0)) / 100).quantize(CENT),
             due_date=_day(r.due_date), reason=r.reason or "",
             confidence=Decimal(str(r.confidence)) if r.confidence is not None else None,
             suggested=tuple(json.loads(r.suggested or "[]")), versions={n: ver[i] for i, n in pairs}))

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -116,16 +117,16 @@ class RelanceApp(App[None]):
         yield Header()
         with TabbedContent(initial="queue-pane"):
             with TabPane(t("Queue"), id="queue-pane"):
-                yield Static("", id="counts")
+                yield Static("", id="counts", markup=False)
                 yield DataTable(id="queue", cursor_type="row")
-                yield Static("", id="where")
+                yield Static("", id="where", markup=False)
                 yield Static("", id="preview")
             with TabPane(t("Invoices"), id="invoices-pane"):
                 yield DataTable(id="invoices", cursor_type="row")
-                yield Static("", id="invoices-where")
+                yield Static("", id="invoices-where", markup=False)
             with TabPane(t("KPIs"), id="kpi-pane"):
                 yield Static("", id="kpis")
-        yield Static("", id="done")
+        yield Static("", id="done", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -271,7 +272,7 @@ class RelanceApp(App[None]):
     def _show_preview(self) -> None:
         item = self.items.get(self._current_key() or "")
         text = "" if item is None else (
-            f"[b]{item.subject}[/b] · {item.sender}\n{t_reason(item.reason)}")
+            f"[b]{escape(item.subject)}[/b] · {escape(item.sender)}\n{escape(t_reason(item.reason))}")
         self.query_one("#preview", Static).update(text)
 
     @on(DataTable.RowHighlighted, "#queue")
@@ -346,13 +347,14 @@ class RelanceApp(App[None]):
 
     # Acting -------------------------------------------------------------------------------------
 
-    def decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str]) -> None:
-        """Run a decision in a worker; show what was done (or why not) in the line above the footer."""
-        self._decide(action, why, scope, run, self._current_key(), self._current_number())
+    def decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], many: bool = False) -> None:
+        """Run a decision in a worker; show what was done (or why not) in the line above the footer.
+        `many`: it changes several rows of the page (a bulk dismissal): the page is read again."""
+        self._decide(action, why, scope, run, self._current_key(), self._current_number(), many)
 
     @work(thread=True, group="act")
     def _decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
-                number: str | None) -> None:
+                number: str | None, many: bool) -> None:
         try:
             done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
         except StaleError as e:
@@ -361,7 +363,12 @@ class RelanceApp(App[None]):
         except RelanceError as e:
             self.call_from_thread(self._refused, str(e), False)
             return
+        except Exception as e:
+            self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
+            return
         self._after(t("done by {actor}: {what} (u: undo)", actor=self.actor, what=done.text), key, number)
+        if many:
+            self.call_from_thread(self.refresh_all)
 
     def _after(self, line: str, key: str | None, number: str | None) -> None:
         """Read again only what the decision changed: the item and the invoice acted on, the counts."""
@@ -640,10 +647,8 @@ class RelanceApp(App[None]):
             keys = [item.key]
         ids = tuple(self.items[k].inbound_id or 0 for k in keys if k in self.items and self.items[k].inbound_id)
         self.decide("dismiss", "noise", desk.Scope(inbounds=ids),
-                    lambda: desk.dismiss(self.engine, ids, self._now(), self.actor))
-        if len(ids) > 1:
-            self.selected.clear()
-            self.call_after_refresh(self.load_queue)
+                    lambda: desk.dismiss(self.engine, ids, self._now(), self.actor), many=len(ids) > 1)
+        self.selected.clear()
 
     def action_ignore(self) -> None:
         item = self._message()
@@ -653,9 +658,7 @@ class RelanceApp(App[None]):
         with self.engine.connect() as conn:
             waiting = tuple(desk.waiting_from(conn, address))
         self.decide("ignore", f"ignore {address}", desk.Scope(inbounds=waiting, senders=(address,)),
-                    lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor))
-        if len(waiting) > 1:
-            self.call_after_refresh(self.load_queue)
+                    lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True)
 
     def action_undo(self) -> None:
         self._undo()
@@ -666,6 +669,9 @@ class RelanceApp(App[None]):
             text = desk.undo(self.engine, self.clock(), self.actor)
         except RelanceError as e:
             self.call_from_thread(self._refused, str(e), isinstance(e, StaleError))
+            return
+        except Exception as e:
+            self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
             return
         self.call_from_thread(self.query_one("#done", Static).update, text)
         self.call_from_thread(self.refresh_all)

@@ -105,7 +105,7 @@ class ItemScreen(Screen[None]):
                     yield Static(self._message_text(), id="message")
             with VerticalScroll(id="invoice-pane"):
                 yield Static(self._invoices_text(), id="invoice")
-        yield Static("", id="done")
+        yield Static("", id="done", markup=False)
         yield Footer()
 
     def _message_text(self) -> str:
