@@ -76,7 +76,7 @@ class Contact(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("client_id", "email"),)
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = Field(foreign_key="client.id", index=True)
-    email: str
+    email: str = Field(index=True)  # a reply's sender finds its client's open invoices
     cc: str = ""
     failing: bool = False
     failure_reason: str | None = None
@@ -97,7 +97,7 @@ class Invoice(SQLModel, table=True):
     pdf: str | None = None
     state: str = Field(default="active", index=True)
     hold_until: datetime | None = moment()
-    held_by: int | None = None  # an inbound message a person must read before the ladder goes on
+    held_by: int | None = Field(default=None, index=True)  # a message a person must read before the ladder goes on
     row_hash: str = ""
 
     @property

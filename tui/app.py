@@ -109,6 +109,7 @@ class RelanceApp(App[None]):
         self.selected: set[str] = set()
         self.seen_marker: tuple[int, int, int] | None = None
         self.width_seen = 0
+        self.invoices_shown = False
         translated(self)
 
     # Layout ------------------------------------------------------------------------------------
@@ -132,8 +133,7 @@ class RelanceApp(App[None]):
     def on_mount(self) -> None:
         self._columns()
         self.query_one("#queue", DataTable).focus()
-        self.load_queue()
-        self.load_invoices()
+        self.load_queue()  # the invoices when their tab is first shown: the queue paints first
         self.set_interval(self.poll_seconds, self.poll)
 
     def on_resize(self) -> None:
@@ -155,18 +155,22 @@ class RelanceApp(App[None]):
 
     @work(thread=True, exclusive=True, group="queue")
     def load_queue(self) -> None:
-        """Read one page of the queue, its size and the counts per kind."""
+        """Read one page of the queue and show it; then how many wait, in all and per kind."""
         with self.engine.connect() as conn:
-            rows = triage.page(conn, self.filters, self.offset["queue"], PAGE)
-            total = triage.count(conn, self.filters)
-            per_kind = triage.counts(conn)
             marker = triage.marker(conn)
-        self.call_from_thread(self._queue_read, rows, total, per_kind, marker)
+            rows = triage.page(conn, self.filters, self.offset["queue"], PAGE)
+            self.call_from_thread(self._queue_read, rows, marker)
+            per_kind = triage.counts(conn)
+            total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
+        self.call_from_thread(self._counted, total, per_kind)
 
-    def _queue_read(self, rows: list[triage.Item], total: int, per_kind: dict[str, int],
-                    marker: tuple[int, int, int]) -> None:
-        self.total["queue"], self.per_kind, self.seen_marker = total, per_kind, marker
+    def _queue_read(self, rows: list[triage.Item], marker: tuple[int, int, int]) -> None:
+        self.seen_marker = marker
         self._fill_queue(rows, keep=self._current_key())
+
+    def _counted(self, total: int, per_kind: dict[str, int]) -> None:
+        self.total["queue"], self.per_kind = total, per_kind
+        self._show_counts()
 
     @work(thread=True, exclusive=True, group="invoices")
     def load_invoices(self) -> None:
@@ -191,7 +195,8 @@ class RelanceApp(App[None]):
 
     def refresh_all(self) -> None:
         self.load_queue()
-        self.load_invoices()
+        if self.invoices_shown:
+            self.load_invoices()
         if self.query_one(TabbedContent).active == "kpi-pane":
             self.load_kpis()
 
@@ -297,7 +302,10 @@ class RelanceApp(App[None]):
         pane = event.pane.id
         if pane == "kpi-pane":
             self.load_kpis()
-        elif pane:
+        if pane == "invoices-pane" and not self.invoices_shown:
+            self.invoices_shown = True
+            self.load_invoices()
+        if pane in ("queue-pane", "invoices-pane"):
             self.query_one("#queue" if pane == "queue-pane" else "#invoices", DataTable).focus()
 
     # Where the cursor is -------------------------------------------------------------------------
@@ -376,7 +384,8 @@ class RelanceApp(App[None]):
             item = triage.one(conn, key) if key else None
             row = (triage.invoice_page(conn, self.config, self.clock(), "number", False, 0, 1, number)
                    if number else [])
-            per_kind, total = triage.counts(conn), triage.count(conn, self.filters)
+            per_kind = triage.counts(conn)
+            total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
             marker = triage.marker(conn)
         self.call_from_thread(self._changed, line, key, item, number, row, per_kind, total, marker)
 

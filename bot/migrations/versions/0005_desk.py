@@ -1,6 +1,7 @@
 """The credit controller's desk (the triage UI): indexes for the queue read a page at a time
-(messages by status, events by message) and ignored_sender, the addresses whose mail never waits
-for a person
+(messages by status, events by message, invoices by the message holding them, contacts by address:
+a person's decision reads the sender's open invoices as the pipeline does) and ignored_sender,
+the addresses whose mail never waits for a person
 
 Revision ID: 0005_desk
 Revises: 0004
@@ -20,6 +21,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_inbound_status"), ["status"], unique=False)
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_event_inbound_id"), ["inbound_id"], unique=False)
+    with op.batch_alter_table("invoice", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_invoice_held_by"), ["held_by"], unique=False)
+    with op.batch_alter_table("contact", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_contact_email"), ["email"], unique=False)
     op.create_table(
         "ignored_sender",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -32,6 +37,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("ignored_sender")
+    with op.batch_alter_table("contact", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_contact_email"))
+    with op.batch_alter_table("invoice", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_held_by"))
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_event_inbound_id"))
     with op.batch_alter_table("inbound", schema=None) as batch_op:
