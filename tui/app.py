@@ -133,6 +133,7 @@ class RelanceApp(App[None]):
     def on_mount(self) -> None:
         self._columns()
         self.query_one("#queue", DataTable).focus()
+        self.install_screen(ItemScreen(self.config.zone), "item")
         self.load_queue()  # the invoices when their tab is first shown: the queue paints first
         self.set_interval(self.poll_seconds, self.poll)
 
@@ -379,23 +380,25 @@ class RelanceApp(App[None]):
             self.call_from_thread(self.refresh_all)
 
     def _after(self, line: str, key: str | None, number: str | None) -> None:
-        """Read again only what the decision changed: the item and the invoice acted on, the counts."""
+        """Read again only what the decision changed: the item and the invoice acted on; show them;
+        then the counts."""
         with self.engine.connect() as conn:
             item = triage.one(conn, key) if key else None
             row = (triage.invoice_page(conn, self.config, self.clock(), "number", False, 0, 1, number)
                    if number else [])
+            marker = triage.marker(conn)
+            self.call_from_thread(self._changed, line, key, item, number, row, marker)
             per_kind = triage.counts(conn)
             total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
-            marker = triage.marker(conn)
-        self.call_from_thread(self._changed, line, key, item, number, row, per_kind, total, marker)
+        self.call_from_thread(self._counted, total, per_kind)
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
-                 row: list[dict[str, Any]], per_kind: dict[str, int], total: int,
-                 marker: tuple[int, int, int]) -> None:
+                 row: list[dict[str, Any]], marker: tuple[int, int, int]) -> None:
         self.query_one("#done", Static).update(line)
-        if isinstance(self.screen, ItemScreen):
-            self.screen.query_one("#done", Static).update(line)
-        self.per_kind, self.total["queue"], self.seen_marker = per_kind, total, marker
+        screen = self.get_screen("item")
+        if isinstance(screen, ItemScreen) and screen.is_mounted:
+            screen.query_one("#done", Static).update(line)
+        self.seen_marker = marker
         if key is not None and key in self.items:
             table = self.query_one("#queue", DataTable)
             if item is None:
@@ -417,7 +420,6 @@ class RelanceApp(App[None]):
                 keys = [str(c.key.value) for c in table.ordered_columns]
                 for k, v in zip(keys, self._invoice_cells(row[0], keys), strict=True):
                     table.update_cell(number, k, v)
-        self._show_counts()
         self._show_preview()
 
     def _refused(self, why: str, stale: bool) -> None:
@@ -702,8 +704,14 @@ class RelanceApp(App[None]):
         with self.engine.connect() as conn:
             message = triage.message(conn, inbound_id) if inbound_id is not None else None
             docs = [triage.invoice(conn, self.config, n, self.clock()) for n in numbers]
-        self.call_from_thread(self.push_screen, ItemScreen(key or f"i{numbers[0]}", message, docs,
-                                                           self.config.zone))
+        self.call_from_thread(self._show_item, key or f"i{numbers[0]}", message, docs)
+
+    def _show_item(self, key: str, message: dict[str, Any] | None, docs: list[dict[str, Any]]) -> None:
+        screen = self.get_screen("item")
+        assert isinstance(screen, ItemScreen)
+        screen.show(key, message, docs)
+        if self.screen is not screen:
+            self.push_screen(screen)
 
     def action_save_attachment(self) -> None:
         screen = self.screen
