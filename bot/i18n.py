@@ -367,4 +367,10 @@ FR.update({
     "recovered per stage": "recouvré par étape", "ageing of open receivables": "ancienneté de l'encours",
     "waiting per kind": "en attente par nature",
     "Keys": "Touches", "Escape closes": "Échap ferme",
+    "Reminder": "Relance", "Reply": "Réponse", "Event": "Événement",
+    # Event kinds as the timeline shows them.
+    "imported": "importée", "released": "libérée", "resumed": "reprise",
+    "payment": "paiement", "credit_note": "avoir", "contact_changed": "contact changé",
+    "plan_accepted": "échéancier accepté", "plan_ended": "échéancier terminé", "undone": "annulé",
+    "triage_closed": "traité", "message_assigned": "rattaché", "reminder_sent": "relance envoyée",
 })

@@ -359,12 +359,10 @@ def invoice(conn: Connection, config: Config, number: str, now: datetime) -> dic
     doc = reports.show(conn, config, number, now)
     inv_id = conn.execute(sa.select(inv_t.c.id).where(inv_t.c.number == number)).scalar_one()
     doc["version"] = versions.of(conn, [inv_id])[inv_id]
-    line: list[tuple[str, str, str, str]] = []
-    line += [(r["at"], "reminder", r["stage"], r["status"] + (f" · {r['subject']}" if r["subject"] else ""))
+    line: list[tuple[str, str, str, str, str]] = []  # at, what, kind, who, detail
+    line += [(r["at"], "reminder", r["stage"], "", r["status"] + (f" · {r['subject']}" if r["subject"] else ""))
              for r in doc["reminders"]]
-    line += [(m["received_at"] or "", "reply", m["kind"] or "", f"{m['from']} · {m['subject']}")
-             for m in doc["messages"]]
-    line += [(e["at"], "event", e["kind"], f"{e['actor']}: {e['reason']}") for e in doc["events"]
-             if e["kind"] != "decision"]
+    line += [(m["received_at"] or "", "reply", m["kind"] or "", m["from"], m["subject"]) for m in doc["messages"]]
+    line += [(e["at"], "event", e["kind"], e["actor"], e["reason"]) for e in doc["events"] if e["kind"] != "decision"]
     doc["timeline"] = sorted(line, key=lambda x: x[0])
     return doc

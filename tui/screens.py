@@ -154,8 +154,9 @@ class ItemScreen(Screen[None]):
                     f"{t('DUE')}: {money(d.get('amount_due') or 0, d.get('currency') or 'EUR')}",
                     f"{t('DUE DATE')}: {day(_date(d.get('due_date')))}   {t('STAGE')}: {stage(d.get('stage'))}   "
                     f"{t('STATE')}: {t(d.get('state') or '')}", "", t("timeline:")]
-            out += [f"  {moment(_when(at), self.zone)}  {t(what)}: {escape(t(kind))} {escape(_reason(detail))}"
-                    for at, what, kind, detail in d["timeline"]]
+            out += [f"  {moment(_when(at), self.zone)}  {t(TIMELINE[what])}: [b]{escape(_kind(kind))}[/b]"
+                    + (f" · {escape(who)}" if who else "") + (f" · {escape(_reason(detail))}" if detail else "")
+                    for at, what, kind, who, detail in d["timeline"]]
             out.append("")
         return "\n".join(out) or t("(none)")
 
@@ -166,6 +167,19 @@ class ItemScreen(Screen[None]):
 
     def action_close(self) -> None:
         self.app.pop_screen()
+
+
+TIMELINE = {"reminder": "Reminder", "reply": "Reply", "event": "Event"}
+
+
+def _kind(kind: str) -> str:
+    """An event's or a message's kind in words: `message_dispute` reads as the dispute it records."""
+    if kind.startswith("message_"):
+        return t(kind.removeprefix("message_"))
+    return stage(kind) if kind in STAGE_NAMES else t(kind)
+
+
+STAGE_NAMES = {"reminder", "second_reminder", "formal_notice"}
 
 
 def _reason(text: str) -> str:
