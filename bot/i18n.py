@@ -374,3 +374,20 @@ FR.update({
     "plan_accepted": "échéancier accepté", "plan_ended": "échéancier terminé", "undone": "annulé",
     "triage_closed": "traité", "message_assigned": "rattaché", "reminder_sent": "relance envoyée",
 })
+
+# Codes (kinds, states, event kinds) in words, for screens; the command line's tables keep the codes
+# in English, as scripts read them.
+WORDS_EN = {
+    "payment_claim": "payment claimed", "promise_to_pay": "promise to pay", "payment_plan": "payment plan proposed",
+    "auto_reply": "auto-reply", "bounce": "undelivered", "human_reply": "reply", "fix_contact": "fix the contact",
+    "message_assigned": "assigned", "triage_closed": "decided", "contact_changed": "contact changed",
+    "plan_accepted": "plan accepted", "plan_ended": "plan ended", "credit_note": "credit note",
+    "reminder_sent": "reminder sent",
+}
+
+
+def words(code: str) -> str:
+    """A code as a person reads it, in the user's language."""
+    if language() == "fr":
+        return FR.get(code, code.replace("_", " "))
+    return WORDS_EN.get(code, code.replace("_", " "))

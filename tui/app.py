@@ -27,7 +27,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from bot import actions, decisions, desk, plans, reports, triage
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
-from bot.i18n import day, moment, money, stage, t, t_reason
+from bot.i18n import day, moment, money, stage, t, t_reason, words
 from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
@@ -212,7 +212,7 @@ class RelanceApp(App[None]):
     def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
         today = self.clock().astimezone(self.config.zone).date()
         mark = "● " if item.key in self.selected else ""
-        cells = {"stake": mark + money(item.stake), "kind": t(item.kind), "client": item.client,
+        cells = {"stake": mark + money(item.stake), "kind": words(item.kind), "client": item.client,
                  "invoices": ", ".join(item.numbers or item.suggested),
                  "late": str(max((today - item.due_date).days, 0)) if item.due_date else "",
                  "from": item.sender, "received": moment(item.received_at, self.config.zone),
@@ -233,9 +233,9 @@ class RelanceApp(App[None]):
 
     def _invoice_cells(self, r: dict[str, Any], keys: list[str]) -> list[str]:
         cells = {"number": r["number"], "amount_due": money(Decimal(r["amount_due"]), r["currency"]),
-                 "days_overdue": str(r["days_overdue"]), "state": t(r["state"]), "client": r["client"],
+                 "days_overdue": str(r["days_overdue"]), "state": words(r["state"]), "client": r["client"],
                  "stage": stage(r["stage"]),
-                 "next": (t(r["next_action"]) if r["next_action"] in ("triage", "resume", "fix_contact")
+                 "next": (words(r["next_action"]) if r["next_action"] in ("triage", "resume", "fix_contact")
                           else stage(r["next_action"])) + (
                      f" {day(date.fromisoformat(r['next_action_at'][:10]))}" if r["next_action_at"] else "")}
         return [cells[k] for k in keys]
@@ -263,7 +263,7 @@ class RelanceApp(App[None]):
         table.move_cursor(row=max(row, 0), animate=False)
 
     def _show_counts(self) -> None:
-        parts = [f"{t(k)} {n}" for k, n in sorted(self.per_kind.items(), key=lambda kv: -kv[1])]
+        parts = [f"{words(k)} {n}" for k, n in sorted(self.per_kind.items(), key=lambda kv: -kv[1])]
         f = self.filters
         active = " ".join(f"{k}={v}" for k, v in (("kind", f.kind), ("client", f.client), ("lang", f.language),
                                                   ("box", f.mailbox), ("/", f.search)) if v)
@@ -799,7 +799,7 @@ class RelanceApp(App[None]):
             lines += ["", f"[b]{t('ageing of open receivables')}[/b]"]
             lines += _bars({b: Decimal(v) for b, v in k["ageing"].items()})
         lines += ["", f"[b]{t('waiting per kind')}[/b]"]
-        lines += [f"  {t(kind):<24} {n}" for kind, n in sorted(self.per_kind.items(), key=lambda kv: -kv[1])]
+        lines += [f"  {words(kind):<24} {n}" for kind, n in sorted(self.per_kind.items(), key=lambda kv: -kv[1])]
         return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
 
-from bot.i18n import day, moment, money, stage, t, t_reason
+from bot.i18n import day, moment, money, stage, t, t_reason, words
 
 
 def translated(node: DOMNode) -> None:
@@ -137,7 +137,7 @@ class ItemScreen(Screen[None]):
                 f" · {escape(m['folder'] or '')}", ""]
         body = [escape(m["text"] or ""), ""]
         conf = f"{float(m['confidence']):.0%}" if m["confidence"] is not None else "?"
-        reading = [f"[b]{t('reading: {kind}, confidence {confidence}', kind=t(m['kind'] or '?'), confidence=conf)}"
+        reading = [f"[b]{t('reading: {kind}, confidence {confidence}', kind=words(m['kind'] or '?'), confidence=conf)}"
                    "[/b]", t(_reason(m["reason"]))]
         said = evidence(m["cues"])
         proof = [t("evidence:"), *(f"  · {escape(c)}" for c in said)] if said else []
@@ -153,7 +153,7 @@ class ItemScreen(Screen[None]):
                     f"{t('PAID')}: {money(d['paid'], d.get('currency') or 'EUR')}   "
                     f"{t('DUE')}: {money(d.get('amount_due') or 0, d.get('currency') or 'EUR')}",
                     f"{t('DUE DATE')}: {day(_date(d.get('due_date')))}   {t('STAGE')}: {stage(d.get('stage'))}   "
-                    f"{t('STATE')}: {t(d.get('state') or '')}", "", t("timeline:")]
+                    f"{t('STATE')}: {words(d.get('state') or '')}", "", t("timeline:")]
             out += [f"  {moment(_when(at), self.zone)}  {t(TIMELINE[what])}: [b]{escape(_kind(kind))}[/b]"
                     + (f" · {escape(who)}" if who else "") + (f" · {escape(_reason(detail))}" if detail else "")
                     for at, what, kind, who, detail in d["timeline"]]
@@ -175,8 +175,8 @@ TIMELINE = {"reminder": "Reminder", "reply": "Reply", "event": "Event"}
 def _kind(kind: str) -> str:
     """An event's or a message's kind in words: `message_dispute` reads as the dispute it records."""
     if kind.startswith("message_"):
-        return t(kind.removeprefix("message_"))
-    return stage(kind) if kind in STAGE_NAMES else t(kind)
+        return words(kind.removeprefix("message_"))
+    return stage(kind) if kind in STAGE_NAMES else words(kind)
 
 
 STAGE_NAMES = {"reminder", "second_reminder", "formal_notice"}
