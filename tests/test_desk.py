@@ -116,3 +116,21 @@ def test_the_command_line_makes_the_same_decisions(engine: Engine, db_url: str, 
     assert "ignored (1 message(s) dismissed)" in capsys.readouterr().out
     assert main(["plan", *base, "F-9", "--reject", *now]) == 1
 
+
+
+def test_ageing_buckets_of_open_receivables() -> None:
+    """kpi's ageing: what is still due, by days past due (paid invoices left out)."""
+    from datetime import date
+    from types import SimpleNamespace as Row
+
+    from bot.reports import ageing
+
+    today = date(2027, 4, 6)
+    rows = [Row(state="active", amount=Decimal("100.00"), paid=Decimal("40.00"), due_date=today),
+            Row(state="active", amount=Decimal("10.00"), paid=Decimal(0), due_date=date(2027, 4, 7)),
+            Row(state="disputed", amount=Decimal("5.00"), paid=Decimal(0), due_date=date(2027, 3, 6)),  # 31 days
+            Row(state="plan", amount=Decimal("7.00"), paid=Decimal(0), due_date=date(2027, 3, 5)),
+            Row(state="active", amount=Decimal("1.00"), paid=Decimal(0), due_date=date(2027, 1, 5)),
+            Row(state="paid", amount=Decimal("999.00"), paid=Decimal("999.00"), due_date=date(2026, 1, 1))]
+    assert {k: str(v) for k, v in ageing(rows, today).items()} == {
+        "not_due": "10.00", "0-30": "60.00", "31-60": "12.00", "61-90": "0.00", "90+": "1.00"}

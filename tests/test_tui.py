@@ -414,6 +414,16 @@ async def test_french_follows_the_config(engine: Engine, make_config: Callable[.
         assert "Annuler" in [b.description for b in app._bindings.key_to_bindings["u"]]
 
 
+async def test_kpis_as_numbers_and_bars(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        text = str(app.query_one("#kpis").render())
+    assert "open receivables: €1,000.00" in text
+    assert "0-30" in text and "█" in text, "ageing as a small bar chart"
+
+
 def test_relance_tui_is_registered_without_bot_importing_textual() -> None:
     """`relance tui` is found through the `relance.commands` entry points (bot never imports the UI)."""
     from importlib.metadata import entry_points
