@@ -290,6 +290,25 @@ async def test_correct_the_kind(engine: Engine, make_config: Callable[..., Confi
     assert state == "active" and hold is not None, "not a dispute after all: held for payment_claim_days"
 
 
+async def test_confirming_a_promise_with_no_date_asks_for_it(engine: Engine, make_config: Callable[..., Config],
+                                                             tmp_path: Path) -> None:
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    with engine.begin() as c:  # the bot read the dispute as a promise, with no date
+        c.execute(sa.text("UPDATE inbound SET kind = 'promise_to_pay'"))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await pilot.press("c")
+        await settle(pilot)
+        assert isinstance(app.screen, Prompt), "the date is asked"
+        assert app.screen.query_one(Input).value == "promise_to_pay "
+        app.screen.query_one(Input).value = "promise_to_pay 2027-04-20"
+        await pilot.press("enter")
+        await settle(pilot)
+    assert row(engine, "SELECT label, status FROM inbound") == ("promise_to_pay", "applied")
+    assert str(row(engine, "SELECT hold_until FROM invoice WHERE number = 'F-1'")[0])[:10] == "2027-04-22"
+
+
 async def test_assign_a_message_to_its_suggested_invoice(engine: Engine, make_config: Callable[..., Config],
                                                          tmp_path: Path) -> None:
     cfg = make_config()

@@ -356,14 +356,16 @@ class RelanceApp(App[None]):
 
     # Acting -------------------------------------------------------------------------------------
 
-    def decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], many: bool = False) -> None:
+    def decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], many: bool = False,
+               otherwise: Callable[[], None] | None = None) -> None:
         """Run a decision in a worker; show what was done (or why not) in the line above the footer.
-        `many`: it changes several rows of the page (a bulk dismissal): the page is read again."""
-        self._decide(action, why, scope, run, self._current_key(), self._current_number(), many)
+        `many`: it changes several rows of the page (a bulk dismissal): the page is read again.
+        `otherwise`: what to offer when the decision is refused for want of something (a prompt)."""
+        self._decide(action, why, scope, run, self._current_key(), self._current_number(), many, otherwise)
 
     @work(thread=True, group="act")
     def _decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
-                number: str | None, many: bool) -> None:
+                number: str | None, many: bool, otherwise: Callable[[], None] | None) -> None:
         try:
             done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
         except StaleError as e:
@@ -371,6 +373,8 @@ class RelanceApp(App[None]):
             return
         except RelanceError as e:
             self.call_from_thread(self._refused, str(e), False)
+            if otherwise is not None:
+                self.call_from_thread(otherwise)
             return
         except Exception as e:
             self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
@@ -449,7 +453,9 @@ class RelanceApp(App[None]):
             assert inbound_id is not None
             self.decide("confirm", t("confirmed from the triage screen"), desk.Scope(inbounds=(inbound_id,)),
                         lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(item.kind),
-                                                self.actor, in_triage=True))
+                                                self.actor, in_triage=True),
+                        # a promise with no date read: the person gives it
+                        otherwise=self.action_label if item.kind == Kind.PROMISE_TO_PAY.value else None)
 
     def action_label(self) -> None:
         item = self._message()
@@ -472,7 +478,7 @@ class RelanceApp(App[None]):
                                                 self.actor, until, in_triage=True))
 
         self.ask(t("kind ({kinds}), a promise's date after it; Enter; Escape cancels", kinds=", ".join(KINDS)),
-                 item.kind, then)
+                 item.kind + (" " if item.kind == Kind.PROMISE_TO_PAY.value else ""), then)
 
     def action_assign(self) -> None:
         item = self._message()
