@@ -368,6 +368,7 @@ FR.update({
     "waiting per kind": "en attente par nature",
     "Keys": "Touches", "Escape closes": "Échap ferme",
     "Reminder": "Relance", "Reply": "Réponse", "Event": "Événement",
+    "Reminder as sent": "Relance telle qu'envoyée", "no reminder sent yet": "aucune relance envoyée",
     # Event kinds as the timeline shows them.
     "imported": "importée", "released": "libérée", "resumed": "reprise",
     "payment": "paiement", "credit_note": "avoir", "contact_changed": "contact changé",

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from bot import reports, versions
 from bot.config import Config
 from bot.errors import NotFoundError
-from bot.models import CENT, Client, Contact, Event, IgnoredSender, Inbound, Invoice, Reminder, table
+from bot.models import CENT, Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
 
 inv_t, cli_t, con_t, ev_t, in_t = table(Invoice), table(Client), table(Contact), table(Event), table(Inbound)
 ign_t, rem_t = table(IgnoredSender), table(Reminder)
@@ -365,4 +365,23 @@ def invoice(conn: Connection, config: Config, number: str, now: datetime) -> dic
     line += [(m["received_at"] or "", "reply", m["kind"] or "", m["from"], m["subject"]) for m in doc["messages"]]
     line += [(e["at"], "event", e["kind"], e["actor"], e["reason"]) for e in doc["events"] if e["kind"] != "decision"]
     doc["timeline"] = sorted(line, key=lambda x: x[0])
+    doc["sent"] = sent(conn, [r["message_id"] for r in doc["reminders"] if r["message_id"]])
     return doc
+
+
+def sent(conn: Connection, message_ids: list[str]) -> list[dict[str, str]]:
+    """Reminders as the client received them: headers and text, in the order given."""
+    out_t = table(Outbound)
+    raws = dict(conn.execute(sa.select(out_t.c.message_id, out_t.c.raw).where(out_t.c.message_id.in_(message_ids))
+                             ).all())
+    out = []
+    for mid in message_ids:
+        raw = raws.get(mid)
+        if not raw:
+            continue
+        msg = parse_raw(bytes(raw))
+        body = msg.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        head = "\n".join(f"{k}: {msg[k]}" for k in ("From", "To", "Cc", "Date", "Subject", "Message-ID") if msg[k])
+        out.append({"message_id": mid, "text": f"{head}\n\n{text}"})
+    return out

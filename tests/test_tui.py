@@ -393,6 +393,32 @@ async def test_item_view_shows_the_reply_the_reading_and_the_timeline(
     assert row(engine, "SELECT held_by FROM invoice WHERE number = 'F-1'") == (None,)
 
 
+async def test_a_reminder_opens_as_it_was_sent(engine: Engine, make_config: Callable[..., Config],
+                                               tmp_path: Path) -> None:
+    """From the invoices: Enter, then v shows the reminder the client received (headers and text)."""
+    import asyncio
+
+    from bot.mailer import MemoryMailer
+    from bot.tick import tick
+
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    mailer = MemoryMailer()
+    await asyncio.to_thread(lambda: asyncio.run(tick(engine, cfg, mailer, NOW, NOW)))
+    assert mailer.sent, "F-2's first reminder went out"
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ItemScreen)
+        assert "reminder" in str(app.screen.query_one("#invoice").render())
+        await pilot.press("v")
+        shown = str(app.screen.query_one("#message").render())
+    assert "Reminder as sent 1/1" in shown and "F-2" in shown and "Message-ID: <" in shown
+
+
 async def test_small_terminal_collapses_columns_and_help_lists_every_key(
         engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
     app = seeded_app(engine, make_config(), tmp_path)

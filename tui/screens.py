@@ -90,6 +90,7 @@ class ItemScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Back"),
         Binding("o", "original", "Original"),
+        Binding("v", "sent", "Reminder as sent"),
     ]
 
     def __init__(self, zone: Any) -> None:
@@ -98,6 +99,7 @@ class ItemScreen(Screen[None]):
         self.message: dict[str, Any] | None = None
         self.invoices: list[dict[str, Any]] = []
         self.show_original = False
+        self.showing_sent = 0
         translated(self)
 
     def compose(self) -> ComposeResult:
@@ -112,6 +114,7 @@ class ItemScreen(Screen[None]):
     def show(self, key: str, message: dict[str, Any] | None, invoices: list[dict[str, Any]]) -> None:
         """Another item in the same screen (built once: a new screen per item costs a tenth of a second)."""
         self.key, self.message, self.invoices, self.show_original = key, message, invoices, False
+        self.showing_sent = 0
         if self.is_mounted:
             self._paint()
 
@@ -159,6 +162,23 @@ class ItemScreen(Screen[None]):
                     for at, what, kind, who, detail in d["timeline"]]
             out.append("")
         return "\n".join(out) or t("(none)")
+
+    def action_sent(self) -> None:
+        """The reminders of the invoice(s) as sent, one after the other on each press, then the reply again."""
+        sent = [x for d in self.invoices for x in d.get("sent", [])]
+        if not sent:
+            self.notify(t("no reminder sent yet"))
+            return
+        self.showing_sent = (self.showing_sent + 1) % (len(sent) + 1)
+        pane = self.query_one("#message-pane")
+        pane.display = True
+        if self.showing_sent == 0:
+            pane.display = self.message is not None
+            if self.message is not None:
+                self.query_one("#message", Static).update(self._message_text())
+            return
+        head = f"[b]{t('Reminder as sent')} {self.showing_sent}/{len(sent)}[/b]\n\n"
+        self.query_one("#message", Static).update(head + escape(sent[self.showing_sent - 1]["text"]))
 
     def action_original(self) -> None:
         if self.message is not None:
