@@ -441,7 +441,11 @@ async def test_search_narrows_the_queue(engine: Engine, make_config: Callable[..
     deliver(engine, cfg, "Plans", PLAN)
     app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
     async with running(app) as pilot:
-        await answer(pilot, "slash", "F-1")
+        await pilot.press("slash", "F", "-", "1")  # the queue follows as the number is typed
+        await settle(pilot)
+        assert isinstance(app.screen, Prompt) and list(app.items) == ["m1"]
+        await pilot.press("enter")
+        await settle(pilot)
         assert list(app.items) == ["m1"]
         await answer(pilot, "slash", "")
         assert list(app.items) == ["m2", "m1"]

@@ -23,6 +23,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
 from bot import actions, decisions, desk, plans, reports, triage
 from bot.config import Config
@@ -160,6 +161,8 @@ class RelanceApp(App[None]):
         with self.engine.connect() as conn:
             marker = triage.marker(conn)
             rows = triage.page(conn, self.filters, self.offset["queue"], PAGE)
+            if get_current_worker().is_cancelled:  # a newer read (the next letter typed) replaces this one
+                return
             self.call_from_thread(self._queue_read, rows, marker)
             per_kind = triage.counts(conn)
             total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
@@ -432,7 +435,8 @@ class RelanceApp(App[None]):
         if stale:
             self.refresh_all()
 
-    def ask(self, question: str, value: str, then: Callable[[str], None]) -> None:
+    def ask(self, question: str, value: str, then: Callable[[str], None],
+            on_change: Callable[[str], None] | None = None) -> None:
         def answered(answer: str | None) -> None:
             if answer is not None:
                 try:
@@ -440,7 +444,7 @@ class RelanceApp(App[None]):
                 except RelanceError as e:
                     self._refused(str(e), False)
 
-        self.push_screen(Prompt(question, value), answered)
+        self.push_screen(Prompt(question, value, on_change), answered)
 
     def _now(self) -> datetime:
         return self.clock()
@@ -746,13 +750,20 @@ class RelanceApp(App[None]):
             (self.load_invoices if which == "invoices" else self.load_queue)()
 
     def action_search(self) -> None:
-        def then(answer: str) -> None:
+        """Incremental: the queue follows what is typed; Enter keeps it (and searches the invoices)."""
+        def typed(answer: str) -> None:
             self.filters = triage.Filters(self.filters.kind, self.filters.client, self.filters.language,
-                                          self.filters.mailbox, answer)
-            self.offset = {"queue": 0, "invoices": 0}
-            self.refresh_all()
+                                          self.filters.mailbox, answer.strip())
+            self.offset["queue"] = 0
+            self.load_queue()
 
-        self.ask(t("search a number, a client or a sender; Enter; empty clears"), self.filters.search, then)
+        def then(answer: str) -> None:
+            typed(answer)
+            self.offset["invoices"] = 0
+            if self.invoices_shown:
+                self.load_invoices()
+
+        self.ask(t("search a number, a client or a sender; Enter; empty clears"), self.filters.search, then, typed)
 
     def action_filter(self) -> None:
         f = self.filters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
@@ -35,15 +36,20 @@ class Prompt(ModalScreen[str | None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Back")]
 
-    def __init__(self, question: str, value: str = "") -> None:
+    def __init__(self, question: str, value: str = "", on_change: Callable[[str], None] | None = None) -> None:
         super().__init__()
-        self.question, self.value = question, value
+        self.question, self.value, self.on_change = question, value, on_change
         translated(self)
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question)
             yield Input(value=self.value, id="answer")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """As the person types (the search): the answer so far, for the screen behind to follow."""
+        if self.on_change is not None and event.value != self.value:
+            self.on_change(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
