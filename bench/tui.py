@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 NOW = datetime(2027, 4, 13, 8, 0, tzinfo=UTC)
 # This file is bench/tui.py: run as a script, its folder comes first on the path and would hide the
@@ -84,6 +85,33 @@ def build(url: str, invoices: int, messages: int) -> None:
     engine.dispose()
 
 
+def instrument(app: Any) -> dict[str, list[float]]:
+    """The app's own part of a key's latency, without the Pilot's: from the action called to the
+    screen updated (open: the item's content set and its screen pushed; confirm: the row and the
+    confirmation line updated, before the counts are read again)."""
+    took: dict[str, list[float]] = {"open": [], "confirm": []}
+    began: dict[str, float] = {}
+
+    def wrap(name: str, key: str, end: bool) -> None:
+        method = getattr(app, name)
+
+        def wrapped(*args: Any, **kw: Any) -> Any:
+            if not end:
+                began[key] = time.perf_counter()
+            result = method(*args, **kw)
+            if end and key in began:
+                took[key].append((time.perf_counter() - began.pop(key)) * 1000)
+            return result
+
+        setattr(app, name, wrapped)
+
+    wrap("action_open", "open", end=False)
+    wrap("_show_item", "open", end=True)
+    wrap("action_confirm", "confirm", end=False)
+    wrap("_changed", "confirm", end=True)
+    return took
+
+
 async def pilot_floor(keys: int) -> float:
     """What the Pilot itself costs per key (press, wait for idle, repaint) on a bare app with a
     table of 100 rows: the part of each latency below that is not Relance's."""
@@ -123,6 +151,7 @@ async def measure(url: str, keys: int) -> dict[str, object]:
     engine = store.make_engine(url)
     cfg = from_dict({"database": {"url": url}}, "bench.toml")
     app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:bench", poll_seconds=3600)
+    inner = instrument(app)
     start = time.perf_counter()
     out: dict[str, object] = {}
     async with app.run_test(size=(160, 48)) as pilot:
@@ -172,6 +201,10 @@ async def measure(url: str, keys: int) -> dict[str, object]:
             out[f"{k}_p50_ms"] = round(statistics.median(v), 1)
             out[f"{k}_p95_ms"] = round(v[max(int(len(v) * 0.95) - 1, 0)], 1)
     engine.dispose()
+    for k, v in inner.items():
+        v.sort()
+        out[f"{k}_app_p50_ms"] = round(statistics.median(v), 1)
+        out[f"{k}_app_p95_ms"] = round(v[max(int(len(v) * 0.95) - 1, 0)], 1)
     out["pilot_floor_ms"] = await pilot_floor(keys)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
