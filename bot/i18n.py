@@ -290,11 +290,20 @@ def moment(value: Any, zone: Any) -> str:
                                locale=_LOCALES[language()]))
 
 
-def stage(name: str | None) -> str:
-    """A stage's name as a person reads it: the known ones translated, others as configured."""
+def stage(name: str | None, labels: dict[str, tuple[str, str]] | None = None) -> str:
+    """A stage's name as a person reads it: its label in the config (`label_fr`, `label_en`: see
+    `stage_labels`), else the shipped stages' names translated, else the name as configured."""
     if not name:
         return ""
-    return STAGES_FR.get(name, name.replace("_", " ")) if language() == "fr" else name.replace("_", " ")
+    fr, en = (labels or {}).get(name, ("", ""))
+    if language() == "fr":
+        return fr or STAGES_FR.get(name, name.replace("_", " "))
+    return en or name.replace("_", " ")
+
+
+def stage_labels(stages: Any) -> dict[str, tuple[str, str]]:
+    """The labels of the configured stages, for `stage`."""
+    return {s.name: (s.label_fr, s.label_en) for s in stages}
 
 
 FR.update({

@@ -481,3 +481,16 @@ def test_relance_tui_is_registered_without_bot_importing_textual() -> None:
 
     (ep,) = entry_points(group="relance.commands", name="tui")
     assert ep.load() is run
+
+
+@pytest.mark.parametrize(("lang", "from_config", "expected"), [
+    ("fr", True, "Deuxième relance"), ("en", True, "Second reminder"),  # label_fr / label_en of the example
+    ("fr", False, "deuxième relance"), ("en", False, "second reminder"),  # no label: the name, readable
+])
+def test_stage_names_come_from_the_config(make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch,
+                                          lang: str, from_config: bool, expected: str) -> None:
+    from bot.i18n import stage, stage_labels
+
+    monkeypatch.setenv("RELANCE_LANG", lang)
+    labels = stage_labels(make_config().stages) if from_config else {}
+    assert stage("second_reminder", labels) == expected

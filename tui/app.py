@@ -28,7 +28,7 @@ from textual.worker import get_current_worker
 from bot import actions, decisions, desk, plans, reports, triage
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
-from bot.i18n import day, moment, money, stage, t, t_reason, words
+from bot.i18n import day, moment, money, stage, stage_labels, t, t_reason, words
 from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
@@ -111,6 +111,7 @@ class RelanceApp(App[None]):
         self.seen_marker: tuple[int, int, int] | None = None
         self.width_seen = 0
         self.invoices_shown = False
+        self.labels = stage_labels(config.stages)
         translated(self)
 
     # Layout ------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class RelanceApp(App[None]):
     def on_mount(self) -> None:
         self._columns()
         self.query_one("#queue", DataTable).focus()
-        self.install_screen(ItemScreen(self.config.zone), "item")
+        self.install_screen(ItemScreen(self.config.zone, self.labels), "item")
         self.load_queue()  # the invoices when their tab is first shown: the queue paints first
         self.set_interval(self.poll_seconds, self.poll)
 
@@ -237,9 +238,9 @@ class RelanceApp(App[None]):
     def _invoice_cells(self, r: dict[str, Any], keys: list[str]) -> list[str]:
         cells = {"number": r["number"], "amount_due": money(Decimal(r["amount_due"]), r["currency"]),
                  "days_overdue": str(r["days_overdue"]), "state": words(r["state"]), "client": r["client"],
-                 "stage": stage(r["stage"]),
+                 "stage": stage(r["stage"], self.labels),
                  "next": (words(r["next_action"]) if r["next_action"] in ("triage", "resume", "fix_contact")
-                          else stage(r["next_action"])) + (
+                          else stage(r["next_action"], self.labels)) + (
                      f" {day(date.fromisoformat(r['next_action_at'][:10]))}" if r["next_action_at"] else "")}
         return [cells[k] for k in keys]
 
@@ -811,7 +812,7 @@ class RelanceApp(App[None]):
                  f"[b]{t('amicable conversion')}[/b]: {pct(k['amicable_conversion_pct'])}",
                  f"[b]{t('cost of recovery')}[/b]: {money(Decimal(k['cost_of_recovery']))}", "",
                  f"[b]{t('recovered per stage')}[/b]"]
-        lines += _bars({stage(n): Decimal(v) for n, v in k["recovered_per_stage"].items()})
+        lines += _bars({stage(n, self.labels): Decimal(v) for n, v in k["recovered_per_stage"].items()})
         if "ageing" in k:
             lines += ["", f"[b]{t('ageing of open receivables')}[/b]"]
             lines += _bars({b: Decimal(v) for b, v in k["ageing"].items()})

@@ -99,9 +99,9 @@ class ItemScreen(Screen[None]):
         Binding("v", "sent", "Reminder as sent"),
     ]
 
-    def __init__(self, zone: Any) -> None:
+    def __init__(self, zone: Any, labels: dict[str, tuple[str, str]]) -> None:
         super().__init__()
-        self.key, self.zone = "", zone
+        self.key, self.zone, self.labels = "", zone, labels
         self.message: dict[str, Any] | None = None
         self.invoices: list[dict[str, Any]] = []
         self.show_original = False
@@ -161,9 +161,10 @@ class ItemScreen(Screen[None]):
                     f"{t('AMOUNT')}: {money(d['amount'], d.get('currency') or 'EUR')}   "
                     f"{t('PAID')}: {money(d['paid'], d.get('currency') or 'EUR')}   "
                     f"{t('DUE')}: {money(d.get('amount_due') or 0, d.get('currency') or 'EUR')}",
-                    f"{t('DUE DATE')}: {day(_date(d.get('due_date')))}   {t('STAGE')}: {stage(d.get('stage'))}   "
+                    f"{t('DUE DATE')}: {day(_date(d.get('due_date')))}   "
+                    f"{t('STAGE')}: {stage(d.get('stage'), self.labels)}   "
                     f"{t('STATE')}: {words(d.get('state') or '')}", "", t("timeline:")]
-            out += [f"  {moment(_when(at), self.zone)}  {t(TIMELINE[what])}: [b]{escape(_kind(kind))}[/b]"
+            out += [f"  {moment(_when(at), self.zone)}  {t(TIMELINE[what])}: [b]{escape(_kind(kind, self.labels))}[/b]"
                     + (f" · {escape(who)}" if who else "") + (f" · {escape(_reason(detail))}" if detail else "")
                     for at, what, kind, who, detail in d["timeline"]]
             out.append("")
@@ -198,14 +199,12 @@ class ItemScreen(Screen[None]):
 TIMELINE = {"reminder": "Reminder", "reply": "Reply", "event": "Event"}
 
 
-def _kind(kind: str) -> str:
-    """An event's or a message's kind in words: `message_dispute` reads as the dispute it records."""
+def _kind(kind: str, labels: dict[str, tuple[str, str]]) -> str:
+    """An event's or a message's kind in words: `message_dispute` reads as the dispute it records;
+    a reminder's kind is its stage."""
     if kind.startswith("message_"):
         return words(kind.removeprefix("message_"))
-    return stage(kind) if kind in STAGE_NAMES else words(kind)
-
-
-STAGE_NAMES = {"reminder", "second_reminder", "formal_notice"}
+    return stage(kind, labels) if kind in labels else words(kind)
 
 
 def _reason(text: str) -> str:
