@@ -11,11 +11,14 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import mimetypes
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -351,6 +354,24 @@ def attachment_bytes(conn: Connection, inbound_id: int, index: int) -> tuple[str
             payload = part.get_payload(decode=True)
             return part.get_filename() or f"part-{i}", payload if isinstance(payload, bytes) else b""
     raise NotFoundError(f"message #{inbound_id} has no attachment {index}")
+
+
+def save_attachment(conn: Connection, inbound_id: int, index: int) -> tuple[Path, str | None]:
+    """Attachment `index` of a message in a private temporary folder (0700, the file 0600: a
+    client's documents are not for the other users of the machine). Returns its path, and its text
+    when it is text (shown as it is rather than handed to another program)."""
+    name, data = attachment_bytes(conn, inbound_id, index)
+    folder = Path(tempfile.mkdtemp(prefix="relance-"))
+    path = folder / (Path(name).name or f"part-{index}")
+    path.write_bytes(data)
+    path.chmod(0o600)
+    text = None
+    if mimetypes.guess_type(path.name)[0] in (None, "text/plain", "text/csv") or path.suffix in (".txt", ".csv"):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    return path, text
 
 
 def invoice(conn: Connection, config: Config, number: str, now: datetime) -> dict[str, Any]:

@@ -419,6 +419,37 @@ async def test_a_reminder_opens_as_it_was_sent(engine: Engine, make_config: Call
     assert "Reminder as sent 1/1" in shown and "F-2" in shown and "Message-ID: <" in shown
 
 
+async def test_attachments_listed_and_a_text_one_shown(engine: Engine, make_config: Callable[..., Config],
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enter lists the attachments; w saves the next one where only the user can read it, and shows it
+    when it is text."""
+    import tempfile
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    raw = (b"From: b@client.example\r\nSubject: Facture F-2\r\nMessage-ID: <a2@client.example>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+           b"--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nVoir le relev\xc3\xa9 joint.\r\n"
+           b"--XX\r\nContent-Type: text/plain; name=releve.txt\r\nContent-Disposition: attachment; "
+           b"filename=releve.txt\r\n\r\nVirement 900,00 EUR du 2027-04-02\r\n--XX--\r\n")
+    deliver(engine, cfg, "Docs", raw)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("m2"))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "1. releve.txt (text/plain" in str(app.screen.query_one("#message").render())
+        await pilot.press("w")
+        await settle(pilot)
+        assert "Virement 900,00 EUR du 2027-04-02" in str(app.screen.query_one("#message").render())
+    (saved,) = (tmp_path / "tmp").glob("relance-*/releve.txt")
+    assert saved.stat().st_mode & 0o077 == 0 and saved.parent.stat().st_mode & 0o077 == 0, "private"
+
+
 async def test_small_terminal_collapses_columns_and_help_lists_every_key(
         engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
     app = seeded_app(engine, make_config(), tmp_path)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -725,23 +727,30 @@ class RelanceApp(App[None]):
             self.push_screen(screen)
 
     def action_save_attachment(self) -> None:
+        """w: the next attachment of the message shown, saved privately; text is shown in place, other
+        files handed to the desktop's viewer when there is a desktop."""
         screen = self.screen
         if isinstance(screen, ItemScreen) and screen.message and screen.message["attachments"]:
-            self._save(int(screen.message["id"]))
+            index = screen.attachment % len(screen.message["attachments"])
+            screen.attachment += 1
+            self._save(int(screen.message["id"]), index)
 
     @work(thread=True, group="open")
-    def _save(self, inbound_id: int) -> None:
-        """The first attachment to a private temporary file (only the user may read it)."""
-        import tempfile  # noqa: PLC0415
-        from pathlib import Path  # noqa: PLC0415
-
+    def _save(self, inbound_id: int, index: int) -> None:
         with self.engine.connect() as conn:
-            name, data = triage.attachment_bytes(conn, inbound_id, 0)
-        folder = Path(tempfile.mkdtemp(prefix="relance-"))  # mode 0700
-        path = folder / Path(name).name
-        path.write_bytes(data)
-        path.chmod(0o600)
+            path, text = triage.save_attachment(conn, inbound_id, index)
         self.call_from_thread(self.notify, t("saved to {path}", path=str(path)))
+        if text is not None:
+            self.call_from_thread(self._show_attachment, path.name, text)
+        elif (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and (opener := shutil.which("xdg-open")):
+            subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,  # noqa: S603 - our own file
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _show_attachment(self, name: str, text: str) -> None:
+        screen = self.screen
+        if isinstance(screen, ItemScreen):
+            screen.query_one("#message-pane").display = True
+            screen.query_one("#message", Static).update(f"[b]{escape(name)}[/b]\n\n{escape(text)}")
 
     def action_page(self, step: int) -> None:
         which = "invoices" if self._pane() == "invoices-pane" else "queue"

@@ -105,7 +105,7 @@ class ItemScreen(Screen[None]):
         self.message: dict[str, Any] | None = None
         self.invoices: list[dict[str, Any]] = []
         self.show_original = False
-        self.showing_sent = 0
+        self.showing_sent = self.attachment = 0
         translated(self)
 
     def compose(self) -> ComposeResult:
@@ -120,7 +120,7 @@ class ItemScreen(Screen[None]):
     def show(self, key: str, message: dict[str, Any] | None, invoices: list[dict[str, Any]]) -> None:
         """Another item in the same screen (built once: a new screen per item costs a tenth of a second)."""
         self.key, self.message, self.invoices, self.show_original = key, message, invoices, False
-        self.showing_sent = 0
+        self.showing_sent = self.attachment = 0
         if self.is_mounted:
             self._paint()
 
