@@ -803,7 +803,7 @@ class RelanceApp(App[None]):
 
     def action_help(self) -> None:
         keys = [(b.key, t(b.description)) for b in self.BINDINGS if isinstance(b, Binding)]
-        keys += [("o", t("Original")), ("escape", t("Back")), ("tab", "→")]
+        keys += [("o", t("Original")), ("v", t("Reminder as sent")), ("escape", t("Back")), ("tab", "→")]
         self.push_screen(Help(keys))
 
     # KPIs ---------------------------------------------------------------------------------------
