@@ -263,11 +263,20 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
 
 
 def dismiss(engine: Engine, inbound_ids: Iterable[int], now: datetime, actor: str, why: str = "noise") -> str:
-    """Messages that need nothing (noise): decided, the holds they put on invoices lifted."""
-    ids = list(inbound_ids)
+    """Messages that need nothing (noise): decided, the holds they put on invoices lifted. One that
+    someone else decided meanwhile is left as they decided it (and said so); refused only when
+    that is true of every one."""
+    ids, done, stale = list(inbound_ids), 0, None
     for i in ids:
-        actions.close_message(engine, i, now, actor, why, in_triage=True)
-    return t("{n} message(s) dismissed", n=len(ids))
+        try:
+            actions.close_message(engine, i, now, actor, why, in_triage=True)
+            done += 1
+        except StaleError as e:
+            stale = e
+    if stale is not None and not done:
+        raise stale
+    text = t("{n} message(s) dismissed", n=done)
+    return text + (f"; {stale}" if stale is not None else "")
 
 
 def ignore_sender(engine: Engine, address: str, now: datetime, actor: str, why: str = "") -> str:

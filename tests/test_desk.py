@@ -134,3 +134,18 @@ def test_ageing_buckets_of_open_receivables() -> None:
             Row(state="paid", amount=Decimal("999.00"), paid=Decimal("999.00"), due_date=date(2026, 1, 1))]
     assert {k: str(v) for k, v in ageing(rows, today).items()} == {
         "not_due": "10.00", "0-30": "60.00", "31-60": "12.00", "61-90": "0.00", "90+": "1.00"}
+
+
+def test_a_bulk_dismissal_leaves_alone_what_someone_else_decided(engine: Engine, make_config: Callable[..., Config],
+                                                                 tmp_path: Path) -> None:
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    actions.close_message(engine, 1, NOW, "tui:colleague")
+    text = desk.dismiss(engine, [1, 2], NOW, "tui:me")
+    assert text.startswith("1 message(s) dismissed;") and "#1 was decided meanwhile" in text
+    with engine.connect() as c:
+        reasons = dict(c.execute(sa.text("SELECT id, reason FROM inbound")).all())
+    assert reasons == {1: "decided by tui:colleague", 2: "decided by tui:me: noise"}
+    with pytest.raises(StaleError):
+        desk.dismiss(engine, [1], NOW, "tui:me")
