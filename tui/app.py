@@ -1,7 +1,7 @@
 """The credit controller's daily screen: what waits for a decision (the queue), every open invoice,
 the KPIs. It reaches the store only through bot's API (bot.triage reads a page at a time,
-bot.desk / bot.actions / bot.decisions decide), always in thread workers: the UI never waits on
-the database.
+bot.desk / bot.actions / bot.decisions decide), in thread workers: the UI does not wait on the
+database (but for the one-row look-ups that prefill a prompt: the amount due, a plan's proposal).
 
 Safety first: every action names the item it acts on and the version of the invoice it read
 (bot.versions); the cursor stays on that item (or, when it left the queue, on the next one);
