@@ -376,6 +376,8 @@ FR.update({
     "recovered per stage": "recouvré par étape", "ageing of open receivables": "ancienneté de l'encours",
     "waiting per kind": "en attente par nature",
     "Keys": "Touches", "Escape closes": "Échap ferme",
+    "invoice number(s), or part of one or of a client's name and Tab; Enter; Escape cancels":
+        "numéro(s) de facture, ou une partie d'un numéro ou du nom d'un client et Tab ; Entrée ; Échap annule",
     "Reminder": "Relance", "Reply": "Réponse", "Event": "Événement",
     "Reminder as sent": "Relance telle qu'envoyée", "no reminder sent yet": "aucune relance envoyée",
     # Event kinds as the timeline shows them.

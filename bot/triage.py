@@ -297,6 +297,22 @@ def invoice_page(conn: Connection, config: Config, now: datetime, sort: str, des
     return sorted(rows, key=lambda r: order[r["number"]])
 
 
+def find_invoices(conn: Connection, text: str, limit: int = 6) -> list[tuple[str, str, Decimal, str]]:
+    """Open invoices a person may mean by `text` (part of a number or of a client's name): numbers
+    that start with it first, then the others; (number, client, amount due, currency)."""
+    text = text.strip()
+    if not text:
+        return []
+    like = f"%{text}%"
+    starts = sa.case((inv_t.c.number.ilike(f"{text}%"), 0), else_=1)
+    rows = conn.execute(
+        sa.select(inv_t.c.number, cli_t.c.name, inv_t.c.amount, inv_t.c.paid, inv_t.c.currency)
+        .join(cli_t, cli_t.c.id == inv_t.c.client_id)
+        .where(inv_t.c.state.in_(OPEN_STATES), sa.or_(inv_t.c.number.ilike(like), cli_t.c.name.ilike(like)))
+        .order_by(starts, inv_t.c.number).limit(limit)).all()
+    return [(r.number, r.name, r.amount - r.paid, r.currency) for r in rows]
+
+
 def invoice_count(conn: Connection, search: str = "") -> int:
     q = sa.select(sa.func.count()).select_from(inv_t.join(cli_t, cli_t.c.id == inv_t.c.client_id)).where(
         inv_t.c.state.in_(OPEN_STATES))

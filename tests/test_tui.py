@@ -326,6 +326,30 @@ async def test_assign_a_message_to_its_suggested_invoice(engine: Engine, make_co
     assert (rows["Paiement"]["status"], rows["Paiement"]["invoices"]) == ("applied", ["F-2"])
 
 
+async def test_the_assign_picker_finds_an_invoice_by_its_client(engine: Engine, make_config: Callable[..., Config],
+                                                                tmp_path: Path) -> None:
+    """a, then part of a client's name: the matching open invoices are listed; Tab takes the first."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Misc", NEWS % (1, 1))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("m2"))
+        await pilot.press("a")
+        await settle(pilot)
+        app.screen.query_one(Input).value = ""
+        await pilot.press(*"client b")
+        await settle(pilot)
+        assert "F-2  Client B · €900.00" in str(app.screen.query_one("#choices").render())
+        await pilot.press("tab")
+        assert app.screen.query_one(Input).value == "F-2, "
+        await pilot.press("enter")
+        await settle(pilot)
+    with engine.connect() as c:
+        rows = {m["subject"]: m for m in reports.messages(c)}
+    assert rows["Our newsletter"]["invoices"] == ["F-2"]
+
+
 async def test_the_loser_of_a_concurrent_change_is_told(engine: Engine, make_config: Callable[..., Config],
                                                         tmp_path: Path) -> None:
     """Someone else pauses F-2 after the screen read it: m is refused, nothing is lost, the row is read again."""

@@ -182,7 +182,8 @@ class Decisions(App[None]):
             self.refresh_all()
 
     def ask(self, question: str, value: str, then: Callable[[str], None],
-            on_change: Callable[[str], None] | None = None) -> None:
+            on_change: Callable[[str], None] | None = None,
+            suggest: Callable[[str], list[tuple[str, str]]] | None = None) -> None:
         def answered(answer: str | None) -> None:
             if answer is not None:
                 try:
@@ -190,7 +191,7 @@ class Decisions(App[None]):
                 except RelanceError as e:
                     self._refused(str(e), False)
 
-        self.push_screen(Prompt(question, value, on_change), answered)
+        self.push_screen(Prompt(question, value, on_change, suggest), answered)
 
     def _now(self) -> datetime:
         return self.clock()
@@ -245,7 +246,15 @@ class Decisions(App[None]):
                             lambda: decisions.assign(self.engine, self.config, self._now(), inbound_id, numbers,
                                                      self.actor, in_triage=True))
 
-        self.ask(t("invoice number(s), then Enter; Escape cancels"), " ".join(item.suggested or item.numbers), then)
+        self.ask(t("invoice number(s), or part of one or of a client's name and Tab; Enter; Escape cancels"),
+                 " ".join(item.suggested or item.numbers), then,
+                 suggest=self._invoices_like)
+
+    def _invoices_like(self, text: str) -> list[tuple[str, str]]:
+        """The picker of the assign prompt: open invoices by part of their number or client (a worker calls it)."""
+        with self.engine.connect() as conn:
+            found = triage.find_invoices(conn, text)
+        return [(n, f"{client} · {money(due, currency)}") for n, client, due, currency in found]
 
     def action_paid(self) -> None:
         target = self._target()

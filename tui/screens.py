@@ -8,12 +8,14 @@ from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from rich.markup import escape
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingsMap, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
+from textual.worker import get_current_worker
 
 from bot.i18n import day, moment, money, stage, t, t_reason, words
 
@@ -33,23 +35,52 @@ class Prompt(ModalScreen[str | None]):
     Prompt > Vertical { width: 90%; max-width: 100; height: auto; border: round $accent; padding: 0 1;
                         background: $surface; }
     Prompt Label { width: 100%; }
+    Prompt #choices { color: $text-muted; height: auto; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Back")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Back"),
+                                             Binding("tab", "complete", "Complete", priority=True)]
 
-    def __init__(self, question: str, value: str = "", on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(self, question: str, value: str = "", on_change: Callable[[str], None] | None = None,
+                 suggest: Callable[[str], list[tuple[str, str]]] | None = None) -> None:
+        """`suggest`: what the last word typed may stand for, as (completion, description) pairs,
+        read in a thread worker as the person types; Tab takes the first."""
         super().__init__()
-        self.question, self.value, self.on_change = question, value, on_change
+        self.question, self.value, self.on_change, self.suggest = question, value, on_change, suggest
+        self.choices: list[tuple[str, str]] = []
         translated(self)
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question)
             yield Input(value=self.value, id="answer")
+            yield Static("", id="choices", markup=False)
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        """As the person types (the search): the answer so far, for the screen behind to follow."""
+        """As the person types: the screen behind follows (the search), or the choices do (a picker)."""
         if self.on_change is not None and event.value != self.value:
             self.on_change(event.value)
+        if self.suggest is not None:  # what follows the last comma: a number, or a client's name
+            self._choose(event.value.rsplit(",", 1)[-1].strip())
+
+    @work(thread=True, exclusive=True, group="choices")
+    def _choose(self, word: str) -> None:
+        assert self.suggest is not None
+        choices = self.suggest(word) if word else []
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_choices, choices)
+
+    def _show_choices(self, choices: list[tuple[str, str]]) -> None:
+        self.choices = choices
+        self.query_one("#choices", Static).update("\n".join(f"{c}  {d}" for c, d in choices))
+
+    def action_complete(self) -> None:
+        """Tab: what follows the last comma becomes the first choice, and a comma for the next one."""
+        if not self.choices:
+            return
+        box = self.query_one(Input)
+        head, _, _ = box.value.rpartition(",")
+        box.value = (head + ", " if head else "") + self.choices[0][0] + ", "
+        box.cursor_position = len(box.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
