@@ -1,4 +1,7 @@
-"""Manual overrides from the CLI (and later the TUI), each recorded as an event."""
+"""Manual overrides from the CLI and the TUI, each recorded as an event.
+
+`seen` is the version of the invoice the person decided on (bot.versions): given, the action is
+refused when the invoice changed since; the TUI passes it, the command line reads and acts at once."""
 
 from __future__ import annotations
 
@@ -9,17 +12,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from bot import plans, versions
 from bot.addresses import AddressError, plain_address
-from bot.errors import NotFoundError, RelanceError
+from bot.errors import NotFoundError, RelanceError, StaleError
+from bot.i18n import t
 from bot.models import Contact, Event, Inbound, Invoice, table
 from bot.store import record_event, session
 
 inv_t, con_t = table(Invoice), table(Contact)
 
 
-def _invoice(s: Connection, number: str) -> sa.Row[Any]:
-    """The invoice numbered `number`, as typed or in another case (`f-2026-003` is F-2026-003)."""
-    row = s.execute(sa.select(inv_t).where(inv_t.c.number == number)).first()
+def _invoice(s: Connection, number: str, lock: bool = False) -> sa.Row[Any]:
+    """The invoice numbered `number`, as typed or in another case (`f-2026-003` is F-2026-003);
+    with `lock`, locked for the transaction (PostgreSQL; SQLite has one writer at a time)."""
+    q = sa.select(inv_t).where(inv_t.c.number == number)
+    row = s.execute(q.with_for_update() if lock else q).first()
     if row is None:
         rows = s.execute(sa.select(inv_t).where(sa.func.lower(inv_t.c.number) == number.lower()).limit(2)).all()
         if len(rows) > 1:
@@ -27,6 +34,13 @@ def _invoice(s: Connection, number: str) -> sa.Row[Any]:
         row = rows[0] if rows else None
     if row is None:
         raise NotFoundError(f"no invoice numbered {number!r}")
+    return row
+
+
+def locked_invoice(s: Connection, number: str, seen: int | None = None) -> sa.Row[Any]:
+    """The invoice row, locked for the transaction, after the lost-update check against version `seen`."""
+    row = _invoice(s, number, lock=True)
+    versions.check(s, int(row.id), str(row.number), seen)
     return row
 
 
@@ -42,10 +56,11 @@ def canonical_numbers(engine: Engine, numbers: list[str]) -> list[str]:
         return out
 
 
-def pause(engine: Engine, number: str, now: datetime, until: datetime | None, reason: str, actor: str) -> str:
+def pause(engine: Engine, number: str, now: datetime, until: datetime | None, reason: str, actor: str,
+          seen: int | None = None) -> str:
     """Hold escalation until `until`, or until `resume` when no date is given."""
     with session(engine) as s:
-        inv = _invoice(s, number)
+        inv = locked_invoice(s, number, seen)
         number = str(inv.number)  # as stored, whatever the case it was typed in
         if inv.state == "paid":
             raise RelanceError(f"{number} is paid: there is nothing to pause")
@@ -58,10 +73,11 @@ def pause(engine: Engine, number: str, now: datetime, until: datetime | None, re
     return f"{number} paused " + (f"until {until:%Y-%m-%d %H:%M %Z}" if until else "until resumed")
 
 
-def resume(engine: Engine, number: str, now: datetime, actor: str) -> str:
+def resume(engine: Engine, number: str, now: datetime, actor: str, seen: int | None = None,
+           reason: str = "") -> str:
     """Back to the ladder now; paused time does not count towards the next stage."""
     with session(engine) as s:
-        inv = _invoice(s, number)
+        inv = locked_invoice(s, number, seen)
         number = str(inv.number)  # as stored, whatever the case it was typed in
         if inv.state == "paid":
             raise RelanceError(f"{number} is paid: there is nothing to resume")
@@ -70,7 +86,7 @@ def resume(engine: Engine, number: str, now: datetime, actor: str) -> str:
             s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id).values(failing=False,
                                                                                   failure_reason=None))
         record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
-                     reason=f"was {inv.state}")
+                     reason=f"was {inv.state}" + (f"; {reason}" if reason else ""))
     return f"{number} resumed"
 
 
@@ -96,17 +112,22 @@ def release_holds(s: Connection, inbound_id: int, now: datetime, actor: str) -> 
     return released
 
 
-def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str) -> str:
-    """A person has dealt with a message waiting in triage."""
+def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str, why: str = "",
+                  in_triage: bool = False) -> str:
+    """A person has dealt with a message waiting in triage (`why`: "noise" when dismissed as such).
+    `in_triage`: refused when the message no longer waits (someone else decided meanwhile)."""
     in_t, ev_t = table(Inbound), table(Event)
     with session(engine) as s:
-        row = s.execute(sa.select(in_t.c.status, in_t.c.subject).where(in_t.c.id == inbound_id)).first()
+        row = s.execute(sa.select(in_t.c.status, in_t.c.subject).where(in_t.c.id == inbound_id)
+                        .with_for_update()).first()
         if row is None:
             raise NotFoundError(f"no message #{inbound_id}")
+        if in_triage and row.status != "triage":
+            raise StaleError(t("message #{id} was decided meanwhile: nothing done, read it again", id=inbound_id))
         if row.status == "applied":  # closed already, or applied by the bot: nothing waits
             return f"#{inbound_id} was not waiting for a person: nothing changed"
-        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(status="applied",
-                                                                         reason=f"decided by {actor}"))
+        s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
+            status="applied", reason=f"decided by {actor}" + (f": {why}" if why else "")))
         release_holds(s, inbound_id, now, actor)
         invoices = set(s.execute(sa.select(ev_t.c.invoice_id).where(ev_t.c.inbound_id == inbound_id,
                                                                      ev_t.c.invoice_id.is_not(None))).scalars())
@@ -116,10 +137,13 @@ def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str) ->
     return f"#{inbound_id} closed"
 
 
-def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal | None, actor: str) -> str:
-    """Record a payment (the whole amount due when `amount` is None); settles the invoice when covered."""
+def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal | None, actor: str,
+                   seen: int | None = None, kind: str = "payment") -> str:
+    """Record a payment (the whole amount due when `amount` is None); settles the invoice when covered.
+    On an accepted payment plan, the hold moves on to the next instalment not yet covered.
+    `kind` "credit_note": an amount the company gives up (a dispute settled), not money received."""
     with session(engine) as s:
-        inv = _invoice(s, number)
+        inv = locked_invoice(s, number, seen)
         number = str(inv.number)  # as stored, whatever the case it was typed in
         due = inv.amount - inv.paid
         pay = due if amount is None else amount
@@ -129,14 +153,18 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
             raise RelanceError(f"--amount {pay}: more than the {due} {inv.currency} due on {number}")
         paid = inv.paid + pay
         settled = paid >= inv.amount
-        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(
-            paid=paid, state="paid" if settled else inv.state))
-        record_event(s, invoice_id=int(inv.id), kind="paid" if settled else "payment", at=now, actor=actor,
-                     reason=f"{pay} {inv.currency} recorded", data={"amount": str(pay)})
+        values: dict[str, Any] = {"paid": paid, "state": "paid" if settled else inv.state}
+        if not settled and (hold := plans.hold_after(s, int(inv.id), paid)) is not None:
+            values["hold_until"] = hold
+        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(**values))
+        what = "credit note" if kind == "credit_note" else "recorded"
+        record_event(s, invoice_id=int(inv.id), kind="paid" if settled else kind, at=now, actor=actor,
+                     reason=f"{pay} {inv.currency} {what}", data={"amount": str(pay), "as": kind})
     return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")
 
 
-def change_contact(engine: Engine, number: str, email: str, now: datetime, actor: str) -> str:
+def change_contact(engine: Engine, number: str, email: str, now: datetime, actor: str,
+                   seen: int | None = None) -> str:
     """A client's new address (after a bounce): the invoice, and the client's other open invoices
     that used the same address, go to it; a failing contact is cleared and bounced invoices resume."""
     try:  # kept as the ledger stores addresses, so that replies find the client
@@ -145,7 +173,7 @@ def change_contact(engine: Engine, number: str, email: str, now: datetime, actor
         raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example "
                            f"({e})") from None
     with session(engine) as s:
-        inv = _invoice(s, number)
+        inv = locked_invoice(s, number, seen)
         number = str(inv.number)  # as stored, whatever the case it was typed in
         old = s.execute(sa.select(con_t.c.id, con_t.c.email, con_t.c.cc).where(con_t.c.id == inv.contact_id)).one()
         new_id = s.execute(sa.select(con_t.c.id).where(con_t.c.client_id == inv.client_id,

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import actions, ledger, reports, store
+from bot import actions, desk, ledger, plans, reports, store
 from bot import config as configuration
 from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
@@ -439,14 +439,70 @@ def cmd_contact(app: App) -> int:
 
 def cmd_plugin(app: App) -> int:
     """Commands other packages register (the `tui` package registers `relance tui`), so bot never
-    imports the UI."""
+    imports the UI. They get `now` when `--now` was given, and `name` from `--as`."""
     from importlib.metadata import entry_points  # noqa: PLC0415
 
     found = entry_points(group="relance.commands", name=app.args.command)
     if not found:
         raise RelanceError(f"`relance {app.args.command}` is not installed (reinstall relance)")
-    next(iter(found)).load()(app.engine(), app.config, app.actor)
+    extra: dict[str, Any] = {}
+    if getattr(app.args, "now", None):
+        extra["now"] = app.now
+    if getattr(app.args, "who", None):
+        extra["name"] = app.args.who
+    next(iter(found)).load()(app.engine(), app.config, app.actor, **extra)
     return 0
+
+
+def cmd_undo(app: App) -> int:
+    print(desk.undo(app.engine(), app.now, app.actor, app.args.decision))
+    return 0
+
+
+def decided(app: App, action: str, scope: desk.Scope, run: Callable[[], str]) -> int:
+    """A decision the way the triage UI records it: undoable with `relance undo`."""
+    print(desk.decide(app.engine(), app.now, app.actor, action, app.args.reason or action, scope, run).text)
+    return 0
+
+
+def cmd_dismiss(app: App) -> int:
+    ids = tuple(app.args.ids)
+    return decided(app, "dismiss", desk.Scope(inbounds=ids), lambda: desk.dismiss(
+        app.engine(), ids, app.now, app.actor, app.args.reason or "noise"))
+
+
+def cmd_ignore(app: App) -> int:
+    address = app.args.address.strip().lower()
+    with app.engine().connect() as conn:
+        waiting = tuple(desk.waiting_from(conn, address))
+    return decided(app, "ignore", desk.Scope(inbounds=waiting, senders=(address,)), lambda: desk.ignore_sender(
+        app.engine(), address, app.now, app.actor, app.args.reason or ""))
+
+
+def cmd_plan(app: App) -> int:
+    a = app.args
+    scope = desk.Scope(invoices=(a.number,), inbounds=(a.message,) if a.message else ())
+    if a.reject:
+        return decided(app, "reject_plan", scope, lambda: desk.reject_plan(
+            app.engine(), a.number, app.now, app.actor, a.reason or "", a.message))
+    if not a.accept:
+        raise RelanceError("relance plan: give --accept \"AMOUNT DATE, ...\" or --reject")
+    steps = plans.parse(a.accept)
+    return decided(app, "accept_plan", scope, lambda: desk.accept_plan(
+        app.engine(), app.config, a.number, steps, app.now, app.actor, a.reason or "", a.message))
+
+
+def cmd_settle(app: App) -> int:
+    a = app.args
+    credit = None
+    if a.credit is not None:
+        try:
+            credit = ledger.parse_amount(a.credit)
+        except ValueError as e:
+            raise RelanceError(f"--credit {a.credit!r}: {e}") from None
+    how = "credit" if credit is not None else ("cancel" if a.cancel else "resume")
+    return decided(app, "settle", desk.Scope(invoices=(a.number,)), lambda: desk.settle_dispute(
+        app.engine(), a.number, how, app.now, app.actor, a.reason or "", credit))
 
 
 def run_demo(keep: bool) -> int:
@@ -524,7 +580,27 @@ def build_parser() -> argparse.ArgumentParser:
              timed)
     sp.add_argument("number")
     sp.add_argument("--email", required=True, help="the new address")
-    add("tui", cmd_plugin, "the triage UI (Textual)", timed)
+    add("tui", cmd_plugin, "the triage UI (Textual)", timed).add_argument(
+        "--as", dest="who", metavar="NAME", help="who decides, as the history records it (default: the OS user)")
+    sp = add("undo", cmd_undo, "revert your last decision (refused when changed since)", timed)
+    sp.add_argument("decision", nargs="?", type=int, help="a decision event's id (default: your last one)")
+    sp = add("dismiss", cmd_dismiss, "messages waiting in triage that need nothing (noise)", timed)
+    sp.add_argument("ids", nargs="+", type=int, metavar="ID")
+    sp.add_argument("--reason", help="why, kept in the history")
+    sp = add("ignore", cmd_ignore, "mail from this address never waits for a person again", timed)
+    sp.add_argument("address")
+    sp.add_argument("--reason", help="why, kept in the history")
+    sp = add("plan", cmd_plan, "accept or decline a payment plan", timed)
+    sp.add_argument("number")
+    sp.add_argument("--accept", metavar="INSTALMENTS", help='"400.00 2027-05-01, 600.00 2027-06-01"')
+    sp.add_argument("--reject", action="store_true")
+    sp.add_argument("--message", type=int, help="the message that proposed it (decided with it)")
+    sp.add_argument("--reason", help="why, kept in the history")
+    sp = add("settle", cmd_settle, "a dispute is settled: resume (default), --cancel, or --credit AMOUNT", timed)
+    sp.add_argument("number")
+    sp.add_argument("--cancel", action="store_true", help="withdraw the invoice (a credit note for all that is due)")
+    sp.add_argument("--credit", help="a credit note of this amount; the rest is still due")
+    sp.add_argument("--reason", help="why, kept in the history")
     add("demo", lambda app: run_demo(app.args.keep), "run everything against an embedded mail sandbox").add_argument(
         "--keep", action="store_true", help="keep the demo's database and files")
     return p

@@ -130,6 +130,8 @@ class StageConfig:
     after_previous_days: int | None = None
     attach_invoice: bool = False
     penalties: bool = False
+    label_fr: str = ""  # the stage's name as the triage UI shows it; "" for the name itself
+    label_en: str = ""
 
 
 @dataclass(frozen=True)

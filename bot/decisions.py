@@ -10,13 +10,14 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bot import learn
 from bot.actions import release_holds
 from bot.apply import Effects, Lookups
 from bot.config import Config
-from bot.errors import NotFoundError, RelanceError
+from bot.errors import NotFoundError, RelanceError, StaleError
+from bot.i18n import t
 from bot.models import Event, Inbound, Invoice, table
 from bot.store import db_text, record_events, session
 from bot.understand import understand_batch
@@ -26,9 +27,18 @@ from rules.match import Match
 in_t, inv_t, ev_t = table(Inbound), table(Invoice), table(Event)
 
 
-def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbers: Sequence[str], actor: str) -> str:
+def _still_waiting(s: Connection, inbound_id: int, in_triage: bool) -> None:
+    """The lost-update check of a message: decided by someone else since it was read, it is left alone."""
+    if in_triage and s.execute(sa.select(in_t.c.status).where(in_t.c.id == inbound_id)
+                               .with_for_update()).scalar() != "triage":
+        raise StaleError(t("message #{id} was decided meanwhile: nothing done, read it again", id=inbound_id))
+
+
+def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbers: Sequence[str], actor: str,
+           in_triage: bool = False) -> str:
     """A person says which invoices a message concerns: its effects apply to them, as if it had been
-    matched (`relance assign`, the triage UI). Refused for a message whose effects already applied."""
+    matched (`relance assign`, the triage UI). Refused for a message whose effects already applied.
+    `in_triage`: refused too when the message no longer waits for a person (decided meanwhile)."""
     numbers = list(dict.fromkeys(numbers))
     with engine.connect() as c:
         row = c.execute(sa.select(in_t.c.raw, in_t.c.status).where(in_t.c.id == inbound_id)).first()
@@ -48,6 +58,7 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
         raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
     found = Match(tuple(numbers), "person", True, f"assigned by {actor} to {', '.join(numbers)}")
     with session(engine) as s:
+        _still_waiting(s, inbound_id, in_triage)
         release_holds(s, inbound_id, now, actor)  # the holds on the client's invoices; the assigned ones decide anew
         effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
         status, reason = effects.apply(u, u.understanding, found)
@@ -61,7 +72,7 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
 
 
 def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: Kind, actor: str,
-          until: date | None = None) -> str:
+          until: date | None = None, in_triage: bool = False) -> str:
     """A person's reading of a message (`relance label`, the triage UI): its kind is set, what that
     kind does is applied to its invoices (those it was threaded to, else the ones suggested), the
     holds it put on them until a person decides are lifted, and it is kept as an example the
@@ -89,6 +100,7 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
     person = Understanding(kind, Decimal(1), (f"labelled {kind.value} by {actor}",), date=day)
     done = ""
     with session(engine) as s:
+        _still_waiting(s, inbound_id, in_triage)
         released = release_holds(s, inbound_id, now, actor)
         undone = {"payment_plan": "plan", "dispute": "disputed"}.get(row.kind or "")
         if undone and kind.value != row.kind and linked:  # the bot's reading set a state a person now undoes

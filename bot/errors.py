@@ -84,3 +84,8 @@ class MailboxError(RelanceError):
 class FolderError(MailboxError):
     """The server will not open a watched folder (it does not exist, or no permission): the other
     folders are still read."""
+
+
+class StaleError(RelanceError):
+    """Someone else (a person, or the daemon) changed an invoice or a message after it was read for
+    a decision: nothing was changed; read it again and decide anew (the lost-update check)."""

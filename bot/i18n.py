@@ -271,3 +271,148 @@ def _one_reason(piece: str) -> str:
         if m:
             return fr.format(**{k: _one_reason(v) for k, v in m.groupdict().items()})
     return FR.get(piece, piece)
+
+
+# Amounts, dates and stage names as a person reads them, in the same language as the words.
+
+_LOCALES = {"fr": "fr_FR", "en": "en_GB"}
+STAGES_FR = {"reminder": "relance", "second_reminder": "deuxième relance", "formal_notice": "mise en demeure"}
+
+
+def money(amount: Any, currency: str = "EUR") -> str:
+    """`5000.00` as `5 000,00 €` (fr) or `€5,000.00` (en)."""
+    from babel.numbers import format_currency  # noqa: PLC0415 - babel only for what a person reads
+
+    return str(format_currency(amount, currency, locale=_LOCALES[language()]))
+
+
+def day(value: Any) -> str:
+    """A date, short and unambiguous: `6 avr. 2027` / `6 Apr 2027`."""
+    from babel.dates import format_date  # noqa: PLC0415
+
+    return str(format_date(value, "medium", locale=_LOCALES[language()])) if value else ""
+
+
+def moment(value: Any, zone: Any) -> str:
+    """A stored UTC time in the company's zone, to the minute."""
+    from babel.dates import format_datetime  # noqa: PLC0415
+
+    if not value:
+        return ""
+    return str(format_datetime(value, "short" if language() == "fr" else "dd MMM yyyy HH:mm", tzinfo=zone,
+                               locale=_LOCALES[language()]))
+
+
+def stage(name: str | None, labels: dict[str, tuple[str, str]] | None = None) -> str:
+    """A stage's name as a person reads it: its label in the config (`label_fr`, `label_en`: see
+    `stage_labels`), else the shipped stages' names translated, else the name as configured."""
+    if not name:
+        return ""
+    fr, en = (labels or {}).get(name, ("", ""))
+    if language() == "fr":
+        return fr or STAGES_FR.get(name, name.replace("_", " "))
+    return en or name.replace("_", " ")
+
+
+def stage_labels(stages: Any) -> dict[str, tuple[str, str]]:
+    """The labels of the configured stages, for `stage`."""
+    return {s.name: (s.label_fr, s.label_en) for s in stages}
+
+
+FR.update({
+    # The triage UI (tui/): keys, columns, prompts and the lines that confirm a decision.
+    "STAKE": "ENJEU", "PAGE": "PAGE", "AMOUNT": "MONTANT", "PAID": "PAYÉ", "DUE DATE": "ÉCHÉANCE",
+    "Queue": "À décider", "Invoices": "Factures", "KPIs": "Indicateurs", "held": "bloquée",
+    "Open": "Ouvrir", "Confirm": "Confirmer", "Mark paid": "Paiement", "Accept plan": "Accepter l'échéancier",
+    "Reject plan": "Refuser l'échéancier", "Settle dispute": "Régler le litige", "New address": "Nouvelle adresse",
+    "Pause": "Pause", "Dismiss": "Écarter", "Ignore sender": "Ignorer l'expéditeur", "Undo": "Annuler",
+    "Search": "Chercher", "Filter": "Filtrer", "Select": "Sélectionner", "Help": "Aide", "Next page": "Page suivante",
+    "Previous page": "Page précédente", "Sort": "Trier", "Original": "Original", "Back": "Retour",
+    "Save attachment": "Enregistrer la pièce jointe",
+    "{first}–{last} of {total}": "{first}–{last} sur {total}",
+    "nothing waits for a person": "rien n'attend de décision",
+    "done by {actor}: {what} (u: undo)": "fait par {actor} : {what} (u : annuler)",
+    "amount received for {number} (due {due}); Enter; Escape cancels":
+        "montant reçu pour {number} ({due} dû) ; Entrée ; Échap annule",
+    "instalments for {number}: amount date, amount date…; Enter; Escape cancels":
+        "échéances de {number} : montant date, montant date… ; Entrée ; Échap annule",
+    "why the plan is declined (kept in the history); Enter; Escape cancels":
+        "pourquoi l'échéancier est refusé (gardé dans l'historique) ; Entrée ; Échap annule",
+    "dispute on {number}: resume, cancel, or a credit note amount; then why; Enter":
+        "litige sur {number} : resume (reprendre), cancel (annuler) ou le montant d'un avoir ; puis le motif ; Entrée",
+    "new address for {number} (was {email}); Enter; Escape cancels":
+        "nouvelle adresse pour {number} (avant : {email}) ; Entrée ; Échap annule",
+    "pause {number} until YYYY-MM-DD, then why; Enter; Escape cancels":
+        "pause de {number} jusqu'au AAAA-MM-JJ, puis le motif ; Entrée ; Échap annule",
+    "search a number, a client or a sender; Enter; empty clears":
+        "chercher un numéro, un client ou un expéditeur ; Entrée ; vide efface",
+    "filter: kind=… client=… lang=fr|en box=FOLDER; Enter; empty clears":
+        "filtre : kind=… client=… lang=fr|en box=DOSSIER ; Entrée ; vide efface",
+    "this item concerns no single invoice: open it (Enter) or assign it (a)":
+        "cet élément ne concerne pas une seule facture : ouvrez-le (Entrée) ou rattachez-le (a)",
+    "not a message: nothing to read or dismiss": "pas un message : rien à lire ni à écarter",
+    "{value}: expected an amount such as 250.00": "{value} : attendu : un montant comme 250,00",
+    "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",
+    "confirmed from the triage screen": "confirmé depuis l'écran de tri",
+    "{n} selected": "{n} sélectionné(s)",
+    "reading: {kind}, confidence {confidence}": "lecture : {kind}, confiance {confidence}",
+    "evidence:": "indices :", "attachments:": "pièces jointes :", "timeline:": "chronologie :",
+    "saved to {path}": "enregistré dans {path}",
+    "{number} was changed meanwhile ({kind} by {actor}): nothing done, read it again":
+        "{number} a changé entre-temps ({kind} par {actor}) : rien n'est fait, relisez",
+    "message #{id} was decided meanwhile: nothing done, read it again":
+        "le message n°{id} a été traité entre-temps : rien n'est fait, relisez",
+    "nothing to undo": "rien à annuler", "no decision #{id}": "pas de décision n°{id}",
+    "decision #{id} was already undone": "la décision n°{id} est déjà annulée",
+    "undone: {what}": "annulé : {what}",
+    "changed again since (by the daemon or another person): not undone":
+        "modifié depuis (par le démon ou une autre personne) : pas annulé",
+    "{value}: expected an amount and a date (400.00 2027-05-01)":
+        "{value} : attendu : un montant et une date (400,00 2027-05-01)",
+    "a plan needs at least one instalment": "un échéancier demande au moins une échéance",
+    "each instalment needs an amount and a date": "chaque échéance demande un montant et une date",
+    "instalment of {day}: the dates must be in the future and in order":
+        "échéance du {day} : les dates doivent être à venir et dans l'ordre",
+    "the instalments add up to {total}, {due} is due": "les échéances font {total}, {due} est dû",
+    "{number} is paid: no plan to accept": "{number} est payée : pas d'échéancier à accepter",
+    "{number} is paid: no plan to reject": "{number} est payée : pas d'échéancier à refuser",
+    "{number}: plan of {n} instalment(s) accepted, next on {day}":
+        "{number} : échéancier de {n} échéance(s) accepté, prochaine le {day}",
+    "{number}: plan declined, the ladder goes on": "{number} : échéancier refusé, l'escalade reprend",
+    "{value}: expected one of {choices}": "{value} : attendu : l'un de {choices}",
+    "a credit note needs its amount": "un avoir demande son montant",
+    "{n} message(s) dismissed": "{n} message(s) écarté(s)",
+    "{address} ignored ({n} message(s) dismissed)": "{address} ignoré ({n} message(s) écarté(s))",
+    "DSO (days)": "DSO (jours)", "open receivables": "encours", "recovery rate": "taux de recouvrement",
+    "reply rate": "taux de réponse", "days to pay after the first reminder": "jours pour payer après la 1re relance",
+    "amicable conversion": "recouvrement amiable", "cost of recovery": "coût du recouvrement",
+    "recovered per stage": "recouvré par étape", "ageing of open receivables": "ancienneté de l'encours",
+    "waiting per kind": "en attente par nature",
+    "Keys": "Touches", "Escape closes": "Échap ferme",
+    "invoice number(s), or part of one or of a client's name and Tab; Enter; Escape cancels":
+        "numéro(s) de facture, ou une partie d'un numéro ou du nom d'un client et Tab ; Entrée ; Échap annule",
+    "Reminder": "Relance", "Reply": "Réponse", "Event": "Événement",
+    "Reminder as sent": "Relance telle qu'envoyée", "no reminder sent yet": "aucune relance envoyée",
+    # Event kinds as the timeline shows them.
+    "imported": "importée", "released": "libérée", "resumed": "reprise",
+    "payment": "paiement", "credit_note": "avoir", "contact_changed": "contact changé",
+    "plan_accepted": "échéancier accepté", "plan_ended": "échéancier terminé", "undone": "annulé",
+    "triage_closed": "traité", "message_assigned": "rattaché", "reminder_sent": "relance envoyée",
+})
+
+# Codes (kinds, states, event kinds) in words, for screens; the command line's tables keep the codes
+# in English, as scripts read them.
+WORDS_EN = {
+    "payment_claim": "payment claimed", "promise_to_pay": "promise to pay", "payment_plan": "payment plan proposed",
+    "auto_reply": "auto-reply", "bounce": "undelivered", "human_reply": "reply", "fix_contact": "fix the contact",
+    "message_assigned": "assigned", "triage_closed": "decided", "contact_changed": "contact changed",
+    "plan_accepted": "plan accepted", "plan_ended": "plan ended", "credit_note": "credit note",
+    "reminder_sent": "reminder sent",
+}
+
+
+def words(code: str) -> str:
+    """A code as a person reads it, in the user's language."""
+    if language() == "fr":
+        return FR.get(code, code.replace("_", " "))
+    return WORDS_EN.get(code, code.replace("_", " "))

@@ -76,7 +76,7 @@ class Contact(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("client_id", "email"),)
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = Field(foreign_key="client.id", index=True)
-    email: str
+    email: str = Field(index=True)  # a reply's sender finds its client's open invoices
     cc: str = ""
     failing: bool = False
     failure_reason: str | None = None
@@ -97,7 +97,7 @@ class Invoice(SQLModel, table=True):
     pdf: str | None = None
     state: str = Field(default="active", index=True)
     hold_until: datetime | None = moment()
-    held_by: int | None = None  # an inbound message a person must read before the ladder goes on
+    held_by: int | None = Field(default=None, index=True)  # a message a person must read before the ladder goes on
     data_error: str | None = None  # why its reminder cannot be built or sent: waits for the data to be fixed
     row_hash: str = ""
 
@@ -171,7 +171,7 @@ class Inbound(SQLModel, table=True):
     stored_at: datetime | None = moment(nullable=False)
     kind: str | None = None
     confidence: Decimal | None = Field(default=None, sa_column=sa.Column(sa.Numeric(4, 3), nullable=True))
-    status: str = "new"  # new | applied | triage | quarantined
+    status: str = Field(default="new", index=True)  # new | applied | triage | quarantined
     reason: str = ""
     text: str = ""
     cues: str = "[]"  # JSON list
@@ -193,7 +193,18 @@ class Event(SQLModel, table=True):
     reason: str = ""
     data: str = "{}"  # JSON object
     outbound_id: int | None = Field(default=None, foreign_key="outbound.id")
-    inbound_id: int | None = Field(default=None, foreign_key="inbound.id")
+    inbound_id: int | None = Field(default=None, foreign_key="inbound.id", index=True)
+
+
+class IgnoredSender(SQLModel, table=True):
+    """An address whose mail never waits for a person (a newsletter): "ignore this sender" in triage."""
+
+    __tablename__ = "ignored_sender"
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(sa_column=sa.Column(sa.String(250), unique=True, nullable=False))
+    at: datetime | None = moment(nullable=False)
+    actor: str = ""
+    reason: str = ""
 
 
 class Classifier(SQLModel, table=True):

@@ -146,7 +146,7 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
                                        table(Inbound))
     today = now.astimezone(config.zone).date()
     invs = conn.execute(sa.select(inv_t.c.id, inv_t.c.amount, inv_t.c.paid, inv_t.c.state,
-                                  inv_t.c.issue_date)).all()
+                                  inv_t.c.issue_date, inv_t.c.due_date)).all()
     first_rem = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.min(rem_t.c.at))
                                   .group_by(rem_t.c.invoice_id)).all())
     top_stage = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.max(rem_t.c.stage_index))
@@ -197,6 +197,7 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
         "emails_sent": emails,
         "formal_notices_sent": notices,
         "cost_of_recovery": str(cost),
+        "ageing": {k: str(v) for k, v in ageing(invs, today).items()},
         "definitions": {
             "dso_days": f"open receivables / invoiced amount of the last {window} days x {window}",
             "recovery_rate_pct": "amount paid on reminded invoices (partial payments included) / amount of "
@@ -204,10 +205,26 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
             "reply_rate_pct": "reminded invoices a client answered after the first reminder (robots left out) / "
                               "reminded invoices",
             "amicable_conversion_pct": "reminded invoices paid before the last stage / reminded invoices paid",
+            "ageing": "amount still due on open invoices, by days past the due date",
             "cost_of_recovery": "costs.email x emails + costs.formal_notice x formal notices "
                                 "(+ triage minutes once the inbound side records them)",
         },
     }
+
+
+AGEING = (("not_due", None), ("0-30", 30), ("31-60", 60), ("61-90", 90), ("90+", None))
+
+
+def ageing(invs: Any, today: date) -> dict[str, Decimal]:
+    """Open receivables by days past due: not yet due, 0-30, 31-60, 61-90, over 90."""
+    out = {name: Decimal("0.00") for name, _ in AGEING}
+    for i in invs:
+        if i.state == "paid":
+            continue
+        late = (today - i.due_date).days
+        name = "not_due" if late < 0 else next((n for n, top in AGEING[1:4] if top is not None and late <= top), "90+")
+        out[name] += i.amount - i.paid
+    return out
 
 
 def messages(conn: Connection, triage_only: bool = False) -> list[dict[str, Any]]:

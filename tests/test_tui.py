@@ -1,21 +1,34 @@
-"""The triage UI, driven as a person would (Textual's run_test), with its effects on the store."""
+"""The triage UI, driven as a person would (Textual's run_test and Pilot), with its effects on the
+store: each action's change, its event (who and why) and its undo."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from textual.widgets import DataTable
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, TabbedContent
 
-from bot import inbound, ledger, reports
+from bot import actions, inbound, ledger, reports
 from bot.config import Config
 from bot.mailbox import MemorySource
 from tui.app import RelanceApp
+from tui.screens import Help, ItemScreen, Prompt
 
 NOW = datetime(2027, 4, 6, 9, tzinfo=UTC)
+PLAN = (b"From: b@client.example\r\nSubject: Facture F-2\r\nMessage-ID: <p2@client.example>\r\n"
+        b"Date: Tue, 06 Apr 2027 08:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Bonjour, nous proposons de r\xc3\xa9gler la facture F-2 en deux fois : 400 \xe2\x82\xac le 30/04/2027 "
+        b"et 500 \xe2\x82\xac le 31/05/2027.\r\n")
+NEWS = (b"From: news@letter.example\r\nSubject: Our newsletter\r\nMessage-ID: <n%d@letter.example>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nThe best offers of the month, number %d.\r\n")
 
 
 def seed(engine: Engine, cfg: Config, tmp_path: Path) -> None:
@@ -25,41 +38,494 @@ def seed(engine: Engine, cfg: Config, tmp_path: Path) -> None:
     ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), NOW, "l.csv")
     raw = (b"From: a@client.example\r\nSubject: Facture F-1\r\nMessage-ID: <d1@client.example>\r\n"
            b"Content-Type: text/plain; charset=utf-8\r\n\r\nNous contestons cette facture.\r\n")
-    inbound.store_new(engine, MemorySource({"INBOX": [raw]}), "INBOX", NOW, inbound.SyncReport())
+    deliver(engine, cfg, "INBOX", raw)
+
+
+def deliver(engine: Engine, cfg: Config, folder: str, *raws: bytes) -> None:
+    """Messages arriving in a folder of their own (UIDs are positions in the memory source)."""
+    inbound.store_new(engine, MemorySource({folder: list(raws)}), folder, NOW, inbound.SyncReport())
     inbound.process(engine, cfg, NOW)
 
 
-def seeded_app(engine: Engine, cfg: Config, tmp_path: Path) -> RelanceApp:
+def seeded_app(engine: Engine, cfg: Config, tmp_path: Path, **kw: Any) -> RelanceApp:
     """The UI on a store with two invoices and one client's dispute waiting in triage."""
     seed(engine, cfg, tmp_path)
-    return RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    return RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", **kw)
 
 
-async def test_triage_and_overrides(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
-    app = seeded_app(engine, make_config(), tmp_path)
-    async with app.run_test(size=(140, 40)) as pilot:
-        await app.workers.wait_for_complete()
+@asynccontextmanager
+async def running(app: RelanceApp, size: tuple[int, int] = (140, 40)) -> AsyncIterator[Pilot[None]]:
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        yield pilot
+
+
+async def settle(pilot: Pilot[None]) -> None:
+    """Until the workers are done and what they posted is on screen."""
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
         await pilot.pause()
-        triage = app.query_one("#triage", DataTable)
-        assert triage.row_count == 1
-        assert "Nous contestons" in str(app.query_one("#text").render())
-        await pilot.press("r")  # resume the disputed invoice this message is about
-        await app.workers.wait_for_complete()
-        await pilot.press("d")  # and the message is dealt with
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert app.query_one("#triage", DataTable).row_count == 0
-        await pilot.press("tab", "tab")  # to the invoices pane (tabs, then the table)
-        app.query_one("#invoices", DataTable).focus()
-        app.query_one("#invoices", DataTable).move_cursor(row=0)  # F-2, the largest amount first
-        await pilot.press("m")
-        await app.workers.wait_for_complete()
+
+
+async def answer(pilot: Pilot[None], key: str, text: str | None = None) -> str:
+    """Press `key`, read the prompt's prefilled answer, replace it with `text` (when given), Enter."""
+    await pilot.press(key)
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, Prompt), f"{key} asks"
+    box = pilot.app.screen.query_one(Input)
+    prefilled = box.value
+    if text is not None:
+        box.value = text
+    await pilot.press("enter")
+    await settle(pilot)
+    return prefilled
+
+
+def row(engine: Engine, sql: str) -> Any:
     with engine.connect() as c:
-        states = dict(c.execute(sa.text("SELECT number, state FROM invoice")).all())
-        kinds = [k for (k,) in c.execute(sa.text("SELECT kind FROM event WHERE actor = 'tui:test' ORDER BY id"))]
-        assert reports.messages(c, triage_only=True) == []
-    assert states == {"F-1": "active", "F-2": "paid"}
-    assert kinds == ["resumed", "triage_closed", "paid"]
+        return c.execute(sa.text(sql)).one()
+
+
+def events(engine: Engine, actor: str = "tui:test") -> list[tuple[str, str]]:
+    with engine.connect() as c:
+        return [(k, r) for k, r in c.execute(sa.text("SELECT kind, reason FROM event WHERE actor = :a ORDER BY id"),
+                                             {"a": actor})]
+
+
+def cursor_key(app: RelanceApp, table: str = "#queue") -> str:
+    t = app.query_one(table, DataTable)
+    return str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+
+
+async def test_focus_starts_on_the_queue_and_now_is_honoured(engine: Engine, make_config: Callable[..., Config],
+                                                             tmp_path: Path) -> None:
+    """The table has the keys at once (not the tab strip); days late count from `--now`, not the clock."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        assert app.focused is app.query_one("#queue", DataTable)
+        assert app.query_one("#queue", DataTable).get_row("m1")[4] == "6", "2027-03-31 to --now 2027-04-06"
+        await pilot.press("down")  # a key reaches the table, not the tabs
+        assert app.query_one(TabbedContent).active == "queue-pane"
+
+
+async def test_resume_acts_on_the_row_under_the_cursor_and_undo_reverts_it(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """r on the dispute resumes F-1 (the invoice of that row), with who and why; u puts it back."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        assert list(app.items) == ["m2", "m1"], "the plan on 900.00 first: the most at stake"
+        await pilot.press("down")
+        await pilot.press("r")
+        await settle(pilot)
+        assert cursor_key(app) == "m1", "the cursor stays on the item acted on"
+        assert "F-1 resumed" in str(app.query_one("#done").render())
+        assert row(engine, "SELECT state, held_by FROM invoice WHERE number = 'F-1'") == ("active", None)
+        assert [k for k, _ in events(engine)] == ["resumed", "decision"]
+        await pilot.press("u")
+        await settle(pilot)
+        held = row(engine, "SELECT state, held_by FROM invoice WHERE number = 'F-1'")
+    assert held[0] == "active" and held[1] is not None, "held for a person again, as before"
+    assert [k for k, _ in events(engine)] == ["resumed", "decision", "undone"]
+
+
+async def test_mark_paid_asks_the_amount_prefilled_with_what_is_due(engine: Engine, make_config: Callable[..., Config],
+                                                                     tmp_path: Path) -> None:
+    """m prompts with the amount due; a smaller amount is a partial payment; undo takes it back."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        assert cursor_key(app, "#invoices") == "F-2"
+        assert await answer(pilot, "m", "250,00") == "900.00"
+        assert cursor_key(app, "#invoices") == "F-2"
+        assert row(engine, "SELECT paid_cents, state FROM invoice WHERE number = 'F-2'") == (25000, "active")
+        assert app.query_one("#invoices", DataTable).get_row("F-2")[1] == "€650.00", "the row read again"
+        await pilot.press("u")
+        await settle(pilot)
+    assert row(engine, "SELECT paid_cents FROM invoice WHERE number = 'F-2'") == (0,)
+    assert [k for k, _ in events(engine)] == ["payment", "decision", "undone"]
+
+
+async def test_escape_leaves_a_prompt_and_changes_nothing(engine: Engine, make_config: Callable[..., Config],
+                                                          tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert not isinstance(app.screen, Prompt)
+    assert events(engine) == []
+
+
+async def test_accept_a_plan_with_the_instalments_read_in_the_reply(engine: Engine, make_config: Callable[..., Config],
+                                                                    tmp_path: Path) -> None:
+    """y: the instalments the client proposed are prefilled; once accepted the invoice waits for each
+    in turn, a payment moves the hold on, and the message leaves the queue."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        assert cursor_key(app) == "m2"
+        assert await answer(pilot, "y") == "400.00 2027-04-30, 500.00 2027-05-31"
+        assert "plan of 2 instalment(s) accepted" in str(app.query_one("#done").render())
+        assert "m2" not in app.items and cursor_key(app) == "m1", "decided: the cursor is on the next one"
+    state, hold, held_by = row(engine, "SELECT state, hold_until, held_by FROM invoice WHERE number = 'F-2'")
+    assert (state, held_by, str(hold)[:10]) == ("active", None, "2027-05-03"), "30 April + 3 days of grace"
+    actions.record_payment(engine, "F-2", NOW, Decimal("400.00"), "bank")
+    assert str(row(engine, "SELECT hold_until FROM invoice WHERE number = 'F-2'")[0])[:10] == "2027-06-03"
+    assert row(engine, "SELECT status FROM inbound WHERE id = 2") == ("applied",)
+
+
+async def test_reject_a_plan_and_undo(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await answer(pilot, "n", "we need the whole amount")
+        assert row(engine, "SELECT state FROM invoice WHERE number = 'F-2'") == ("active",)
+        assert ("plan_ended", "we need the whole amount") in events(engine)
+        await pilot.press("u")
+        await settle(pilot)
+        assert "m2" in app.items, "undone: the proposal waits again"
+    assert row(engine, "SELECT state FROM invoice WHERE number = 'F-2'") == ("plan",)
+
+
+async def test_confirmed_dispute_never_leaves_a_dead_end(engine: Engine, make_config: Callable[..., Config],
+                                                         tmp_path: Path) -> None:
+    """c confirms the dispute: the message is decided but the disputed invoice stays in the queue
+    until the dispute is settled (s: a credit note of 30, the rest chased)."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("c")
+        await settle(pilot)
+        assert row(engine, "SELECT state FROM invoice WHERE number = 'F-1'") == ("disputed",)
+        await pilot.press("g")
+        await settle(pilot)
+        assert list(app.items) == ["iF-1"], "the disputed invoice waits for a person"
+        assert await answer(pilot, "s", "30.00 goodwill gesture") == "resume "
+        assert list(app.items) == []
+    assert row(engine, "SELECT state, paid_cents FROM invoice WHERE number = 'F-1'") == ("active", 3000)
+    kinds = [k for k, _ in events(engine)]
+    assert kinds[-3:] == ["credit_note", "resumed", "decision"]
+
+
+async def test_new_address_after_a_bounce(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """e on a bounced invoice: the new address, the contact cleared, the invoice resumed; undo."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    with engine.begin() as c:  # the client's address failed (as a bounce leaves it)
+        c.execute(sa.text("UPDATE invoice SET state = 'bounced' WHERE number = 'F-2'"))
+        c.execute(sa.text("UPDATE contact SET failing = true WHERE email = 'b@client.example'"))
+    async with running(app) as pilot:
+        assert "iF-2" in app.items
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("iF-2"))
+        await answer(pilot, "e", "compta@clientb.example")
+        assert "iF-2" not in app.items
+        assert row(engine, "SELECT i.state, c.email FROM invoice i JOIN contact c ON c.id = i.contact_id "
+                           "WHERE i.number = 'F-2'") == ("active", "compta@clientb.example")
+        await pilot.press("u")
+        await settle(pilot)
+    assert row(engine, "SELECT i.state, c.email, c.failing FROM invoice i JOIN contact c ON c.id = i.contact_id "
+                       "WHERE i.number = 'F-2'") == ("bounced", "b@client.example", True)
+
+
+async def test_pause_until_a_date_with_a_reason(engine: Engine, make_config: Callable[..., Config],
+                                                tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        prefilled = await answer(pilot, "p", "2027-04-20 client on holiday, called")
+        assert prefilled.startswith("2027-04-16"), "today + pause.payment_claim_days"
+    hold = row(engine, "SELECT hold_until FROM invoice WHERE number = 'F-2'")[0]
+    assert str(hold)[:10] == "2027-04-19", "midnight in Paris is 22:00 UTC the day before"
+    assert ("paused", "client on holiday, called") in events(engine)
+
+
+async def test_dismiss_noise_in_bulk_and_ignore_a_sender(engine: Engine, make_config: Callable[..., Config],
+                                                         tmp_path: Path) -> None:
+    """space selects, d dismisses the selection; i ignores a sender: its mail waits no more, now or later."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(3)))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        assert len(app.items) == 4
+        table = app.query_one("#queue", DataTable)
+        table.move_cursor(row=list(app.items).index("m2"))
+        await pilot.press("space", "space")
+        assert app.selected == {"m2", "m3"}
+        await pilot.press("d")
+        await settle(pilot)
+        assert set(app.items) == {"m1", "m4"}
+        table.move_cursor(row=list(app.items).index("m4"))
+        await pilot.press("i")
+        await settle(pilot)
+        assert set(app.items) == {"m1"}
+    deliver(engine, cfg, "News2", NEWS % (9, 9))
+    with engine.connect() as c:
+        waiting = [m["from"] for m in reports.messages(c, triage_only=True)]
+    assert "news@letter.example" in waiting, "the pipeline still files it in triage (bot/inbound is not ours)"
+    with engine.connect() as c:
+        from bot import triage
+        assert [i.key for i in triage.page(c, triage.Filters(), 0, 10)] == ["m1"], "but it never shows"
+
+
+async def test_correct_the_kind(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """k: the kind a person types is applied and kept as an example (`relance label`, from the UI)."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        assert await answer(pilot, "k", "payment_claim") == "dispute"
+        assert app.items == {}, "a person has read it"
+    label, kind, status = row(engine, "SELECT label, kind, status FROM inbound")
+    hold, state = row(engine, "SELECT hold_until, state FROM invoice WHERE number = 'F-1'")
+    assert (label, kind, status) == ("payment_claim", "payment_claim", "applied")
+    assert state == "active" and hold is not None, "not a dispute after all: held for payment_claim_days"
+
+
+async def test_confirming_a_promise_with_no_date_asks_for_it(engine: Engine, make_config: Callable[..., Config],
+                                                             tmp_path: Path) -> None:
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    with engine.begin() as c:  # the bot read the dispute as a promise, with no date
+        c.execute(sa.text("UPDATE inbound SET kind = 'promise_to_pay'"))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await pilot.press("c")
+        await settle(pilot)
+        assert isinstance(app.screen, Prompt), "the date is asked"
+        assert app.screen.query_one(Input).value == "promise_to_pay "
+        app.screen.query_one(Input).value = "promise_to_pay 2027-04-20"
+        await pilot.press("enter")
+        await settle(pilot)
+    assert row(engine, "SELECT label, status FROM inbound") == ("promise_to_pay", "applied")
+    assert str(row(engine, "SELECT hold_until FROM invoice WHERE number = 'F-1'")[0])[:10] == "2027-04-22"
+
+
+async def test_assign_a_message_to_its_suggested_invoice(engine: Engine, make_config: Callable[..., Config],
+                                                         tmp_path: Path) -> None:
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    raw = (b"From: b@client.example\r\nSubject: Paiement\r\nMessage-ID: <g2@client.example>\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n\r\nVirement effectu\xc3\xa9 ce matin.\r\n")
+    deliver(engine, cfg, "Paiements", raw)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("m2"))
+        assert await answer(pilot, "a") == "F-2"
+        assert list(app.items) == ["m1"], "only the dispute is left"
+    with engine.connect() as c:
+        rows = {m["subject"]: m for m in reports.messages(c)}
+    assert (rows["Paiement"]["status"], rows["Paiement"]["invoices"]) == ("applied", ["F-2"])
+
+
+async def test_the_assign_picker_finds_an_invoice_by_its_client(engine: Engine, make_config: Callable[..., Config],
+                                                                tmp_path: Path) -> None:
+    """a, then part of a client's name: the matching open invoices are listed; Tab takes the first."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Misc", NEWS % (1, 1))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("m2"))
+        await pilot.press("a")
+        await settle(pilot)
+        app.screen.query_one(Input).value = ""
+        await pilot.press(*"client b")
+        await settle(pilot)
+        assert "F-2  Client B · €900.00" in str(app.screen.query_one("#choices").render())
+        await pilot.press("tab")
+        assert app.screen.query_one(Input).value == "F-2, "
+        await pilot.press("enter")
+        await settle(pilot)
+    with engine.connect() as c:
+        rows = {m["subject"]: m for m in reports.messages(c)}
+    assert rows["Our newsletter"]["invoices"] == ["F-2"]
+
+
+async def test_the_loser_of_a_concurrent_change_is_told(engine: Engine, make_config: Callable[..., Config],
+                                                        tmp_path: Path) -> None:
+    """Someone else pauses F-2 after the screen read it: m is refused, nothing is lost, the row is read again."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        actions.pause(engine, "F-2", NOW, None, "phoned", "tui:colleague")
+        await answer(pilot, "m")
+        assert "changed meanwhile (paused by tui:colleague)" in str(app.query_one("#done").render())
+        await settle(pilot)
+        assert app.query_one("#invoices", DataTable).get_row("F-2")[3] == "paused", "read again"
+    assert row(engine, "SELECT paid_cents, state FROM invoice WHERE number = 'F-2'") == (0, "paused")
+    assert events(engine) == []
+
+
+async def test_undo_is_refused_when_the_row_changed_since(engine: Engine, make_config: Callable[..., Config],
+                                                          tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await answer(pilot, "m", "100.00")
+        actions.record_payment(engine, "F-2", NOW, Decimal("50.00"), "bank")
+        await pilot.press("u")
+        await settle(pilot)
+        assert "not undone" in str(app.query_one("#done").render())
+    assert row(engine, "SELECT paid_cents FROM invoice WHERE number = 'F-2'") == (15000,)
+
+
+async def test_a_daemon_change_shows_without_a_key(engine: Engine, make_config: Callable[..., Config],
+                                                   tmp_path: Path) -> None:
+    cfg = make_config()
+    app = seeded_app(engine, cfg, tmp_path, poll_seconds=0.1)
+    async with running(app) as pilot:
+        assert list(app.items) == ["m1"]
+        deliver(engine, cfg, "Plans", PLAN)  # the daemon's sync, in the background
+        for _ in range(50):
+            await pilot.pause(0.1)
+            if "m2" in app.items:
+                break
+        assert list(app.items) == ["m2", "m1"]
+        assert cursor_key(app) == "m1", "the cursor stays on the item it was on"
+
+
+async def test_item_view_shows_the_reply_the_reading_and_the_timeline(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ItemScreen)
+        text = str(app.screen.query_one("#message").render())
+        assert "Nous contestons cette facture." in text and "reading: dispute" in text
+        assert "nous contestons cette facture." in text.split("evidence:")[1], "the sentence, not the features"
+        timeline = str(app.screen.query_one("#invoice").render())
+        assert "F-1" in timeline and "imported" in timeline and "until a person decides" in timeline
+        await pilot.press("o")
+        assert "Message-ID: <d1@client.example>" in str(app.screen.query_one("#message").render())
+        await pilot.press("r")  # the action keys work on the item shown
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert not isinstance(app.screen, ItemScreen)
+    assert row(engine, "SELECT held_by FROM invoice WHERE number = 'F-1'") == (None,)
+
+
+async def test_a_reminder_opens_as_it_was_sent(engine: Engine, make_config: Callable[..., Config],
+                                               tmp_path: Path) -> None:
+    """From the invoices: Enter, then v shows the reminder the client received (headers and text)."""
+    import asyncio
+
+    from bot.mailer import MemoryMailer
+    from bot.tick import tick
+
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    mailer = MemoryMailer()
+    await asyncio.to_thread(lambda: asyncio.run(tick(engine, cfg, mailer, NOW, NOW)))
+    assert mailer.sent, "F-2's first reminder went out"
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ItemScreen)
+        assert "reminder" in str(app.screen.query_one("#invoice").render())
+        await pilot.press("v")
+        shown = str(app.screen.query_one("#message").render())
+    assert "Reminder as sent 1/1" in shown and "F-2" in shown and "Message-ID: <" in shown
+
+
+async def test_attachments_listed_and_a_text_one_shown(engine: Engine, make_config: Callable[..., Config],
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enter lists the attachments; w saves the next one where only the user can read it, and shows it
+    when it is text."""
+    import tempfile
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    raw = (b"From: b@client.example\r\nSubject: Facture F-2\r\nMessage-ID: <a2@client.example>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+           b"--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nVoir le relev\xc3\xa9 joint.\r\n"
+           b"--XX\r\nContent-Type: text/plain; name=releve.txt\r\nContent-Disposition: attachment; "
+           b"filename=releve.txt\r\n\r\nVirement 900,00 EUR du 2027-04-02\r\n--XX--\r\n")
+    deliver(engine, cfg, "Docs", raw)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("m2"))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "1. releve.txt (text/plain" in str(app.screen.query_one("#message").render())
+        await pilot.press("w")
+        await settle(pilot)
+        assert "Virement 900,00 EUR du 2027-04-02" in str(app.screen.query_one("#message").render())
+    (saved,) = (tmp_path / "tmp").glob("relance-*/releve.txt")
+    assert saved.stat().st_mode & 0o077 == 0 and saved.parent.stat().st_mode & 0o077 == 0, "private"
+
+
+async def test_small_terminal_collapses_columns_and_help_lists_every_key(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app, size=(80, 24)) as pilot:
+        columns = [str(c.key.value) for c in app.query_one("#queue", DataTable).ordered_columns]
+        assert columns[:2] == ["stake", "kind"] and "why" not in columns
+        assert sum(c.get_render_width(app.query_one("#queue", DataTable))
+                   for c in app.query_one("#queue", DataTable).ordered_columns) <= 80
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(app.screen, Help)
+        keys = str(app.screen.query_one("#keys").render())
+        for description in ("Accept plan", "Settle dispute", "New address", "Ignore sender", "Undo", "Search"):
+            assert description in keys
+
+
+async def test_search_narrows_the_queue(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await pilot.press("slash", "F", "-", "1")  # the queue follows as the number is typed
+        await settle(pilot)
+        assert isinstance(app.screen, Prompt) and list(app.items) == ["m1"]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert list(app.items) == ["m1"]
+        await answer(pilot, "slash", "")
+        assert list(app.items) == ["m2", "m1"]
+        await answer(pilot, "f", "kind=payment_plan")
+        assert list(app.items) == ["m2"]
+
+
+async def test_french_follows_the_config(engine: Engine, make_config: Callable[..., Config], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app):
+        cells = app.query_one("#queue", DataTable).get_row("m1")
+        assert cells[:2] == ["100,00\u00a0€", "contestation"]
+        assert "Annuler" in [b.description for b in app._bindings.key_to_bindings["u"]]
+
+
+async def test_kpis_as_numbers_and_bars(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        text = str(app.query_one("#kpis").render())
+    assert "open receivables: €1,000.00" in text
+    assert "0-30" in text and "█" in text, "ageing as a small bar chart"
 
 
 def test_relance_tui_is_registered_without_bot_importing_textual() -> None:
@@ -72,48 +538,14 @@ def test_relance_tui_is_registered_without_bot_importing_textual() -> None:
     assert ep.load() is run
 
 
-async def test_assign_a_message_to_its_suggested_invoice(engine: Engine, make_config: Callable[..., Config],
-                                                         tmp_path: Path) -> None:
-    cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    raw = (b"From: b@client.example\r\nSubject: Paiement\r\nMessage-ID: <g2@client.example>\r\n"
-           b"Content-Type: text/plain; charset=utf-8\r\n\r\nVirement effectu\xc3\xa9 ce matin.\r\n")
-    inbound.store_new(engine, MemorySource({"Paiements": [raw]}), "Paiements", NOW, inbound.SyncReport())
-    inbound.process(engine, cfg, NOW)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
-    async with app.run_test(size=(140, 40)) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        app.query_one("#triage", DataTable).move_cursor(row=1)  # the guess, after the dispute
-        await pilot.pause()
-        await pilot.press("a")
-        await pilot.pause()
-        assert app.query_one("#assign-to").value == "F-2"  # type: ignore[attr-defined]
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert app.query_one("#triage", DataTable).row_count == 1, "only the dispute is left"
-    with engine.connect() as c:
-        rows = {m["subject"]: m for m in reports.messages(c)}
-    assert (rows["Paiement"]["status"], rows["Paiement"]["invoices"]) == ("applied", ["F-2"])
+@pytest.mark.parametrize(("lang", "from_config", "expected"), [
+    ("fr", True, "Deuxième relance"), ("en", True, "Second reminder"),  # label_fr / label_en of the example
+    ("fr", False, "deuxième relance"), ("en", False, "second reminder"),  # no label: the name, readable
+])
+def test_stage_names_come_from_the_config(make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch,
+                                          lang: str, from_config: bool, expected: str) -> None:
+    from bot.i18n import stage, stage_labels
 
-
-async def test_a_person_says_what_a_message_is(engine: Engine, make_config: Callable[..., Config],
-                                               tmp_path: Path) -> None:
-    """k: the kind a person types is applied and kept as an example (`relance label`, from the UI)."""
-    app = seeded_app(engine, make_config(), tmp_path)
-    async with app.run_test(size=(140, 40)) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        await pilot.press("k")
-        box = app.query_one("#assign-to")
-        box.value = "payment_claim"  # type: ignore[attr-defined]
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert app.query_one("#triage", DataTable).row_count == 0, "a person has read it"
-    with engine.connect() as c:
-        label, kind, status = c.execute(sa.text("SELECT label, kind, status FROM inbound")).one()
-        hold, state = c.execute(sa.text("SELECT hold_until, state FROM invoice WHERE number = 'F-1'")).one()
-    assert (label, kind, status) == ("payment_claim", "payment_claim", "applied")
-    assert state == "active" and hold is not None, "not a dispute after all: held for payment_claim_days"
+    monkeypatch.setenv("RELANCE_LANG", lang)
+    labels = stage_labels(make_config().stages) if from_config else {}
+    assert stage("second_reminder", labels) == expected

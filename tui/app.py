@@ -1,209 +1,429 @@
-"""The triage UI: what the bot could not settle alone, and the open invoices, with the overrides
-a credit controller needs. It reaches the store only through bot's API (reports, actions).
+"""The credit controller's daily screen: what waits for a decision (the queue), every open invoice,
+the KPIs. It reaches the store only through bot's API (bot.triage reads a page at a time,
+bot.desk / bot.actions / bot.decisions decide), in thread workers: the UI does not wait on the
+database (but for the one-row look-ups that prefill a prompt: the amount due, a plan's proposal).
 
-Keys: tab switches panes; on a message, a assigns it to invoices (the suggested ones are filled
-in: Enter confirms), k says what it is (its kind, applied and kept for the classifier to learn
-from; a promise takes its date after the kind) and d closes it (decided); on an invoice, p pauses
-it 7 days, r resumes it, m marks it paid; g refreshes; q quits."""
+Safety first: every action names the item it acts on and the version of the invoice it read
+(bot.versions); the cursor stays on that item (or, when it left the queue, on the next one);
+each decision is an event with who and why, shown in the line above the footer, and `u` undoes
+the last one. The screen reads the store again within seconds of a change by the daemon or
+another person (`POLL_SECONDS`), keeping the cursor where it was."""
 
 from __future__ import annotations
 
+import getpass
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
-from textual import work
-from textual.app import App, ComposeResult
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
-from bot import actions, decisions, reports
+from bot import reports, triage
 from bot.config import Config
-from bot.errors import RelanceError
-from bot.i18n import t, t_reason
+from bot.i18n import day, moment, money, stage, stage_labels, t, t_reason, words
 from bot.store import Engine
-from rules.classify import Kind
+from tui.decide import Decisions
+from tui.kpis import kpi_text
+from tui.screens import Help, ItemScreen, translated
 
-KINDS = tuple(k.value for k in Kind)
-INVOICE_COLUMNS = ("number", "client", "amount_due", "days_overdue", "stage", "state", "next_action")
-MESSAGE_COLUMNS = ("received_at", "from", "kind", "invoices", "reason")
+PAGE = 100
+POLL_SECONDS = 2.0
+# Queue columns, widest screen first; narrow screens keep the first ones (what is at stake and what it is).
+QUEUE_COLUMNS = (("stake", "STAKE", 12), ("kind", "KIND", 18), ("client", "CLIENT", 18), ("invoices", "INVOICES", 12),
+                 ("late", "LATE", 6), ("from", "FROM", 26), ("received", "RECEIVED", 17), ("why", "WHY", 60))
+INVOICE_COLUMNS = (("number", "NUMBER", 12), ("amount_due", "DUE", 13), ("days_overdue", "LATE", 6),
+                   ("state", "STATE", 12), ("client", "CLIENT", 20), ("stage", "STAGE", 16), ("next", "NEXT", 18))
 
 
-class RelanceApp(App[None]):
+def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[str, str, int]]:
+    """The columns that fit in `width` cells, in order: the others collapse."""
+    out: list[tuple[str, str, int]] = []
+    used = 4
+    for c in columns:
+        if used + c[2] + 2 > width and out:
+            break
+        out.append(c)
+        used += c[2] + 2
+    return out
+
+
+class RelanceApp(Decisions):
     TITLE = "Relance"
-    CSS = "#text { height: 12; border: round $accent; padding: 0 1; } #assign-to { display: none; }"
+    CSS = """
+    #preview { height: 7; border-top: solid $accent; padding: 0 1; }
+    #where { height: 1; padding: 0 1; color: $text-muted; }
+    #done { height: 1; padding: 0 1; background: $boost; }
+    #kpis { padding: 0 1; }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("a", "assign", t("Assign to invoices")),
-        Binding("k", "label", t("Kind")),
-        Binding("d", "close_message", t("Decided")),
-        Binding("p", "pause", t("Pause 7 days")),
-        Binding("r", "resume", t("Resume")),
-        Binding("m", "paid", t("Paid")),
-        Binding("g", "reload", t("Refresh")),
-        Binding("q", "quit", t("Quit")),
+        Binding("enter", "open", "Open"),
+        Binding("c", "confirm", "Confirm"),
+        Binding("k", "label", "Kind"),
+        Binding("m", "paid", "Mark paid"),
+        Binding("u", "undo", "Undo"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("a", "assign", "Assign to invoices", show=False),
+        Binding("y", "accept_plan", "Accept plan", show=False),
+        Binding("n", "reject_plan", "Reject plan", show=False),
+        Binding("s", "settle", "Settle dispute", show=False),
+        Binding("e", "contact", "New address", show=False),
+        Binding("p", "pause", "Pause", show=False),
+        Binding("r", "resume", "Resume", show=False),
+        Binding("d", "dismiss", "Dismiss", show=False),
+        Binding("i", "ignore", "Ignore sender", show=False),
+        Binding("space", "select", "Select", show=False),
+        Binding("slash", "search", "Search", show=False),
+        Binding("f", "filter", "Filter", show=False),
+        Binding("t", "sort", "Sort", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
+        Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
+        Binding("g", "reload", "Refresh", show=False),
+        Binding("w", "save_attachment", "Save attachment", show=False),
+        Binding("1", "tab('queue-pane')", "Queue", show=False),
+        Binding("2", "tab('invoices-pane')", "Invoices", show=False),
+        Binding("3", "tab('kpi-pane')", "KPIs", show=False),
     ]
 
     def __init__(self, engine: Engine, config: Config, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 actor: str = "tui") -> None:
+                 actor: str = "tui", poll_seconds: float = POLL_SECONDS) -> None:
         super().__init__()
-        self.engine = engine
-        self.config = config
-        self.clock = clock
-        self.actor = actor
-        self.messages: dict[str, dict[str, Any]] = {}
-        self.asking = "assign"  # what the input box is for: "assign" (invoice numbers) or "label" (a kind)
+        self.engine, self.config, self.clock, self.actor = engine, config, clock, actor
+        self.poll_seconds = poll_seconds
+        self.items: dict[str, triage.Item] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.filters = triage.Filters()
+        self.offset = {"queue": 0, "invoices": 0}
+        self.total = {"queue": 0, "invoices": 0}
+        self.per_kind: dict[str, int] = {}
+        self.sort, self.descending = "amount_due", True
+        self.selected: set[str] = set()
+        self.seen_marker: tuple[int, int, int] | None = None
+        self.width_seen = 0
+        self.invoices_shown = False
+        self.labels = stage_labels(config.stages)
+        translated(self)
+
+    # Layout ------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent():
-            with TabPane(t("To triage"), id="triage-pane"):
-                yield DataTable(id="triage", cursor_type="row")
-                yield Static("", id="text")
-                yield Input(placeholder=t("invoice number(s), then Enter; Escape cancels"), id="assign-to")
-            with TabPane(t("Open invoices"), id="invoices-pane"):
+        with TabbedContent(initial="queue-pane"):
+            with TabPane(t("Queue"), id="queue-pane"):
+                yield Static("", id="counts", markup=False)
+                yield DataTable(id="queue", cursor_type="row")
+                yield Static("", id="where", markup=False)
+                yield Static("", id="preview")
+            with TabPane(t("Invoices"), id="invoices-pane"):
                 yield DataTable(id="invoices", cursor_type="row")
+                yield Static("", id="invoices-where", markup=False)
+            with TabPane(t("KPIs"), id="kpi-pane"):
+                yield Static("", id="kpis")
+        yield Static("", id="done", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#triage", DataTable).add_columns(*(t(c) for c in ("RECEIVED", "FROM", "KIND", "INVOICES",
-                                                                          "WHY")))
-        self.query_one("#invoices", DataTable).add_columns(*(t(c) for c in ("NUMBER", "CLIENT", "DUE", "LATE",
-                                                                            "STAGE", "STATE", "NEXT")))
-        self.reload()
+        self._columns()
+        self.query_one("#queue", DataTable).focus()
+        self.install_screen(ItemScreen(self.config.zone, self.labels), "item")
+        self.load_queue()  # the invoices when their tab is first shown: the queue paints first
+        self.set_interval(self.poll_seconds, self.poll)
 
-    @work(thread=True, exclusive=True)
-    def reload(self) -> None:
-        """Read the store in a worker thread; fill the tables on the UI thread."""
+    def on_resize(self) -> None:
+        if self.size.width != self.width_seen:
+            self._columns()
+            self._fill_queue(list(self.items.values()), keep=self._current_key())
+            self._fill_invoices(list(self.invoices.values()), keep=self._current_number())
+
+    def _columns(self) -> None:
+        self.width_seen = self.size.width
+        for table_id, columns in (("queue", QUEUE_COLUMNS), ("invoices", INVOICE_COLUMNS)):
+            table = self.query_one(f"#{table_id}", DataTable)
+            table.clear(columns=True)
+            for key, title, width in fits(columns, self.size.width):
+                table.add_column(t(title), key=key, width=width)
+        self.query_one("#preview").display = self.size.height >= 20
+
+    # Reading the store (thread workers) -----------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="queue")
+    def load_queue(self) -> None:
+        """Read one page of the queue and show it; then how many wait, in all and per kind."""
         with self.engine.connect() as conn:
-            triage = reports.messages(conn, triage_only=True)
-            invoices = reports.status_rows(conn, self.config, self.clock())
-        self.call_from_thread(self._fill, triage, invoices)
+            marker = triage.marker(conn)
+            rows = triage.page(conn, self.filters, self.offset["queue"], PAGE)
+            if get_current_worker().is_cancelled:  # a newer read (the next letter typed) replaces this one
+                return
+            self.call_from_thread(self._queue_read, rows, marker)
+            per_kind = triage.counts(conn)
+            total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
+        self.call_from_thread(self._counted, total, per_kind)
 
-    def _fill(self, triage: list[dict[str, Any]], invoices: list[dict[str, Any]]) -> None:
-        self.messages = {str(m["id"]): m for m in triage}
-        table = self.query_one("#triage", DataTable)
+    def _queue_read(self, rows: list[triage.Item], marker: tuple[int, int, int]) -> None:
+        self.seen_marker = marker
+        self._fill_queue(rows, keep=self._current_key())
+
+    def _counted(self, total: int, per_kind: dict[str, int]) -> None:
+        self.total["queue"], self.per_kind = total, per_kind
+        self._show_counts()
+
+    @work(thread=True, exclusive=True, group="invoices")
+    def load_invoices(self) -> None:
+        with self.engine.connect() as conn:
+            rows = triage.invoice_page(conn, self.config, self.clock(), self.sort, self.descending,
+                                       self.offset["invoices"], PAGE, self.filters.search)
+            total = triage.invoice_count(conn, self.filters.search)
+        self.call_from_thread(self._invoices_read, rows, total)
+
+    def _invoices_read(self, rows: list[dict[str, Any]], total: int) -> None:
+        self.total["invoices"] = total
+        self._fill_invoices(rows, keep=self._current_number())
+
+    @work(thread=True, exclusive=True, group="poll")
+    def poll(self) -> None:
+        """A change by the daemon or another person shows without a key: read the marker, and the
+        page when it moved."""
+        with self.engine.connect() as conn:
+            marker = triage.marker(conn)
+        if self.seen_marker is not None and marker != self.seen_marker:
+            self.call_from_thread(self.refresh_all)
+
+    def refresh_all(self) -> None:
+        self.load_queue()
+        if self.invoices_shown:
+            self.load_invoices()
+        if self.query_one(TabbedContent).active == "kpi-pane":
+            self.load_kpis()
+
+    @work(thread=True, exclusive=True, group="kpi")
+    def load_kpis(self) -> None:
+        with self.engine.connect() as conn:
+            doc = reports.kpi(conn, self.config, self.clock())
+        self.call_from_thread(self.query_one("#kpis", Static).update, kpi_text(doc, self.labels, self.per_kind))
+
+    # Filling the tables -------------------------------------------------------------------------
+
+    def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
+        today = self.clock().astimezone(self.config.zone).date()
+        mark = "● " if item.key in self.selected else ""
+        cells = {"stake": mark + money(item.stake), "kind": words(item.kind), "client": item.client,
+                 "invoices": ", ".join(item.numbers or item.suggested),
+                 "late": str(max((today - item.due_date).days, 0)) if item.due_date else "",
+                 "from": item.sender, "received": moment(item.received_at, self.config.zone),
+                 "why": t_reason(item.reason)}
+        return [cells[k] for k in keys]
+
+    def _fill_queue(self, rows: list[triage.Item], keep: str | None) -> None:
+        table = self.query_one("#queue", DataTable)
+        index = table.cursor_row
+        self.items = {r.key: r for r in rows}
+        keys = [str(c.key.value) for c in table.ordered_columns]
         table.clear()
-        for m in triage:
-            table.add_row(*(", ".join(m[c]) if c == "invoices" else t(m[c]) if c == "kind"
-                            else t_reason(m[c] or "")[:60] if c == "reason" else str(m[c] or "")[:60]
-                            for c in MESSAGE_COLUMNS), key=str(m["id"]))
-        inv = self.query_one("#invoices", DataTable)
-        inv.clear()
-        for r in invoices:
-            inv.add_row(*(t(str(r[c])) if c in ("state", "next_action") else str(r[c] or "")
-                          for c in INVOICE_COLUMNS), key=r["number"])
-        self._show_text()
+        for r in rows:
+            table.add_row(*self._queue_cells(r, keys), key=r.key)
+        self._place(table, list(self.items), keep, index)
+        self._show_counts()
+        self._show_preview()
 
-    def _selected(self, table_id: str) -> str | None:
-        table = self.query_one(f"#{table_id}", DataTable)
-        if table.row_count == 0:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+    def _invoice_cells(self, r: dict[str, Any], keys: list[str]) -> list[str]:
+        cells = {"number": r["number"], "amount_due": money(Decimal(r["amount_due"]), r["currency"]),
+                 "days_overdue": str(r["days_overdue"]), "state": words(r["state"]), "client": r["client"],
+                 "stage": stage(r["stage"], self.labels),
+                 "next": (words(r["next_action"]) if r["next_action"] in ("triage", "resume", "fix_contact")
+                          else stage(r["next_action"], self.labels)) + (
+                     f" {day(date.fromisoformat(r['next_action_at'][:10]))}" if r["next_action_at"] else "")}
+        return [cells[k] for k in keys]
 
-    def _show_text(self) -> None:
-        key = self._selected("triage")
-        m = self.messages.get(key or "")
-        self.query_one("#text", Static).update(
-            "" if m is None else f"{m['subject']}\n\n{m['text']}\n\n{t_reason(m['reason'] or '')}\n"
-            + "\n".join(m.get("cues", [])))
+    def _fill_invoices(self, rows: list[dict[str, Any]], keep: str | None) -> None:
+        table = self.query_one("#invoices", DataTable)
+        index = table.cursor_row
+        self.invoices = {r["number"]: r for r in rows}
+        keys = [str(c.key.value) for c in table.ordered_columns]
+        table.clear()
+        for r in rows:
+            table.add_row(*self._invoice_cells(r, keys), key=r["number"])
+        self._place(table, list(self.invoices), keep, index)
+        first = self.offset["invoices"] + 1 if rows else 0
+        self.query_one("#invoices-where", Static).update(
+            t("{first}–{last} of {total}", first=first, last=self.offset["invoices"] + len(rows),
+              total=self.total["invoices"]) + f" · {t('Sort')}: {self.sort} {'↓' if self.descending else '↑'}")
 
-    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
-        self._show_text()
-
-    def _invoice_action(self, do: Callable[[str], str]) -> None:
-        pane = self.query_one(TabbedContent).active
-        number = self._selected("invoices") if pane == "invoices-pane" else None
-        if number is None:
-            key = self._selected("triage")
-            numbers = self.messages.get(key or "", {}).get("invoices", [])
-            number = numbers[0] if len(numbers) == 1 else None
-        if number is None:
-            self.notify(t("Select an invoice first"), severity="warning")
+    @staticmethod
+    def _place(table: DataTable[Any], keys: list[str], keep: str | None, index: int) -> None:
+        """The cursor on the row it was on (by key), else at the same place: the next one."""
+        if not keys:
             return
-        try:
-            self.notify(do(number))
-        except RelanceError as e:
-            self.notify(str(e), severity="error")
-        self.reload()
+        row = keys.index(keep) if keep in keys else min(index, len(keys) - 1)
+        table.move_cursor(row=max(row, 0), animate=False)
 
-    def action_pause(self) -> None:
-        now = self.clock()
-        self._invoice_action(lambda n: actions.pause(self.engine, n, now, now + timedelta(days=7),
-                                                     "paused from the triage UI", self.actor))
+    def _show_counts(self) -> None:
+        parts = [f"{words(k)} {n}" for k, n in sorted(self.per_kind.items(), key=lambda kv: -kv[1])]
+        f = self.filters
+        active = " ".join(f"{k}={v}" for k, v in (("kind", f.kind), ("client", f.client), ("lang", f.language),
+                                                  ("box", f.mailbox), ("/", f.search)) if v)
+        self.query_one("#counts", Static).update(
+            (" · ".join(parts) or t("nothing waits for a person")) + (f"   [{active}]" if active else ""))
+        first = self.offset["queue"] + 1 if self.items else 0
+        selected = f" · {t('{n} selected', n=len(self.selected))}" if self.selected else ""
+        self.query_one("#where", Static).update(
+            t("{first}–{last} of {total}", first=first, last=self.offset["queue"] + len(self.items),
+              total=self.total["queue"]) + selected)
 
-    def action_resume(self) -> None:
-        self._invoice_action(lambda n: actions.resume(self.engine, n, self.clock(), self.actor))
+    def _show_preview(self) -> None:
+        item = self.items.get(self._current_key() or "")
+        text = "" if item is None else (
+            f"[b]{escape(item.subject)}[/b] · {escape(item.sender)}\n{escape(t_reason(item.reason))}")
+        self.query_one("#preview", Static).update(text)
 
-    def action_paid(self) -> None:
-        self._invoice_action(lambda n: actions.record_payment(self.engine, n, self.clock(), None, self.actor))
+    @on(DataTable.RowHighlighted, "#queue")
+    def _highlighted(self) -> None:
+        self._show_preview()
 
-    def action_close_message(self) -> None:
-        key = self._selected("triage")
-        if key is None:
-            self.notify(t("Nothing to triage"), severity="warning")
+    @on(DataTable.RowSelected)
+    def _selected_row(self) -> None:
+        """Enter on a row (the table takes the key first): the item, or the invoice, in full."""
+        self.action_open()
+
+    @on(DataTable.HeaderSelected, "#invoices")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        column = {"next": "state"}.get(key, key)
+        self.descending = not self.descending if column == self.sort else column in ("amount_due", "days_overdue")
+        self.sort = column
+        self.load_invoices()
+
+    @on(TabbedContent.TabActivated)
+    def _tab(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane.id
+        if pane == "kpi-pane":
+            self.load_kpis()
+        if pane == "invoices-pane" and not self.invoices_shown:
+            self.invoices_shown = True
+            self.load_invoices()
+        if pane in ("queue-pane", "invoices-pane"):
+            self.query_one("#queue" if pane == "queue-pane" else "#invoices", DataTable).focus()
+
+    # Moving around ------------------------------------------------------------------------------
+
+    def action_open(self) -> None:
+        if self._pane() == "invoices-pane":
+            number = self._current_number()
+            if number:
+                self._open(None, None, (number,))
             return
-        self.notify(actions.close_message(self.engine, int(key), self.clock(), self.actor))
-        self.reload()
+        item = self.items.get(self._current_key() or "")
+        if item is not None:
+            self._open(item.key, item.inbound_id, item.numbers or item.suggested)
 
-    def action_assign(self) -> None:
-        key = self._selected("triage")
-        if key is None:
-            self.notify(t("Nothing to triage"), severity="warning")
-            return
-        self._ask("assign", " ".join(self.messages.get(key, {}).get("suggested", [])),
-                  t("invoice number(s), then Enter; Escape cancels"))
+    @work(thread=True, group="open")
+    def _open(self, key: str | None, inbound_id: int | None, numbers: tuple[str, ...]) -> None:
+        with self.engine.connect() as conn:
+            message = triage.message(conn, inbound_id) if inbound_id is not None else None
+            docs = [triage.invoice(conn, self.config, n, self.clock()) for n in numbers]
+        self.call_from_thread(self._show_item, key or f"i{numbers[0]}", message, docs)
 
-    def action_label(self) -> None:
-        key = self._selected("triage")
-        if key is None:
-            self.notify(t("Nothing to triage"), severity="warning")
-            return
-        self._ask("label", self.messages.get(key, {}).get("kind") or "",
-                  t("kind ({kinds}), a promise's date after it; Enter; Escape cancels", kinds=", ".join(KINDS)))
+    def _show_item(self, key: str, message: dict[str, Any] | None, docs: list[dict[str, Any]]) -> None:
+        screen = self.get_screen("item")
+        assert isinstance(screen, ItemScreen)
+        screen.show(key, message, docs)
+        if self.screen is not screen:
+            self.push_screen(screen)
 
-    def _ask(self, what: str, value: str, placeholder: str) -> None:
-        self.asking = what
-        box = self.query_one("#assign-to", Input)
-        box.value, box.placeholder, box.display = value, placeholder, True
-        box.focus()
+    def action_save_attachment(self) -> None:
+        """w: the next attachment of the message shown, saved privately; text is shown in place, other
+        files handed to the desktop's viewer when there is a desktop."""
+        screen = self.screen
+        if isinstance(screen, ItemScreen) and screen.message and screen.message["attachments"]:
+            index = screen.attachment % len(screen.message["attachments"])
+            screen.attachment += 1
+            self._save(int(screen.message["id"]), index)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        box = event.input
-        key = self._selected("triage")
-        words = event.value.replace(",", " ").split()
-        box.display = False
-        self.query_one("#triage", DataTable).focus()
-        if key is None or not words:
-            return
-        try:
-            if self.asking == "label":
-                self.notify(self._label(int(key), words))
-            else:
-                self.notify(decisions.assign(self.engine, self.config, self.clock(), int(key), words, self.actor))
-        except RelanceError as e:
-            self.notify(str(e), severity="error")
-        self.reload()
+    @work(thread=True, group="open")
+    def _save(self, inbound_id: int, index: int) -> None:
+        with self.engine.connect() as conn:
+            path, text = triage.save_attachment(conn, inbound_id, index)
+        self.call_from_thread(self.notify, t("saved to {path}", path=str(path)))
+        if text is not None:
+            self.call_from_thread(self._show_attachment, path.name, text)
+        elif (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and (opener := shutil.which("xdg-open")):
+            subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,  # noqa: S603 - our own file
+                             stderr=subprocess.DEVNULL, start_new_session=True)
 
-    def _label(self, inbound_id: int, words: list[str]) -> str:
-        if words[0] not in KINDS:
-            raise RelanceError(t("unknown kind {kind} (one of {kinds})", kind=repr(words[0]), kinds=", ".join(KINDS)))
-        try:
-            until = date.fromisoformat(words[1]) if len(words) > 1 else None
-        except ValueError:
-            raise RelanceError(t("{value}: expected a date as YYYY-MM-DD", value=repr(words[1]))) from None
-        return decisions.label(self.engine, self.config, self.clock(), inbound_id, Kind(words[0]), self.actor, until)
+    def _show_attachment(self, name: str, text: str) -> None:
+        screen = self.screen
+        if isinstance(screen, ItemScreen):
+            screen.query_one("#message-pane").display = True
+            screen.query_one("#message", Static).update(f"[b]{escape(name)}[/b]\n\n{escape(text)}")
 
-    def on_key(self, event: Any) -> None:
-        box = self.query_one("#assign-to", Input)
-        if event.key == "escape" and box.display:
-            box.display = False
-            self.query_one("#triage", DataTable).focus()
-            event.stop()
+    def action_page(self, step: int) -> None:
+        which = "invoices" if self._pane() == "invoices-pane" else "queue"
+        new = self.offset[which] + step * PAGE
+        if 0 <= new < max(self.total[which], 1):
+            self.offset[which] = new
+            (self.load_invoices if which == "invoices" else self.load_queue)()
+
+    def action_search(self) -> None:
+        """Incremental: the queue follows what is typed; Enter keeps it (and searches the invoices)."""
+        def typed(answer: str) -> None:
+            self.filters = triage.Filters(self.filters.kind, self.filters.client, self.filters.language,
+                                          self.filters.mailbox, answer.strip())
+            self.offset["queue"] = 0
+            self.load_queue()
+
+        def then(answer: str) -> None:
+            typed(answer)
+            self.offset["invoices"] = 0
+            if self.invoices_shown:
+                self.load_invoices()
+
+        self.ask(t("search a number, a client or a sender; Enter; empty clears"), self.filters.search, then, typed)
+
+    def action_filter(self) -> None:
+        f = self.filters
+        current = " ".join(f"{k}={v}" for k, v in (("kind", f.kind), ("client", f.client), ("lang", f.language),
+                                                   ("box", f.mailbox)) if v)
+
+        def then(answer: str) -> None:
+            found = dict(w.split("=", 1) for w in answer.split() if "=" in w)
+            self.filters = triage.Filters(found.get("kind", ""), found.get("client", ""), found.get("lang", ""),
+                                          found.get("box", ""), self.filters.search)
+            self.offset["queue"] = 0
+            self.load_queue()
+
+        self.ask(t("filter: kind=… client=… lang=fr|en box=FOLDER; Enter; empty clears"), current, then)
+
+    def action_sort(self) -> None:
+        i = triage.SORTS.index(self.sort)
+        self.sort = triage.SORTS[(i + 1) % len(triage.SORTS)]
+        self.descending = self.sort in ("amount_due", "days_overdue")
+        self.load_invoices()
+
+    def action_tab(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
 
     def action_reload(self) -> None:
-        self.reload()
+        self.refresh_all()
 
+    def action_help(self) -> None:
+        keys = [(b.key, t(b.description)) for b in self.BINDINGS if isinstance(b, Binding)]
+        keys += [("o", t("Original")), ("v", t("Reminder as sent")), ("escape", t("Back")), ("tab", "→")]
+        self.push_screen(Help(keys))
 
-def run(engine: Engine, config: Config, actor: str) -> None:
-    """Entry point of `relance tui` (registered under the `relance.commands` entry points)."""
-    RelanceApp(engine, config, actor=actor).run()
+def run(engine: Engine, config: Config, actor: str, now: datetime | None = None, name: str | None = None) -> None:
+    """Entry point of `relance tui` (registered under the `relance.commands` entry points): the
+    language follows the config unless RELANCE_LANG says otherwise; `--now` fixes the clock;
+    `--as NAME` names who decides (else the OS user)."""
+    os.environ.setdefault("RELANCE_LANG", config.company.language)
+    who = f"tui:{name or getpass.getuser()}"
+    clock = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
+    del actor  # the command line's own actor (cli:USER): the UI names itself
+    RelanceApp(engine, config, clock=clock, actor=who).run()

@@ -1,0 +1,244 @@
+"""Triage UI benchmark: 100,000 invoices and 50,000 messages (about 21,000 waiting in triage).
+
+Prints the time to first paint of the queue (the app started until the first page is on screen),
+the key-press latency through the Pilot (press until the workers are done and the screen
+repainted) for: next item (down), open item (Enter, then Escape), confirm (c), and the peak RSS of
+the process that runs the UI. The store is built by a child process, so the RSS is the UI's.
+Targets: first paint <= 1 s; p95 <= 100 ms per key; peak RSS <= 300 MB.
+
+Usage: python bench/tui.py [--invoices N] [--messages N] [--keys N] [--keep DIR]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+NOW = datetime(2027, 4, 13, 8, 0, tzinfo=UTC)
+# This file is bench/tui.py: run as a script, its folder comes first on the path and would hide the
+# `tui` package it measures.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+KINDS = ("payment_claim", "promise_to_pay", "payment_plan", "dispute", "human_reply", "auto_reply", "bounce")
+
+
+def build(url: str, invoices: int, messages: int) -> None:
+    """The store: invoices through the ledger import; messages and their events inserted in bulk
+    (what the inbound pipeline leaves: a kind, a status, the invoices it concerns)."""
+    import sqlalchemy as sa  # noqa: PLC0415 - the parent process measures the UI's memory only
+
+    from bot import ledger, store  # noqa: PLC0415
+    from bot.models import Event, Inbound, table  # noqa: PLC0415
+
+    engine = store.make_engine(url)
+    store.migrate(engine)
+    rng = random.Random(42)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "ledger.csv"
+        lines = ["number,client,email,amount,currency,issue_date,due_date,language"]
+        for i in range(invoices):
+            due = NOW.date() - timedelta(days=rng.randint(-30, 120))
+            client = i % (invoices // 3 or 1)
+            lines.append(f"F-{i:07d},Client {client} SARL,compta{client}@client{client % 997}.example,"
+                         f"{rng.randint(100, 5_000_000) / 100:.2f},EUR,{due - timedelta(days=30)},{due},"
+                         f"{'fr' if i % 3 else 'en'}")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        ledger.import_rows(engine, ledger.read(path, "fr"), NOW, "ledger.csv")
+    in_t, ev_t = table(Inbound), table(Event)
+    with engine.begin() as c:
+        ids = dict(c.execute(sa.text("SELECT number, id FROM invoice")).all())
+    rows, evs = [], []
+    for m in range(1, messages + 1):
+        number = f"F-{rng.randrange(invoices):07d}"
+        kind = KINDS[m % len(KINDS)]
+        triage = rng.random() < 0.4256  # 21,278 of 50,000 in the issue's store
+        body = (f"Bonjour, concernant la facture {number}, nous avons bien reçu votre relance.\r\n"
+                "Nous réglerons le 30 avril 2027.\r\n")
+        raw = (f"From: compta{m}@client.example\r\nSubject: Facture {number}\r\nMessage-ID: <m{m}@client.example>\r\n"
+               f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
+        rows.append({"id": m, "message_id": f"<m{m}@client.example>", "folder": "INBOX", "uidvalidity": 1, "uid": m,
+                     "content_hash": f"h{m}", "raw": raw, "from_addr": f"compta{m}@client.example",
+                     "subject": f"Facture {number}", "received_at": NOW - timedelta(minutes=m), "stored_at": NOW,
+                     "kind": kind, "confidence": 0.4, "status": "triage" if triage else "applied",
+                     "reason": f"{kind}: a person decides", "text": body, "cues": "[]", "suggested": "[]"})
+        evs.append({"invoice_id": ids[number], "kind": f"message_{kind}", "at": NOW, "actor": "relance",
+                    "reason": "the client answered", "data": "{}", "inbound_id": m})
+        if triage:
+            evs.append({"invoice_id": ids[number], "kind": "paused", "at": NOW, "actor": "relance",
+                        "reason": "until a person decides", "data": '{"until_decided": true}', "inbound_id": m})
+    with engine.begin() as c:
+        for i in range(0, len(rows), 5000):
+            c.execute(sa.insert(in_t), rows[i:i + 5000])
+        for i in range(0, len(evs), 5000):
+            c.execute(sa.insert(ev_t), evs[i:i + 5000])
+        c.execute(sa.text("UPDATE invoice SET held_by = (SELECT max(e.inbound_id) FROM event e JOIN inbound m "
+                          "ON m.id = e.inbound_id WHERE e.invoice_id = invoice.id AND m.status = 'triage')"))
+    engine.dispose()
+
+
+def instrument(app: Any) -> dict[str, list[float]]:
+    """The app's own part of a key's latency, without the Pilot's: from the action called to the
+    screen updated (open: the item's content set and its screen pushed; confirm: the row and the
+    confirmation line updated, before the counts are read again)."""
+    took: dict[str, list[float]] = {"open": [], "confirm": []}
+    began: dict[str, float] = {}
+
+    def wrap(name: str, key: str, end: bool) -> None:
+        method = getattr(app, name)
+
+        def wrapped(*args: Any, **kw: Any) -> Any:
+            if not end:
+                began[key] = time.perf_counter()
+            result = method(*args, **kw)
+            if end and key in began:
+                took[key].append((time.perf_counter() - began.pop(key)) * 1000)
+            return result
+
+        setattr(app, name, wrapped)
+
+    wrap("action_open", "open", end=False)
+    wrap("_show_item", "open", end=True)
+    wrap("action_confirm", "confirm", end=False)
+    wrap("_changed", "confirm", end=True)
+    return took
+
+
+async def pilot_floor(keys: int) -> float:
+    """What the Pilot itself costs per key (press, wait for idle, repaint) on a bare app with a
+    table of 100 rows: the part of each latency below that is not Relance's."""
+    from textual.app import App, ComposeResult  # noqa: PLC0415
+    from textual.widgets import DataTable  # noqa: PLC0415
+
+    class Bare(App[None]):
+        def compose(self) -> ComposeResult:
+            yield DataTable()
+
+        def on_mount(self) -> None:
+            table = self.query_one(DataTable)
+            table.add_columns("a", "b")
+            for i in range(100):
+                table.add_row(str(i), "x")
+            table.focus()
+
+    app = Bare()
+    took = []
+    async with app.run_test(size=(160, 48)) as pilot:
+        for _ in range(keys):
+            t0 = time.perf_counter()
+            await pilot.press("down")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            took.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(took), 1)
+
+
+async def measure(url: str, keys: int) -> dict[str, object]:
+    from textual.widgets import DataTable  # noqa: PLC0415
+
+    from bot import store  # noqa: PLC0415
+    from bot.config import from_dict  # noqa: PLC0415
+    from tui.app import RelanceApp  # noqa: PLC0415
+
+    engine = store.make_engine(url)
+    cfg = from_dict({"database": {"url": url}}, "bench.toml")
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:bench", poll_seconds=3600)
+    inner = instrument(app)
+    start = time.perf_counter()
+    out: dict[str, object] = {}
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.query_one("#queue", DataTable)
+        while table.row_count == 0:
+            await pilot.pause(0.005)
+        await pilot.pause()  # and drawn
+        out["first_paint_s"] = round(time.perf_counter() - start, 3)
+        await app.workers.wait_for_complete()
+        out["queue_total"] = app.total["queue"]
+        out["rows_loaded"] = table.row_count
+
+        async def timed(*press: str) -> float:
+            t0 = time.perf_counter()
+            await pilot.press(*press)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            return (time.perf_counter() - t0) * 1000
+
+        lat: dict[str, list[float]] = {"next": [], "open": [], "confirm": []}
+        for _ in range(keys):
+            lat["next"].append(await timed("down"))
+        for _ in range(keys):
+            lat["open"].append(await timed("enter"))
+            await pilot.press("escape")
+            await pilot.pause()
+        done, refused = 0, 0
+        lat["confirm_seen"] = []
+        for _ in range(keys):
+            while str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value).startswith("i"):
+                await pilot.press("down")  # an invoice in a dead end (a dispute confirmed): c reads messages
+                await pilot.pause()
+            before = str(app.query_one("#done").render())
+            t0 = time.perf_counter()
+            await pilot.press("c")
+            while str(app.query_one("#done").render()) == before and time.perf_counter() - t0 < 10:
+                await pilot.pause(0.001)  # until the confirmation line shows: what the person sees
+            lat["confirm_seen"].append((time.perf_counter() - t0) * 1000)
+            await app.workers.wait_for_complete()  # the counts too
+            await pilot.pause()
+            lat["confirm"].append((time.perf_counter() - t0) * 1000)
+            line = str(app.query_one("#done").render())
+            done, refused = done + line.startswith("done by"), refused + (not line.startswith("done by"))
+        out["confirmed"], out["refused"] = done, refused
+        for k, v in lat.items():
+            v.sort()
+            out[f"{k}_p50_ms"] = round(statistics.median(v), 1)
+            out[f"{k}_p95_ms"] = round(v[max(int(len(v) * 0.95) - 1, 0)], 1)
+    engine.dispose()
+    for k, v in inner.items():
+        v.sort()
+        out[f"{k}_app_p50_ms"] = round(statistics.median(v), 1)
+        out[f"{k}_app_p95_ms"] = round(v[max(int(len(v) * 0.95) - 1, 0)], 1)
+    out["pilot_floor_ms"] = await pilot_floor(keys)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--invoices", type=int, default=100_000)
+    p.add_argument("--messages", type=int, default=50_000)
+    p.add_argument("--keys", type=int, default=40, help="presses of each key measured")
+    p.add_argument("--keep", help="build the store in this directory (reused when it is there)")
+    p.add_argument("--build", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.build:
+        build(a.build, a.invoices, a.messages)
+        return
+    folder = Path(a.keep or tempfile.mkdtemp(prefix="relance-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "bench.db"
+    url = f"sqlite:///{db}"
+    if not db.exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--build", url, "--invoices", str(a.invoices),
+                        "--messages", str(a.messages)], check=True)
+        print(f"store built in {time.perf_counter() - t0:.1f} s ({a.invoices} invoices, {a.messages} messages)")
+    figures = asyncio.run(measure(url, a.keys))
+    print(json.dumps(figures, indent=2))
+    verdict = {"first paint <= 1 s": float(str(figures["first_paint_s"])) <= 1.0,
+               "peak RSS <= 300 MB": float(str(figures["peak_rss_mb"])) <= 300}
+    verdict |= {f"{k} p95 <= 100 ms (Pilot's own {figures['pilot_floor_ms']} ms included)":
+                float(str(figures[f"{k}_p95_ms"])) <= 100 for k in ("next", "open", "confirm")}
+    for what, ok in verdict.items():
+        print(f"{'met ' if ok else 'MISSED'}  {what}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""The decisions of the triage screen: one key each, on the item under the cursor, run in a thread
+worker through bot's API (bot.desk records each with who and why, undoable), the cursor kept on
+the item acted on, the line above the footer saying what was done or why not."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.widgets import DataTable, Static, TabbedContent
+
+from bot import actions, decisions, desk, plans, reports, triage
+from bot.config import Config
+from bot.errors import RelanceError, StaleError
+from bot.i18n import money, t
+from bot.store import Engine
+from bot.understand import find_dates
+from rules.classify import Kind
+from rules.plan import instalments
+from tui.screens import ItemScreen, Prompt
+
+KINDS = tuple(k.value for k in Kind)
+
+
+class Decisions(App[None]):
+    """The decision keys; the screen itself (tables, reading the store) is tui.app.RelanceApp."""
+
+    engine: Engine
+    config: Config
+    clock: Callable[[], datetime]
+    actor: str
+    items: dict[str, triage.Item]
+    invoices: dict[str, dict[str, Any]]
+    filters: triage.Filters
+    selected: set[str]
+    seen_marker: tuple[int, int, int] | None
+
+    # What the screen provides (tui.app.RelanceApp).
+    def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def _invoice_cells(self, r: dict[str, Any], keys: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def _show_counts(self) -> None:
+        raise NotImplementedError
+
+    def _show_preview(self) -> None:
+        raise NotImplementedError
+
+    def _counted(self, total: int, per_kind: dict[str, int]) -> None:
+        raise NotImplementedError
+
+    def refresh_all(self) -> None:
+        raise NotImplementedError
+
+    # Where the cursor is -------------------------------------------------------------------------
+
+    def _pane(self) -> str:
+        if isinstance(self.screen, ItemScreen):
+            return "item"
+        return self.query_one(TabbedContent).active
+
+    def _current_key(self) -> str | None:
+        if isinstance(self.screen, ItemScreen):
+            return self.screen.key
+        table = self.query_one("#queue", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _current_number(self) -> str | None:
+        table = self.query_one("#invoices", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _target(self) -> tuple[str, int | None, int | None] | None:
+        """The invoice an action applies to (number, its version read, the message if any)."""
+        if self._pane() == "invoices-pane":
+            number = self._current_number()
+            if number is None:
+                return None
+            return number, self.invoices[number]["version"], None
+        item = self.items.get(self._current_key() or "")
+        if item is None:
+            self.notify(t("Nothing to triage"), severity="warning")
+            return None
+        if item.number is None:
+            self.notify(t("this item concerns no single invoice: open it (Enter) or assign it (a)"),
+                        severity="warning")
+            return None
+        return item.number, item.versions.get(item.number), item.inbound_id
+
+    def _message(self) -> triage.Item | None:
+        item = self.items.get(self._current_key() or "") if self._pane() != "invoices-pane" else None
+        if item is None or item.inbound_id is None:
+            self.notify(t("not a message: nothing to read or dismiss"), severity="warning")
+            return None
+        return item
+
+    # Acting -------------------------------------------------------------------------------------
+
+    def decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], many: bool = False,
+               otherwise: Callable[[], None] | None = None) -> None:
+        """Run a decision in a worker; show what was done (or why not) in the line above the footer.
+        `many`: it changes several rows of the page (a bulk dismissal): the page is read again.
+        `otherwise`: what to offer when the decision is refused for want of something (a prompt)."""
+        self._decide(action, why, scope, run, self._current_key(), self._current_number(), many, otherwise)
+
+    @work(thread=True, group="act")
+    def _decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
+                number: str | None, many: bool, otherwise: Callable[[], None] | None) -> None:
+        try:
+            done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
+        except StaleError as e:
+            self.call_from_thread(self._refused, str(e), True)
+            return
+        except RelanceError as e:
+            self.call_from_thread(self._refused, str(e), False)
+            if otherwise is not None:
+                self.call_from_thread(otherwise)
+            return
+        except Exception as e:
+            self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
+            return
+        self._after(t("done by {actor}: {what} (u: undo)", actor=self.actor, what=done.text), key, number)
+        if many:
+            self.call_from_thread(self.refresh_all)
+
+    def _after(self, line: str, key: str | None, number: str | None) -> None:
+        """Read again only what the decision changed: the item and the invoice acted on; show them;
+        then the counts."""
+        with self.engine.connect() as conn:
+            item = triage.one(conn, key) if key else None
+            row = (triage.invoice_page(conn, self.config, self.clock(), "number", False, 0, 1, number)
+                   if number else [])
+            marker = triage.marker(conn)
+            self.call_from_thread(self._changed, line, key, item, number, row, marker)
+            per_kind = triage.counts(conn)
+            total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
+        self.call_from_thread(self._counted, total, per_kind)
+
+    def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
+                 row: list[dict[str, Any]], marker: tuple[int, int, int]) -> None:
+        self.query_one("#done", Static).update(line)
+        screen = self.get_screen("item")
+        if isinstance(screen, ItemScreen) and screen.is_mounted:
+            screen.query_one("#done", Static).update(line)
+        self.seen_marker = marker
+        if key is not None and key in self.items:
+            table = self.query_one("#queue", DataTable)
+            if item is None:
+                table.remove_row(key)
+                del self.items[key]
+                self.selected.discard(key)
+            else:
+                self.items[key] = item
+                keys = [str(c.key.value) for c in table.ordered_columns]
+                for k, v in zip(keys, self._queue_cells(item, keys), strict=True):
+                    table.update_cell(key, k, v)
+        if number is not None and number in self.invoices:
+            table = self.query_one("#invoices", DataTable)
+            if not row or row[0]["number"] != number:
+                table.remove_row(number)
+                del self.invoices[number]
+            else:
+                self.invoices[number] = row[0]
+                keys = [str(c.key.value) for c in table.ordered_columns]
+                for k, v in zip(keys, self._invoice_cells(row[0], keys), strict=True):
+                    table.update_cell(number, k, v)
+        self._show_preview()
+
+    def _refused(self, why: str, stale: bool) -> None:
+        self.notify(why, severity="error", timeout=8)
+        self.query_one("#done", Static).update(why)
+        if stale:
+            self.refresh_all()
+
+    def ask(self, question: str, value: str, then: Callable[[str], None],
+            on_change: Callable[[str], None] | None = None,
+            suggest: Callable[[str], list[tuple[str, str]]] | None = None) -> None:
+        def answered(answer: str | None) -> None:
+            if answer is not None:
+                try:
+                    then(answer.strip())
+                except RelanceError as e:
+                    self._refused(str(e), False)
+
+        self.push_screen(Prompt(question, value, on_change, suggest), answered)
+
+    def _now(self) -> datetime:
+        return self.clock()
+
+    def action_confirm(self) -> None:
+        """The bot's reading is right: kept as an example, applied as that kind does."""
+        item = self._message()
+        if item is not None and item.kind in KINDS:
+            inbound_id = item.inbound_id
+            assert inbound_id is not None
+            self.decide("confirm", t("confirmed from the triage screen"), desk.Scope(inbounds=(inbound_id,)),
+                        lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(item.kind),
+                                                self.actor, in_triage=True),
+                        # a promise with no date read: the person gives it
+                        otherwise=self.action_label if item.kind == Kind.PROMISE_TO_PAY.value else None)
+
+    def action_label(self) -> None:
+        item = self._message()
+        if item is None:
+            return
+        inbound_id = item.inbound_id
+        assert inbound_id is not None
+
+        def then(answer: str) -> None:
+            words = answer.split()
+            if not words or words[0] not in KINDS:
+                raise RelanceError(t("unknown kind {kind} (one of {kinds})", kind=repr(answer),
+                                     kinds=", ".join(KINDS)))
+            try:
+                until = date.fromisoformat(words[1]) if len(words) > 1 else None
+            except ValueError:
+                raise RelanceError(t("{value}: expected a date as YYYY-MM-DD", value=repr(words[1]))) from None
+            self.decide("label", f"kind corrected to {words[0]}", desk.Scope(inbounds=(inbound_id,)),
+                        lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(words[0]),
+                                                self.actor, until, in_triage=True))
+
+        self.ask(t("kind ({kinds}), a promise's date after it; Enter; Escape cancels", kinds=", ".join(KINDS)),
+                 item.kind + (" " if item.kind == Kind.PROMISE_TO_PAY.value else ""), then)
+
+    def action_assign(self) -> None:
+        item = self._message()
+        if item is None:
+            return
+        inbound_id = item.inbound_id
+        assert inbound_id is not None
+
+        def then(answer: str) -> None:
+            numbers = answer.replace(",", " ").split()
+            if numbers:
+                self.decide("assign", f"assigned to {', '.join(numbers)}",
+                            desk.Scope(invoices=tuple(numbers), inbounds=(inbound_id,)),
+                            lambda: decisions.assign(self.engine, self.config, self._now(), inbound_id, numbers,
+                                                     self.actor, in_triage=True))
+
+        self.ask(t("invoice number(s), or part of one or of a client's name and Tab; Enter; Escape cancels"),
+                 " ".join(item.suggested or item.numbers), then,
+                 suggest=self._invoices_like)
+
+    def _invoices_like(self, text: str) -> list[tuple[str, str]]:
+        """The picker of the assign prompt: open invoices by part of their number or client (a worker calls it)."""
+        with self.engine.connect() as conn:
+            found = triage.find_invoices(conn, text)
+        return [(n, f"{client} · {money(due, currency)}") for n, client, due, currency in found]
+
+    def action_paid(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        number, seen, _ = target
+        due = self._due(number)
+
+        def then(answer: str) -> None:
+            try:
+                amount = Decimal(answer.replace(" ", "").replace("\u202f", "").replace(",", ".")).quantize(
+                    Decimal("0.01"))
+            except InvalidOperation:
+                raise RelanceError(t("{value}: expected an amount such as 250.00", value=repr(answer))) from None
+            self.decide("paid", f"{amount} received", desk.Scope(invoices=(number,)),
+                        lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen))
+
+        self.ask(t("amount received for {number} (due {due}); Enter; Escape cancels", number=number,
+                   due=money(due) if due is not None else "?"), str(due or ""), then)
+
+    def _due(self, number: str) -> Decimal | None:
+        if number in self.invoices:
+            return Decimal(self.invoices[number]["amount_due"])
+        item = self.items.get(self._current_key() or "")
+        if item is not None and item.key == f"i{number}":
+            return item.stake
+        with self.engine.connect() as conn:  # one row by its unique key: no worker needed
+            rows = reports.status_rows(conn, self.config, self._now(), [number])
+        return Decimal(rows[0]["amount_due"]) if rows else None
+
+    def action_accept_plan(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        number, seen, inbound_id = target
+        proposed = self._proposed(inbound_id)
+
+        def then(answer: str) -> None:
+            steps = plans.parse(answer)
+            self.decide("accept_plan", f"plan accepted: {answer}",
+                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()),
+                        lambda: desk.accept_plan(self.engine, self.config, number, steps, self._now(), self.actor,
+                                                 f"plan accepted: {answer}", inbound_id, seen))
+
+        self.ask(t("instalments for {number}: amount date, amount date…; Enter; Escape cancels", number=number),
+                 proposed, then)
+
+    def _proposed(self, inbound_id: int | None) -> str:
+        """The instalments the client proposed, as read in the message (amounts and dates in order)."""
+        if inbound_id is None:
+            return ""
+        with self.engine.connect() as conn:
+            m = triage.message(conn, inbound_id)
+        sent = m["received_at"] or self._now()
+        found = find_dates(m["text"] or "", sent.astimezone(self.config.zone).date())
+        return plans.format_steps(instalments(m["text"] or "", tuple(found)))
+
+    def action_reject_plan(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        number, seen, inbound_id = target
+
+        def then(answer: str) -> None:
+            self.decide("reject_plan", answer or "plan declined",
+                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()),
+                        lambda: desk.reject_plan(self.engine, number, self._now(), self.actor, answer, inbound_id,
+                                                 seen))
+
+        self.ask(t("why the plan is declined (kept in the history); Enter; Escape cancels"), "", then)
+
+    def action_settle(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        number, seen, inbound_id = target
+
+        def then(answer: str) -> None:
+            how, _, why = answer.partition(" ")
+            credit = None
+            if how not in desk.SETTLEMENTS:
+                try:
+                    credit = Decimal(how.replace(",", ".")).quantize(Decimal("0.01"))
+                except InvalidOperation:
+                    raise RelanceError(t("{value}: expected one of {choices}", value=repr(how),
+                                         choices="resume, cancel, 250.00")) from None
+                how = "credit"
+            scope = desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ())
+
+            def run() -> str:
+                text = desk.settle_dispute(self.engine, number, how, self._now(), self.actor, why, credit, seen)
+                if inbound_id is not None and self.items.get(f"m{inbound_id}"):
+                    actions.close_message(self.engine, inbound_id, self._now(), self.actor, "dispute settled")
+                return text
+
+            self.decide("settle", why or f"dispute settled: {how}", scope, run)
+
+        self.ask(t("dispute on {number}: resume, cancel, or a credit note amount; then why; Enter", number=number),
+                 "resume ", then)
+
+    def action_contact(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        number, seen, inbound_id = target
+        email = self.invoices[number]["email"] if number in self.invoices else ""
+
+        def then(answer: str) -> None:
+            def run() -> str:
+                text = actions.change_contact(self.engine, number, answer, self._now(), self.actor, seen)
+                if inbound_id is not None:
+                    actions.close_message(self.engine, inbound_id, self._now(), self.actor, "new address")
+                return text
+
+            self.decide("contact", f"new address {answer}",
+                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
+
+        self.ask(t("new address for {number} (was {email}); Enter; Escape cancels", number=number, email=email or "?"),
+                 "", then)
+
+    def action_pause(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        number, seen, _ = target
+        today = self._now().astimezone(self.config.zone).date()
+        default = today + timedelta(days=self.config.pause.payment_claim_days)
+
+        def then(answer: str) -> None:
+            when, _, why = answer.partition(" ")
+            try:
+                until = datetime.combine(date.fromisoformat(when), time(0, 0), self.config.zone)
+            except ValueError:
+                raise RelanceError(t("{value}: expected a date as YYYY-MM-DD, then why", value=repr(when))) from None
+            self.decide("pause", why, desk.Scope(invoices=(number,)),
+                        lambda: actions.pause(self.engine, number, self._now(), until, why, self.actor, seen))
+
+        self.ask(t("pause {number} until YYYY-MM-DD, then why; Enter; Escape cancels", number=number),
+                 f"{default.isoformat()} ", then)
+
+    def action_resume(self) -> None:
+        target = self._target()
+        if target is not None:
+            number, seen, _ = target
+            self.decide("resume", "resumed from the triage screen", desk.Scope(invoices=(number,)),
+                        lambda: actions.resume(self.engine, number, self._now(), self.actor, seen))
+
+    def action_select(self) -> None:
+        key = self._current_key()
+        if key is None or key not in self.items:
+            return
+        self.selected ^= {key}
+        table = self.query_one("#queue", DataTable)
+        keys = [str(c.key.value) for c in table.ordered_columns]
+        table.update_cell(key, keys[0], self._queue_cells(self.items[key], keys)[0])
+        self._show_counts()
+        table.action_cursor_down()
+
+    def action_dismiss(self) -> None:
+        """Dismiss as noise: the selected messages, or the one under the cursor."""
+        keys = sorted(self.selected) if self.selected and self._pane() == "queue-pane" else None
+        if keys is None:
+            item = self._message()
+            if item is None:
+                return
+            keys = [item.key]
+        ids = tuple(self.items[k].inbound_id or 0 for k in keys if k in self.items and self.items[k].inbound_id)
+        self.decide("dismiss", "noise", desk.Scope(inbounds=ids),
+                    lambda: desk.dismiss(self.engine, ids, self._now(), self.actor), many=len(ids) > 1)
+        self.selected.clear()
+
+    def action_ignore(self) -> None:
+        item = self._message()
+        if item is None:
+            return
+        address = item.sender.lower()
+        with self.engine.connect() as conn:
+            waiting = tuple(desk.waiting_from(conn, address))
+        self.decide("ignore", f"ignore {address}", desk.Scope(inbounds=waiting, senders=(address,)),
+                    lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True)
+
+    def action_undo(self) -> None:
+        self._undo()
+
+    @work(thread=True, group="act")
+    def _undo(self) -> None:
+        try:
+            text = desk.undo(self.engine, self.clock(), self.actor)
+        except RelanceError as e:
+            self.call_from_thread(self._refused, str(e), isinstance(e, StaleError))
+            return
+        except Exception as e:
+            self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
+            return
+        self.call_from_thread(self.query_one("#done", Static).update, text)
+        self.call_from_thread(self.refresh_all)
+

@@ -1,0 +1,38 @@
+"""The KPI screen: `relance kpi` as numbers, and small bar charts where a picture reads faster."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from bot.i18n import money, stage, t, words
+
+
+def kpi_text(k: dict[str, Any], labels: dict[str, tuple[str, str]], per_kind: dict[str, int]) -> str:
+    """The KPIs of `relance kpi` in words, amounts in the reader's language; stages by their labels."""
+    def pct(v: str | None) -> str:
+        return f"{v} %" if v is not None else "—"
+
+    lines = [f"[b]{t('DSO (days)')}[/b]: {k['dso_days'] or '—'}",
+             f"[b]{t('open receivables')}[/b]: {money(Decimal(k['open_receivables']))}",
+             f"[b]{t('recovery rate')}[/b]: {pct(k['recovery_rate_pct'])}",
+             f"[b]{t('reply rate')}[/b]: {pct(k['reply_rate_pct'])}",
+             f"[b]{t('days to pay after the first reminder')}[/b]: "
+             f"{k['mean_days_to_pay_after_first_reminder'] or '—'}",
+             f"[b]{t('amicable conversion')}[/b]: {pct(k['amicable_conversion_pct'])}",
+             f"[b]{t('cost of recovery')}[/b]: {money(Decimal(k['cost_of_recovery']))}", "",
+             f"[b]{t('recovered per stage')}[/b]"]
+    lines += _bars({stage(n, labels): Decimal(v) for n, v in k["recovered_per_stage"].items()})
+    if "ageing" in k:
+        lines += ["", f"[b]{t('ageing of open receivables')}[/b]"]
+        lines += _bars({b: Decimal(v) for b, v in k["ageing"].items()})
+    lines += ["", f"[b]{t('waiting per kind')}[/b]"]
+    lines += [f"  {words(kind):<24} {n}" for kind, n in sorted(per_kind.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
+
+
+def _bars(values: dict[str, Decimal], width: int = 30) -> list[str]:
+    """A small bar chart in text: a picture reads faster than a column of amounts."""
+    top = max(values.values(), default=Decimal(0)) or Decimal(1)
+    return [f"  {name:<18} {'█' * int(v * width / top):<{width}} {money(v)}" for name, v in values.items()]
+
