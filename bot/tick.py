@@ -120,7 +120,10 @@ def _with_problems(planned: list[Planned], rows: list[InvoiceRow], config: Confi
 
 
 class RateLimiter:
-    """At most `per_minute` sends a minute, spaced evenly (0 = no limit)."""
+    """At most `per_minute` sends a minute, spaced evenly (0 = no limit).
+
+    Waiting (`ready`) and using a slot (`take`) are apart so that the outbox waits *before* it
+    marks a message `sending`: killed while waiting, it leaves the message pending, not uncertain."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -128,14 +131,22 @@ class RateLimiter:
         self.clock, self.sleep = clock, sleep
         self.next_at = 0.0
 
+    def delay(self) -> float:
+        """Seconds until the next slot."""
+        return max(0.0, self.next_at - self.clock()) if self.interval else 0.0
+
+    async def ready(self) -> None:
+        """Wait for the next slot without taking it."""
+        if (seconds := self.delay()) > 0:
+            await self.sleep(seconds)
+
+    def take(self) -> None:
+        if self.interval:
+            self.next_at = max(self.clock(), self.next_at) + self.interval
+
     async def wait(self) -> None:
-        if not self.interval:
-            return
-        now = self.clock()
-        if now < self.next_at:
-            await self.sleep(self.next_at - now)
-            now = self.next_at
-        self.next_at = now + self.interval
+        await self.ready()
+        self.take()
 
 
 async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config, report: TickReport,
@@ -153,10 +164,13 @@ async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config
                 if stop is not None and stop.is_set():  # shutting down: the rest stays pending
                     report.aborted = "stopped on request; the rest is sent by the next run"
                     return
-                # The rate limit is waited out before the message is marked `sending`: a process
-                # killed while waiting leaves it pending, not in doubt (bench/crash.py found 22 of
-                # 23 messages recorded uncertain that no server had seen).
-                await limiter.wait()
+                if limiter.delay() > 0:  # wait before marking anything `sending`, the last one recorded sent
+                    outbox.settle(delivered)
+                    delivered = None
+                    await limiter.ready()
+                    if stop is not None and stop.is_set():
+                        report.aborted = "stopped on request; the rest is sent by the next run"
+                        return
                 p: Prepared | None
                 if isinstance(item, Prepared) and outbox.begin(item, delivered):
                     p = item
@@ -186,8 +200,10 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
     backoff = float(config.smtp.retry_backoff_seconds)
     label = f"{', '.join(p.numbers)}  {p.stage}  -> {p.envelope.recipients[0]}"
     for attempt in range(config.smtp.retries + 1):
-        if attempt:  # the first attempt's turn was waited for before the message was marked sending
+        if attempt:
             await limiter.wait()
+        else:
+            limiter.take()  # the caller waited for the slot before marking the message sending
         try:
             refused = await mailer.send(p.envelope.sender, list(p.envelope.recipients), p.data)
         except ServerUnavailableError as e:  # about the server, not this message: stop, say it once

@@ -91,3 +91,38 @@ def test_an_unavailable_server_stops_the_batch_and_keeps_the_rest_pending(
 @pytest.mark.parametrize(("unavailable", "minutes"), [(0, 15), (1, 15), (2, 30), (3, 60), (4, 120), (9, 120)])
 def test_the_daemon_backs_off_while_the_server_is_unavailable(unavailable: int, minutes: int) -> None:
     assert next_pass_minutes(15, unavailable) == minutes
+
+
+def test_nothing_waits_for_the_rate_limiter_marked_sending(
+        engine: Engine, smtp: tuple[SmtpSink, int], make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """Killed while it waits for the rate limiter, the outbox must leave the next message pending
+    (not `sending`, which a restart records uncertain though the server never got it) and the
+    last one recorded sent (bench/crash.py found 22 of 23 uncertain messages unsent)."""
+    from bot.outbox import Outbox
+    from bot.render import Renderer
+    from bot.tick import deliver, plan_groups
+    from bot.views import load
+
+    sink, port = smtp
+    config = make_config(smtp={"host": "127.0.0.1", "port": port, "tls": "none", "username": "",
+                               "rate_per_minute": 60})
+    _ten_due(engine, tmp_path)
+    now = at("2027-04-05T10:00")
+    with engine.connect() as c:
+        groups = [p.group for p in plan_groups(load(c), config, now)][:3]
+    outbox = Outbox(engine, config, Renderer(config.company), now, datetime.now(UTC))
+    ids = outbox.queue(groups)
+    seen: list[dict[str, int]] = []
+    out = table(Outbound)
+
+    async def limiter_sleep(_: float) -> None:  # the moment a kill would find
+        with engine.connect() as c:
+            seen.append(dict(c.execute(sa.select(out.c.status, sa.func.count()).group_by(out.c.status)).all()))
+
+    async def run() -> None:
+        async with SmtpMailer(config.smtp, None) as mailer:
+            await deliver(outbox, mailer, ids, config, TickReport(), limiter_sleep)
+
+    asyncio.run(run())
+    assert len(sink.received) == 3 and len(seen) == 2
+    assert seen == [{"sent": 1, "pending": 2}, {"sent": 2, "pending": 1}], seen
