@@ -198,7 +198,7 @@ def _stdlib_mail(raw: bytes) -> _Mail:
         except LookupError:
             body = payload.decode("latin-1")
         (page if part.get_content_subtype() == "html" else plain).append(body)
-    subject = _subject(msg, str(msg.get("subject", "")))
+    subject = _subject(msg, str(msg.get("subject", "")), raw)
     try:
         sent: datetime | None = parsedate_to_datetime(str(msg.get("date", "")))
     except (TypeError, ValueError, IndexError):
@@ -206,14 +206,26 @@ def _stdlib_mail(raw: bytes) -> _Mail:
     return _Mail(msg, plain, page, subject, files, sent)
 
 
-def _subject(msg: Message, fallback: str) -> str:
+def _subject(msg: Message, fallback: str, raw_message: bytes = b"") -> str:
     """The subject as the standard library decodes it: an encoded word folded onto the next line
-    keeps the space after it ("facture FA-2027-0412 — ACME SAS", where mail-parser writes "—ACME")."""
+    keeps the space after it ("facture FA-2027-0412 — ACME SAS", where mail-parser writes "—ACME").
+
+    With the fallbacks mail clients use, so that no letter is lost ("Rgl" for "Règl"): an encoded
+    word whose bytes are not in its declared (or a made-up) charset is read as UTF-8, then
+    Windows-1252; raw 8-bit bytes (no encoded word) as UTF-8 (RFC 6532), then Windows-1252."""
     raw = msg.get("subject")
     if raw is None:
         return fallback
+    text = str(raw)
+    eight_bit = _RAW_SUBJECT.search(raw_message[:65536])  # a parser may have replaced raw bytes by U+FFFD
+    if eight_bit is not None and not eight_bit.group(1).isascii():
+        text = _decode_with_fallbacks(eight_bit.group(1), None)
+    if not text.isascii() and "=?" not in text:
+        return " ".join(text.split())
     try:
-        return " ".join(str(make_header(decode_header(str(raw)))).split())
+        parts = [(d, cs) if cs is None or isinstance(d, str) else (_decode_with_fallbacks(d, cs).encode(), "utf-8")
+                 for d, cs in decode_header(text)]
+        return " ".join(str(make_header(parts)).split())
     except (HeaderParseError, LookupError, UnicodeError, ValueError):
         return fallback
 
@@ -243,12 +255,25 @@ def _without_attachment_bytes(raw: bytes) -> bytes:
     return b"".join(kept)
 
 
+_RAW_SUBJECT = re.compile(rb"^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def _decode_with_fallbacks(data: bytes, charset: str | None) -> str:
+    for candidate in (charset, "utf-8", "cp1252"):
+        if candidate:
+            try:
+                return data.decode(candidate)
+            except (LookupError, UnicodeDecodeError):
+                continue
+    return data.decode("latin-1")  # every byte is a latin-1 character: nothing is dropped
+
+
 def _mail(raw: bytes) -> _Mail:
     if len(raw) > LIGHTEN_FROM:
         raw = _without_attachment_bytes(raw)
     try:
         m = mailparser.parse_from_bytes(raw)
-        return _Mail(m.message, m.text_plain, m.text_html, _subject(m.message, m.subject or ""), m.attachments,
+        return _Mail(m.message, m.text_plain, m.text_html, _subject(m.message, m.subject or "", raw), m.attachments,
                      m.date if isinstance(m.date, datetime) else None)
     except Exception:  # mail-parser's own bug on an odd message: the standard library still reads it
         return _stdlib_mail(raw)

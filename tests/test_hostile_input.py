@@ -340,3 +340,20 @@ def test_a_large_attachment_is_not_read_but_its_name_and_the_text_are() -> None:
     assert "le virement de la facture F-1 est parti" in parsed.facts.text
     assert parsed.facts.attachments == ("preuve.pdf",)
     assert peak < len(raw), f"parsing took {peak:,} bytes for a {len(raw):,}-byte message"
+
+
+# -- what an email may carry -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("header", [
+    b"=?utf-8?q?R=E8glement_facture_F-1?=",  # declared UTF-8, written in Latin-1
+    b"=?x-unknown?q?R=E8glement_facture_F-1?=",  # a charset no one knows
+    b"R\xe8glement facture F-1",  # raw 8-bit Latin-1
+    "Règlement facture F-1".encode(),  # raw 8-bit UTF-8 (RFC 6532)
+    b"=?windows-1252?q?R=E8glement?=\r\n facture F-1",
+])
+def test_a_subject_with_a_broken_charset_keeps_its_letters(header: bytes) -> None:
+    """Decoded with the fallbacks mail clients use: declared charset, UTF-8, Windows-1252."""
+    from bot.understand import parse
+
+    raw = b"From: a@client.example\r\nTo: ar@acme.example\r\nSubject: " + header + b"\r\n\r\nBonjour\r\n"
+    assert parse(raw).subject == "Règlement facture F-1"
