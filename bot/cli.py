@@ -89,7 +89,7 @@ def cmd_init(app: App) -> int:
 
 def cmd_import(app: App) -> int:
     path = Path(app.args.file)
-    rows = ledger.read(path, app.config.company.language)
+    rows = ledger.read(path, app.config.company.language, app.config.attachments.path(app.config.source))
     result = ledger.import_rows(app.engine(), rows, app.now, path.name)
     print(t("{path}: {rows} rows: {created} new, {updated} updated, {unchanged} unchanged, {settled} settled",
             path=path, rows=result.rows, created=result.created, updated=result.updated,

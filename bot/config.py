@@ -168,6 +168,18 @@ class TemplatesConfig:
 
 
 @dataclass(frozen=True)
+class AttachmentsConfig:
+    folder: str = ""  # the only folder invoice PDFs (the CSV's `pdf` column) may come from; "" = the CSV's own
+
+    def path(self, source: str) -> Path | None:
+        """The folder, relative to the config file; None: the folder of each CSV imported."""
+        if not self.folder:
+            return None
+        p = Path(self.folder)
+        return p if p.is_absolute() else Path(source).parent / p
+
+
+@dataclass(frozen=True)
 class CostsConfig:
     email: Decimal = Decimal("0.02")
     formal_notice: Decimal = Decimal("0.50")
@@ -197,6 +209,7 @@ class Config:
     understanding: UnderstandingConfig = UnderstandingConfig()
     penalties: PenaltiesConfig = PenaltiesConfig()
     templates: TemplatesConfig = TemplatesConfig()
+    attachments: AttachmentsConfig = AttachmentsConfig()
     costs: CostsConfig = CostsConfig()
 
     @property
@@ -236,7 +249,7 @@ class Config:
 _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig, "company": CompanyConfig, "smtp": SmtpConfig, "imap": ImapConfig,
     "schedule": ScheduleConfig, "pause": PauseConfig, "understanding": UnderstandingConfig,
-    "penalties": PenaltiesConfig, "templates": TemplatesConfig, "costs": CostsConfig,
+    "penalties": PenaltiesConfig, "templates": TemplatesConfig, "attachments": AttachmentsConfig, "costs": CostsConfig,
 }
 
 
@@ -412,6 +425,10 @@ def _check(cfg: Config) -> None:
             except ValueError:
                 raise ConfigError(f'{src}: penalties.{table}."{k}": '
                                   + t('expected a half-year key such as "2025-H1" or "2025-H2"')) from None
+    pdfs = cfg.attachments.path(src)
+    if pdfs is not None and not pdfs.is_dir():
+        raise ConfigError(f"{src}: attachments.folder = {cfg.attachments.folder!r}: "
+                          + t("no such directory ({path})", path=pdfs))
     folder = cfg.templates.path(src)
     if folder is not None and not folder.is_dir():
         raise ConfigError(f"{src}: templates.directory = {cfg.templates.directory!r}: "

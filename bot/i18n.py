@@ -125,6 +125,8 @@ FR: dict[str, str] = {
     "{value}: expected fr or en": "{value} : attendu : fr ou en",
     "{value}: expected business or consumer": "{value} : attendu : business (entreprise) ou consumer (particulier)",
     "{value}: no such file (looked for {path})": "{value} : fichier introuvable (cherché : {path})",
+    "{value}: outside the attachments folder {folder} (attachments.folder in the config)":
+        "{value} : hors du dossier des pièces jointes {folder} (attachments.folder dans la configuration)",
     "{n} problem(s), nothing imported": "{n} problème(s), rien n'est importé",
     # The config file: FILE: key = value: then this.
     "environment variable {var} is not set (it must hold the SMTP password of {user}; "

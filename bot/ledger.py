@@ -103,8 +103,18 @@ def client_key(name: str, client_id: str) -> str:
     return "name:" + folded if len(folded) <= 190 else "name#" + hashlib.sha256(folded.encode()).hexdigest()
 
 
-def read(path: Path, default_language: str) -> list[Row]:
-    """Parse and validate the whole file; raise ImportFileError listing every problem."""
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, every link followed, lies in `folder` (`..`, absolute paths and symlinks out
+    are not)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a loop of symlinks
+        return False
+
+
+def read(path: Path, default_language: str, attachments: Path | None = None) -> list[Row]:
+    """Parse and validate the whole file; raise ImportFileError listing every problem. The `pdf`
+    files must lie in `attachments` (default: the file's own folder)."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -124,6 +134,7 @@ def read(path: Path, default_language: str) -> list[Row]:
         raise ImportFileError(name, errors)
     columns = [(col, header.index(col) if col in header else None) for col in REQUIRED + OPTIONAL]
     base = path.parent
+    allowed = (attachments or base).resolve()
     rows: list[Row] = []
     seen: dict[str, Row] = {}
     while True:
@@ -144,7 +155,7 @@ def read(path: Path, default_language: str) -> list[Row]:
                                                           n=len(cells) - len(header)))
             continue
         values = {col: cells[i].strip() if i is not None and i < len(cells) else "" for col, i in columns}
-        row = _validate(values, line, name, base, default_language, errors)
+        row = _validate(values, line, name, base, default_language, errors, allowed)
         if row is None:
             continue
         earlier = seen.get(row.number)
@@ -160,7 +171,7 @@ def read(path: Path, default_language: str) -> list[Row]:
 
 
 def _validate(values: dict[str, str], line: int, name: str, base: Path, default_language: str,
-              errors: list[str]) -> Row | None:
+              errors: list[str], allowed: Path) -> Row | None:
     before = len(errors)
 
     def err(col: str, msg: str) -> None:
@@ -224,7 +235,11 @@ def _validate(values: dict[str, str], line: int, name: str, base: Path, default_
     if values["pdf"]:
         candidate = Path(values["pdf"])
         candidate = candidate if candidate.is_absolute() else (base / candidate)
-        if not candidate.is_file():
+        # Whoever can write the CSV must not be able to mail any file the daemon can read.
+        if not inside(candidate, allowed):
+            err("pdf", t("{value}: outside the attachments folder {folder} (attachments.folder in the config)",
+                         value=repr(values["pdf"]), folder=allowed))
+        elif not candidate.is_file():
             err("pdf", t("{value}: no such file (looked for {path})", value=repr(values["pdf"]), path=candidate))
         pdf = str(candidate.resolve())
     if len(errors) > before:

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
 from bot.errors import MessageDataError
+from bot.ledger import inside
 from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.store import record_events, session
@@ -340,8 +341,11 @@ class Outbox:
             contexts.append(ctx)
         attachments = []
         if stage.attach_invoice:
+            # As imported (confined to the attachments folder then), unless a link was put in its place since.
+            folder = cfg.attachments.path(cfg.source)
             attachments = [Attachment(Path(r.pdf), Path(r.pdf).name) for r in invs
-                           if r.pdf and Path(r.pdf).is_file()]
+                           if r.pdf and Path(r.pdf).is_file() and Path(r.pdf).resolve() == Path(r.pdf)
+                           and (folder is None or inside(Path(r.pdf), folder))]
         rendered = self.renderer.render(first.language, stage.template, client_name=first.client_name,
                                         client_kind=first.client_kind, invoices=contexts, today=today,
                                         attached=len(attachments))

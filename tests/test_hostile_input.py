@@ -357,3 +357,23 @@ def test_a_subject_with_a_broken_charset_keeps_its_letters(header: bytes) -> Non
 
     raw = b"From: a@client.example\r\nTo: ar@acme.example\r\nSubject: " + header + b"\r\n\r\nBonjour\r\n"
     assert parse(raw).subject == "Règlement facture F-1"
+
+
+@pytest.mark.parametrize("pdf", ["../../../../../../etc/passwd", "/etc/passwd", "out.pdf"])
+def test_an_attachment_path_outside_its_folder_is_an_import_error(tmp_path: Path, pdf: str) -> None:
+    """Whoever can write the CSV must not mail any file the daemon can read: `..`, an absolute path
+    and a symlink out of the folder are refused, with the file and line."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "out.pdf").symlink_to("/etc/passwd")
+    (tmp_path / "in" / "F-1.pdf").write_bytes(b"%PDF-1.4")
+    csv = tmp_path / "in" / "ledger.csv"
+    csv.write_text("number,client,email,amount,currency,issue_date,due_date,pdf\n"
+                   "F-1,A,a@a.example,10.00,EUR,2027-03-01,2027-03-31,F-1.pdf\n"
+                   f"F-2,B,b@b.example,10.00,EUR,2027-03-01,2027-03-31,{pdf}\n")
+    with pytest.raises(ImportFileError) as e:
+        ledger.read(csv, "en")
+    assert any(line.startswith(f"{csv}:3: pdf:") and "outside the attachments folder" in line
+               for line in e.value.errors), e.value.errors
+    (tmp_path / "in" / "ledger.csv").write_text("number,client,email,amount,currency,issue_date,due_date,pdf\n"
+                                                "F-1,A,a@a.example,10.00,EUR,2027-03-01,2027-03-31,F-1.pdf\n")
+    assert ledger.read(csv, "en")[0].pdf == str((tmp_path / "in" / "F-1.pdf").resolve())
