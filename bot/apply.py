@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.config import Config
-from bot.models import Client, Contact, Event, Inbound, Invoice, Outbound, Reminder, table
+from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
 from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
 from rules.classify import Kind, Understanding
@@ -25,7 +25,8 @@ from rules.match import Known, Match, NameIndex, digits, find_numbers, match, no
 from rules.model import State
 
 in_t, inv_t, con_t, cli_t = table(Inbound), table(Invoice), table(Contact), table(Client)
-out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
+out_t, rem_t, ev_t, ign_t = table(Outbound), table(Reminder), table(Event), table(IgnoredSender)
+_PAYMENT_BUSINESS = (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY, Kind.PAYMENT_PLAN, Kind.DISPUTE)
 OPEN = ("active", "disputed", "plan", "bounced")
 
 
@@ -86,6 +87,10 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
             if u.applied_before:
                 status, reason, concerned = _reprocessed(s, u.id, understood, found)
                 effects.hold_reread(u.id, concerned)
+            elif p.sender in lookups.ignored and understood.kind not in _PAYMENT_BUSINESS:
+                # "Ignore this sender" (a newsletter): filed, never waiting for a person. What it says
+                # of a payment, a plan or a dispute is still read: a client may share the address.
+                status, reason = "applied", "from a sender a person chose to ignore: filed, nothing done"
             else:
                 status, reason = effects.apply(u, understood, found)
             rows.append({
@@ -155,6 +160,7 @@ class Lookups:
                 .order_by(con_t.c.email, inv_t.c.number)):
             self.sender_open.setdefault(email, []).append(number)
             self.client_of[number] = client_id
+        self.ignored = set(s.execute(sa.select(ign_t.c.address).where(ign_t.c.address.in_(senders))).scalars())
         self.known_senders = set(s.execute(sa.select(con_t.c.email).where(con_t.c.email.in_(senders))).scalars())
         self.named: dict[int, tuple[str, tuple[str, ...]]] = {}  # message id -> (client named, its open invoices)
         self.contacts: dict[str, list[int]] = {}  # a bounced address -> the contacts that have it

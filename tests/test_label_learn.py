@@ -171,3 +171,22 @@ def test_labelling_a_message_a_person_had_filed_applies_what_the_kind_does(
     with engine.connect() as c:
         until = c.execute(sa.text("SELECT hold_until FROM invoice WHERE number = 'F-1001'")).scalar()
     assert str(until).startswith("2027-04-22"), until
+
+
+def test_mail_from_an_ignored_sender_never_waits_for_a_person_unless_it_speaks_of_paying(
+        engine: Any, make_config: Any, tmp_path: Any) -> None:
+    from bot import desk, ledger
+
+    cfg = make_config()
+    (tmp_path / "l.csv").write_text(LEDGER)
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), at("2027-03-01T08:00"), "l.csv")
+    desk.ignore_sender(engine, "news@exemple.example", at("2027-04-12T08:00"), "cli:anne")
+    inbound.store_new(engine, MemorySource({"INBOX": [
+        reply(1, "news@exemple.example", "Découvrez nos nouveautés de printemps !", "Lettre d'avril"),
+        reply(2, "news@exemple.example", "Nous avons effectué le virement pour la facture F-1001 ce matin.")]}),
+        "INBOX", at("2027-04-12T09:00"), inbound.SyncReport())
+    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    with engine.connect() as c:
+        rows = {i: (st, r) for i, st, r in c.execute(sa.text("SELECT id, status, reason FROM inbound ORDER BY id"))}
+    assert rows[1][0] == "applied" and "ignore" in rows[1][1], "the newsletter is filed"
+    assert "ignore" not in rows[2][1], "a payment it speaks of is still read"
