@@ -21,7 +21,7 @@ from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
 from rules.classify import Kind, Understanding
 from rules.effects import Effect, Held, Policy, decide, reread
-from rules.match import Known, Match, NameIndex, digits, find_numbers, match, normalise
+from rules.match import Known, Match, NameIndex, digits, domain_index, find_numbers, match, normalise
 from rules.model import State
 
 in_t, inv_t, con_t, cli_t = table(Inbound), table(Invoice), table(Contact), table(Client)
@@ -31,11 +31,13 @@ OPEN = ("active", "disputed", "plan", "bounced")
 
 
 class Numbers:
-    """Every invoice number, normalised two ways, and the clients' names, read once per pass (not
-    once per message)."""
+    """Every invoice number, normalised two ways, the clients' names and their contacts' mail
+    domains, read once per pass (not once per message)."""
 
-    def __init__(self, numbers: list[str], names: dict[int, str] | None = None) -> None:
+    def __init__(self, numbers: list[str], names: dict[int, str] | None = None,
+                 contacts: Sequence[tuple[int, str]] = ()) -> None:
         self.names = NameIndex.of(names or {})
+        self.domains = domain_index(contacts)
         self.by_normalised = {normalise(n): n for n in numbers}
         self.by_digits: dict[str, tuple[str, ...]] = {}
         for n in numbers:
@@ -71,7 +73,7 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
         lookups.load_named(s, {u.id: c for u in batch if (p := u.parsed) is not None and u.understanding is not None
                                and u.understanding.kind not in (Kind.AUTO_REPLY, Kind.BOUNCE)
                                and p.sender not in lookups.known_senders
-                               and (c := numbers.names.named(texts[u.id][:2])) is not None})
+                               and (c := _client_of_stranger(p.sender, texts[u.id][:2], numbers)) is not None})
         effects = Effects(s, config, now, lookups)
         rows: list[dict[str, Any]] = []
         found_all = {u.id: lookups.bounced(u, match(p.refs, u.tokens, texts[u.id], lookups.known(u.id, p, numbers),
@@ -208,6 +210,16 @@ class Lookups:
         return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
                      by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())),
                      siblings=self.siblings, named=name, named_open=named_open, client_of=self.client_of)
+
+
+def _client_of_stranger(sender: str, texts: Sequence[str], numbers: Numbers) -> int | None:
+    """The client a sender the ledger does not know writes for: the one it names, or the one whose
+    contacts write from its mail domain (a colleague); None when neither or when they disagree."""
+    named = numbers.names.named(texts)
+    colleague = numbers.domains.get(sender.rpartition("@")[2].lower())
+    if named is not None and colleague is not None and named != colleague:
+        return None
+    return named if named is not None else colleague
 
 
 def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> tuple[str, str, list[str]]:

@@ -31,12 +31,12 @@ from bot.apply import Numbers, apply_batch
 from bot.config import Config
 from bot.errors import FolderError, MailboxError
 from bot.mailbox import Fetched, MailSource
-from bot.models import Client, Inbound, Invoice, Mailbox, table
+from bot.models import Client, Contact, Inbound, Invoice, Mailbox, table
 from bot.pool import understood_batches
 from bot.store import db_text, session
 from bot.understand import first_line
 
-in_t, mb_t, inv_t, cli_t = table(Inbound), table(Mailbox), table(Invoice), table(Client)
+in_t, mb_t, inv_t, cli_t, con_t = table(Inbound), table(Mailbox), table(Invoice), table(Client), table(Contact)
 log = logging.getLogger("relance")
 BATCH = 200
 # Bytes fetched at once: a batch of 200 messages of 43 MB each would be 8.6 GB. Large messages come
@@ -217,7 +217,8 @@ def _understand_and_apply(engine: Engine, config: Config, now: datetime, feed: I
         if numbers is None:
             with engine.connect() as c:
                 numbers = Numbers(list(c.execute(sa.select(inv_t.c.number)).scalars()),
-                                  dict(c.execute(sa.select(cli_t.c.id, cli_t.c.name)).all()))
+                                  dict(c.execute(sa.select(cli_t.c.id, cli_t.c.name)).all()),
+                                  [(i, e) for i, e in c.execute(sa.select(con_t.c.client_id, con_t.c.email))])
         try:
             lines += apply_batch(engine, config, now, understood, numbers, claim)
         except Exception:

@@ -9,8 +9,10 @@
    thread's, or the sender's): the same short number at another client is never taken for sure;
 5. the sender's client, when it has exactly one open invoice;
 6. for a sender the ledger does not know (an accountant, a spouse, a personal mailbox), the client
-   it names ("Margaret from Greenleaf here", "facture 0435 Paul Marchand"): only a guess, for a
-   person to confirm, but that client's invoices wait for the person.
+   it names ("Margaret from Greenleaf here", "facture 0435 Paul Marchand"), or the client whose
+   contacts write from its own mail domain (a colleague: r.patel@oakridge-dental.example when the
+   ledger knows admin@oakridge-dental.example): only a guess, for a person to confirm, but that
+   client's invoices wait for the person.
 
 When the evidence is weak or conflicting the result says so, and the message goes to a person:
 a wrong match is worse than no match."""
@@ -167,7 +169,16 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
         anchor = owners
     foreign = [n for n in cited if n not in full and anchor and known.client_of.get(n) not in anchor]
     cited = [n for n in cited if n not in foreign]
-    aside = f"; {', '.join(foreign)}, of another client, left out" if foreign else ""
+    narrowed, dropped = "", set[str]()
+    if len(cited) > 1 and texts and any(c.isdigit() for c in texts[0]):
+        # "RE: Invoices 0459 and 0460" over "your question on 0460": the text says which one.
+        said = [n for n in cited if normalise(n) in normalise(" ".join(texts[1:]))]
+        in_subject = [n for n in cited if normalise(n) in normalise(texts[0])]
+        if said and len(in_subject) > 1 and set(cited) - set(said) <= set(in_subject):
+            dropped = set(cited) - set(said)
+            narrowed = f"; the subject also names {', '.join(n for n in cited if n in dropped)}"
+            cited = said
+    aside = (f"; {', '.join(foreign)}, of another client, left out" if foreign else "") + narrowed
     if by_headers:
         family = [s for n in by_headers for s in known.siblings.get(n, ())] + list(known.sender_open)
         extra = [n for n in cited + within(short_numbers(texts, loose=True), family) if n not in by_headers]
@@ -185,7 +196,7 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     # The client the full numbers it cites belong to: "factures FA-2027-0402, 0403 et 0404".
     family = [s for n in cited for s in known.siblings.get(n, ())]
     own = [n for n in within(short_numbers(texts, sure_only=True), known.sender_open)
-           + within(short_numbers(texts, loose=True), family) if n not in cited]
+           + within(short_numbers(texts, loose=True), family) if n not in cited and n not in dropped]
     own = list(dict.fromkeys(own))
     if cited or own:
         numbers = cited + own
@@ -194,9 +205,11 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     if likely:
         return Match(tuple(likely), "number", False, f"probably {', '.join(likely)} (to confirm)")
     if known.named_open:
-        named = within(short_numbers(texts, loose=True), known.named_open) or (
+        # What the text names first: the subject may be an older thread's ("RE: facture 0405").
+        named = (within(short_numbers(texts[1:], loose=True), known.named_open)
+                 or within(short_numbers(texts[:1], loose=True), known.named_open)) or (
             list(known.named_open) if len(known.named_open) == 1 else [])
-        who = f"an unknown sender naming {known.named}"
+        who = f"a sender the ledger does not know, writing for {known.named} (its name or mail domain)"
         if named:
             return Match(tuple(named), "name", False, f"{who}: probably {', '.join(named)} (to confirm)")
         return Match((), "name", False, f"{who}, who has {len(known.named_open)} open invoices and cites none")
@@ -269,3 +282,25 @@ class NameIndex:
 
 def _known_word(word: str) -> bool:
     return simplemma.is_known(word, lang="fr") or simplemma.is_known(word, lang="en")
+
+
+# Mail domains people of many companies write from: a sender there says nothing of its company.
+PUBLIC_MAIL = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "outlook.fr", "hotmail.com", "hotmail.fr", "hotmail.co.uk",
+    "live.com", "live.fr", "msn.com", "yahoo.com", "yahoo.fr", "yahoo.co.uk", "ymail.com", "icloud.com", "me.com",
+    "mac.com", "aol.com", "gmx.com", "gmx.de", "gmx.fr", "gmx.net", "web.de", "t-online.de", "orange.fr",
+    "wanadoo.fr", "free.fr", "sfr.fr", "neuf.fr", "laposte.net", "bbox.fr", "numericable.fr", "club-internet.fr",
+    "proton.me", "protonmail.com", "pm.me", "zoho.com", "mail.com", "yandex.ru", "yandex.com", "tutanota.com",
+    "btinternet.com", "sky.com", "virginmedia.com", "comcast.net", "att.net", "verizon.net", "libero.it",
+})
+
+
+def domain_index(contacts: Iterable[tuple[int, str]]) -> dict[str, int]:
+    """A mail domain -> the one client whose contacts write from it (a domain several clients share,
+    or a public one, tells nothing)."""
+    owners: dict[str, set[int]] = {}
+    for client, email in contacts:
+        domain = email.rpartition("@")[2].lower()
+        if domain and domain not in PUBLIC_MAIL:
+            owners.setdefault(domain, set()).add(client)
+    return {d: next(iter(ids)) for d, ids in owners.items() if len(ids) == 1}

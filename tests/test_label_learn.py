@@ -190,3 +190,23 @@ def test_mail_from_an_ignored_sender_never_waits_for_a_person_unless_it_speaks_o
         rows = {i: (st, r) for i, st, r in c.execute(sa.text("SELECT id, status, reason FROM inbound ORDER BY id"))}
     assert rows[1][0] == "applied" and "ignore" in rows[1][1], "the newsletter is filed"
     assert "ignore" not in rows[2][1], "a payment it speaks of is still read"
+
+
+def test_a_colleague_at_the_clients_domain_holds_its_invoices_until_a_person_decides(
+        engine: Any, make_config: Any, tmp_path: Any) -> None:
+    from bot import ledger
+
+    cfg = make_config()
+    (tmp_path / "l.csv").write_text(
+        "number,client,email,amount,currency,issue_date,due_date,language\n"
+        "FA-1,Oakridge Dental Practice,admin@oakridge-dental.example,3250.00,EUR,2027-01-05,2027-03-29,en\n"
+        "FA-3,Brightlane Studio,ap@brightlane.example,300.00,EUR,2027-02-28,2027-03-29,en\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "en"), at("2027-03-01T08:00"), "l.csv")
+    text = "I found your reminder rather curt. Our practice manager is back next week and will look at it then."
+    raw = reply(1, "r.patel@oakridge-dental.example", text, "Your reminder")
+    inbound.store_new(engine, MemorySource({"INBOX": [raw]}), "INBOX", at("2027-04-12T09:00"), inbound.SyncReport())
+    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    with engine.connect() as c:
+        held = dict(c.execute(sa.text("SELECT number, held_by FROM invoice")).all())
+        reason = c.execute(sa.text("SELECT reason FROM inbound")).scalar()
+    assert held == {"FA-1": 1, "FA-3": None} and "Oakridge Dental Practice" in reason

@@ -157,3 +157,25 @@ def test_a_number_read_from_its_digits_alone_is_not_taken_from_another_client() 
     # A stranger citing two clients' invoices in full: a person decides.
     m = match([], [], ["", "F-2026-001 and F-2026-010 are paid"], k)
     assert (m.numbers, m.sure) == (("F-2026-001", "F-2026-010"), False)
+
+
+def test_the_client_whose_contacts_write_from_a_senders_own_domain() -> None:
+    """A colleague at the client's own domain is a guess for that client; a domain several clients
+    share, or a public one, says nothing."""
+    from rules.match import domain_index
+
+    index = domain_index([(1, "admin@oakridge-dental.example"), (2, "a@shared.example"), (3, "b@shared.example"),
+                          (4, "someone@gmail.com")])
+    assert index == {"oakridge-dental.example": 1}
+
+
+def test_a_subject_naming_several_invoices_over_a_text_about_one() -> None:
+    """"RE: Invoices F-2026-001 and F-2026-002" over "your question about F-2026-002": the text says which."""
+    k = replace(known(), siblings={"F-2026-001": ("F-2026-001", "F-2026-002"),
+                                   "F-2026-002": ("F-2026-001", "F-2026-002")})
+    m = match([], [], ["RE: Invoices F-2026-001 and F-2026-002", "About the VAT on invoice F-2026-002: we check."], k)
+    assert (m.numbers, m.sure) == (("F-2026-002",), True) and "the subject also names F-2026-001" in m.reason
+    m = match([], [], ["RE: Invoices F-2026-001 and F-2026-002", "Both are paid."], k)
+    assert m.numbers == ("F-2026-001", "F-2026-002"), "a text that names none leaves the subject's"
+    m = match([], [], ["RE: Rappel facture F-2026-001", "F-2026-002 est payée aussi."], k)
+    assert set(m.numbers) == {"F-2026-001", "F-2026-002"}, "one number in the subject: kept"
