@@ -27,6 +27,17 @@ def deliver(cli: Any, *raws: bytes) -> None:
     engine.dispose()
 
 
+def receive(engine: Any, cfg: Any, tmp_path: Any, ledger_csv: str, *raws: bytes) -> None:
+    """The ledger imported, then replies arriving and read, on the store directly."""
+    from bot import ledger
+
+    (tmp_path / "l.csv").write_text(ledger_csv)
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), at("2027-03-01T08:00"), "l.csv")
+    inbound.store_new(engine, MemorySource({"INBOX": list(raws)}), "INBOX", at("2027-04-12T09:00"),
+                      inbound.SyncReport())
+    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+
+
 def reply(n: int, sender: str, text: str, subject: str = "Votre message") -> bytes:
     return (f"From: {sender}\r\nSubject: {subject}\r\nMessage-ID: <r{n}@client.example>\r\n"
             f"Date: Mon, 12 Apr 2027 08:30:00 +0200\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
@@ -125,20 +136,17 @@ def test_the_command_lines_kinds_are_the_classifiers() -> None:
 
 def test_an_unknown_sender_naming_the_client_holds_its_invoices_until_a_person_decides(
         engine: Any, make_config: Any, tmp_path: Any) -> None:
-    from bot import actions, ledger
+    from bot import actions
 
     cfg = make_config()
-    (tmp_path / "l.csv").write_text(
-        "number,client,email,amount,currency,issue_date,due_date,language\n"
-        "FA-1,Greenleaf Organics,accounts@greenleaf.example,720.00,EUR,2027-01-12,2027-04-02,en\n"
-        "FA-2,Greenleaf Organics,accounts@greenleaf.example,1200.00,EUR,2027-02-28,2027-03-29,en\n"
-        "FA-3,Brightlane Studio,ap@brightlane.example,300.00,EUR,2027-02-28,2027-03-29,en\n")
-    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "en"), at("2027-03-01T08:00"), "l.csv")
     text = ("Margaret from Greenleaf here, writing from my own email. My bank says the account name does not "
             "match: can you confirm your IBAN before I send anything?")
-    inbound.store_new(engine, MemorySource({"INBOX": [reply(1, "margaret@mail.example", text, "Bank details")]}),
-                      "INBOX", at("2027-04-12T09:00"), inbound.SyncReport())
-    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    receive(engine, cfg, tmp_path,
+            "number,client,email,amount,currency,issue_date,due_date,language\n"
+            "FA-1,Greenleaf Organics,accounts@greenleaf.example,720.00,EUR,2027-01-12,2027-04-02,en\n"
+            "FA-2,Greenleaf Organics,accounts@greenleaf.example,1200.00,EUR,2027-02-28,2027-03-29,en\n"
+            "FA-3,Brightlane Studio,ap@brightlane.example,300.00,EUR,2027-02-28,2027-03-29,en\n",
+            reply(1, "margaret@mail.example", text, "Bank details"))
     with engine.connect() as c:
         (status_, reason), = c.execute(sa.text("SELECT status, reason FROM inbound")).all()
         held = dict(c.execute(sa.text("SELECT number, held_by FROM invoice")).all())
@@ -194,18 +202,13 @@ def test_mail_from_an_ignored_sender_never_waits_for_a_person_unless_it_speaks_o
 
 def test_a_colleague_at_the_clients_domain_holds_its_invoices_until_a_person_decides(
         engine: Any, make_config: Any, tmp_path: Any) -> None:
-    from bot import ledger
-
     cfg = make_config()
-    (tmp_path / "l.csv").write_text(
-        "number,client,email,amount,currency,issue_date,due_date,language\n"
-        "FA-1,Oakridge Dental Practice,admin@oakridge-dental.example,3250.00,EUR,2027-01-05,2027-03-29,en\n"
-        "FA-3,Brightlane Studio,ap@brightlane.example,300.00,EUR,2027-02-28,2027-03-29,en\n")
-    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "en"), at("2027-03-01T08:00"), "l.csv")
     text = "I found your reminder rather curt. Our practice manager is back next week and will look at it then."
-    raw = reply(1, "r.patel@oakridge-dental.example", text, "Your reminder")
-    inbound.store_new(engine, MemorySource({"INBOX": [raw]}), "INBOX", at("2027-04-12T09:00"), inbound.SyncReport())
-    inbound.process(engine, cfg, at("2027-04-12T09:00"))
+    receive(engine, cfg, tmp_path,
+            "number,client,email,amount,currency,issue_date,due_date,language\n"
+            "FA-1,Oakridge Dental Practice,admin@oakridge-dental.example,3250.00,EUR,2027-01-05,2027-03-29,en\n"
+            "FA-3,Brightlane Studio,ap@brightlane.example,300.00,EUR,2027-02-28,2027-03-29,en\n",
+            reply(1, "r.patel@oakridge-dental.example", text, "Your reminder"))
     with engine.connect() as c:
         held = dict(c.execute(sa.text("SELECT number, held_by FROM invoice")).all())
         reason = c.execute(sa.text("SELECT reason FROM inbound")).scalar()
