@@ -169,6 +169,8 @@ STATUS_COLUMNS = (("number", "NUMBER"), ("client", "CLIENT"), ("amount_due", "DU
 
 
 def cmd_status(app: App) -> int:
+    if app.args.health:
+        return _health(app)
     with app.engine().connect() as conn:
         rows = reports.status_rows(conn, app.config, app.now)
     if app.args.json:
@@ -179,6 +181,28 @@ def cmd_status(app: App) -> int:
                 r["next_action_at"] = r["next_action_at"][:16].replace("T", " ")
         table_out(rows, STATUS_COLUMNS)
     return 0
+
+
+def _health(app: App) -> int:
+    """`relance status --health`: exit 1 when a part of the daemon has failed too long."""
+    from bot import health  # noqa: PLC0415
+
+    with app.engine().connect() as conn:
+        doc = health.report(conn, app.now, app.config.daemon.health_failing_minutes)
+    if app.args.json:
+        emit(doc)
+    else:
+        print(t("healthy") if doc["healthy"] else t("NOT HEALTHY: a part has failed for {n} min or more",
+                                                     n=doc["failing_minutes"]))
+        for name, part in doc["components"].items():
+            state = (t("failing since {when}: {why}", when=part["failing_since"], why=part["last_error"])
+                     if part["failing_since"] else t("last worked {when}", when=part["last_ok_at"] or t("never")))
+            print(f"  {name:<10} {state}")
+        for key in ("last_send_at", "messages_waiting", "messages_for_a_person", "invoices_held_for_a_person",
+                    "errors_last_hour", "schema"):
+            value = doc[key]
+            print(f"  {key:<27} {', '.join(value) if isinstance(value, list) else value}")
+    return 0 if doc["healthy"] else 1
 
 
 def cmd_show(app: App) -> int:
@@ -545,7 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "the daemon: a scheduling pass every schedule.tick_minutes until SIGTERM").add_argument(
         "--log-format", choices=("text", "json"), default="text",
         help="human lines (default), or one JSON object a line for a log collector")
-    add("status", cmd_status, "one row per open invoice", timed, as_json)
+    add("status", cmd_status, "one row per open invoice", timed, as_json).add_argument(
+        "--health", action="store_true",
+        help="is the daemon working: each part's last success and failure, what waits; exit 1 when a part has "
+             "failed longer than daemon.health_failing_minutes")
     add("show", cmd_show, "one invoice with its history", timed, as_json).add_argument("number")
     sp = add("pause", cmd_pause, "hold escalation for an invoice", timed)
     sp.add_argument("number")

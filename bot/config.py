@@ -168,6 +168,11 @@ class TemplatesConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    health_failing_minutes: int = 30  # `status --health` exits 1 when a part has failed this long
+
+
+@dataclass(frozen=True)
 class AttachmentsConfig:
     folder: str = ""  # the only folder invoice PDFs (the CSV's `pdf` column) may come from; "" = the CSV's own
 
@@ -210,6 +215,7 @@ class Config:
     penalties: PenaltiesConfig = PenaltiesConfig()
     templates: TemplatesConfig = TemplatesConfig()
     attachments: AttachmentsConfig = AttachmentsConfig()
+    daemon: DaemonConfig = DaemonConfig()
     costs: CostsConfig = CostsConfig()
 
     @property
@@ -249,7 +255,8 @@ class Config:
 _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig, "company": CompanyConfig, "smtp": SmtpConfig, "imap": ImapConfig,
     "schedule": ScheduleConfig, "pause": PauseConfig, "understanding": UnderstandingConfig,
-    "penalties": PenaltiesConfig, "templates": TemplatesConfig, "attachments": AttachmentsConfig, "costs": CostsConfig,
+    "penalties": PenaltiesConfig, "templates": TemplatesConfig, "attachments": AttachmentsConfig,
+    "daemon": DaemonConfig, "costs": CostsConfig,
 }
 
 

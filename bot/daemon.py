@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine, make_url
 
-from bot import learn
+from bot import health, learn
 from bot.config import Config
 from bot.errors import ConfigError, ConnectionFailedError, RelanceError
 from bot.mailer import SmtpMailer
@@ -126,6 +126,9 @@ class Daemon:
         stop.set()
         await thread
 
+    async def _beat(self, component: str, error: str | None = None) -> None:
+        await asyncio.to_thread(health.beat, self.engine, component, datetime.now(UTC), error)
+
     async def scheduler(self) -> None:
         unavailable = 0  # passes in a row that found the SMTP server unavailable
         while not self.stop.is_set():
@@ -136,10 +139,18 @@ class Daemon:
             except ConnectionFailedError as e:
                 unavailable += 1
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400 - the reason, not a traceback
+                await self._beat("scheduler")
+                await self._beat("smtp", str(e))
             except (RelanceError, *TRANSIENT_DB) as e:  # the database away, a template broken...: try again later
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400
+                await self._beat("scheduler", str(e))
             else:
                 unavailable = unavailable + 1 if report.server_unavailable else 0
+                await self._beat("scheduler")
+                if report.server_unavailable:
+                    await self._beat("smtp", report.aborted)
+                elif report.sent:
+                    await self._beat("smtp")
                 for line in report.sent:
                     log.info("sent %s", line)
                 for line in report.failed + report.deferred + report.uncertain:

@@ -125,6 +125,11 @@ FR: dict[str, str] = {
     "{value}: expected fr or en": "{value} : attendu : fr ou en",
     "{value}: expected business or consumer": "{value} : attendu : business (entreprise) ou consumer (particulier)",
     "{value}: no such file (looked for {path})": "{value} : fichier introuvable (cherché : {path})",
+    "healthy": "en bonne santé",
+    "NOT HEALTHY: a part has failed for {n} min or more": "EN DÉFAUT : une partie échoue depuis {n} min ou plus",
+    "failing since {when}: {why}": "en échec depuis {when} : {why}",
+    "last worked {when}": "a fonctionné pour la dernière fois {when}",
+    "never": "jamais",
     "{value}: outside the attachments folder {folder} (attachments.folder in the config)":
         "{value} : hors du dossier des pièces jointes {folder} (attachments.folder dans la configuration)",
     "{n} problem(s), nothing imported": "{n} problème(s), rien n'est importé",

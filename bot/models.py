@@ -222,3 +222,14 @@ def table(model: type[SQLModel]) -> sa.Table:
     t = model.__table__  # type: ignore[attr-defined]
     assert isinstance(t, sa.Table)
     return t
+
+
+class Heartbeat(SQLModel, table=True):
+    """When a part of the daemon last worked and last failed (`relance status --health`)."""
+
+    component: str = Field(sa_column=sa.Column(sa.String(50), primary_key=True))  # scheduler | smtp | imap
+    instance: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))  # host:pid that wrote it last
+    last_ok_at: datetime | None = moment()
+    last_error_at: datetime | None = moment()
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    failing_since: datetime | None = moment()  # unset while it works

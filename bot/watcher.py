@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from bot import inbound
+from bot import health, inbound
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailbox import ImapSource
@@ -141,7 +141,9 @@ class Watcher:
     def _failed(self, e: Exception, source: ImapSource | None, backoff: float, where: str) -> float:
         """After a network or server error: log it, drop the connection, wait `backoff` seconds with
         jitter (or until stopped); returns the next, doubled, wait."""
-        log.warning("mail: %s%s; retrying in %.0f s", where, str(e).splitlines()[0] if str(e) else repr(e), backoff)
+        why = str(e).splitlines()[0] if str(e) else repr(e)
+        log.warning("mail: %s%s; retrying in %.0f s", where, why, backoff)
+        health.beat(self.engine, "imap", datetime.now(UTC), f"{where}{why}")
         if source is not None:
             source.close()
         self.stop.wait(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
@@ -179,4 +181,5 @@ class Watcher:
         moved = inbound.move_handled(self.engine, source, self.config.imap.move_handled_to, now)
         if moved:
             log.info("mail: %d handled message(s) moved to %s", moved, self.config.imap.move_handled_to)
+        health.beat(self.engine, "imap", datetime.now(UTC))
         self.passes += 1

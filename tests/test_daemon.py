@@ -119,7 +119,7 @@ def test_sighup_reloads_the_configuration_and_refuses_a_bad_one(tmp_path: Path) 
 
 def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
     with smtp_server() as (sink, port):
-        _, proc = start(tmp_path, port, 0, "--log-format", "json")
+        cli, proc = start(tmp_path, port, 0, "--log-format", "json")
         try:
             wait_for(lambda: len(sink.received) == 5)
         finally:
@@ -130,3 +130,6 @@ def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
     assert {"time", "level", "logger", "message"} <= set(lines[0])
     assert sum(1 for d in lines if d["message"].startswith("sent F-")) == 5
     assert lines[-1]["message"] == "relance stopped"
+    doc = json.loads(cli("status", "--health", "--json").stdout)
+    assert doc["healthy"] and doc["last_send_at"], "the pass's heartbeats and sends are on record"
+    assert doc["components"]["scheduler"]["last_ok_at"] and doc["components"]["smtp"]["last_ok_at"]
