@@ -81,7 +81,9 @@ def resume(engine: Engine, number: str, now: datetime, actor: str, seen: int | N
         number = str(inv.number)  # as stored, whatever the case it was typed in
         if inv.state == "paid":
             raise RelanceError(f"{number} is paid: there is nothing to resume")
-        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None))
+        # A person says go on: a data error (fix_data) is theirs to have fixed, e.g. in the configuration.
+        s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None,
+                                                                       data_error=None))
         if inv.state == "bounced":
             s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id).values(failing=False,
                                                                                   failure_reason=None))

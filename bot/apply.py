@@ -89,9 +89,10 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
             if u.applied_before:
                 status, reason, concerned = _reprocessed(s, u.id, understood, found)
                 effects.hold_reread(u.id, concerned)
-            elif p.sender in lookups.ignored and understood.kind not in _PAYMENT_BUSINESS:
-                # "Ignore this sender" (a newsletter): filed, never waiting for a person. What it says
-                # of a payment, a plan or a dispute is still read: a client may share the address.
+            elif (p.sender in lookups.ignored and p.sender not in lookups.known_senders
+                  and understood.kind not in (*_PAYMENT_BUSINESS, Kind.BOUNCE)):
+                # "Ignore this sender" (a newsletter): filed, never waiting for a person. A client's own
+                # contact, a bounce, and what it says of a payment, a plan or a dispute are still read.
                 status, reason = "applied", "from a sender a person chose to ignore: filed, nothing done"
             else:
                 status, reason = effects.apply(u, understood, found)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.addresses import writable
 from bot.errors import ConfigError
 from bot.i18n import t
 from rules.model import Ladder, Stage
@@ -414,15 +415,16 @@ def _check(cfg: Config) -> None:
     if cfg.imap.move_handled_to and cfg.imap.move_handled_to in cfg.imap.folders:
         raise ConfigError(f"{src}: imap.move_handled_to = {cfg.imap.move_handled_to!r}: " + t(
             "expected a folder that is not watched (imap.folders = {folders})", folders=repr(list(cfg.imap.folders))))
-    if "@" not in cfg.company.email:
+    # Every message carries these: one the composer would refuse would stop every reminder.
+    if not writable(cfg.company.email):
         raise ConfigError(f"{src}: company.email = {cfg.company.email!r}: " + t("expected an email address"))
-    if cfg.company.operator_email and "@" not in cfg.company.operator_email:
+    if cfg.company.operator_email and not writable(cfg.company.operator_email):
         raise ConfigError(f"{src}: company.operator_email = {cfg.company.operator_email!r}: "
                           + t("expected an email address"))
     if cfg.understanding.auto_apply_margin > 1:
         raise ConfigError(f"{src}: understanding.auto_apply_margin = {cfg.understanding.auto_apply_margin}: "
                           + t("expected a number from 0 to 1"))
-    if cfg.company.reply_to and "@" not in cfg.company.reply_to:
+    if cfg.company.reply_to and not writable(cfg.company.reply_to.replace("{token}", "0123abcd")):
         raise ConfigError(f"{src}: company.reply_to = {cfg.company.reply_to!r}: " + t(
             'expected an email address, optionally with {token} ("ar+{token}@acme.example")'))
     for table in ("ecb_rates", "legal_rates"):

@@ -147,10 +147,8 @@ class Daemon:
             else:
                 unavailable = unavailable + 1 if report.server_unavailable else 0
                 await self._beat("scheduler")
-                if report.server_unavailable:
-                    await self._beat("smtp", report.aborted)
-                elif report.sent:
-                    await self._beat("smtp")
+                # A pass that met no SMTP failure (it sent, or had nothing to send) ends one.
+                await self._beat("smtp", report.aborted if report.server_unavailable else None)
                 for line in report.sent:
                     log.info("sent %s", line)
                 for line in report.failed + report.deferred + report.uncertain:

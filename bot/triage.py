@@ -378,7 +378,10 @@ def save_attachment(conn: Connection, inbound_id: int, index: int) -> tuple[Path
     when it is text (shown as it is rather than handed to another program)."""
     name, data = attachment_bytes(conn, inbound_id, index)
     folder = Path(tempfile.mkdtemp(prefix="relance-"))
-    path = folder / (Path(name).name or f"part-{index}")
+    base = Path(name).name
+    if base in ("", ".", "..") or any(ord(c) < 32 or c == "\x7f" for c in base):
+        base = f"part-{index}"  # a name the sender chose: never a path, nor a control character
+    path = folder / base
     path.write_bytes(data)
     path.chmod(0o600)
     text = None

@@ -57,6 +57,8 @@ class FolderLeases:
         try:
             if self.conn is None:
                 self.conn, self.held = self.engine.connect(), set()
+            else:
+                self.conn.execute(sa.text("SELECT 1"))  # a lock connection dropped took its locks: notice it
             for folder in self.folders:
                 if folder not in self.held and self.conn.execute(
                         sa.select(sa.func.pg_try_advisory_lock(_key(folder)))).scalar():
@@ -73,8 +75,10 @@ class FolderLeases:
         return not self.shared or len(self.held) == len(self.folders)
 
     def close(self) -> None:
+        """Let the folders go: the connection is discarded, not pooled, so its session locks end with it."""
         if self.conn is not None:
             with contextlib.suppress(sa.exc.DBAPIError):
+                self.conn.invalidate()
                 self.conn.close()
         self.conn, self.held = None, set()
 
@@ -109,11 +113,11 @@ class Watcher:
                 t.join(timeout=20)
 
     def _passes(self) -> None:
-        cfg = self.config
         backoff = 1.0
         source: ImapSource | None = None
         used = time.monotonic()
         while not self.stop.is_set():
+            cfg = self.config  # as a SIGHUP left it
             try:
                 if source is not None and time.monotonic() - used > STALE_AFTER:
                     source.close()  # a connection left unused this long may have been dropped on the way
@@ -151,10 +155,10 @@ class Watcher:
 
     def _watch(self, folder: str) -> None:
         """Hold an IDLE on `folder` and wake the passes when mail arrives; reconnect on errors."""
-        cfg = self.config
         backoff = 1.0
         source: ImapSource | None = None
         while not self.stop.is_set():
+            cfg = self.config  # as a SIGHUP left it
             try:
                 if source is None:
                     source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))

@@ -57,6 +57,9 @@ def write(tmp_path: Path, doc: dict[str, Any]) -> Path:
     ({"stages": [{"name": "a", "after_previous_days": 3}]}, r"stages\[0\]\.after_due_days: missing"),
     ({"stages": [{"name": "a", "after_due_days": 3}, {"name": "b"}]}, r"stages\[1\]\.after_previous_days"),
     ({"stages": [{"name": "a", "after_due_days": 3, "delay": 2}]}, r"stages\[0\]\.delay: unknown key"),
+    # what the composer would refuse on every message: refused here, not on each reminder
+    ({"company": {"reply_to": "Compta <ar+{token}@acme.example>"}}, r"company\.reply_to = "),
+    ({"company": {"email": "relances@acme.example\nBcc: x@evil.example"}}, r"company\.email = "),
 ])
 def test_config_errors_name_file_key_and_value(tmp_path: Path, over: dict[str, Any], message: str) -> None:
     path = write(tmp_path, merge(EXAMPLE, over))
