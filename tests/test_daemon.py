@@ -104,10 +104,10 @@ def test_sighup_reloads_the_configuration_and_refuses_a_bad_one(tmp_path: Path) 
             good = config.read_text()
             config.write_text(good.replace("[company]", "[company\n"))  # not TOML
             proc.send_signal(signal.SIGHUP)
-            time.sleep(1)
+            time.sleep(2)  # the handler reads the file when the loop takes the signal
             config.write_text(good.replace('name = "ACME SAS"', 'name = "ACME Holding"'))
             proc.send_signal(signal.SIGHUP)
-            time.sleep(1)
+            time.sleep(2)  # the handler reads the file when the loop takes the signal
             assert proc.poll() is None, "a bad configuration never stops the daemon"
         finally:
             proc.send_signal(signal.SIGTERM)
