@@ -96,12 +96,13 @@ class Decisions(App[None]):
             return None
         return item.number, item.versions.get(item.number), item.inbound_id
 
-    def _message(self) -> triage.Item | None:
+    def _message(self) -> tuple[triage.Item, int] | None:
+        """The message under the cursor, with its id; None (and a word why) when it is not one."""
         item = self.items.get(self._current_key() or "") if self._pane() != "invoices-pane" else None
         if item is None or item.inbound_id is None:
             self.notify(t("not a message: nothing to read or dismiss"), severity="warning")
             return None
-        return item
+        return item, item.inbound_id
 
     # Acting -------------------------------------------------------------------------------------
 
@@ -198,10 +199,9 @@ class Decisions(App[None]):
 
     def action_confirm(self) -> None:
         """The bot's reading is right: kept as an example, applied as that kind does."""
-        item = self._message()
-        if item is not None and item.kind in KINDS:
-            inbound_id = item.inbound_id
-            assert inbound_id is not None
+        found = self._message()
+        if found is not None and found[0].kind in KINDS:
+            item, inbound_id = found
             self.decide("confirm", t("confirmed from the triage screen"), desk.Scope(inbounds=(inbound_id,)),
                         lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(item.kind),
                                                 self.actor, in_triage=True),
@@ -209,11 +209,10 @@ class Decisions(App[None]):
                         otherwise=self.action_label if item.kind == Kind.PROMISE_TO_PAY.value else None)
 
     def action_label(self) -> None:
-        item = self._message()
-        if item is None:
+        found = self._message()
+        if found is None:
             return
-        inbound_id = item.inbound_id
-        assert inbound_id is not None
+        item, inbound_id = found
 
         def then(answer: str) -> None:
             words = answer.split()
@@ -232,11 +231,10 @@ class Decisions(App[None]):
                  item.kind + (" " if item.kind == Kind.PROMISE_TO_PAY.value else ""), then)
 
     def action_assign(self) -> None:
-        item = self._message()
-        if item is None:
+        found = self._message()
+        if found is None:
             return
-        inbound_id = item.inbound_id
-        assert inbound_id is not None
+        item, inbound_id = found
 
         def then(answer: str) -> None:
             numbers = answer.replace(",", " ").split()
@@ -417,20 +415,20 @@ class Decisions(App[None]):
         """Dismiss as noise: the selected messages, or the one under the cursor."""
         keys = sorted(self.selected) if self.selected and self._pane() == "queue-pane" else None
         if keys is None:
-            item = self._message()
-            if item is None:
+            found = self._message()
+            if found is None:
                 return
-            keys = [item.key]
+            keys = [found[0].key]
         ids = tuple(self.items[k].inbound_id or 0 for k in keys if k in self.items and self.items[k].inbound_id)
         self.decide("dismiss", "noise", desk.Scope(inbounds=ids),
                     lambda: desk.dismiss(self.engine, ids, self._now(), self.actor), many=len(ids) > 1)
         self.selected.clear()
 
     def action_ignore(self) -> None:
-        item = self._message()
-        if item is None:
+        found = self._message()
+        if found is None:
             return
-        address = item.sender.lower()
+        address = found[0].sender.lower()
         with self.engine.connect() as conn:
             waiting = tuple(desk.waiting_from(conn, address))
         self.decide("ignore", f"ignore {address}", desk.Scope(inbounds=waiting, senders=(address,)),
