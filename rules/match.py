@@ -20,11 +20,12 @@ a wrong match is worse than no match."""
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import simplemma
+
+from rules.when import plain
 
 _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*")
 
@@ -232,13 +233,9 @@ _NAME_NOISE = frozenset({
 _NAME_WORD = re.compile(r"[^\W\d_]{3,}")
 
 
-def _plain(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if not unicodedata.combining(c))
-
-
 def name_words(name: str) -> tuple[str, ...]:
     """The words of a client's name that can tell it ("Garage Leroux SARL": "garage", "leroux")."""
-    return tuple(w for w in _NAME_WORD.findall(_plain(name)) if w not in _NAME_NOISE)
+    return tuple(w for w in _NAME_WORD.findall(plain(name)) if w not in _NAME_NOISE)
 
 
 @dataclass(frozen=True)
@@ -257,7 +254,7 @@ class NameIndex:
         written: dict[str, str] = {}  # a plain word -> as the name writes it ("ecole" -> "école")
         for client, name in names.items():
             words = name_words(name)
-            written.update((_plain(w), w) for w in _NAME_WORD.findall(name.lower()))
+            written.update((plain(w), w) for w in _NAME_WORD.findall(name.lower()))
             if len(words) >= 2:
                 phrases.setdefault(words[0], []).append((words, client))
             for w in words:
@@ -270,7 +267,7 @@ class NameIndex:
         """The one client `texts` name, or None (none, or several)."""
         found: set[int] = set()
         for text in texts:
-            words = _NAME_WORD.findall(_plain(text[:5000]))
+            words = _NAME_WORD.findall(plain(text[:5000]))
             for i, w in enumerate(words):
                 if w in self.words:
                     found.add(self.words[w])

@@ -74,7 +74,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(p))
 _MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")  # combining
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
+    """`text` lower-cased, one kind of apostrophe, no accents: as people type it without them."""
     return _MARKS.sub("", unicodedata.normalize("NFD", text.lower().replace("’", "'")))
 
 
@@ -164,10 +165,10 @@ def _resolve(name: str, m: re.Match[str], written: date) -> date | None:
 def relative_dates(text: str, written: date) -> tuple[tuple[int, date], ...]:
     """(position, date) of each date expression in `text`, in the order written, resolved from the
     day of writing; never before that day."""
-    plain = _plain(text[:5000])
+    plain_text = plain(text[:5000])
     found: list[tuple[int, int, date]] = []
     for name, pattern in _PATTERNS:
-        for m in pattern.finditer(plain):
+        for m in pattern.finditer(plain_text):
             if any(start <= m.start() < end for start, end, _ in found):
                 continue  # a longer expression already read this place ("fin du mois prochain")
             when = _resolve(name, m, written)
