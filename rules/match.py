@@ -163,9 +163,12 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     # client than the one the message is tied to (its thread, its sender, the numbers it writes in
     # full) is a payment advice's own reference or a date, not taken. Written in full, another
     # client's number is meant: an accountant writes for several clients.
-    whole = normalise(" ".join(texts))
-    full = [n for n in cited if normalise(n) in whole]
     anchor = {known.client_of.get(n) for n in (by_headers or by_token or known.sender_open)} - {None}
+    spread = {known.client_of.get(n) for n in cited} - {None}
+    full: list[str] = []
+    if len(spread) > 1 or (anchor and not spread <= anchor):  # only then can a number be another client's
+        whole = normalise(" ".join(texts))
+        full = [n for n in cited if normalise(n) in whole]
     if not anchor and len(owners := {known.client_of.get(n) for n in full} - {None}) == 1:
         anchor = owners
     foreign = [n for n in cited if n not in full and anchor and known.client_of.get(n) not in anchor]
