@@ -7,6 +7,7 @@ read the same, its status stays; read differently, a person compares the two rea
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -36,7 +37,7 @@ class Numbers:
 
     def __init__(self, numbers: list[str], names: dict[int, str] | None = None,
                  contacts: Sequence[tuple[int, str]] = ()) -> None:
-        self.names = NameIndex.of(names or {})
+        self._names = names or {}
         self.domains = domain_index(contacts)
         self.by_normalised = {normalise(n): n for n in numbers}
         self.by_digits: dict[str, tuple[str, ...]] = {}
@@ -44,6 +45,11 @@ class Numbers:
             d = digits(n)
             if len(d) >= 4:
                 self.by_digits[d] = (*self.by_digits.get(d, ()), n)
+
+    @functools.cached_property
+    def names(self) -> NameIndex:
+        """Built when a stranger's message first needs it: its dictionaries take a second to load."""
+        return NameIndex.of(self._names)
 
 
 def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[Understood], numbers: Numbers,

@@ -8,6 +8,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,7 +51,7 @@ def understood_batches(engine: Engine, config: Config, now: datetime, feed: Iter
                 try:  # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) fork would copy
                     pool = stack.enter_context(ProcessPoolExecutor(
                         workers, mp_context=multiprocessing.get_context("spawn"), initializer=_hold_model,
-                        initargs=(model,)))
+                        initargs=(_model_file(stack, model),)))
                 except (OSError, RuntimeError) as e:
                     broken = _pool_failed(e)
             future = None
@@ -70,9 +72,21 @@ def understood_batches(engine: Engine, config: Config, now: datetime, feed: Iter
 _IN_WORKER: dict[str, Model] = {}  # the model a worker process was started with
 
 
-def _hold_model(model: Model) -> None:
-    """A worker's start: the model comes once (2 MB pickled), not with every batch."""
-    _IN_WORKER["model"] = model
+def _model_file(stack: contextlib.ExitStack, model: Model) -> str:
+    """The model, pickled into a private file the workers read at their start (removed with the pool).
+    Handed to a starting process, its 2 MB would keep this one waiting on the pipe until the new
+    process had imported everything: 1.6 s a worker, during which nothing was fetched."""
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="relance-model-"))
+    path = os.path.join(folder, "model.pickle")
+    with open(path, "wb") as f:
+        pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _hold_model(path: str) -> None:
+    """A worker's start: the model comes once, not with every batch."""
+    with open(path, "rb") as f:
+        _IN_WORKER["model"] = pickle.load(f)  # noqa: S301 - written by the parent process a moment ago
 
 
 def _understand_in_worker(messages: list[tuple[int, bytes, bool]], domain: str, today: date) -> list[Understood]:

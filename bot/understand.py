@@ -268,9 +268,29 @@ def _decode_with_fallbacks(data: bytes, charset: str | None) -> str:
     return data.decode("latin-1")  # every byte is a latin-1 character: nothing is dropped
 
 
+# The headers mail servers add on the way, which nothing here reads: the hops, DKIM and ARC
+# signatures, authentication results. On mail from a big provider they are 3 KB or more, and
+# mail-parser parses every Received line; the stored message keeps them all.
+_TRANSPORT = re.compile(
+    rb"^(?:(?:x-)?received|(?:x-google-)?dkim-signature|arc-[a-z-]+|authentication-results|received-spf"
+    rb"|x-gm-message-state|x-google-smtp-source|x-ms-exchange-antispam[a-z-]*|x-microsoft-antispam[a-z-]*"
+    rb"|x-forefront-antispam-report[a-z-]*)[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*", re.IGNORECASE | re.MULTILINE)
+_HEADERS_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _without_transport(raw: bytes) -> bytes:
+    """`raw` without the transport headers of its top-level header block (see `_TRANSPORT`), each
+    with its folded lines."""
+    end = _HEADERS_END.search(raw, 0, 200_000)
+    if end is None:
+        return raw
+    return _TRANSPORT.sub(b"", raw[:end.end()]) + raw[end.end():]
+
+
 def _mail(raw: bytes) -> _Mail:
     if len(raw) > LIGHTEN_FROM:
         raw = _without_attachment_bytes(raw)
+    raw = _without_transport(raw)
     try:
         m = mailparser.parse_from_bytes(raw)
         return _Mail(m.message, m.text_plain, m.text_html, _subject(m.message, m.subject or "", raw), m.attachments,

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
+import numpy as np
+import numpy.typing as npt
 import simplemma
 import snowballstemmer
 
@@ -255,14 +256,20 @@ class Model:
     version: str = "shipped"
 
     @functools.cached_property
-    def table(self) -> tuple[dict[str, int], list[tuple[float, ...]]]:
+    def table(self) -> tuple[dict[str, int], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Each feature's row, the weights as a matrix (a row per feature, a column per kind), the bias."""
         index = {f: i for i, f in enumerate(self.weights)}
-        return index, list(self.weights.values())
+        matrix = np.array(list(self.weights.values()), dtype=np.float64).reshape(len(index), len(self.kinds))
+        return index, matrix, np.array(self.bias, dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, object]:
+        """What pickles (for worker processes): the model itself, not what it has cached."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @functools.cached_property
     def clauses(self) -> dict[Sentence, _Clause]:
         """What this model reads in each clause it has met (greetings, sign-offs and signatures
-        come back in message after message); see `_clause`."""
+        come back in message after message); see `_clauses`."""
         return {}
 
 
@@ -279,61 +286,83 @@ class Scores:
         return self.probabilities[0][0]
 
 
-def _probabilities(model: Model, rows: Iterable[int]) -> list[tuple[str, float]]:
+def _probabilities(model: Model, rows: Sequence[int]) -> list[tuple[str, float]]:
     """Each kind's probability given the features at `rows` (softmax of the linear scores), best first."""
-    table = model.table[1]
-    logits = [sum(column) for column in zip(model.bias, *(table[r] for r in rows), strict=True)]
-    top = max(logits)
-    exp = [math.exp(v - top) for v in logits]
-    total = sum(exp)
-    return sorted(((kind, exp[k] / total) for k, kind in enumerate(model.kinds)), key=lambda kp: -kp[1])
+    _, matrix, bias = model.table
+    logits = bias + matrix[list(rows)].sum(axis=0)
+    exp = np.exp(logits - logits.max())
+    return sorted(zip(model.kinds, (exp / exp.sum()).tolist(), strict=True), key=lambda kp: -kp[1])
 
 
 @dataclass(frozen=True)
 class _Clause:
     rows: tuple[int, ...]  # the model's rows of the features the clause has
+    found: tuple[str, ...]  # those features, in the same order
     kind: str  # what the clause alone reads as
     p: float  # and how likely
-    weighed: tuple[tuple[tuple[float, str], ...], ...]  # per kind: its features weighing for it, heaviest first
+    weight: tuple[float, ...]  # per kind: the sum of the clause's weights that speak for it
 
 
-def _clause(model: Model, s: Sentence) -> _Clause:
-    """A clause as the model reads it, remembered (see `Model.clauses`)."""
-    known = model.clauses.get(s)
-    if known is None:
-        index, weights = model.table[0], model.weights
-        found = [f for f in set(s.features) if f in index]
-        rows = tuple(index[f] for f in found)
-        kind, p = _probabilities(model, rows)[0] if rows else ("", 0.0)
-        weighed = tuple(tuple(sorted(((w, f) for f in found if (w := weights[f][k]) > 0), reverse=True))
-                        for k in range(len(model.kinds)))
-        if len(model.clauses) >= 50_000:
-            model.clauses.clear()
-        known = model.clauses[s] = _Clause(rows, kind, p, weighed)
-    return known
+def _clauses(model: Model, sentences: Sequence[Sentence]) -> list[_Clause]:
+    """Each clause as the model reads it alone, remembered (see `Model.clauses`). The clauses not
+    met before are scored together: one matrix operation for all of them, not one per clause."""
+    known = model.clauses
+    new = [s for s in dict.fromkeys(sentences) if s not in known]
+    if new:
+        index, matrix, bias = model.table
+        get = index.get
+        found = [{r: f for f in s.features if (r := get(f)) is not None} for s in new]
+        sizes = np.array([len(f) for f in found])
+        if len(known) + len(new) > 50_000:
+            known.clear()
+        nothing = (0.0,) * len(model.kinds)
+        if sizes.sum():
+            picked = matrix[[r for f in found for r in f]]
+            starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+            with_rows = sizes > 0  # reduceat reads an empty segment as its next row: those are left out
+            logits = bias + np.add.reduceat(picked, starts[with_rows], axis=0)
+            positive = np.add.reduceat(np.maximum(picked, 0.0), starts[with_rows], axis=0)
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p = exp / exp.sum(axis=1, keepdims=True)
+            best = p.argmax(axis=1).tolist()
+            p_best = p.max(axis=1).tolist()
+            weights = positive.tolist()
+        row = 0
+        for s, f in zip(new, found, strict=True):
+            if f:
+                known[s] = _Clause(tuple(f), tuple(f.values()), model.kinds[best[row]], p_best[row],
+                                   tuple(weights[row]))
+                row += 1
+            else:
+                known[s] = _Clause((), (), "", 0.0, nothing)
+    return [known[s] for s in sentences]
 
 
 def score(model: Model, reading: Reading) -> Scores:
-    index = model.table[0]
-    clauses = [(s, _clause(model, s)) for s in reading.sentences]
+    index, matrix, _ = model.table
+    clauses = list(zip(reading.sentences, _clauses(model, reading.sentences), strict=True))
     rows = {r for _, c in clauses for r in c.rows}  # each feature counts once (see `bag`)
     rows.update(index[f] for f in (*reading.extra, f"LANG:{reading.lang}") if f in index)
-    probs = _probabilities(model, rows)
+    probs = _probabilities(model, sorted(rows))
     k = model.kinds.index(probs[0][0])
     # One pass over the clauses: the one that weighs most for the kind chosen is the evidence; and
     # a clause may say what the whole does not weigh enough ("we will pay on the 10th, but we dispute
     # the shipping costs"): one read alone as another kind is kept, for the caller to weigh.
-    evidence, heaviest, words = "", 0.0, tuple[str, ...]()
+    heaviest: tuple[Sentence, _Clause] | None = None
     also: list[tuple[str, str]] = []
     for s, c in clauses:
         if not c.rows:
             continue
         if c.p >= SENTENCE_SURE and c.kind != probs[0][0] and c.kind not in (a for a, _ in also):
             also.append((c.kind, s.text))
-        mine = c.weighed[k]
-        total = sum(w for w, _ in mine)
-        if total > heaviest:
-            evidence, heaviest, words = s.text, total, tuple(describe(f) for _, f in mine[:3])
+        if c.weight[k] > (heaviest[1].weight[k] if heaviest else 0.0):
+            heaviest = (s, c)
+    evidence, words = "", tuple[str, ...]()
+    if heaviest is not None:
+        s, c = heaviest
+        mine = sorted(((w, f) for r, f in zip(c.rows, c.found, strict=True) if (w := float(matrix[r, k])) > 0),
+                      reverse=True)
+        evidence, words = s.text, tuple(describe(f) for _, f in mine[:3])
     return Scores(tuple(probs), probs[0][1] - (probs[1][1] if len(probs) > 1 else 0.0), evidence, words, tuple(also))
 
 

@@ -274,3 +274,40 @@ def test_a_persons_dispute_through_a_group_mailbox_or_a_colleague_is_not_a_robot
 
     facts = MailFacts(sender, subject, written(text, subject), {"from": sender, **headers})
     assert classify(facts, "acme.example", MODEL).kind is Kind.DISPUTE
+
+
+def test_the_transport_headers_are_not_parsed_and_change_nothing_of_the_reading() -> None:
+    """The hops, signatures and authentication results servers add (3 KB on real mail, every
+    Received line parsed by mail-parser) are left out of the parse; what the person wrote, the
+    headers the rules read, and a header that only begins like one of them are all kept."""
+    own = (b"From: Paul <paul@client.example>\r\nTo: ar@acme.example\r\nSubject: RE: facture FA-1\r\n"
+           b"Received-By-Us: kept\r\nX-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent\r\n"
+           b"Message-ID: <1@client.example>\r\n\r\n"
+           b"Bonjour,\r\nReceived: this line is the body, not a header.\r\nLe virement est parti hier.\r\n")
+    transport = (b"Received: from mail-wr1.google.com (mail-wr1.google.com [209.85.221.54])\r\n"
+                 b"\tby mx.acme.example (Postfix) with ESMTPS id 4Zx1\r\n"
+                 b"\tfor <ar@acme.example>; Tue, 06 Apr 2027 09:30:02 +0200 (CEST)\r\n"
+                 b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=client.example;\r\n"
+                 b"        h=from:to:subject; bh=AbC=; b=DeF\r\n"
+                 b"ARC-Seal: i=1; a=rsa-sha256; t=1; cv=none; d=google.com\r\n"
+                 b"Authentication-Results: mx.acme.example; dkim=pass header.d=client.example\r\n"
+                 b"X-Received: by 2002:a05:6000:1a8e with SMTP id f14mr; Tue, 06 Apr 2027\r\n")
+    bare, carried = parse(own), parse(transport + own)
+    assert carried == bare
+    assert "received" not in carried.facts.headers and "dkim-signature" not in carried.facts.headers
+    assert carried.facts.headers["received-by-us"] == "kept"
+    assert "x-ms-exchange-generated-message-source" in carried.facts.headers
+    assert "Received: this line is the body" in carried.facts.text
+
+
+def test_a_model_handed_to_worker_processes_leaves_what_it_cached_behind() -> None:
+    """Pickled for the workers, the model is its weights: not its matrix nor the clauses it read."""
+    import pickle
+
+    from rules.intent import read, score
+
+    model = shipped()
+    before = score(model, read("Le virement est parti hier."))
+    copy = pickle.loads(pickle.dumps(model))
+    assert set(copy.__dict__) == {"kinds", "bias", "weights", "version"}
+    assert score(copy, read("Le virement est parti hier.")).probabilities == before.probabilities
