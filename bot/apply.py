@@ -11,6 +11,7 @@ import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -150,9 +151,13 @@ class Lookups:
         referenced = list({*cited, *(n for ns in (*self.by_mid.values(), *self.by_token.values()) for n in ns)})
         self.siblings: dict[str, tuple[str, ...]] = {}
         self.client_of: dict[str, int] = {}  # an invoice number -> its client
+        self.amounts: dict[str, tuple[Decimal, ...]] = {}  # an invoice number -> (its amount, what is still due)
         for chunk in range(0, len(referenced), 500):
-            self.client_of.update(s.execute(sa.select(inv_t.c.number, inv_t.c.client_id)
-                                            .where(inv_t.c.number.in_(referenced[chunk:chunk + 500]))).all())
+            for number, client_id, amount, paid in s.execute(
+                    sa.select(inv_t.c.number, inv_t.c.client_id, inv_t.c.amount, inv_t.c.paid)
+                    .where(inv_t.c.number.in_(referenced[chunk:chunk + 500]))):
+                self.client_of[number] = client_id
+                self.amounts[number] = (amount, amount - paid)
         if referenced:
             sib = inv_t.alias("sibling")
             for chunk in range(0, len(referenced), 500):
@@ -216,7 +221,8 @@ class Lookups:
         name, named_open = self.named.get(message_id, ("", ()))
         return Known(by_message_id=self.by_mid, by_token=self.by_token, by_normalised=numbers.by_normalised,
                      by_digits=numbers.by_digits, sender_open=tuple(self.sender_open.get(p.sender, ())),
-                     siblings=self.siblings, named=name, named_open=named_open, client_of=self.client_of)
+                     siblings=self.siblings, named=name, named_open=named_open, client_of=self.client_of,
+                     amounts=self.amounts)
 
 
 def _client_of_stranger(sender: str, texts: Sequence[str], numbers: Numbers) -> int | None:

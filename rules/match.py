@@ -22,9 +22,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import simplemma
 
+from rules.plan import amounts
 from rules.when import plain
 
 _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*")
@@ -82,6 +84,7 @@ class Known:
     named: str = ""  # an unknown sender: the client it names (see `NameIndex`)
     named_open: tuple[str, ...] = ()  # that client's open invoices
     client_of: Mapping[str, int] = field(default_factory=dict)  # an invoice number -> its client
+    amounts: Mapping[str, tuple[Decimal, ...]] = field(default_factory=dict)  # number -> (amount, still due)
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,17 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
         family = [s for n in by_headers for s in known.siblings.get(n, ())] + list(known.sender_open)
         extra = [n for n in cited + within(short_numbers(texts, loose=True), family) if n not in by_headers]
         extra = list(dict.fromkeys(extra))
+        body = normalise(" ".join(texts[1:]))
+        if not any(normalise(n) in body for n in extra) and (one := _by_amount(by_headers + extra, texts, known)):
+            # Several invoices by the thread or the subject, one by the amount the text writes.
+            number, amount = one
+            others = f"; the subject also cites {', '.join(extra)}" if extra else ""
+            if by_headers == [number]:
+                return Match((number,), "headers", True, f"replies to our reminder of {number}{others}; the text "
+                             f"writes its amount ({amount}){aside}")
+            return Match((number,), "headers", False,
+                         f"replies to our reminder of {', '.join(by_headers)}{others}; the text writes the amount "
+                         f"of {number} alone ({amount}): probably {number} (to confirm){aside}")
         if extra:  # "one transfer for three invoices": the reply thread plus numbers it cites
             return Match(tuple(by_headers + extra), "headers", True,
                          f"replies to our reminder of {', '.join(by_headers)}; also cites {', '.join(extra)}{aside}")
@@ -204,6 +218,10 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     own = list(dict.fromkeys(own))
     if cited or own:
         numbers = cited + own
+        body = normalise(" ".join(texts[1:]))
+        if not any(normalise(n) in body for n in numbers) and (one := _by_amount(numbers, texts, known)):
+            return Match((one[0],), "number", False, f"the subject cites {', '.join(numbers)}; the text writes the "
+                         f"amount of {one[0]} alone ({one[1]}): probably {one[0]} (to confirm){aside}")
         return Match(tuple(numbers), "number", True, f"cites {', '.join(numbers)}{aside}")
     likely = within(shorts, known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
     if likely:
@@ -225,6 +243,18 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
     if known.sender_open:
         return Match((), "none", False, f"the sender has {len(known.sender_open)} open invoices and cites none")
     return Match((), "none", False, "no reminder, invoice number or known sender")
+
+
+def _by_amount(candidates: Sequence[str], texts: Sequence[str], known: Known) -> tuple[str, Decimal] | None:
+    """(the invoice, the amount) when the text of a message about several invoices (a reminder for
+    three, a subject citing three) writes the amount of exactly one of them, in full or still due
+    ("la facture de 350,00 €", "the €1,450.00 one"): a reader takes it for that invoice, but a person
+    confirms. None when it writes no amount, or one several of them share."""
+    if len(candidates) < 2 or len(texts) < 2 or not known.amounts:
+        return None
+    written = set(amounts(texts[1][:5000]))
+    hits = [(n, a) for n in dict.fromkeys(candidates) for a in known.amounts.get(n, ()) if a in written]
+    return hits[0] if len({n for n, _ in hits}) == 1 else None
 
 
 # Words of a company's name that say nothing of which company it is.

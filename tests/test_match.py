@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 
@@ -179,3 +180,34 @@ def test_a_subject_naming_several_invoices_over_a_text_about_one() -> None:
     assert m.numbers == ("F-2026-001", "F-2026-002"), "a text that names none leaves the subject's"
     m = match([], [], ["RE: Rappel facture F-2026-001", "F-2026-002 est payée aussi."], k)
     assert set(m.numbers) == {"F-2026-001", "F-2026-002"}, "one number in the subject: kept"
+
+
+AMOUNTS = {"F-2026-001": (Decimal("2400.80"), Decimal("2400.80")), "F-2026-002": (Decimal("350.00"), Decimal("350.00")),
+           "F-2026-010": (Decimal("1200.20"), Decimal("700.20"))}  # 500 of F-2026-010 already paid
+THREE = ("F-2026-001", "F-2026-002", "F-2026-010")
+
+
+@pytest.mark.parametrize(("refs", "texts", "numbers", "sure"), [
+    # The thread is one invoice's, the subject cites three, the text writes the thread's amount: that one, sure.
+    (["<r1@acme.example>"], ["RE: Rappel factures F-2026-001, F-2026-002, F-2026-010",
+                             "La facture de 2 400,80 € partira avec le virement du 20."], ("F-2026-001",), True),
+    # A reminder for three, a text about the amount of one: that one, for a person to confirm.
+    (["<r3@acme.example>"], ["RE: Rappel", "Concernant la facture de 350,00 €, elle part vendredi."],
+     ("F-2026-002",), False),
+    (["<r3@acme.example>"], ["RE: Rappel", "The €700.20 still due goes out on Friday."], ("F-2026-010",), False),
+    # The subject cites three, the text the amount of one: a guess.
+    ([], ["RE: Factures F-2026-001, F-2026-002 et F-2026-010", "Pour celle de 350 €, c'est réglé."],
+     ("F-2026-002",), False),
+    # No amount, an amount none has, or the amounts of two: every invoice, as before.
+    (["<r3@acme.example>"], ["RE: Rappel", "Tout part vendredi."], THREE, True),
+    (["<r3@acme.example>"], ["RE: Rappel", "Nous avons viré 99,00 € d'acompte."], THREE, True),
+    (["<r3@acme.example>"], ["RE: Rappel", "Les factures de 350,00 € et 700,20 € partent vendredi."], THREE, True),
+])
+def test_a_message_about_several_invoices_that_writes_the_amount_of_one(
+        refs: list[str], texts: list[str], numbers: tuple[str, ...], sure: bool) -> None:
+    """People name an invoice by its amount ("la facture de 350 €"): among the several a thread or
+    a subject is about, the one whose amount (in full or still due) the text writes."""
+    k = replace(known(), by_message_id={"<r1@acme.example>": ("F-2026-001",), "<r3@acme.example>": THREE},
+                siblings=dict.fromkeys(THREE, THREE), amounts=AMOUNTS)
+    m = match(refs, [], texts, k)
+    assert (m.numbers, m.sure) == (numbers, sure), m.reason
