@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 
-from rules.intent import Model, Reading, Scores, read, score
+from rules.intent import MAX_TEXT, Model, Reading, Scores, normalise, read, score
 
 
 class Kind(StrEnum):
@@ -48,6 +48,7 @@ class Understanding:
     cues: tuple[str, ...]
     date: date | None = None  # promised payment date, or an out-of-office's return date
     evidence: str = ""  # the clause the reading rests on, as normalised (where a promise's date is looked for)
+    sentence: str = ""  # a claim's or a promise's: the whole sentence that clause is in (the invoices it names)
 
 
 _COMPILED: dict[str, re.Pattern[str]] = {}
@@ -207,7 +208,21 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
         # "we pay on the 10th, but we dispute the shipping": a payment reading with a dispute or a
         # plan close behind is not one to apply alone.
         said, margin = (f"also reads as {second} ({p2:.0%})", *said), 0.0
-    return dated(Understanding(kind, _confidence(margin), said, evidence=scores.evidence), facts.dates)
+    return dated(Understanding(kind, _confidence(margin), said, evidence=scores.evidence,
+                               sentence=_sentence_of(facts.text, scores.evidence) if kind in _ALONE else ""),
+                 facts.dates)
+
+
+# Sentences, not clauses ("les factures 418, 419 et 420"); "no. 453", "n°. 12", "réf. 7" go on.
+_SENTENCE = re.compile(r"(?<!\bno\.)(?<!\bnr\.)(?<!\bnos\.)(?<!\bref\.)(?<!\bréf\.)(?<!\bn°\.)(?<!\binv\.)"
+                       r"(?<!\bfact\.)(?<=[.!?;])\s+|\n+")
+
+
+def _sentence_of(text: str, clause: str) -> str:
+    """The sentence of `text` (normalised as the model reads it) that holds `clause`."""
+    if not clause:
+        return ""
+    return next((s for s in _SENTENCE.split(normalise(text[:MAX_TEXT])) if clause in s), clause)
 
 
 RUNNER_UP = 0.25  # a dispute or a plan this likely behind a claim or a promise sends it to a person

@@ -30,7 +30,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from rules.classify import Kind, Understanding
-from rules.match import Match
+from rules.match import Match, normalise, sequence, short_numbers
 from rules.model import State
 
 CLAIM_HOLD = "the client says it has paid"  # the reason of a hold for a claim applied (sure, or a person's)
@@ -114,6 +114,14 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
         return Decision(Status.TRIAGE, f"{m.reason}; the client's open invoices wait for a person",
                         tuple(_for_person(h, policy, now, "the client answered") for h in held))
     event = f"message_{u.kind.value}"
+    partly = _partly_named(u, targets)
+    if sure and partly:
+        # "0439 was released early; 0440 remains on the schedule agreed": the clause that says it
+        # was paid (or will be) names some of the invoices only; the others are another matter.
+        return Decision(Status.TRIAGE, f"the clause that reads as {u.kind.value} names {', '.join(partly[0])}, not "
+                        f"{', '.join(partly[1])}: a person decides", (*(
+                            _for_person(h, policy, now, "the client answered", event) for h in targets), *on_paid,
+                            *_others(targets, client_open, policy, now)))
     if sure and u.kind is Kind.PAYMENT_CLAIM:
         # A day to come in a claim ("it will reach you on the 26th") holds until then too: a promise
         # misread as a claim must not let the ladder go on before the day the client named.
@@ -143,6 +151,20 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
         why = f"not sure it is a {u.kind.value} (margin {u.confidence} < {policy.auto_apply_margin}): a person decides"
     return Decision(Status.TRIAGE, why, (*(_for_person(h, policy, now, "the client answered", event)
                                           for h in targets), *on_paid, *_others(targets, client_open, policy, now)))
+
+
+def _partly_named(u: Understanding, targets: Sequence[Held]) -> tuple[list[str], list[str]] | None:
+    """(named, not named) when the sentence a claim or a promise rests on writes some of its
+    invoices' numbers (in full, or as people shorten them: "la 418 et la 420", "0418 à 0420") and
+    not the others."""
+    sentence = u.sentence or u.evidence
+    if u.kind not in (Kind.PAYMENT_CLAIM, Kind.PROMISE_TO_PAY) or len(targets) < 2 or not sentence:
+        return None
+    whole, shorts = normalise(sentence), set(short_numbers([sentence], loose=True))
+    named = [h.number for h in targets if normalise(h.number) in whole or sequence(h.number) in shorts]
+    if not named or len(named) == len(targets):
+        return None
+    return named, [h.number for h in targets if h.number not in named]
 
 
 def _others(targets: Sequence[Held], client_open: Sequence[Held], policy: Policy, now: datetime) -> tuple[Effect, ...]:

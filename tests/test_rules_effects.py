@@ -112,3 +112,26 @@ def test_a_claim_naming_a_day_to_come_holds_until_that_day() -> None:
     not only payment_claim_days (a promise misread as a claim must not bring a reminder before it)."""
     d = decide(u(Kind.PAYMENT_CLAIM, when=date(2027, 4, 26)), THREADED, [F1], [], POLICY, NOW)
     assert [e.hold_until for e in d.effects] == [datetime(2027, 4, 29, tzinfo=PARIS)]
+
+
+BOTH = Match(("FA-2027-0418", "FA-2027-0419"), "headers", True, "replies to our reminder of FA-2027-0418, FA-2027-0419")
+FA418, FA419 = Held("FA-2027-0418", State.ACTIVE), Held("FA-2027-0419", State.ACTIVE)
+
+
+@pytest.mark.parametrize(("kind", "sentence", "applied"), [
+    # The sentence that says it was paid (or will be) names one of the two: the other is another matter.
+    (Kind.PAYMENT_CLAIM, "la 418 a été réglée le 2 avril.", False),
+    (Kind.PAYMENT_CLAIM, "invoice fa-2027-0418 was released early following our treasury review;", False),
+    (Kind.PROMISE_TO_PAY, "0418 goes out on friday.", False),
+    # It names both, as people write lists and ranges, or none: it is about both.
+    (Kind.PAYMENT_CLAIM, "les factures 418 et 419 ont été payées en un seul virement.", True),
+    (Kind.PAYMENT_CLAIM, "les factures 0418 à 0419 ont été réglées le 31/03.", True),
+    (Kind.PAYMENT_CLAIM, "le virement est parti hier.", True),
+])
+def test_a_claim_whose_sentence_names_only_some_of_its_invoices_waits_for_a_person(
+        kind: Kind, sentence: str, applied: bool) -> None:
+    reading = Understanding(kind, SURE, ("cue",), date(2027, 4, 20), evidence=sentence, sentence=sentence)
+    d = decide(reading, BOTH, [FA418, FA419], [FA418, FA419], POLICY, NOW)
+    assert (d.status is Status.APPLIED) is applied, d.reason
+    if not applied:
+        assert all(e.until_decided for e in d.effects), "both wait for the person"

@@ -311,3 +311,15 @@ def test_a_model_handed_to_worker_processes_leaves_what_it_cached_behind() -> No
     copy = pickle.loads(pickle.dumps(model))
     assert set(copy.__dict__) == {"kinds", "bias", "weights", "version"}
     assert score(copy, read("Le virement est parti hier.")).probabilities == before.probabilities
+
+
+def test_a_claim_keeps_the_whole_sentence_its_clause_is_in() -> None:
+    """The invoices a claim is about are those its sentence names: "les factures 418, 419 et 420"
+    is one sentence, split into clauses by the model; "no. 453" does not end one."""
+    text = "Bonjour,\nLes factures 418, 419 et 420 ont été réglées hier par virement.\nMerci."
+    u = classify(MailFacts("a@client.example", "RE: Rappel", text), "acme.example", MODEL)
+    assert u.kind is Kind.PAYMENT_CLAIM
+    assert u.sentence == "les factures 418, 419 et 420 ont été réglées hier par virement."
+    text = "Dear colleagues, the invoices no. 453 and 454 were paid with our transfer of 31 March."
+    u = classify(MailFacts("a@client.example", "RE: Reminder", text), "acme.example", MODEL)
+    assert "no. 453 and 454" in u.sentence
