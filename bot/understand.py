@@ -67,15 +67,38 @@ _BULLET = re.compile(r"^([ \t]*)[-*][ \t]+", re.MULTILINE)
 # for clients across the EU.
 _REPLY_LANGUAGES = ("fr", "en", "de", "it", "es", "nl", "pl", "da", "sv", "cs")
 _NEVER = re.compile(r"(?!)")
+_HEADER_LIKE = re.compile(r":[ \t]*$|^[>* \t]*[^\W\d_]\w*(?: \w+)?[ \t]*:|^[ \t>]*-{5,}", re.MULTILINE)
+# The words without which another language's reply header cannot match ("Am … schrieb …:",
+# "Von: …", "Il … ha scritto:", "Da: …"): its part of the header pattern is left out without them.
+_HEADER_WORDS = {
+    "de": ("schrieb", "von", "gesendet", "betreff"), "it": ("scritto", "da", "inviato", "oggetto"),
+    "es": ("escribió", "enviado", "asunto", "para"), "nl": ("schreef", "van", "verzonden", "onderwerp"),
+    "pl": ("napisał", "nadesłał", "od", "wysłano", "temat"), "da": ("skrev", "fra", "sendt", "emne", "oprindelig"),
+    "sv": ("skrev", "från", "skickat", "ämne"), "cs": ("napsal", "od", "odesláno", "předmět"),
+}
+_HEADER_WORD = re.compile(r"\b(" + "|".join(sorted({w for ws in _HEADER_WORDS.values() for w in ws})) + r")\b",
+                          re.IGNORECASE)
+
+
+def _header_languages(text: str) -> tuple[str, ...] | None:
+    """The languages whose reply headers may be in `text`; None when no line looks like a header
+    at all (every header mail-parser-reply knows is a line ending with a colon, "Le … a écrit :",
+    lines opening with a word or two and a colon, "De : …", or a "-----" line)."""
+    if _HEADER_LIKE.search(text) is None:
+        return None
+    words = {m.lower() for m in _HEADER_WORD.findall(text)}
+    return ("fr", "en", *(lang for lang, ws in _HEADER_WORDS.items() if words.intersection(ws)))
 
 
 @functools.cache
-def _reply_regexes(headers_possible: bool) -> dict[str, Any]:
-    """mail-parser-reply builds and compiles its (long, ten-language) patterns for every message;
-    built once here and handed to each message, they cost nothing after the first."""
-    first = EmailMessage(text="", languages=list(_REPLY_LANGUAGES))
-    return {"_header_regex": first.HEADER_REGEX if headers_possible else _NEVER,
-            "_signature_regex": first.SIGNATURE_REGEX, "_disclaimers_regex": first.DISCLAIMERS_REGEX}
+def _reply_regexes(header_languages: tuple[str, ...] | None) -> dict[str, Any]:
+    """mail-parser-reply builds and compiles its patterns for every message; built once here and
+    handed to each message, they cost nothing after the first. Its ten-language header pattern took
+    0.3 ms a message: only the languages a message may hold are in it (see `_header_languages`)."""
+    every = EmailMessage(text="", languages=list(_REPLY_LANGUAGES))
+    header = EmailMessage(text="", languages=list(header_languages)).HEADER_REGEX if header_languages else _NEVER
+    return {"_header_regex": header, "_signature_regex": every.SIGNATURE_REGEX,
+            "_disclaimers_regex": every.DISCLAIMERS_REGEX}
 
 
 @dataclass(frozen=True)
@@ -110,9 +133,7 @@ def strip_quotes(text: str) -> str:
     elif cut:  # bottom-posting: the reply comes after the quoted text; drop the attribution line only
         text = text[:cut.start()] + text[cut.end():]
     try:
-        # Every reply header mail-parser-reply knows ends with a colon or is a "-----" line; without
-        # either, its costliest pattern cannot match, and a never-matching one stands in for it.
-        regexes = _reply_regexes(":" in text or "-----" in text)
+        regexes = _reply_regexes(_header_languages(text))
         reply = EmailMessage(text=text, languages=list(_REPLY_LANGUAGES), **regexes).read()
         body = reply.replies[0].body if reply.replies else text
     except Exception:
