@@ -338,4 +338,4 @@ def test_the_reply_header_pattern_holds_the_languages_a_message_may_hold(
     from bot.understand import _header_languages
 
     assert _header_languages(text) == languages
-    assert strip_quotes(text).startswith(text.split("\n")[0]) and ">" not in strip_quotes(text)
+    assert strip_quotes(text).startswith(text.split("\n", maxsplit=1)[0]) and ">" not in strip_quotes(text)
