@@ -136,6 +136,9 @@ class Sentence:
     text: str
     features: tuple[str, ...]
 
+    def __hash__(self) -> int:  # the text alone: hashing its forty features on every lookup cost more
+        return hash(self.text)
+
 
 def _aspect(words: Sequence[str], lemmas: Sequence[str], lang: str) -> set[str]:
     """What a sentence does with its verbs: DONE, TOCOME, ASKED (several may hold)."""
@@ -157,9 +160,22 @@ def _aspect(words: Sequence[str], lemmas: Sequence[str], lang: str) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=65536)
+def _word_features(word: str, lang: str) -> tuple[str, ...]:
+    """What a word adds besides its family: its lemma, the form as written (which keeps its tense:
+    "paid", "payée", "réglerons") and its letters four by four."""
+    lemma, family = _family(word, lang)
+    out = [f"L:{lemma}"] if lemma != family else []
+    if _plain(word) not in (family, lemma):
+        out.append(f"W:{_plain(word)}")
+    if len(word) > 2 and word not in _FR_STOP and word not in _EN_STOP:
+        out += _grams(word)
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=16384)  # greetings, sign-offs and signatures come back in message after message
 def sentence_features(text: str, lang: str) -> Sentence:
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = _WORD.findall(text)  # normalised text: lower-case
     pairs = [_family(w, lang) for w in words]
     lemmas = [p[0] for p in pairs]
     fams = [p[1] for p in pairs]
@@ -200,15 +216,9 @@ def sentence_features(text: str, lang: str) -> Sentence:
         feats.append("INVOICE_NO")
     kept = [i for i, f in enumerate(fams) if len(f) > 1 or f in "€$£?"]
     for i in kept:
-        w, f = words[i], fams[i]
-        word = f"NOT:{f}" if negated[i] else f
-        feats.append(word)
-        if lemmas[i] != f:
-            feats.append(f"L:{lemmas[i]}")
-        if _plain(w) not in (f, lemmas[i]):  # the form as written keeps its tense: "paid", "payée", "réglerons"
-            feats.append(f"W:{_plain(w)}")
-        if len(w) > 2 and w not in _FR_STOP and w not in _EN_STOP:
-            feats += _grams(w)
+        f = fams[i]
+        feats.append(f"NOT:{f}" if negated[i] else f)
+        feats += _word_features(words[i], lang)
     for i, j in itertools.pairwise(kept):
         feats.append(f"{'NOT:' if negated[i] else ''}{fams[i]}_{'NOT:' if negated[j] else ''}{fams[j]}")
     return Sentence(text, tuple(feats))
