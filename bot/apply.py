@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.config import Config
+from bot.logs import Line
 from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
 from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
@@ -90,7 +91,7 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
         for u in batch:
             if u.parsed is None or u.understanding is None:
                 rows.append({"_id": u.id, "status": "quarantined", "reason": db_text(u.failure)[:1000]})
-                lines.append(f"quarantined  #{u.id}: {u.failure}")
+                lines.append(Line(f"quarantined  #{u.id}: {u.failure}", inbound_id=u.id, status="quarantined"))
                 continue
             p, understood, found = u.parsed, u.understanding, found_all[u.id]
             if u.applied_before:
@@ -111,8 +112,9 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
                 "reason": db_text(reason)[:1000], "text": db_text(p.facts.text)[:20000],
                 "cues": json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False),
                 "suggested": json.dumps(list(found.numbers) if found.numbers and not found.sure else [])})
-            lines.append(f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} "
-                         f"{p.subject[:60]}")
+            lines.append(Line(f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} "
+                              f"{p.subject[:60]}", inbound_id=u.id, message_id=p.message_id,
+                              invoices=list(found.numbers), kind=understood.kind.value, status=status))
         effects.flush()
         for keys in sorted({tuple(sorted(r)) for r in rows}):  # one UPDATE per set of columns, many rows
             same = [{f"v_{k}": v for k, v in r.items()} for r in rows if tuple(sorted(r)) == keys]

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from bot.apply import Numbers, apply_batch
 from bot.config import Config
 from bot.errors import FolderError, MailboxError
+from bot.logs import Line
 from bot.mailbox import Fetched, MailSource
 from bot.models import Client, Contact, Inbound, Invoice, Mailbox, table
 from bot.pool import understood_batches
@@ -237,4 +238,4 @@ def _quarantine(engine: Engine, inbound_id: int, reason: str, claim: bool = Fals
         q = sa.update(in_t).where(in_t.c.id == inbound_id)
         s.execute((q.where(in_t.c.status == "new") if claim else q).values(status="quarantined",
                                                                           reason=db_text(reason)[:1000]))
-    return f"quarantined  #{inbound_id}: {reason}"
+    return Line(f"quarantined  #{inbound_id}: {reason}", inbound_id=inbound_id, status="quarantined")

@@ -9,9 +9,28 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 # The attributes every LogRecord has: what is not among them came from `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class Line(str):
+    """A line of a pass's output as people read it ("applied  payment_claim  F-1  RE: ..."), which
+    also carries what it is about as fields (`message_id`, `invoices`, `kind`, `status`) for a JSON
+    log: `log.info("mail %s", line, extra=line.fields)`."""
+
+    fields: dict[str, Any]
+
+    def __new__(cls, text: str, **fields: Any) -> Line:
+        line = super().__new__(cls, text)
+        line.fields = fields
+        return line
+
+
+def fields(line: str) -> dict[str, Any]:
+    """The fields a line carries (none for a plain string)."""
+    return dict(getattr(line, "fields", {}))
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from bot import health, inbound
+from bot import health, inbound, logs
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailbox import ImapSource
@@ -181,7 +181,7 @@ class Watcher:
         report = inbound.SyncReport()
         now = self.clock()
         for line in inbound.sync(self.engine, source, self.config, now, report, self.stop, folders):
-            log.info("mail %s", line)
+            log.info("mail %s", line, extra=logs.fields(line))
         moved = inbound.move_handled(self.engine, source, self.config.imap.move_handled_to, now)
         if moved:
             log.info("mail: %d handled message(s) moved to %s", moved, self.config.imap.move_handled_to)

@@ -411,3 +411,31 @@ def test_a_renumbered_folder_dedupes_by_message_id_too(engine: Engine, cfg: Conf
     report = inbound.SyncReport()
     inbound.store_new(engine, MemorySource({"INBOX": [rewritten, other]}, uidvalidity=2), "INBOX", NOW, report)
     assert (report.rescanned, report.stored, report.duplicates) == (["INBOX"], 1, 1)
+
+
+def test_each_mail_line_carries_its_message_and_invoices_for_a_json_log(engine: Engine, cfg: Config,
+                                                                        tmp_path: Path) -> None:
+    """`--log-format json`: a line about a message carries its Message-ID, invoices, kind and status
+    as fields a log collector can filter on, not only in the sentence."""
+    import json
+    import logging
+
+    from bot.logs import JsonFormatter, fields
+
+    (tmp_path / "l.csv").write_text("number,client,email,amount,currency,issue_date,due_date\n"
+                                    "F-2026-001,Client,a@b.example,10.00,EUR,2027-03-01,2027-03-31\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), NOW, "l.csv")
+    inbound.store_new(engine, MemorySource({"INBOX": [
+        msg("From: a@b.example\nSubject: Facture F-2026-001\nMessage-ID: <m1@b.example>\n", b"Paid yesterday.\r\n"),
+        b""]}), "INBOX", NOW, inbound.SyncReport())
+    lines = inbound.process(engine, cfg, NOW)
+    docs = []
+    for line in lines:
+        record = logging.LogRecord("relance", logging.INFO, __file__, 1, "mail %s", (line,), None)
+        record.__dict__.update(fields(line))
+        docs.append(json.loads(JsonFormatter().format(record)))
+    read = next(d for d in docs if d.get("message_id"))
+    assert read["message_id"] == "<m1@b.example>" and read["invoices"] == ["F-2026-001"]
+    assert read["kind"] and read["status"] and read["message"].startswith("mail ")
+    assert fields(inbound._quarantine(engine, 2, "could not be processed")) == {"inbound_id": 2,
+                                                                              "status": "quarantined"}
