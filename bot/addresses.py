@@ -16,8 +16,10 @@ from email_validator import EmailNotValidError, validate_email
 
 MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: the longest path a server must accept, less the brackets
 # C0 and C1 controls (CR, LF, TAB, VT, FF, NUL, ...), DEL, and the Unicode line and paragraph
-# separators: Python's email generator treats several of them as line ends.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# separators: Python's email generator treats several of them as line ends. And the bidirectional
+# embeddings, overrides and isolates: "Facture\u202e0441-AF" shows as another number than it is,
+# in a mail client or a terminal.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # What a header or an SMTP command can carry as it is: one @, nothing that would need quoting.
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\\\",;:@]+@[^\s<>()\[\]\\\",;:@]+")
 

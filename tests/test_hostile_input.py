@@ -51,7 +51,8 @@ def _errors(tmp_path: Path, body: str) -> list[str]:
 
 # -- the invoice file ---------------------------------------------------------------------------
 
-CONTROL = ["\n", "\r", "\x0b", "\x0c", "\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\t"]
+CONTROL = ["\n", "\r", "\x0b", "\x0c", "\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\t",
+           "\u202e", "\u2066"]  # a right-to-left override, an isolate: text that shows as what it is not
 
 
 @pytest.mark.parametrize("char", CONTROL, ids=[f"U+{ord(c):04X}" for c in CONTROL])
