@@ -23,6 +23,7 @@ from bot.errors import (
 )
 from bot.mailer import Mailer, UncertainDeliveryError
 from bot.outbox import Group, Outbox, Prepared
+from bot.prepare import PARALLEL_FROM, Preparer
 from bot.render import Renderer
 from bot.views import InvoiceRow
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
@@ -149,46 +150,65 @@ class RateLimiter:
         self.take()
 
 
-async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config, report: TickReport,
-                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, chunk: int = 200,
-                  stop: asyncio.Event | None = None) -> None:
-    """Send the pending messages `ids` in order over `mailer` (already connected).
+CLAIM = 50  # messages claimed per transaction, at most; a rate limit makes it fewer (about a second's worth)
 
-    Messages are rendered a chunk at a time; each is marked `sending` (after a last check of its
-    invoices) in the same commit that records the previous one as sent."""
+
+def claim_size(rate_per_minute: int) -> int:
+    """How many messages to claim at once: what is claimed waits for its turn unseen by other
+    instances, so no more than about a second of sending."""
+    return max(1, min(CLAIM, rate_per_minute // 60)) if rate_per_minute else CLAIM
+
+
+async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickReport,
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                  stop: asyncio.Event | None = None, parallel_from: int = PARALLEL_FROM) -> None:
+    """Send what waits in the outbox, oldest first, over `mailer` (already connected).
+
+    Messages are rendered ahead (bot/prepare.py), claimed a chunk at a time, and each is marked
+    `sending` (after a last check of its invoices) in the same commit that records the previous
+    one as sent. Several instances on PostgreSQL share the messages this way."""
     limiter = RateLimiter(config.smtp.rate_per_minute, sleep=sleep)
     delivered: tuple[Prepared, list[str]] | None = None
+    size = claim_size(config.smtp.rate_per_minute)
+    lost = False
     try:
-        for start in range(0, len(ids), chunk):
-            for item in outbox.prepare(ids[start:start + chunk]):
-                if stop is not None and stop.is_set():  # shutting down: the rest stays pending
-                    report.aborted = "stopped on request; the rest is sent by the next run"
-                    return
-                if limiter.delay() > 0:  # wait before marking anything `sending`, the last one recorded sent
-                    outbox.settle(delivered)
-                    delivered = None
-                    await limiter.ready()
-                    if stop is not None and stop.is_set():
+        with Preparer(outbox, outbox.waiting(), parallel_from=parallel_from) as preparer:
+            while True:
+                preparer.feed()
+                batch = outbox.claim_prepared(size)
+                if not batch:
+                    if await preparer.more():
+                        continue
+                    break
+                for p in batch:
+                    if stop is not None and stop.is_set():  # shutting down: the rest stays queued
                         report.aborted = "stopped on request; the rest is sent by the next run"
                         return
-                p: Prepared | None
-                if isinstance(item, Prepared) and outbox.begin(item, delivered):
-                    p = item
-                else:
-                    if delivered is not None and isinstance(item, int):
+                    if limiter.delay() > 0:  # wait before marking anything `sending`, the last one recorded sent
                         outbox.settle(delivered)
-                    p = outbox.claim(item if isinstance(item, int) else item.outbound_id)
-                delivered = None
-                if p is None:  # cancelled, failed, or taken by another instance: counted by the outbox
-                    continue
-                outcome = await _send(outbox, mailer, p, config, report, limiter, sleep)
-                if outcome is None:
-                    report.aborted += f"; {len(outbox.pending_ids())} message(s) left pending for the next pass"
-                    return
-                if outcome is not False:
-                    delivered = (p, outcome)
+                        delivered = None
+                        await limiter.ready()
+                        if stop is not None and stop.is_set():
+                            report.aborted = "stopped on request; the rest is sent by the next run"
+                            return
+                    sending: Prepared | None = p
+                    if not outbox.mark_sending(p, delivered):  # an invoice changed since it was rendered
+                        sending = outbox.claim(p.outbound_id, "claimed")
+                    delivered = None
+                    if sending is None:  # cancelled or failed: counted by the outbox
+                        continue
+                    outcome = await _send(outbox, mailer, sending, config, report, limiter, sleep)
+                    if outcome is None:
+                        lost = True
+                        return
+                    if outcome is not False:
+                        delivered = (sending, outcome)
     finally:
         outbox.settle(delivered)
+        outbox.release()
+        outbox.close()
+        if lost:
+            report.aborted += f"; {outbox.waiting()} message(s) left pending for the next pass"
         report.failed += outbox.failures
         report.cancelled += outbox.cancelled
 
@@ -260,14 +280,13 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     outbox = Outbox(engine, config, renderer or Renderer.from_config(config), now, wall_now)
     for mid in outbox.resolve_stale():
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
-    leftovers = outbox.pending_ids()
-    if report.planned or leftovers:
+    if report.planned or outbox.waiting():
         async with mailer:
             started = time.perf_counter()
-            ids = leftovers + outbox.queue([p.group for p in report.planned])
+            outbox.queue([p.group for p in report.planned])
             report.seconds["queue"] = time.perf_counter() - started
             started = time.perf_counter()
-            await deliver(outbox, mailer, ids, config, report, sleep, stop=stop)
+            await deliver(outbox, mailer, config, report, sleep, stop=stop)
             report.seconds["deliver"] = time.perf_counter() - started
     if not report.aborted and (stop is None or not stop.is_set()):
         report.digest = await digest.send_if_due(engine, config, mailer, now, wall_now)
