@@ -47,7 +47,7 @@ import contextlib
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -59,6 +59,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
+from bot.driver import DriverConnection
 from bot.errors import MessageDataError
 from bot.ledger import inside
 from bot.models import Client, Contact, Event, Invoice, Money, Outbound, Reminder, UtcDateTime, table
@@ -119,11 +120,12 @@ class Outbox:
         self.ladder = config.ladder
         self.failures: list[str] = []  # messages that could not be rendered, with why
         self.cancelled = 0  # messages this instance cancelled (no longer due); not those another one took
-        self._conn: Connection | None = None  # held by a batch for its per-message statements
+        self._driver: DriverConnection | None = None  # held by a batch for its per-message statements
         self._mark_statement = (
             sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"), out_t.c.status == "claimed",
                                    out_t.c.claimed_by == sa.bindparam("me"), self._still_as_rendered())
-            .values(status="sending", claimed_at=sa.bindparam("wall"), attempts=out_t.c.attempts + 1))
+            .values(status="sending", claimed_at=sa.bindparam("wall", type_=UtcDateTime()),
+                    attempts=out_t.c.attempts + 1))
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -327,33 +329,28 @@ class Outbox:
                 p = self._claim(ob_id, "claimed", "claimed")
                 if p is not None:
                     out.append(p)
-        return out
-
-    def connect(self) -> None:
-        """Hold one connection for the per-message statements of a batch (`mark_sending`)."""
-        if self._conn is None:
-            self._conn = self.engine.connect()
+        return sorted(out, key=lambda p: p.outbound_id)  # the order they were queued in: priority first
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Give back the connection a batch held for its per-message statements."""
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
 
     def mark_sending(self, p: Prepared, settle: tuple[Prepared, Sequence[str]] | None = None) -> bool:
         """`claimed` -> `sending`, committed, if its invoices are still as rendered; False sends
         the caller to `claim` (the careful path). `settle` (the previous message, delivered) is
-        recorded in the same transaction: one commit per message."""
-        self.connect()
-        c = self._conn
-        assert c is not None
+        recorded in the same transaction: one commit per message, on the driver's connection."""
+        if self._driver is None:
+            self._driver = DriverConnection(self.engine)
+        d = self._driver
         try:
             if settle is not None:
-                self._record_sent(c, *settle)
-            marked = cast(sa.CursorResult[Any], c.execute(
-                self._mark_statement, {"oid": p.outbound_id, "me": self.instance, "wall": self.wall_now})).rowcount
-            c.commit()
+                self._record_sent(d.execute, *settle)
+            marked = d.execute(self._mark_statement, {"oid": p.outbound_id, "me": self.instance, "wall": self.wall_now})
+            d.commit()
         except BaseException:
-            c.rollback()
+            d.rollback()
             raise
         return marked == 1
 
@@ -530,16 +527,16 @@ class Outbox:
         """Record a delivered message on its own (when no next message carries it)."""
         if sent is not None:
             with session(self.engine) as s:
-                self._record_sent(s, *sent)
+                self._record_sent(s.execute, *sent)
 
-    def _record_sent(self, s: Connection, p: Prepared, refused_cc: Sequence[str]) -> None:
+    def _record_sent(self, run: Callable[[Any, Any], Any], p: Prepared, refused_cc: Sequence[str]) -> None:
+        """`run`: a Connection's `execute`, or a DriverConnection's in the send loop."""
         reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
-        s.execute(sa.update(out_t).where(out_t.c.id == p.outbound_id).values(
-            status="sent", sent_at=self.now, last_error=reason or None))
-        record_events(s, [{"invoice_id": i, "kind": "reminder_sent", "at": self.now, "reason": reason,
-                           "outbound_id": p.outbound_id} for i in p.invoice_ids])
+        run(_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": reason or None})
+        run(_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_at": self.now, "p_reason": reason}
+                          for i in p.invoice_ids])
         if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
-            s.execute(sa.update(rem_t).where(rem_t.c.outbound_id == p.outbound_id).values(at=self.now))
+            run(_SENT_STAGE, {"oid": p.outbound_id, "p_at": self.now})
 
     def mark_deferred(self, outbound_id: int, reason: str) -> None:
         """A temporary failure: back to pending, retried by the next tick (not by this one: `take`)."""
@@ -593,6 +590,15 @@ _STORE_PREPARED = (
     .values(status="prepared", claimed_by=None, raw=sa.bindparam("p_raw"), subject=sa.bindparam("p_subject"),
             cc=sa.bindparam("p_cc"), prepared_at=sa.bindparam("p_at", type_=UtcDateTime()),
             prepared_paid=sa.bindparam("p_paid", type_=Money())))
+
+
+_SENT = (sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"))
+         .values(status="sent", sent_at=sa.bindparam("p_at", type_=UtcDateTime()), last_error=sa.bindparam("p_error")))
+_SENT_EVENT = sa.insert(ev_t).values(
+    invoice_id=sa.bindparam("p_invoice"), kind="reminder_sent", at=sa.bindparam("p_at", type_=UtcDateTime()),
+    actor="relance", reason=sa.bindparam("p_reason"), data="{}", outbound_id=sa.bindparam("oid"))
+_SENT_STAGE = (sa.update(rem_t).where(rem_t.c.outbound_id == sa.bindparam("oid"))
+               .values(at=sa.bindparam("p_at", type_=UtcDateTime())))
 
 
 def _skip_locked(s: Connection, q: sa.Select[Any]) -> sa.Select[Any]:

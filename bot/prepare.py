@@ -38,11 +38,13 @@ class Preparer:
         self.in_worker: deque[tuple[list[int], Future[list[Prepared | int]]]] = deque()
         self.pool: ProcessPoolExecutor | None = None
         self.exhausted = False  # nothing was pending at the last look
+        self.rendered_in_worker = 0
         if waiting >= parallel_from:
             try:  # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) fork would copy
-                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_start_worker,
-                                                initargs=(outbox.config, outbox.now, outbox.wall_now, outbox.instance))
+                url = outbox.engine.url.render_as_string(hide_password=False)
+                self.pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                    initargs=(url, outbox.config, outbox.now, outbox.wall_now, outbox.instance))
             except (OSError, RuntimeError) as e:
                 _pool_failed(e)
 
@@ -95,6 +97,7 @@ class Preparer:
     def _store(self, ids: list[int], future: Future[list[Prepared | int]]) -> None:
         try:
             items = future.result()
+            self.rendered_in_worker += len(items)
         except (OSError, BrokenProcessPool) as e:
             self._broken(e)
             items = self.outbox.prepare(ids)
@@ -114,9 +117,9 @@ class Preparer:
 _IN_WORKER: dict[str, Outbox] = {}  # the outbox a worker process renders for
 
 
-def _start_worker(config: Config, now: datetime, wall_now: datetime, instance: str) -> None:
-    """A worker's start: its own engine and renderer, once for the batch."""
-    engine = make_engine(config.database.url)
+def _start_worker(url: str, config: Config, now: datetime, wall_now: datetime, instance: str) -> None:
+    """A worker's start: its own engine (on the sending one's database) and renderer, once for the batch."""
+    engine = make_engine(url)
     _IN_WORKER["outbox"] = Outbox(engine, config, Renderer.from_config(config), now, wall_now, instance=instance)
 
 

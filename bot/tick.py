@@ -53,6 +53,7 @@ class TickReport:
     window_opens: datetime | None = None  # a dry run outside the sending window: when it next opens...
     then: list[Planned] = field(default_factory=list)  # ... and what would go out then
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, for logs and bench
+    rendered_in_worker: int = 0  # messages rendered in a worker process (bot/prepare.py), for the bench
 
     @property
     def ok(self) -> bool:
@@ -171,8 +172,9 @@ async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickRe
     delivered: tuple[Prepared, list[str]] | None = None
     size = claim_size(config.smtp.rate_per_minute)
     lost = False
+    preparer = Preparer(outbox, outbox.waiting(), parallel_from=parallel_from)
     try:
-        with Preparer(outbox, outbox.waiting(), parallel_from=parallel_from) as preparer:
+        with preparer:
             while True:
                 preparer.feed()
                 batch = outbox.claim_prepared(size)
@@ -204,6 +206,7 @@ async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickRe
                     if outcome is not False:
                         delivered = (sending, outcome)
     finally:
+        report.rendered_in_worker += preparer.rendered_in_worker
         outbox.settle(delivered)
         outbox.release()
         outbox.close()
