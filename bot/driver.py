@@ -14,6 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+Values = dict[str, Any] | Sequence[dict[str, Any]]  # a statement's parameters: once, or once per dict
+
 
 class Compiled:
     """One statement, compiled for a dialect, with what turns Python values into the driver's."""
@@ -41,13 +43,22 @@ class Compiled:
 
 class DriverConnection:
     """One pooled connection, used through its driver's cursor. Transactions are the driver's:
-    begun by the first statement, ended by `commit` or `rollback`."""
+    begun by the first statement, ended by `commit` or `rollback`.
 
-    def __init__(self, engine: Engine) -> None:
+    `flush_on_commit=False` (PostgreSQL): a commit returns once the server has the transaction,
+    without waiting for its disk (`synchronous_commit = off`), as SQLite in WAL mode with
+    `synchronous=NORMAL` does (bot/store.py): what is committed outlives the crash of this
+    process; a crash of the database server's host may lose the last fraction of a second."""
+
+    def __init__(self, engine: Engine, flush_on_commit: bool = True) -> None:
         self.engine = engine
         self.pooled = engine.raw_connection()
         self.cursor = self.pooled.driver_connection.cursor()  # type: ignore[union-attr]
         self._compiled: dict[int, Compiled] = {}
+        self.set_off = not flush_on_commit and engine.dialect.name == "postgresql"
+        if self.set_off:
+            self.cursor.execute("SET synchronous_commit TO off")
+            self.commit()
 
     def _get(self, statement: ClauseElement) -> Compiled:
         c = self._compiled.get(id(statement))
@@ -55,14 +66,34 @@ class DriverConnection:
             c = self._compiled[id(statement)] = Compiled(statement, self.engine)
         return c
 
-    def execute(self, statement: ClauseElement, values: dict[str, Any] | Sequence[dict[str, Any]]) -> int:
-        """Run `statement` once, or once per dict of `values`; returns the rows it changed."""
+    def transaction(self, steps: Sequence[tuple[ClauseElement, Values]]) -> list[int]:
+        """Run each statement (once, or once per dict of values) in one transaction, and commit;
+        returns the rows each changed. On PostgreSQL the lot goes in one round trip (a pipeline)."""
+        conn: Any = self.pooled.driver_connection
+        cursors = []
+        try:
+            if self.engine.dialect.name == "postgresql":
+                with conn.pipeline():
+                    cursors = [self._run(conn.cursor(), statement, values) for statement, values in steps]
+                    conn.commit()
+            else:
+                cursors = [self._run(conn.cursor(), statement, values) for statement, values in steps]
+                conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        counts = [int(c.rowcount) for c in cursors]
+        for c in cursors:
+            c.close()
+        return counts
+
+    def _run(self, cursor: Any, statement: ClauseElement, values: Values) -> Any:
         c = self._get(statement)
         if isinstance(values, dict):
-            self.cursor.execute(c.sql, c.parameters(values))
+            cursor.execute(c.sql, c.parameters(values))
         else:
-            self.cursor.executemany(c.sql, [c.parameters(v) for v in values])
-        return int(self.cursor.rowcount)
+            cursor.executemany(c.sql, [c.parameters(v) for v in values])
+        return cursor
 
     def commit(self) -> None:
         self.pooled.driver_connection.commit()  # type: ignore[union-attr]
@@ -71,5 +102,12 @@ class DriverConnection:
         self.pooled.driver_connection.rollback()  # type: ignore[union-attr]
 
     def close(self) -> None:
-        self.cursor.close()
-        self.pooled.close()
+        """Back to the pool, as it came (the pool's next user gets the server's setting)."""
+        try:
+            if self.set_off:
+                self.rollback()
+                self.cursor.execute("RESET synchronous_commit")
+                self.commit()
+            self.cursor.close()
+        finally:
+            self.pooled.close()

@@ -47,7 +47,7 @@ import contextlib
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -109,6 +109,10 @@ class Prepared:
 
 
 class Outbox:
+    # Whether the per-message commit waits for the disk on PostgreSQL (see bot/driver.py); SQLite
+    # runs with synchronous=NORMAL either way. A crash of this process loses nothing without it.
+    flush_marks = False
+
     def __init__(self, engine: Engine, config: Config, renderer: Renderer, now: datetime,
                  wall_now: datetime, instance: str | None = None) -> None:
         self.engine = engine
@@ -342,17 +346,10 @@ class Outbox:
         the caller to `claim` (the careful path). `settle` (the previous message, delivered) is
         recorded in the same transaction: one commit per message, on the driver's connection."""
         if self._driver is None:
-            self._driver = DriverConnection(self.engine)
-        d = self._driver
-        try:
-            if settle is not None:
-                self._record_sent(d.execute, *settle)
-            marked = d.execute(self._mark_statement, {"oid": p.outbound_id, "me": self.instance, "wall": self.wall_now})
-            d.commit()
-        except BaseException:
-            d.rollback()
-            raise
-        return marked == 1
+            self._driver = DriverConnection(self.engine, flush_on_commit=self.flush_marks)
+        steps = self._sent_steps(*settle) if settle is not None else []
+        steps.append((self._mark_statement, {"oid": p.outbound_id, "me": self.instance, "wall": self.wall_now}))
+        return self._driver.transaction(steps)[-1] == 1
 
     def claim(self, outbound_id: int, status: str = "pending") -> Prepared | None:
         """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
@@ -527,16 +524,19 @@ class Outbox:
         """Record a delivered message on its own (when no next message carries it)."""
         if sent is not None:
             with session(self.engine) as s:
-                self._record_sent(s.execute, *sent)
+                for statement, values in self._sent_steps(*sent):
+                    s.execute(statement, values)
 
-    def _record_sent(self, run: Callable[[Any, Any], Any], p: Prepared, refused_cc: Sequence[str]) -> None:
-        """`run`: a Connection's `execute`, or a DriverConnection's in the send loop."""
+    def _sent_steps(self, p: Prepared, refused_cc: Sequence[str]) -> list[tuple[Any, Any]]:
+        """The statements that record `p` delivered: run by `settle`, or with the next message's mark."""
         reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
-        run(_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": reason or None})
-        run(_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_at": self.now, "p_reason": reason}
-                          for i in p.invoice_ids])
+        steps: list[tuple[Any, Any]] = [
+            (_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": reason or None}),
+            (_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_at": self.now, "p_reason": reason}
+                           for i in p.invoice_ids])]
         if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
-            run(_SENT_STAGE, {"oid": p.outbound_id, "p_at": self.now})
+            steps.append((_SENT_STAGE, {"oid": p.outbound_id, "p_at": self.now}))
+        return steps
 
     def mark_deferred(self, outbound_id: int, reason: str) -> None:
         """A temporary failure: back to pending, retried by the next tick (not by this one: `take`)."""

@@ -45,6 +45,7 @@ class Preparer:
                 self.pool = ProcessPoolExecutor(
                     1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                     initargs=(url, outbox.config, outbox.now, outbox.wall_now, outbox.instance))
+                self.pool.submit(_prepare_in_worker, [])  # the process starts now, not at the first chunk
             except (OSError, RuntimeError) as e:
                 _pool_failed(e)
 

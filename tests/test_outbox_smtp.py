@@ -4,7 +4,7 @@ the bytes received, threading, encodings, attachments, and at-most-once across f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -285,8 +285,9 @@ def test_payment_landing_during_the_batch_stops_a_rendered_reminder(setup: Any) 
     now = at("2027-04-05T10:00")
 
     class PayingMailer(SmtpMailer):
-        async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
-            refused = await super().send(sender, recipients, data)
+        async def send(self, sender: str, recipients: list[str], data: bytes,
+                       ready: Callable[[], Awaitable[None]] | None = None) -> list[str]:
+            refused = await super().send(sender, recipients, data, ready)
             actions.record_payment(setup.engine, "F-2", now, None, "bank feed")  # lands mid-batch
             return refused
 
