@@ -135,14 +135,18 @@ class Outbox:
 
     def queue(self, groups: Sequence[Group]) -> list[int]:
         """Record `groups` as pending messages, in one transaction; returns their ids. When another
-        instance recorded one of these stages first (its unique reminder key refuses ours), the
-        groups are recorded one by one and the refused ones left out."""
-        if not groups:
-            return []
-        try:
-            with session(self.engine) as s:
-                return self._queue(s, groups)
-        except (_AlreadyQueuedError, sa.exc.IntegrityError):
+        instance recorded some of these stages first (its unique reminder key refuses ours), the
+        rest is recorded in one transaction again (instances started together plan the same
+        reminders); only if that races too are the groups recorded one by one."""
+        for _ in range(3):
+            if not groups:
+                return []
+            try:
+                with session(self.engine) as s:
+                    return self._queue(s, groups)
+            except (_AlreadyQueuedError, sa.exc.IntegrityError):
+                groups = self._not_queued(groups)
+        if groups:
             ids = []
             for g in groups:
                 try:
@@ -151,6 +155,19 @@ class Outbox:
                 except (_AlreadyQueuedError, sa.exc.IntegrityError):
                     continue
             return ids
+        return []
+
+    def _not_queued(self, groups: Sequence[Group]) -> list[Group]:
+        """The groups none of whose stages another instance has recorded meanwhile."""
+        taken: set[tuple[int, int]] = set()
+        invoice_ids = sorted({i for g in groups for i in g.invoice_ids})
+        with self.engine.connect() as c:
+            for start in range(0, len(invoice_ids), 5000):
+                taken.update((int(r.invoice_id), int(r.stage_index)) for r in c.execute(
+                    sa.select(rem_t.c.invoice_id, rem_t.c.stage_index)
+                    .where(rem_t.c.invoice_id.in_(invoice_ids[start:start + 5000]))))
+        return [g for g in groups if not any((i, g.stage_index) in taken for i in g.invoice_ids)
+                and not any((i, k) in taken for i, ks in g.skipped for k in ks)]
 
     def _queue(self, s: Connection, groups: Sequence[Group]) -> list[int]:
         with_token = "{token}" in self.config.company.reply_to

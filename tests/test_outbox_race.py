@@ -101,3 +101,18 @@ def test_instances_claim_chunks_without_waiting_on_each_other(
     worker.join()
     assert not waited, "the second claim waited for the first"
     assert got == [ids[2:]]
+
+
+def test_an_instance_that_loses_the_queueing_race_records_the_rest_at_once(
+        engine: Engine, two: tuple[Outbox, Outbox, Config]) -> None:
+    """Instances started together plan the same reminders: the one that comes second records
+    those left in one more transaction, not one transaction per reminder."""
+    a, b, config = two
+    with engine.connect() as c:
+        groups = [p.group for p in plan_groups(load(c), config, NOW)]
+    assert len(a.queue(groups[:3])) == 3
+    transactions: list[str] = []
+    sa.event.listen(engine, "commit", lambda _: transactions.append("commit"))
+    sa.event.listen(engine, "rollback", lambda _: transactions.append("rollback"))
+    assert len(b.queue(groups)) == 2
+    assert transactions.count("commit") == 1 and transactions.count("rollback") <= 2, transactions
