@@ -55,10 +55,15 @@ class DriverConnection:
         self.pooled = engine.raw_connection()
         self.cursor = self.pooled.driver_connection.cursor()  # type: ignore[union-attr]
         self._compiled: dict[int, Compiled] = {}
-        self.set_off = not flush_on_commit and engine.dialect.name == "postgresql"
-        if self.set_off:
-            self.cursor.execute("SET synchronous_commit TO off")
-            self.commit()
+        self.settings: list[str] = []
+        # The same few statements, thousands of times: prepared on the server, they are planned
+        # once (planning the mark's subqueries costs 0.4 ms, running them 0.05 ms).
+        self.prepare = {"prepare": True} if engine.dialect.name == "postgresql" else {}
+        if engine.dialect.name == "postgresql" and not flush_on_commit:
+            self.settings.append("synchronous_commit TO off")
+        for setting in self.settings:
+            self.cursor.execute(f"SET {setting}")
+        self.commit()
 
     def _get(self, statement: ClauseElement) -> Compiled:
         c = self._compiled.get(id(statement))
@@ -90,7 +95,9 @@ class DriverConnection:
     def _run(self, cursor: Any, statement: ClauseElement, values: Values) -> Any:
         c = self._get(statement)
         if isinstance(values, dict):
-            cursor.execute(c.sql, c.parameters(values))
+            cursor.execute(c.sql, c.parameters(values), **self.prepare)
+        elif len(values) == 1:
+            cursor.execute(c.sql, c.parameters(values[0]), **self.prepare)
         else:
             cursor.executemany(c.sql, [c.parameters(v) for v in values])
         return cursor
@@ -104,9 +111,10 @@ class DriverConnection:
     def close(self) -> None:
         """Back to the pool, as it came (the pool's next user gets the server's setting)."""
         try:
-            if self.set_off:
+            if self.settings:
                 self.rollback()
-                self.cursor.execute("RESET synchronous_commit")
+                for setting in self.settings:
+                    self.cursor.execute(f"RESET {setting.split()[0]}")
                 self.commit()
             self.cursor.close()
         finally:
