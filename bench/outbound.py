@@ -34,6 +34,7 @@ from bot import ledger, store, views
 from bot.config import from_dict
 from bot.mailer import SmtpMailer
 from bot.models import Outbound, table
+from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.tick import plan_groups, tick
 
@@ -99,6 +100,8 @@ def main() -> None:
     p.add_argument("--due", type=int, default=10_000)
     p.add_argument("--database", help="a database URL (default: SQLite in a temp dir)")
     p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster, fsync on")
+    p.add_argument("--flush-marks", action="store_true",
+                   help="PostgreSQL: each message's mark waits for the disk (synchronous_commit on)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="relance-bench-"))
     port = free_port()
@@ -112,6 +115,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, work: Path, port: int) -> None:
+    Outbox.flush_marks = args.flush_marks
     try:
         url = args.database or f"sqlite:///{work / 'bench.db'}"
         cfg = from_dict({"database": {"url": url},
@@ -162,7 +166,8 @@ def run(args: argparse.Namespace, work: Path, port: int) -> None:
 
         deliver_s = report.seconds["deliver"]
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"database                      {engine.url.get_backend_name()}")
+        print(f"database                      {engine.url.get_backend_name()}"
+              f"{'   (marks flushed to disk)' if args.flush_marks else ''}")
         print(f"invoices                      {args.invoices:,}   reminders due {args.due:,}")
         print(f"import                        {import_s:6.2f} s   {args.invoices / import_s:10,.0f} rows/s"
               f"   (target >= 20,000)")

@@ -120,7 +120,7 @@ class Outbound(SQLModel, table=True):
     cc: str = ""
     subject: str = ""
     reply_token: str | None = Field(default=None, index=True)
-    status: str = Field(default="pending", index=True)
+    status: str = "pending"  # indexed with id (ix_outbound_status_id): the claims take the oldest of a status
     raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
     created_at: datetime | None = moment(nullable=False)
     claimed_at: datetime | None = moment()

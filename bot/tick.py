@@ -321,15 +321,15 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
     waiting = outbox.waiting()
     if report.planned or waiting:
-        # A large batch's rendering process boots while the mailer connects and the messages are queued.
-        with Preparer(outbox, waiting + len(report.planned)) as preparer:
-            async with mailer:
+        async with mailer:
+            # A large batch's rendering process boots while the messages are queued.
+            with Preparer(outbox, waiting + len(report.planned)) as preparer:
                 started = time.perf_counter()
                 outbox.queue([p.group for p in report.planned])
                 report.seconds["queue"] = time.perf_counter() - started
                 started = time.perf_counter()
                 await deliver(outbox, mailer, config, report, sleep, stop=stop, preparer=preparer)
-            report.seconds["deliver"] = time.perf_counter() - started
+                report.seconds["deliver"] = time.perf_counter() - started
     if not report.aborted and (stop is None or not stop.is_set()):
         report.digest = await digest.send_if_due(engine, config, mailer, now, wall_now)
     return report
