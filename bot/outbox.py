@@ -28,8 +28,13 @@ Sending is split so that rendering leaves the send path (bot/prepare.py):
   goes through the careful path (`claim`: re-read, drop the invoices no longer due, cancel when
   none is left, render again).
 - `mark_sending` is one statement per message, committed before DATA: `claimed` -> `sending`,
-  again only where its invoices are still due (a payment landing mid-chunk still stops it), in
-  the transaction that records the previous message sent.
+  again only where its invoices are still as rendered (a payment landing mid-chunk still stops
+  it), in the transaction that records the previous message sent. It runs on the driver's
+  connection (bot/driver.py) while the server reads the envelope (`Mailer.send`'s `ready`); on
+  PostgreSQL it does not wait for the disk (synchronous_commit off, as SQLite's
+  synchronous=NORMAL): a crash of this process loses none of it, a crash of the database host
+  may lose the last fraction of a second (`flush_marks` makes it wait).
+- `release`, at the end of a pass, gives back what this instance took and did not send.
 
 What a crash leaves: at most one message `sending` per SMTP connection, since a message is marked
 `sending` only after the previous one's outcome is recorded. Nothing `preparing` or `claimed` has
@@ -410,7 +415,9 @@ class Outbox:
             stored = self._stored(prepared)
             values: dict[str, Any] = {"status": to, "raw": stored["raw"], "subject": stored["subject"],
                                       "cc": stored["cc"], "prepared_at": self.now, "prepared_paid": prepared.paid}
-            if to != "prepared":
+            if to == "prepared":  # anyone's to claim
+                values["claimed_by"] = None
+            else:
                 values.update(claimed_at=self.wall_now, claimed_by=self.instance)
             if to == "sending":
                 values["attempts"] = out_t.c.attempts + 1
