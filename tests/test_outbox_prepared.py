@@ -138,3 +138,28 @@ def test_a_large_batch_is_rendered_in_a_worker_process(engine: Engine, config: C
     sent = [message_from_bytes(raw)["X-Relance-Invoices"] for _, _, raw in mailer.sent]
     assert sent == ["F-0", "F-1", "F-2", "F-3", "F-4"] and _statuses(engine) == {"sent": 5}
     assert report.rendered_in_worker == 5
+
+
+def test_a_worker_process_that_dies_leaves_its_chunk_to_this_process(engine: Engine, config: Config) -> None:
+    """Killed (the OOM killer, a limit), the rendering process costs time, not messages."""
+    import os
+    import signal
+
+    from bot.prepare import Preparer
+
+    outbox = _outbox(engine, config)
+    with engine.connect() as c:
+        outbox.queue([p.group for p in plan_groups(load(c), config, NOW)])
+
+    async def run() -> int:
+        with Preparer(outbox, 5, chunk=2, parallel_from=1) as preparer:
+            assert preparer.pool is not None
+            preparer.pool.submit(os.getpid).result()  # started
+            for pid in list(preparer.pool._processes):  # the worker it started, killed
+                os.kill(pid, signal.SIGKILL)
+            while await preparer.more():
+                preparer.feed()
+            return preparer.rendered_in_worker
+
+    assert asyncio.run(run()) == 0
+    assert _statuses(engine) == {"prepared": 5}
