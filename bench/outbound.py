@@ -4,12 +4,17 @@ Prints import rows/s, the scheduling pass over 100,000 invoices, the tick's send
 bare aiosmtplib loop sending the same 10,000 messages to the same sink, and peak RSS.
 Targets (SQLite): import >= 20,000 rows/s; scheduling <= 1 s; sends >= 0.8 x bare; RSS <= 300 MB.
 
-Usage: python bench/outbound.py [--invoices N] [--due N] [--database URL]"""
+Targets with PostgreSQL (default fsync, as a server runs): sends >= 0.7 x bare.
+
+Usage: python bench/outbound.py [--invoices N] [--due N] [--database URL | --postgres]
+
+--postgres starts a throwaway PostgreSQL cluster (Debian's postgresql, as root) for the run."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import resource
 import shutil
@@ -29,6 +34,7 @@ from bot import ledger, store, views
 from bot.config import from_dict
 from bot.mailer import SmtpMailer
 from bot.models import Outbound, table
+from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.tick import plan_groups, tick
 
@@ -93,9 +99,23 @@ def main() -> None:
     p.add_argument("--invoices", type=int, default=100_000)
     p.add_argument("--due", type=int, default=10_000)
     p.add_argument("--database", help="a database URL (default: SQLite in a temp dir)")
+    p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster, fsync on")
+    p.add_argument("--flush-marks", action="store_true",
+                   help="PostgreSQL: each message's mark waits for the disk (synchronous_commit on)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="relance-bench-"))
     port = free_port()
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests.servers import postgres_cluster  # noqa: PLC0415 - only this option needs it
+
+            args.database = stack.enter_context(postgres_cluster(fsync=True)) + "/postgres"
+        run(args, work, port)
+
+
+def run(args: argparse.Namespace, work: Path, port: int) -> None:
+    Outbox.flush_marks = args.flush_marks
     try:
         url = args.database or f"sqlite:///{work / 'bench.db'}"
         cfg = from_dict({"database": {"url": url},
@@ -146,7 +166,8 @@ def main() -> None:
 
         deliver_s = report.seconds["deliver"]
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"database                      {engine.url.get_backend_name()}")
+        print(f"database                      {engine.url.get_backend_name()}"
+              f"{'   (marks flushed to disk)' if args.flush_marks else ''}")
         print(f"invoices                      {args.invoices:,}   reminders due {args.due:,}")
         print(f"import                        {import_s:6.2f} s   {args.invoices / import_s:10,.0f} rows/s"
               f"   (target >= 20,000)")
@@ -157,7 +178,9 @@ def main() -> None:
         print(f"tick send rate (deliver)      {args.due / deliver_s:10,.0f} msg/s")
         print(f"tick send rate (whole tick)   {args.due / tick_s:10,.0f} msg/s")
         print(f"bare aiosmtplib loop          {args.due / bare_s:10,.0f} msg/s")
-        print(f"ratio deliver / bare          {bare_s / deliver_s:10.2f}   (target >= 0.8)")
+        target = "0.7" if engine.dialect.name == "postgresql" else "0.8"
+        print(f"rendered in a worker process  {report.rendered_in_worker:10,} of {args.due:,}")
+        print(f"ratio deliver / bare          {bare_s / deliver_s:10.2f}   (target >= {target})")
         print(f"ratio whole tick / bare       {bare_s / tick_s:10.2f}")
         print(f"peak RSS                      {peak_mb:10.0f} MB (target <= 300)")
         engine.dispose()

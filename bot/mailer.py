@@ -10,8 +10,10 @@ connection died while the server held the message body, so it may have been acce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
@@ -40,8 +42,13 @@ class Mailer(Protocol):
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None: ...
 
-    async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
-        """Send `data`; return the recipients refused while others were accepted."""
+    async def send(self, sender: str, recipients: list[str], data: bytes,
+                   ready: Callable[[], Awaitable[None]] | None = None) -> list[str]:
+        """Send `data`; return the recipients refused while others were accepted.
+
+        `ready` is awaited once the envelope is accepted, right before DATA: the outbox records the
+        message as being sent meanwhile. When it raises, nothing is sent and the exception
+        propagates."""
         ...
 
 
@@ -125,7 +132,8 @@ class SmtpMailer:
             await _close(self._smtp)
             self._smtp = None
 
-    async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
+    async def send(self, sender: str, recipients: list[str], data: bytes,
+                   ready: Callable[[], Awaitable[None]] | None = None) -> list[str]:
         if self._smtp is None or not self._smtp.is_connected:
             await self.connect()
         smtp = self._smtp
@@ -168,6 +176,14 @@ class SmtpMailer:
         except (aiosmtplib.SMTPException, OSError) as e:
             await self._drop()
             raise ServerUnavailableError(f"connection lost before the message was sent: {e}") from e
+        if ready is not None:
+            try:
+                await ready()
+            except BaseException:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    if smtp.is_connected:
+                        await smtp.rset()
+                raise
         try:
             await smtp.data(data)
         except aiosmtplib.SMTPResponseException as e:
@@ -217,10 +233,13 @@ class MemoryMailer:
                         tb: TracebackType | None) -> None:
         return None
 
-    async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
+    async def send(self, sender: str, recipients: list[str], data: bytes,
+                   ready: Callable[[], Awaitable[None]] | None = None) -> list[str]:
         if recipients and recipients[0] in self.refuse:
             code, reason = self.refuse[recipients[0]]
             error = PermanentDeliveryError if code >= 500 else TransientDeliveryError
             raise error(f"{code} {reason}")
+        if ready is not None:
+            await ready()
         self.sent.append((sender, recipients, data))
         return []

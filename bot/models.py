@@ -107,9 +107,10 @@ class Invoice(SQLModel, table=True):
 
 
 class Outbound(SQLModel, table=True):
-    """One email sent (or to send). Status: pending -> sending -> sent, or failed / cancelled;
-    `uncertain` when a crash left it `sending` (see bot/outbox.py)."""
+    """One email sent (or to send). Status: pending -> preparing -> prepared -> claimed -> sending
+    -> sent, or failed / cancelled; `uncertain` when a crash left it `sending` (see bot/outbox.py)."""
 
+    __table_args__ = (sa.Index("ix_outbound_status_id", "status", "id"),)
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(sa_column=sa.Column(sa.String(250), unique=True, nullable=False))
     client_id: int | None = Field(default=None, foreign_key="client.id", index=True)  # None: the operator's digest
@@ -119,7 +120,7 @@ class Outbound(SQLModel, table=True):
     cc: str = ""
     subject: str = ""
     reply_token: str | None = Field(default=None, index=True)
-    status: str = Field(default="pending", index=True)
+    status: str = "pending"  # indexed with id (ix_outbound_status_id): the claims take the oldest of a status
     raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
     created_at: datetime | None = moment(nullable=False)
     claimed_at: datetime | None = moment()
@@ -127,6 +128,9 @@ class Outbound(SQLModel, table=True):
     sent_at: datetime | None = moment()
     attempts: int = 0
     last_error: str | None = None
+    prepared_at: datetime | None = moment()  # the `now` it was rendered for (its Date:, "today" in the letter)
+    prepared_paid: Decimal | None = Field(default=None, sa_column=sa.Column(  # its invoices' `paid`, summed, then
+        "prepared_paid_cents", Money(), key="prepared_paid", nullable=True))
 
 
 class Reminder(SQLModel, table=True):

@@ -2,36 +2,60 @@
 
 Life of a message (`outbound.status`):
 
-    pending --claim--> sending --250--> sent
-                          |--4xx / connection lost before DATA--> pending (retried later)
-                          |--5xx for the recipient--> failed (invoice -> bounced)
-                          |--cannot be built or addressed, 5xx for the message--> failed
-                          |      (invoice state kept, `data_error` set: waits for the data to be fixed)
-                          |--connection lost during DATA--> uncertain
-    pending --invoice paid/paused/disputed meanwhile--> cancelled
+    pending --take--> preparing --rendered, bytes stored--> prepared --claim--> claimed --mark--> sending
+    sending --250--> sent
+            |--4xx / connection lost before DATA--> pending (retried later)
+            |--5xx for the recipient--> failed (invoice -> bounced)
+            |--cannot be built or addressed, 5xx for the message--> failed
+            |      (invoice state kept, `data_error` set: waits for the data to be fixed)
+            |--connection lost during DATA--> uncertain
+    pending, prepared, claimed --invoice paid/paused/disputed meanwhile--> cancelled
 
 `queue` writes, in one transaction, the outbound row (with its Message-ID) and one `reminder`
 row per (invoice, stage), whose unique key makes a second reminder of the same stage impossible,
-whatever the number of instances or crashes. `claim` re-reads the invoices, renders, stores the
-exact bytes and commits `sending` *before* the first SMTP command of that message.
+whatever the number of instances or crashes.
 
-What a restart does with a message left `sending` (the process died between claim and the
-server's answer): nothing can tell whether the server accepted it, and a duplicate formal notice
-is worse than a late one, so it becomes `uncertain`: it counts as sent for the ladder (the next
-stage will follow in due time), and an event asks a person to check. That happens when its
-claimant is known dead (same host, process gone) or its claim is older than `LEASE`, which
-covers an instance that died on another host. A `pending` message left by a crash is simply
-sent by the next tick, after the same re-read.
+Sending is split so that rendering leaves the send path (bot/prepare.py):
+
+- `take` moves a chunk of `pending` messages to `preparing` for this instance; `prepare` re-reads
+  their invoices once for the chunk and renders them (in a worker process for a large batch);
+  `store_prepared` stores the exact bytes, `prepared`, with when and what the invoices had been
+  paid then.
+- `claim_prepared` moves a chunk of `prepared` messages to `claimed` for this instance, in one
+  transaction, only where every invoice is still due, unchanged since it was rendered (the same
+  sum paid) and rendered today. On PostgreSQL the chunk is taken with `FOR UPDATE SKIP LOCKED`:
+  several instances split the messages without waiting on each other. One whose invoice changed
+  goes through the careful path (`claim`: re-read, drop the invoices no longer due, cancel when
+  none is left, render again).
+- `mark_sending` is one statement per message, committed before DATA: `claimed` -> `sending`,
+  again only where its invoices are still as rendered (a payment landing mid-chunk still stops
+  it), in the transaction that records the previous message sent. It runs on the driver's
+  connection (bot/driver.py) while the server reads the envelope (`Mailer.send`'s `ready`); on
+  PostgreSQL it does not wait for the disk (synchronous_commit off, as SQLite's
+  synchronous=NORMAL): a crash of this process loses none of it, a crash of the database host
+  may lose the last fraction of a second (`flush_marks` makes it wait).
+- `release`, at the end of a pass, gives back what this instance took and did not send.
+
+What a crash leaves: at most one message `sending` per SMTP connection, since a message is marked
+`sending` only after the previous one's outcome is recorded. Nothing `preparing` or `claimed` has
+reached the server (DATA waits for `sending`), so a restart puts those back (`pending`,
+`prepared`). A message left `sending` is different: nothing can tell whether the server accepted
+it, and a duplicate formal notice is worse than a late one, so it becomes `uncertain`: it counts
+as sent for the ladder (the next stage will follow in due time), and an event asks a person to
+check. A restart does this when the message's claimant is known dead (same host, process gone) or
+its claim is older than `LEASE`, which covers an instance that died on another host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,15 +64,18 @@ from sqlalchemy.engine import Connection, Engine
 
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
+from bot.driver import DriverConnection
 from bot.errors import MessageDataError
 from bot.ledger import inside
-from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
+from bot.models import Client, Contact, Event, Invoice, Money, Outbound, Reminder, UtcDateTime, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.store import record_events, session
 from rules.effects import CLAIM_HOLD
 from rules.penalties import ContractRateTooLowError, MissingRateError
 
 LEASE = timedelta(minutes=15)
+WAITING = ("pending", "preparing", "prepared", "claimed")  # queued, not yet handed to the server
+MINE = ("preparing", "claimed")  # held by the instance named in `claimed_by`
 inv_t, cli_t, con_t = table(Invoice), table(Client), table(Contact)
 out_t, rem_t, ev_t = table(Outbound), table(Reminder), table(Event)
 
@@ -72,6 +99,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Prepared:
+    """A message rendered, as it goes on the wire, with what the outbox records about it."""
+
     outbound_id: int
     message_id: str
     envelope: Envelope
@@ -81,10 +110,14 @@ class Prepared:
     subject: str
     invoice_ids: tuple[int, ...]
     queued_at: datetime
-    snapshot: tuple[tuple[Any, ...], ...]  # (id, state, paid, hold_until, held_by, failing) of each invoice rendered
+    paid: Decimal  # what its invoices had been paid when it was rendered, summed
 
 
 class Outbox:
+    # Whether the per-message commit waits for the disk on PostgreSQL (see bot/driver.py); SQLite
+    # runs with synchronous=NORMAL either way. A crash of this process loses nothing without it.
+    flush_marks = False
+
     def __init__(self, engine: Engine, config: Config, renderer: Renderer, now: datetime,
                  wall_now: datetime, instance: str | None = None) -> None:
         self.engine = engine
@@ -96,19 +129,29 @@ class Outbox:
         self.ladder = config.ladder
         self.failures: list[str] = []  # messages that could not be rendered, with why
         self.cancelled = 0  # messages this instance cancelled (no longer due); not those another one took
+        self._driver: DriverConnection | None = None  # held by a batch for its per-message statements
+        self._mark_statement = (
+            sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"), out_t.c.status == "claimed",
+                                   out_t.c.claimed_by == sa.bindparam("me"), self._still_as_rendered())
+            .values(status="sending", claimed_at=sa.bindparam("wall", type_=UtcDateTime()),
+                    attempts=out_t.c.attempts + 1))
 
     # -- recording -------------------------------------------------------------------------------
 
     def queue(self, groups: Sequence[Group]) -> list[int]:
         """Record `groups` as pending messages, in one transaction; returns their ids. When another
-        instance recorded one of these stages first (its unique reminder key refuses ours), the
-        groups are recorded one by one and the refused ones left out."""
-        if not groups:
-            return []
-        try:
-            with session(self.engine) as s:
-                return self._queue(s, groups)
-        except (_AlreadyQueuedError, sa.exc.IntegrityError):
+        instance recorded some of these stages first (its unique reminder key refuses ours), the
+        rest is recorded in one transaction again (instances started together plan the same
+        reminders); only if that races too are the groups recorded one by one."""
+        for _ in range(3):
+            if not groups:
+                return []
+            try:
+                with session(self.engine) as s:
+                    return self._queue(s, groups)
+            except (_AlreadyQueuedError, sa.exc.IntegrityError):
+                groups = self._not_queued(groups)
+        if groups:
             ids = []
             for g in groups:
                 try:
@@ -117,6 +160,19 @@ class Outbox:
                 except (_AlreadyQueuedError, sa.exc.IntegrityError):
                     continue
             return ids
+        return []
+
+    def _not_queued(self, groups: Sequence[Group]) -> list[Group]:
+        """The groups none of whose stages another instance has recorded meanwhile."""
+        taken: set[tuple[int, int]] = set()
+        invoice_ids = sorted({i for g in groups for i in g.invoice_ids})
+        with self.engine.connect() as c:
+            for start in range(0, len(invoice_ids), 5000):
+                taken.update((int(r.invoice_id), int(r.stage_index)) for r in c.execute(
+                    sa.select(rem_t.c.invoice_id, rem_t.c.stage_index)
+                    .where(rem_t.c.invoice_id.in_(invoice_ids[start:start + 5000]))))
+        return [g for g in groups if not any((i, g.stage_index) in taken for i in g.invoice_ids)
+                and not any((i, k) in taken for i, ks in g.skipped for k in ks)]
 
     def _queue(self, s: Connection, groups: Sequence[Group]) -> list[int]:
         with_token = "{token}" in self.config.company.reply_to
@@ -153,32 +209,73 @@ class Outbox:
         return ids
 
     def resolve_stale(self) -> list[str]:
-        """Turn `sending` rows whose claimant is gone into `uncertain` (see the module docstring)."""
+        """Settle what instances that are gone left half-way (see the module docstring): `sending`
+        becomes `uncertain`, `claimed` goes back to `prepared`, `preparing` to `pending`. Returns
+        the Message-IDs made uncertain."""
         with session(self.engine) as s:
-            rows = s.execute(sa.select(out_t.c.id, out_t.c.message_id, out_t.c.claimed_by, out_t.c.claimed_at)
-                             .where(out_t.c.status == "sending")).all()
+            rows = s.execute(sa.select(out_t.c.id, out_t.c.message_id, out_t.c.status, out_t.c.claimed_by,
+                                       out_t.c.claimed_at)
+                             .where(out_t.c.status.in_(("sending", "claimed", "preparing")))).all()
             stale = [r for r in rows if _claimant_dead(r.claimed_by, self.instance)
                      or r.claimed_at is None or r.claimed_at < self.wall_now - LEASE]
-            for r in stale:
+            for back, status in (("claimed", "prepared"), ("preparing", "pending")):
+                ids = [r.id for r in stale if r.status == back]
+                if ids:
+                    s.execute(sa.update(out_t).where(out_t.c.id.in_(ids), out_t.c.status == back)
+                              .values(status=status, claimed_by=None))
+            uncertain = [r for r in stale if r.status == "sending"]
+            for r in uncertain:
                 self._finish(s, r.id, "uncertain", "delivery_uncertain",
                              f"left in 'sending' by {r.claimed_by}: it may or may not have been delivered; "
                              "counted as sent, please check")
-            return [r.message_id for r in stale]
+            return [r.message_id for r in uncertain]
 
     def pending_ids(self) -> list[int]:
         with self.engine.connect() as c:
             return list(c.execute(sa.select(out_t.c.id).where(out_t.c.status == "pending")
                                   .order_by(out_t.c.id)).scalars())
 
-    # -- claiming --------------------------------------------------------------------------------
+    def waiting(self) -> int:
+        """Messages queued and not yet sent (pending, being prepared, prepared, claimed)."""
+        with self.engine.connect() as c:
+            return int(c.execute(sa.select(sa.func.count()).where(out_t.c.status.in_(WAITING))).scalar_one())
+
+    def release(self) -> None:
+        """Give back what this instance took and did not send: for the next pass, or another instance."""
+        with session(self.engine) as s:
+            for mine, status in (("claimed", "prepared"), ("preparing", "pending")):
+                s.execute(sa.update(out_t).where(out_t.c.status == mine, out_t.c.claimed_by == self.instance)
+                          .values(status=status, claimed_by=None))
+
+    # -- preparing -------------------------------------------------------------------------------
+
+    def take(self, limit: int) -> list[int]:
+        """Up to `limit` pending messages, oldest first, moved to `preparing` for this instance.
+
+        On PostgreSQL, rows another instance is taking are skipped, not waited for."""
+        with session(self.engine) as s:
+            # Not one deferred during this pass (its claim is dated by this pass): that waits for the next.
+            oldest = _skip_locked(s, sa.select(out_t.c.id).where(
+                out_t.c.status == "pending", sa.or_(out_t.c.claimed_at.is_(None), out_t.c.claimed_at < self.wall_now))
+                .order_by(out_t.c.id).limit(limit))
+            # A CTE, evaluated once: PostgreSQL may run an `IN (subquery)` again per row, and with
+            # SKIP LOCKED each run can find other rows (a chunk would be taken whole).
+            chunk = oldest.cte("chunk")
+            return sorted(s.execute(
+                sa.update(out_t).where(out_t.c.id == chunk.c.id, out_t.c.status == "pending")
+                .values(status="preparing", claimed_by=self.instance, claimed_at=self.wall_now)
+                .returning(out_t.c.id)).scalars())
 
     def prepare(self, ids: Sequence[int]) -> list[Prepared | int]:
-        """Render the pending messages `ids` in bulk, three queries for the lot. An id comes back
-        as-is when one of its invoices is no longer due or rendering failed: `claim` settles those
-        one by one. Ids no longer pending are left out."""
+        """Render the messages `ids` this instance is preparing, in bulk, three queries for the lot.
+        An id comes back as-is when one of its invoices is no longer due or rendering failed:
+        `store_prepared` settles those one by one. Ids no longer this instance's are left out.
+
+        Reads and renders only: it runs in a worker process for a large batch (bot/prepare.py)."""
         with self.engine.connect() as c:
             obs = {r.id: r for r in c.execute(
-                sa.select(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "pending"))}
+                sa.select(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "preparing",
+                                       out_t.c.claimed_by == self.instance))}
             rows: dict[int, list[sa.Row[Any]]] = defaultdict(list)
             for r in c.execute(self._invoices_query().where(rem_t.c.outbound_id.in_(list(obs)),
                                                             rem_t.c.skipped.is_(False))):
@@ -200,35 +297,96 @@ class Outbox:
                 out.append(ob_id)
         return out
 
-    def begin(self, p: Prepared, settle: tuple[Prepared, Sequence[str]] | None = None) -> bool:
-        """Mark `p` sending if its invoices are still as rendered; False sends the caller to `claim`.
+    def store_prepared(self, items: Sequence[Prepared | int]) -> None:
+        """Store what `prepare` rendered, `prepared`, in one transaction; settle the rest one by one
+        (cancelled, failed, or rendered again with the invoices still due)."""
+        rendered = [p for p in items if isinstance(p, Prepared)]
+        if rendered:
+            with session(self.engine) as s:
+                s.execute(_STORE_PREPARED, [
+                    {"oid": p.outbound_id, "me": self.instance, **{f"p_{k}": v for k, v in self._stored(p).items()}}
+                    for p in rendered])
+        for item in items:
+            if isinstance(item, int):
+                with contextlib.suppress(_ClaimedElsewhereError):
+                    self._claim(item, "preparing", "prepared")
 
-        `settle` (the previous message, delivered) is recorded in the same transaction: one commit
-        per message."""
+    def _stored(self, p: Prepared) -> dict[str, Any]:
+        """What is stored of a rendered message (the `p_` parameters of `_STORE_PREPARED`)."""
+        return {"raw": p.data, "subject": p.subject, "cc": ",".join(p.envelope.recipients[1:]), "at": self.now,
+                "paid": p.paid}
+
+    # -- claiming --------------------------------------------------------------------------------
+
+    def claim_prepared(self, limit: int) -> list[Prepared]:
+        """Up to `limit` prepared messages, oldest first, `claimed` for this instance in one
+        transaction where their invoices are still as rendered (`_still_as_rendered`); the others
+        go through the careful path (`claim`) and come back claimed if they still have to go.
+
+        On PostgreSQL, rows another instance is claiming are skipped, not waited for."""
+        ok = self._still_as_rendered(today_only=True).label("ok")
         with session(self.engine) as s:
-            if settle is not None:
-                self._record_sent(s, *settle)
-            current = s.execute(sa.select(inv_t.c.id, inv_t.c.state, inv_t.c.paid, inv_t.c.hold_until,
-                                          inv_t.c.held_by, con_t.c.failing)
-                                .join(con_t, con_t.c.id == inv_t.c.contact_id)
-                                .where(inv_t.c.id.in_(p.invoice_ids))).all()
-            if sorted(tuple(r) for r in current) != sorted(p.snapshot):
-                return False
-            return self._mark_sending(s, p)
+            candidates = s.execute(_skip_locked(s, sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared")
+                                                .order_by(out_t.c.id).limit(limit))).all()
+            good = [r.id for r in candidates if r.ok]
+            changed = [r.id for r in candidates if not r.ok]
+            rows = s.execute(sa.update(out_t).where(out_t.c.id.in_(good), out_t.c.status == "prepared")
+                             .values(status="claimed", claimed_by=self.instance, claimed_at=self.wall_now)
+                             .returning(out_t.c.id, out_t.c.message_id, out_t.c.raw, out_t.c.subject,
+                                        out_t.c.to_addr, out_t.c.cc, out_t.c.stage, out_t.c.created_at,
+                                        out_t.c.prepared_paid)).all() if good else []
+            if changed:
+                s.execute(sa.update(out_t).where(out_t.c.id.in_(changed), out_t.c.status == "prepared")
+                          .values(status="claimed", claimed_by=self.instance, claimed_at=self.wall_now))
+            links: dict[int, list[Any]] = defaultdict(list)
+            for r in s.execute(sa.select(rem_t.c.outbound_id, inv_t.c.id, inv_t.c.number)
+                               .join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
+                               .where(rem_t.c.outbound_id.in_([r.id for r in rows]), rem_t.c.skipped.is_(False))
+                               .order_by(inv_t.c.due_date, inv_t.c.number)):
+                links[r.outbound_id].append(r)
+        sender = self.config.company.email
+        out = [Prepared(outbound_id=r.id, message_id=r.message_id,
+                        envelope=Envelope(sender, (r.to_addr, *(c for c in r.cc.split(",") if c))),
+                        data=r.raw, numbers=tuple(i.number for i in links[r.id]), stage=r.stage,
+                        subject=r.subject, invoice_ids=tuple(i.id for i in links[r.id]),
+                        queued_at=r.created_at, paid=r.prepared_paid) for r in sorted(rows, key=lambda r: r.id)]
+        for ob_id in changed:
+            with contextlib.suppress(_ClaimedElsewhereError):
+                p = self._claim(ob_id, "claimed", "claimed")
+                if p is not None:
+                    out.append(p)
+        return sorted(out, key=lambda p: p.outbound_id)  # the order they were queued in: priority first
 
-    def claim(self, outbound_id: int) -> Prepared | None:
+    def close(self) -> None:
+        """Give back the connection a batch held for its per-message statements."""
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
+
+    def mark_sending(self, p: Prepared, settle: tuple[Prepared, Sequence[str]] | None = None) -> bool:
+        """`claimed` -> `sending`, committed, if its invoices are still as rendered; False sends
+        the caller to `claim` (the careful path). `settle` (the previous message, delivered) is
+        recorded in the same transaction: one commit per message, on the driver's connection."""
+        if self._driver is None:
+            self._driver = DriverConnection(self.engine, flush_on_commit=self.flush_marks)
+        steps = self._sent_steps(*settle) if settle is not None else []
+        steps.append((self._mark_statement, {"oid": p.outbound_id, "me": self.instance, "wall": self.wall_now}))
+        return self._driver.transaction(steps)[-1] == 1
+
+    def claim(self, outbound_id: int, status: str = "pending") -> Prepared | None:
         """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
 
-        None when there is nothing to send (cancelled, failed, or claimed by another instance)."""
+        None when there is nothing to send (cancelled, failed, or claimed by another instance).
+        `status`: where the message is now (`claimed` by this instance when its cheap check failed)."""
         try:
-            return self._claim(outbound_id)
+            return self._claim(outbound_id, status, "sending")
         except _ClaimedElsewhereError:
             return None
 
-    def _claim(self, outbound_id: int) -> Prepared | None:
+    def _claim(self, outbound_id: int, status: str, to: str) -> Prepared | None:
         with session(self.engine) as s:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
-            if ob.status != "pending":
+            if ob.status != status or (status in MINE and ob.claimed_by != self.instance):
                 return None
             invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id,
                                                           rem_t.c.skipped.is_(False))).all()
@@ -254,16 +412,38 @@ class Outbox:
                 self._data_failed(s, outbound_id, e.reason)
                 self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e.reason}")
                 return None
-            if not self._mark_sending(s, prepared):
+            stored = self._stored(prepared)
+            values: dict[str, Any] = {"status": to, "raw": stored["raw"], "subject": stored["subject"],
+                                      "cc": stored["cc"], "prepared_at": self.now, "prepared_paid": prepared.paid}
+            if to == "prepared":  # anyone's to claim
+                values["claimed_by"] = None
+            else:
+                values.update(claimed_at=self.wall_now, claimed_by=self.instance)
+            if to == "sending":
+                values["attempts"] = out_t.c.attempts + 1
+            moved = cast(sa.CursorResult[Any], s.execute(
+                sa.update(out_t).where(out_t.c.id == outbound_id, out_t.c.status == status).values(**values))).rowcount
+            if moved != 1:  # another instance took it between our read and our write
                 raise _ClaimedElsewhereError  # rolls back what this transaction did
             return prepared
 
-    def _mark_sending(self, s: Connection, p: Prepared) -> bool:
-        claimed = cast(sa.CursorResult[Any], s.execute(
-            sa.update(out_t).where(out_t.c.id == p.outbound_id, out_t.c.status == "pending")
-            .values(status="sending", raw=p.data, subject=p.subject, claimed_at=self.wall_now,
-                    claimed_by=self.instance, attempts=out_t.c.attempts + 1))).rowcount
-        return claimed == 1  # 0: another instance claimed it between our read and our write
+    def _still_as_rendered(self, today_only: bool = False) -> sa.ColumnElement[bool]:
+        """SQL, on an outbound row: every invoice it is linked to is still due (as `_not_due` reads
+        it), their sum paid is what it was when the message was rendered, and (`today_only`) it was
+        rendered today, so its date and the interest to date are right."""
+        linked = (sa.select(inv_t.c.id).select_from(rem_t.join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
+                                                    .join(con_t, con_t.c.id == inv_t.c.contact_id))
+                  .where(rem_t.c.outbound_id == out_t.c.id, rem_t.c.skipped.is_(False)))
+        not_due = sa.or_(inv_t.c.state != "active", inv_t.c.paid >= inv_t.c.amount,
+                         sa.and_(inv_t.c.hold_until.is_not(None), inv_t.c.hold_until > self.now),
+                         inv_t.c.held_by.is_not(None), con_t.c.failing.is_(True))
+        paid = (sa.select(sa.func.sum(inv_t.c.paid)).select_from(rem_t.join(inv_t, inv_t.c.id == rem_t.c.invoice_id))
+                .where(rem_t.c.outbound_id == out_t.c.id, rem_t.c.skipped.is_(False)).scalar_subquery())
+        checks = [~sa.exists(linked.where(not_due)), paid == out_t.c.prepared_paid]
+        if today_only:
+            day = datetime.combine(self.now.astimezone(self.config.zone).date(), time(0), self.config.zone)
+            checks.append(out_t.c.prepared_at >= day)
+        return sa.and_(*checks)
 
     @staticmethod
     def _invoices_query() -> sa.Select[Any]:
@@ -360,7 +540,7 @@ class Outbox:
             envelope=Envelope(cfg.company.email, (first.email, *cc)), data=data,
             numbers=tuple(r.number for r in invs), stage=stage.name, subject=rendered.subject,
             invoice_ids=tuple(r.id for r in invs), queued_at=ob.created_at,
-            snapshot=tuple((r.id, r.state, r.paid, r.hold_until, r.held_by, r.failing) for r in invs))
+            paid=sum((r.paid for r in invs), Decimal("0.00")))
 
     # -- outcomes --------------------------------------------------------------------------------
 
@@ -368,22 +548,25 @@ class Outbox:
         """Record a delivered message on its own (when no next message carries it)."""
         if sent is not None:
             with session(self.engine) as s:
-                self._record_sent(s, *sent)
+                for statement, values in self._sent_steps(*sent):
+                    s.execute(statement, values)
 
-    def _record_sent(self, s: Connection, p: Prepared, refused_cc: Sequence[str]) -> None:
+    def _sent_steps(self, p: Prepared, refused_cc: Sequence[str]) -> list[tuple[Any, Any]]:
+        """The statements that record `p` delivered: run by `settle`, or with the next message's mark."""
         reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
-        s.execute(sa.update(out_t).where(out_t.c.id == p.outbound_id).values(
-            status="sent", sent_at=self.now, last_error=reason or None))
-        record_events(s, [{"invoice_id": i, "kind": "reminder_sent", "at": self.now, "reason": reason,
-                           "outbound_id": p.outbound_id} for i in p.invoice_ids])
+        steps: list[tuple[Any, Any]] = [
+            (_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": reason or None}),
+            (_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_at": self.now, "p_reason": reason}
+                           for i in p.invoice_ids])]
         if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
-            s.execute(sa.update(rem_t).where(rem_t.c.outbound_id == p.outbound_id).values(at=self.now))
+            steps.append((_SENT_STAGE, {"oid": p.outbound_id, "p_at": self.now}))
+        return steps
 
     def mark_deferred(self, outbound_id: int, reason: str) -> None:
-        """A temporary failure: back to pending, retried by the next tick."""
+        """A temporary failure: back to pending, retried by the next tick (not by this one: `take`)."""
         with session(self.engine) as s:
             s.execute(sa.update(out_t).where(out_t.c.id == outbound_id)
-                      .values(status="pending", last_error=reason, claimed_by=None))
+                      .values(status="pending", last_error=reason, claimed_by=None, claimed_at=self.wall_now))
 
     def mark_uncertain(self, outbound_id: int, reason: str) -> None:
         with session(self.engine) as s:
@@ -423,6 +606,29 @@ class Outbox:
         s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id, rem_t.c.invoice_id == invoice_id))
         record_events(s, [{"invoice_id": invoice_id, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id}])
+
+
+_STORE_PREPARED = (
+    sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"), out_t.c.status == "preparing",
+                           out_t.c.claimed_by == sa.bindparam("me"))
+    .values(status="prepared", claimed_by=None, raw=sa.bindparam("p_raw"), subject=sa.bindparam("p_subject"),
+            cc=sa.bindparam("p_cc"), prepared_at=sa.bindparam("p_at", type_=UtcDateTime()),
+            prepared_paid=sa.bindparam("p_paid", type_=Money())))
+
+
+_SENT = (sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"))
+         .values(status="sent", sent_at=sa.bindparam("p_at", type_=UtcDateTime()), last_error=sa.bindparam("p_error")))
+_SENT_EVENT = sa.insert(ev_t).values(
+    invoice_id=sa.bindparam("p_invoice"), kind="reminder_sent", at=sa.bindparam("p_at", type_=UtcDateTime()),
+    actor="relance", reason=sa.bindparam("p_reason"), data="{}", outbound_id=sa.bindparam("oid"))
+_SENT_STAGE = (sa.update(rem_t).where(rem_t.c.outbound_id == sa.bindparam("oid"))
+               .values(at=sa.bindparam("p_at", type_=UtcDateTime())))
+
+
+def _skip_locked(s: Connection, q: sa.Select[Any]) -> sa.Select[Any]:
+    """`FOR UPDATE SKIP LOCKED` on PostgreSQL: rows another transaction holds are passed over.
+    SQLite has one writer at a time (and one daemon per file): nothing to add."""
+    return q.with_for_update(skip_locked=True, of=out_t) if s.dialect.name == "postgresql" else q
 
 
 def _insert_new(s: Connection, t: sa.Table) -> Any:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Final, Literal
 
 from sqlalchemy.engine import Engine
 
@@ -23,6 +25,7 @@ from bot.errors import (
 )
 from bot.mailer import Mailer, UncertainDeliveryError
 from bot.outbox import Group, Outbox, Prepared
+from bot.prepare import PARALLEL_FROM, Preparer
 from bot.render import Renderer
 from bot.views import InvoiceRow
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
@@ -52,6 +55,7 @@ class TickReport:
     window_opens: datetime | None = None  # a dry run outside the sending window: when it next opens...
     then: list[Planned] = field(default_factory=list)  # ... and what would go out then
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, for logs and bench
+    rendered_in_worker: int = 0  # messages rendered in a worker process (bot/prepare.py), for the bench
 
     @property
     def ok(self) -> bool:
@@ -149,63 +153,118 @@ class RateLimiter:
         self.take()
 
 
-async def deliver(outbox: Outbox, mailer: Mailer, ids: list[int], config: Config, report: TickReport,
-                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, chunk: int = 200,
-                  stop: asyncio.Event | None = None) -> None:
-    """Send the pending messages `ids` in order over `mailer` (already connected).
+CLAIM = 50  # messages claimed per transaction, at most; a rate limit makes it fewer (about a second's worth)
 
-    Messages are rendered a chunk at a time; each is marked `sending` (after a last check of its
-    invoices) in the same commit that records the previous one as sent."""
+
+def claim_size(rate_per_minute: int) -> int:
+    """How many messages to claim at once: what is claimed waits for its turn unseen by other
+    instances, so no more than about a second of sending."""
+    return max(1, min(CLAIM, rate_per_minute // 60)) if rate_per_minute else CLAIM
+
+
+async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickReport,
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                  stop: asyncio.Event | None = None, parallel_from: int = PARALLEL_FROM,
+                  preparer: Preparer | None = None) -> None:
+    """Send what waits in the outbox, oldest first, over `mailer` (already connected).
+
+    Messages are rendered ahead (bot/prepare.py), claimed a chunk at a time, and each is marked
+    `sending` (after a last check of its invoices) in the same commit that records the previous
+    one as sent. Several instances on PostgreSQL share the messages this way. `preparer`: one
+    started earlier (its worker process boots while the messages are queued); by default, one of
+    this pass's own."""
     limiter = RateLimiter(config.smtp.rate_per_minute, sleep=sleep)
     delivered: tuple[Prepared, list[str]] | None = None
+    size = claim_size(config.smtp.rate_per_minute)
+    lost = False
+    stack = contextlib.ExitStack()
+    if preparer is None:
+        preparer = stack.enter_context(Preparer(outbox, outbox.waiting(), parallel_from=parallel_from))
+    marks = ThreadPoolExecutor(1, thread_name_prefix="relance-marks")  # the one statement per message
     try:
-        for start in range(0, len(ids), chunk):
-            for item in outbox.prepare(ids[start:start + chunk]):
-                if stop is not None and stop.is_set():  # shutting down: the rest stays pending
-                    report.aborted = "stopped on request; the rest is sent by the next run"
-                    return
-                if limiter.delay() > 0:  # wait before marking anything `sending`, the last one recorded sent
-                    outbox.settle(delivered)
-                    delivered = None
-                    await limiter.ready()
-                    if stop is not None and stop.is_set():
+        with stack:
+            while True:
+                preparer.feed()
+                batch = outbox.claim_prepared(size)
+                if not batch:
+                    if await preparer.more():
+                        continue
+                    break
+                for p in batch:
+                    if stop is not None and stop.is_set():  # shutting down: the rest stays queued
                         report.aborted = "stopped on request; the rest is sent by the next run"
                         return
-                p: Prepared | None
-                if isinstance(item, Prepared) and outbox.begin(item, delivered):
-                    p = item
-                else:
-                    if delivered is not None and isinstance(item, int):
+                    if limiter.delay() > 0:  # wait before marking anything `sending`, the last one recorded sent
                         outbox.settle(delivered)
-                    p = outbox.claim(item if isinstance(item, int) else item.outbound_id)
-                delivered = None
-                if p is None:  # cancelled, failed, or taken by another instance: counted by the outbox
-                    continue
-                outcome = await _send(outbox, mailer, p, config, report, limiter, sleep)
-                if outcome is None:
-                    report.aborted += f"; {len(outbox.pending_ids())} message(s) left pending for the next pass"
-                    return
-                if outcome is not False:
-                    delivered = (p, outcome)
+                        delivered = None
+                        await limiter.ready()
+                        if stop is not None and stop.is_set():
+                            report.aborted = "stopped on request; the rest is sent by the next run"
+                            return
+                    # Recorded `sending` (with the previous one sent) while the server reads the envelope.
+                    marking = asyncio.get_running_loop().run_in_executor(marks, outbox.mark_sending, p, delivered)
+                    delivered = None
+                    sending: Prepared | None = p
+                    outcome = await _send(outbox, mailer, p, config, report, limiter, sleep, marking)
+                    if outcome is _CHANGED:  # an invoice changed since it was rendered: the careful path
+                        sending = outbox.claim(p.outbound_id, "claimed")
+                        if sending is None:  # cancelled or failed: counted by the outbox
+                            continue
+                        outcome = await _send(outbox, mailer, sending, config, report, limiter, sleep)
+                    if outcome is None:
+                        lost = True
+                        return
+                    if isinstance(outcome, list) and sending is not None:
+                        delivered = (sending, outcome)
     finally:
+        marks.shutdown(wait=True)
+        report.rendered_in_worker += preparer.rendered_in_worker
         outbox.settle(delivered)
+        outbox.release()
+        outbox.close()
+        if lost:
+            report.aborted += f"; {outbox.waiting()} message(s) left pending for the next pass"
         report.failed += outbox.failures
         report.cancelled += outbox.cancelled
 
 
+class _NotMarkedError(Exception):
+    """The message was not marked `sending`: one of its invoices changed since it was rendered."""
+
+
+_CHANGED: Final = "changed"
+
+
 async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, report: TickReport,
-                limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]]) -> list[str] | Literal[False] | None:
+                limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]],
+                marking: asyncio.Future[bool] | None = None) -> list[str] | Literal[False, "changed"] | None:
     """Send one claimed message with retries. Returns the refused Cc addresses when delivered,
-    False when it was not, None when the connection is lost for good (the batch stops)."""
+    False when it was not, None when the connection is lost for good (the batch stops).
+
+    `marking`: the message being marked `sending`, awaited before DATA; "changed" when it was not
+    (the message is left `claimed`, for the careful path)."""
     backoff = float(config.smtp.retry_backoff_seconds)
     label = f"{', '.join(p.numbers)}  {p.stage}  -> {p.envelope.recipients[0]}"
+
+    async def ready() -> None:
+        if marking is not None and not await marking:
+            raise _NotMarkedError
+
     for attempt in range(config.smtp.retries + 1):
         if attempt:
             await limiter.wait()
         else:
             limiter.take()  # the caller waited for the slot before marking the message sending
         try:
-            refused = await mailer.send(p.envelope.sender, list(p.envelope.recipients), p.data)
+            try:
+                refused = await mailer.send(p.envelope.sender, list(p.envelope.recipients), p.data,
+                                            ready=ready if marking is not None else None)
+            finally:
+                if marking is not None:  # whatever the server said, know whether the mark was made
+                    marked = await marking
+                    marking = None
+                    if not marked:
+                        return _CHANGED  # noqa: B012 - the server's answer is about a message not to send
         except ServerUnavailableError as e:  # about the server, not this message: stop, say it once
             outbox.mark_deferred(p.outbound_id, e.reason)
             report.aborted, report.server_unavailable = e.reason, True
@@ -260,15 +319,17 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     outbox = Outbox(engine, config, renderer or Renderer.from_config(config), now, wall_now)
     for mid in outbox.resolve_stale():
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
-    leftovers = outbox.pending_ids()
-    if report.planned or leftovers:
+    waiting = outbox.waiting()
+    if report.planned or waiting:
         async with mailer:
-            started = time.perf_counter()
-            ids = leftovers + outbox.queue([p.group for p in report.planned])
-            report.seconds["queue"] = time.perf_counter() - started
-            started = time.perf_counter()
-            await deliver(outbox, mailer, ids, config, report, sleep, stop=stop)
-            report.seconds["deliver"] = time.perf_counter() - started
+            # A large batch's rendering process boots while the messages are queued.
+            with Preparer(outbox, waiting + len(report.planned)) as preparer:
+                started = time.perf_counter()
+                outbox.queue([p.group for p in report.planned])
+                report.seconds["queue"] = time.perf_counter() - started
+                started = time.perf_counter()
+                await deliver(outbox, mailer, config, report, sleep, stop=stop, preparer=preparer)
+                report.seconds["deliver"] = time.perf_counter() - started
     if not report.aborted and (stop is None or not stop.is_set()):
         report.digest = await digest.send_if_due(engine, config, mailer, now, wall_now)
     return report

@@ -76,8 +76,9 @@ def _pg_bin() -> str | None:
 
 
 @contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """Start a throwaway cluster on a loopback port; yields its base URL (database `postgres`)."""
+def postgres_cluster(fsync: bool = False) -> Iterator[str]:
+    """Start a throwaway cluster on a loopback port; yields its base URL (database `postgres`).
+    `fsync` off for the tests (nothing to keep); on for a benchmark, as a server runs."""
     url = os.environ.get("RELANCE_TEST_PG_URL")
     if url:
         yield url
@@ -95,7 +96,7 @@ def postgres_cluster() -> Iterator[str]:
 
     as_pg(f"{bindir}/initdb -D {base}/data -A trust -U relance")
     as_pg(f"{bindir}/pg_ctl -D {base}/data -o '-k {base} -p {port} -c listen_addresses=127.0.0.1 "
-          f"-c fsync=off' -l {base}/log -w start")
+          f"-c fsync={'on' if fsync else 'off'}' -l {base}/log -w start")
     try:
         yield f"postgresql+psycopg://relance@127.0.0.1:{port}"
     finally:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import ledger
 from bot.config import Config
 from bot.mailer import MemoryMailer
+from bot.models import Outbound, table
 from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.tick import TickReport, deliver, plan_groups
@@ -58,21 +61,58 @@ def test_queueing_what_another_instance_queued_is_quiet(engine: Engine, two: tup
 
 def test_messages_claimed_by_another_instance_are_not_counted_cancelled(
         engine: Engine, two: tuple[Outbox, Outbox, Config], capfd: pytest.CaptureFixture[str]) -> None:
+    """What another instance is rendering or has claimed is left to it: not sent here, not counted
+    cancelled here."""
     a, b, config = two
     with engine.connect() as c:
         ids = a.queue([p.group for p in plan_groups(load(c), config, NOW)])
-
-    class Racing(MemoryMailer):
-        """While b sends its first message (its chunk already rendered), a claims three more."""
-
-        async def send(self, sender: str, recipients: list[str], data: bytes) -> list[str]:
-            if not self.sent:
-                for i in ids[1:4]:
-                    assert a.claim(i) is not None
-            return await super().send(sender, recipients, data)
+    rendering = a.take(2)
+    a.store_prepared(a.prepare(a.take(1)))
+    assert len(a.claim_prepared(50)) == 1
 
     report = TickReport()
-    asyncio.run(deliver(b, Racing(), ids, config, report, _no_sleep))
+    mailer = MemoryMailer()
+    asyncio.run(deliver(b, mailer, config, report, _no_sleep))
     assert len(report.sent) == 2 and report.cancelled == 0, report
+    assert rendering == ids[:2] and len(mailer.sent) == 2
     _, err = capfd.readouterr()
     assert err == "", err
+
+
+def test_instances_claim_chunks_without_waiting_on_each_other(
+        engine: Engine, two: tuple[Outbox, Outbox, Config]) -> None:
+    """PostgreSQL: while one instance's claim holds its rows, another claims the next ones at once
+    (SELECT ... FOR UPDATE SKIP LOCKED), rather than queuing behind it or taking the same."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: one writer at a time, one daemon per file")
+    a, b, config = two
+    with engine.connect() as c:
+        ids = a.queue([p.group for p in plan_groups(load(c), config, NOW)])
+    a.store_prepared(a.prepare(a.take(5)))
+    out = table(Outbound)
+    got: list[list[int]] = []
+    with engine.connect() as c, c.begin():  # an instance in the middle of claiming the first two
+        c.execute(sa.select(out.c.id).where(out.c.status == "prepared").order_by(out.c.id).limit(2)
+                  .with_for_update())
+        worker = threading.Thread(target=lambda: got.append([p.outbound_id for p in b.claim_prepared(50)]))
+        worker.start()
+        worker.join(10)
+        waited = worker.is_alive()
+    worker.join()
+    assert not waited, "the second claim waited for the first"
+    assert got == [ids[2:]]
+
+
+def test_an_instance_that_loses_the_queueing_race_records_the_rest_at_once(
+        engine: Engine, two: tuple[Outbox, Outbox, Config]) -> None:
+    """Instances started together plan the same reminders: the one that comes second records
+    those left in one more transaction, not one transaction per reminder."""
+    a, b, config = two
+    with engine.connect() as c:
+        groups = [p.group for p in plan_groups(load(c), config, NOW)]
+    assert len(a.queue(groups[:3])) == 3
+    transactions: list[str] = []
+    sa.event.listen(engine, "commit", lambda _: transactions.append("commit"))
+    sa.event.listen(engine, "rollback", lambda _: transactions.append("rollback"))
+    assert len(b.queue(groups)) == 2
+    assert transactions.count("commit") == 1 and transactions.count("rollback") <= 2, transactions
