@@ -30,15 +30,21 @@ def main() -> None:
     model = shipped()
     understand_batch(warm, "acme.example", TODAY, model)
     raws = [(i, render(c, {}), False) for i, c in enumerate(load(batch))]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     understand_batch(raws, "acme.example", TODAY, model)
-    whole = (time.perf_counter() - started) / len(raws) * 1000
-    started = time.perf_counter()
+    whole, whole_cpu = ms(started, time.perf_counter(), len(raws)), ms(cpu, time.process_time(), len(raws))
+    started, cpu = time.perf_counter(), time.process_time()
     for _, raw, _ in raws:
         _parse(raw)
-    parse = (time.perf_counter() - started) / len(raws) * 1000
+    parse, parse_cpu = ms(started, time.perf_counter(), len(raws)), ms(cpu, time.process_time(), len(raws))
     print(f"{len(raws)} messages not seen before, after {len(warm)} others: {whole:.3f} ms a message in all, "
           f"of which {parse:.3f} ms parsing and {whole - parse:.3f} ms classifying, dates and the rest")
+    print(f"  CPU time of this process (less sensitive to other work on the machine): {whole_cpu:.3f} ms a "
+          f"message in all, of which {parse_cpu:.3f} ms parsing (target: 1 ms in all)")
+
+
+def ms(start: float, end: float, n: int) -> float:
+    return (end - start) / n * 1000
 
 
 if __name__ == "__main__":
