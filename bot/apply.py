@@ -121,6 +121,21 @@ class Lookups:
     """What the store knows about a batch's references, tokens, senders and bounced addresses, read
     in a query each."""
 
+    def _replies(self, s: Connection, refs: list[str], tokens: Sequence[str]) -> None:
+        """A person's replies to clients thread like reminders: by their Message-ID or reply token
+        to the invoices of their `reply_queued` events."""
+        replied = (sa.select(out_t.c.message_id, out_t.c.reply_token, inv_t.c.number)
+                   .join(ev_t, ev_t.c.outbound_id == out_t.c.id).join(inv_t, inv_t.c.id == ev_t.c.invoice_id)
+                   .where(out_t.c.stage == "reply", ev_t.c.kind == "reply_queued"))
+        for chunk in range(0, len(refs), 500):
+            for mid, _, number in s.execute(replied.where(out_t.c.message_id.in_(refs[chunk:chunk + 500]))):
+                if number not in self.by_mid.get(mid, ()):
+                    self.by_mid[mid] = (*self.by_mid.get(mid, ()), number)
+        if tokens:
+            for _, tok, number in s.execute(replied.where(out_t.c.reply_token.in_(list(set(tokens))))):
+                if number not in self.by_token.get(tok, ()):
+                    self.by_token[tok] = (*self.by_token.get(tok, ()), number)
+
     def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str], failed: Sequence[str],
                  cited: Sequence[str] = ()) -> None:
         refs = list({r for p in parsed for r in p.refs})
@@ -138,6 +153,7 @@ class Lookups:
                     sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
                     .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(set(tokens))))):
                 self.by_token[tok] = (*self.by_token.get(tok, ()), number)
+        self._replies(s, refs, tokens)
         # The open invoices of the clients those replies are about: "we paid this one and 0437 too".
         # The clients of the invoices these replies are tied to (thread, token, a full number cited):
         # their other invoices may be cited short ("we paid this one and 0437 too").

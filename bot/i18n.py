@@ -423,3 +423,41 @@ def words(code: str) -> str:
     if language() == "fr":
         return FR.get(code, code.replace("_", " "))
     return WORDS_EN.get(code, code.replace("_", " "))
+
+
+FR.update({
+    # Replies to clients (bot/replies.py) and their keys in the triage UI.
+    "no message #{id}": "pas de message n°{id}", "no invoice {number}": "pas de facture {number}",
+    "sending": "en cours d'envoi", "cancelled": "annulé", "pending": "en attente", "failed": "échoué",
+    "message #{id} concerns no invoice: assign it first (a)":
+        "le message n°{id} ne concerne aucune facture : rattachez-le d'abord (a)",
+    "message #{id}: its sender {address} is not an address a reply can go to":
+        "message n°{id} : son expéditeur {address} n'est pas une adresse à laquelle répondre",
+    "the reply is empty: nothing queued": "la réponse est vide : rien n'est mis en file",
+    "the reply is {n} characters long (at most {max})": "la réponse fait {n} caractères (au plus {max})",
+    "the reply cannot be written: {why}": "la réponse ne peut pas être écrite : {why}",
+    "reply to {to} about {numbers} queued: the next pass sends it (undo cancels it until then)":
+        "réponse à {to} sur {numbers} mise en file : le prochain passage l'envoie (annuler la retire d'ici là)",
+    "the reply to {to} is already {status}: a mail that went out cannot be undone; nothing undone":
+        "la réponse à {to} est déjà {status} : un courriel parti ne peut pas être annulé ; rien n'est annulé",
+    "the editor {editor} exited with {code}: nothing queued":
+        "l'éditeur {editor} s'est terminé avec le code {code} : rien n'est mis en file",
+    "sent: a mail that went out cannot be undone": "envoyé : un courriel parti ne peut pas être annulé",
+    "Reply to the client": "Répondre au client", "Queue the reply": "Mettre la réponse en file",
+    "Without a reply": "Sans réponse", "Edit in $EDITOR": "Modifier dans $EDITOR", "Template": "Modèle",
+    "reply_queued": "réponse en file", "reply_sent": "réponse envoyée", "reply_cancelled": "réponse annulée",
+    "reply_failed": "réponse non envoyée",
+    "ack_claim": "accuser réception d'un paiement annoncé", "accept_plan": "accepter l'échéancier",
+    "decline_plan": "refuser l'échéancier", "answer_dispute": "répondre à une contestation",
+    "reply to {to} · {subject}": "réponse à {to} · {subject}",
+    "Ctrl+S queues the reply · Ctrl+E opens $EDITOR · Escape cancels":
+        "Ctrl+S met la réponse en file · Ctrl+E ouvre $EDITOR · Échap annule",
+    "Ctrl+S decides and queues the reply · Ctrl+W decides without a reply · Ctrl+E opens $EDITOR · Escape cancels":
+        "Ctrl+S décide et met la réponse en file · Ctrl+W décide sans réponse · Ctrl+E ouvre $EDITOR · "
+        "Échap annule",
+    "a reply answers a message: open one from the queue": "une réponse répond à un message : ouvrez-en un dans la file",
+})
+WORDS_EN.update({"reply_queued": "reply queued", "reply_sent": "reply sent", "reply_cancelled": "reply cancelled",
+                 "reply_failed": "reply not sent", "ack_claim": "acknowledge a payment claim",
+                 "accept_plan": "accept the plan", "decline_plan": "decline the plan",
+                 "answer_dispute": "answer a dispute"})

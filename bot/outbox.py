@@ -10,6 +10,11 @@ Life of a message (`outbound.status`):
                           |--connection lost during DATA--> uncertain
     pending --invoice paid/paused/disputed meanwhile--> cancelled
 
+A person's reply to a client (bot/replies.py, stage `reply`) takes the same path from `pending`:
+its bytes were composed when it was queued, so `claim` only marks it `sending`; it is sent
+whatever the state of its invoices (the person wrote it knowing it), and a 5xx fails the reply
+alone (the address it went to is the client's sender, not the invoice's contact: nothing bounces).
+
 `queue` writes, in one transaction, the outbound row (with its Message-ID) and one `reminder`
 row per (invoice, stage), whose unique key makes a second reminder of the same stage impossible,
 whatever the number of instances or crashes. `claim` re-reads the invoices, renders, stores the
@@ -44,6 +49,8 @@ from bot.errors import MessageDataError
 from bot.ledger import inside
 from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
+from bot.replies import STAGE as REPLY
+from bot.replies import invoice_ids as reply_invoice_ids
 from bot.store import record_events, session
 from rules.effects import CLAIM_HOLD
 from rules.penalties import ContractRateTooLowError, MissingRateError
@@ -191,6 +198,9 @@ class Outbox:
             if ob is None:
                 continue
             invs = rows.get(ob_id, [])
+            if ob.stage == REPLY:  # composed when queued: claimed as it is
+                out.append(ob_id)
+                continue
             if not invs or any(self._not_due(r) for r in invs):
                 out.append(ob_id)
                 continue
@@ -230,6 +240,11 @@ class Outbox:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
             if ob.status != "pending":
                 return None
+            if ob.stage == REPLY:
+                prepared = self._reply(s, ob)
+                if not self._mark_sending(s, prepared):
+                    raise _ClaimedElsewhereError
+                return prepared
             invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id,
                                                           rem_t.c.skipped.is_(False))).all()
             still = []
@@ -257,6 +272,16 @@ class Outbox:
             if not self._mark_sending(s, prepared):
                 raise _ClaimedElsewhereError  # rolls back what this transaction did
             return prepared
+
+    def _reply(self, s: Connection, ob: sa.Row[Any]) -> Prepared:
+        """A queued reply as it was composed (bot/replies.py)."""
+        ids = reply_invoice_ids(s, int(ob.id))
+        numbers = tuple(s.execute(sa.select(inv_t.c.number).where(inv_t.c.id.in_(ids))
+                                  .order_by(inv_t.c.number)).scalars())
+        return Prepared(outbound_id=int(ob.id), message_id=str(ob.message_id),
+                        envelope=Envelope(self.config.company.email, (str(ob.to_addr),)), data=bytes(ob.raw),
+                        numbers=numbers, stage=REPLY, subject=str(ob.subject), invoice_ids=tuple(ids),
+                        queued_at=ob.created_at, snapshot=())
 
     def _mark_sending(self, s: Connection, p: Prepared) -> bool:
         claimed = cast(sa.CursorResult[Any], s.execute(
@@ -374,7 +399,8 @@ class Outbox:
         reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
         s.execute(sa.update(out_t).where(out_t.c.id == p.outbound_id).values(
             status="sent", sent_at=self.now, last_error=reason or None))
-        record_events(s, [{"invoice_id": i, "kind": "reminder_sent", "at": self.now, "reason": reason,
+        kind = "reply_sent" if p.stage == REPLY else "reminder_sent"
+        record_events(s, [{"invoice_id": i, "kind": kind, "at": self.now, "reason": reason,
                            "outbound_id": p.outbound_id} for i in p.invoice_ids])
         if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
             s.execute(sa.update(rem_t).where(rem_t.c.outbound_id == p.outbound_id).values(at=self.now))
@@ -392,7 +418,14 @@ class Outbox:
     def mark_data_error(self, outbound_id: int, reason: str) -> None:
         """The message cannot go as it is (see MessageDataError): its invoices wait for a fix."""
         with session(self.engine) as s:
+            if self._is_reply(s, outbound_id):
+                self._finish(s, outbound_id, "failed", "reply_failed", reason)
+                return
             self._data_failed(s, outbound_id, reason)
+
+    @staticmethod
+    def _is_reply(s: Connection, outbound_id: int) -> bool:
+        return s.execute(sa.select(out_t.c.stage).where(out_t.c.id == outbound_id)).scalar() == REPLY
 
     def _data_failed(self, s: Connection, outbound_id: int, reason: str) -> None:
         ids = self._finish(s, outbound_id, "failed", "reminder_failed", reason, unlink=True)
@@ -401,6 +434,9 @@ class Outbox:
     def mark_refused(self, outbound_id: int, reason: str) -> None:
         """The server refused the recipient for good: the invoices bounce, the contact is failing."""
         with session(self.engine) as s:
+            if self._is_reply(s, outbound_id):  # the client's sender refused: the reply fails, nothing bounces
+                self._finish(s, outbound_id, "failed", "reply_failed", reason)
+                return
             ids = self._finish(s, outbound_id, "failed", "bounced", reason, unlink=True)
             s.execute(sa.update(inv_t).where(inv_t.c.id.in_(ids)).values(state="bounced"))
             s.execute(sa.update(con_t).where(con_t.c.id.in_(
@@ -411,6 +447,7 @@ class Outbox:
                 unlink: bool = False) -> list[int]:
         ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
                                                                  rem_t.c.skipped.is_(False))).scalars())
+        ids += [i for i in reply_invoice_ids(s, outbound_id) if i not in ids]
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
             status=status, last_error=reason or None))
         record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,

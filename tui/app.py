@@ -75,6 +75,7 @@ class RelanceApp(Decisions):
         Binding("a", "assign", "Assign to invoices", show=False),
         Binding("y", "accept_plan", "Accept plan", show=False),
         Binding("n", "reject_plan", "Reject plan", show=False),
+        Binding("R", "reply", "Reply to the client", show=False),
         Binding("s", "settle", "Settle dispute", show=False),
         Binding("e", "contact", "New address", show=False),
         Binding("p", "pause", "Pause", show=False),
