@@ -17,11 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import actions, desk, ledger, plans, replies, reports, store
+from bot import actions, desk, ledger, plans, reasons, replies, reports, store
 from bot import config as configuration
 from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
-from bot.i18n import t, t_reason
+from bot.i18n import t
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, Invoice, table
 from bot.render import Renderer, check_templates
@@ -154,10 +154,11 @@ def table_out(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
             return ""
         if isinstance(value, list):
             return ", ".join(map(str, value))
-        return t_reason(str(value)) if key == "reason" else t(str(value)) if key in translated else str(value)
+        return t(str(value)) if key in translated else str(value)
 
     cells = [[t(h) if h else h for _, h in columns]]
-    cells += [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
+    cells += [[reasons.render(r.get("reasons", [])) if k == "reason" else cell(k, r.get(k)) for k, _ in columns]
+              for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for line in cells:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
@@ -371,7 +372,7 @@ def cmd_messages(app: App) -> int:
         shown = [{**r, "invoices": ", ".join(r["invoices"]) or (", ".join(r["suggested"]) + " ?" if r["suggested"]
                                                                  else "")} for r in rows]
         table_out(shown, (("id", "#"), ("received_at", "RECEIVED"), ("from", "FROM"), ("kind", "KIND"),
-                          ("invoices", "INVOICES"), ("status", "STATUS"), ("subject", "SUBJECT")))
+                          ("invoices", "INVOICES"), ("status", "STATUS"), ("subject", "SUBJECT"), ("reason", "WHY")))
     return 0
 
 

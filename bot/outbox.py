@@ -52,8 +52,9 @@ from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.replies import STAGE as REPLY
 from bot.replies import invoice_ids as reply_invoice_ids
 from bot.store import record_events, session
-from rules.effects import CLAIM_HOLD
+from rules.effects import CLAIM_HOLD, LEGACY_CLAIM_HOLD
 from rules.penalties import ContractRateTooLowError, MissingRateError
+from rules.reasons import join, reason
 
 LEASE = timedelta(minutes=15)
 inv_t, cli_t, con_t = table(Invoice), table(Client), table(Contact)
@@ -148,7 +149,7 @@ class Outbox:
                     reminders.append({"invoice_id": invoice_id, "stage_index": k, "stage": self.ladder[k].name,
                                       "outbound_id": ob_id, "skipped": True, "at": self.now})
                     events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
-                                   "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
+                                   "reason": reason("outbox.late_start", stage=self.ladder[k].name, due=stage.name)})
         # The unique (invoice, stage) key settles a race with another instance. A conflict is
         # skipped rather than raised: psycopg would otherwise abort its pipeline mid-batch and log
         # "error ignored terminating <Pipeline>" on stderr. A row short means another instance
@@ -319,20 +320,21 @@ class Outbox:
             return {}
         return dict(c.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
                               .where(ev_t.c.invoice_id.in_(invoice_ids), ev_t.c.kind == "paused",
-                                     ev_t.c.reason == CLAIM_HOLD)
+                                     ev_t.c.reason.in_((CLAIM_HOLD, LEGACY_CLAIM_HOLD)))
                               .group_by(ev_t.c.invoice_id)).all())
 
     def _not_due(self, r: sa.Row[Any]) -> str:
+        """Why a reminder queued for this invoice is no longer due ("" when it still is)."""
         if r.state != "active":
-            return f"invoice is {r.state}"
+            return reason("outbox.not_active", state=r.state)
         if r.amount - r.paid <= 0:
-            return "nothing left to pay"
+            return reason("outbox.nothing_due")
         if r.hold_until is not None and r.hold_until > self.now:
-            return f"paused until {r.hold_until:%Y-%m-%d %H:%M}"
+            return reason("outbox.paused", until=r.hold_until.astimezone(self.config.zone).date().isoformat())
         if r.held_by is not None:
-            return f"a client's message (#{r.held_by}) waits for a person"
+            return reason("outbox.held", id=r.held_by)
         if r.failing:
-            return f"contact {r.email} is failing"
+            return reason("outbox.failing", address=r.email)
         return ""
 
     def _render(self, ob: sa.Row[Any], invs: Sequence[sa.Row[Any]], earlier: dict[int, list[Any]],
@@ -396,11 +398,11 @@ class Outbox:
                 self._record_sent(s, *sent)
 
     def _record_sent(self, s: Connection, p: Prepared, refused_cc: Sequence[str]) -> None:
-        reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
+        why = join(*(reason("outbox.cc_refused", address=r) for r in refused_cc))
         s.execute(sa.update(out_t).where(out_t.c.id == p.outbound_id).values(
-            status="sent", sent_at=self.now, last_error=reason or None))
+            status="sent", sent_at=self.now, last_error=why or None))
         kind = "reply_sent" if p.stage == REPLY else "reminder_sent"
-        record_events(s, [{"invoice_id": i, "kind": kind, "at": self.now, "reason": reason,
+        record_events(s, [{"invoice_id": i, "kind": kind, "at": self.now, "reason": why,
                            "outbound_id": p.outbound_id} for i in p.invoice_ids])
         if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
             s.execute(sa.update(rem_t).where(rem_t.c.outbound_id == p.outbound_id).values(at=self.now))

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot import reports, versions
+from bot import reasons, reports, versions
 from bot.config import Config
 from bot.errors import NotFoundError
 from bot.models import CENT, Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
@@ -403,7 +403,8 @@ def invoice(conn: Connection, config: Config, number: str, now: datetime) -> dic
     line += [(r["at"], "reminder", r["stage"], "", r["status"] + (f" · {r['subject']}" if r["subject"] else ""))
              for r in doc["reminders"]]
     line += [(m["received_at"] or "", "reply", m["kind"] or "", m["from"], m["subject"]) for m in doc["messages"]]
-    line += [(e["at"], "event", e["kind"], e["actor"], e["reason"]) for e in doc["events"] if e["kind"] != "decision"]
+    line += [(e["at"], "event", e["kind"], e["actor"], reasons.render(e["reasons"])) for e in doc["events"]
+             if e["kind"] != "decision"]
     doc["timeline"] = sorted(line, key=lambda x: x[0])
     doc["sent"] = sent(conn, [r["message_id"] for r in doc["reminders"] if r["message_id"]])
     return doc

@@ -29,7 +29,8 @@ from textual.worker import get_current_worker
 
 from bot import reports, triage
 from bot.config import Config
-from bot.i18n import day, moment, money, stage, stage_labels, t, t_reason, words
+from bot.i18n import day, moment, money, stage, stage_labels, t, words
+from bot.reasons import render as t_reason
 from bot.store import Engine
 from tui.decide import Decisions
 from tui.kpis import kpi_text
