@@ -46,11 +46,13 @@ from sqlalchemy.engine import Connection, Engine
 from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply_token
 from bot.config import Config
 from bot.errors import MessageDataError
+from bot.instalments import STAGE as INSTALMENT
+from bot.instalments import Reminder as InstalmentReminder
+from bot.instalments import read as read_instalment
 from bot.ledger import inside
 from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.replies import STAGE as REPLY
-from bot.replies import invoice_ids as reply_invoice_ids
 from bot.store import record_events, session
 from rules.effects import CLAIM_HOLD, LEGACY_CLAIM_HOLD
 from rules.penalties import ContractRateTooLowError, MissingRateError
@@ -199,7 +201,7 @@ class Outbox:
             if ob is None:
                 continue
             invs = rows.get(ob_id, [])
-            if ob.stage == REPLY:  # composed when queued: claimed as it is
+            if ob.stage in (REPLY, INSTALMENT):  # composed when queued, or read again at claim: one by one
                 out.append(ob_id)
                 continue
             if not invs or any(self._not_due(r) for r in invs):
@@ -246,6 +248,8 @@ class Outbox:
                 if not self._mark_sending(s, prepared):
                     raise _ClaimedElsewhereError
                 return prepared
+            if ob.stage == INSTALMENT:
+                return self._claim_instalment(s, ob)
             invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id,
                                                           rem_t.c.skipped.is_(False))).all()
             still = []
@@ -274,9 +278,43 @@ class Outbox:
                 raise _ClaimedElsewhereError  # rolls back what this transaction did
             return prepared
 
+    def _claim_instalment(self, s: Connection, ob: sa.Row[Any]) -> Prepared | None:
+        """An instalment reminder (bot/instalments.py): the plan read again, then rendered and claimed."""
+        found = read_instalment(s, int(ob.id), str(ob.message_id), self.now)
+        if isinstance(found, str):
+            self._finish(s, int(ob.id), "cancelled", "reminder_cancelled", found)
+            self.cancelled += 1
+            return None
+        try:
+            prepared = self._instalment(ob, found)
+        except MessageDataError as e:
+            self._data_failed(s, int(ob.id), e.reason)
+            self.failures.append(f"{found.number}  {INSTALMENT}: not sent: {e.reason}")
+            return None
+        if not self._mark_sending(s, prepared):
+            raise _ClaimedElsewhereError
+        return prepared
+
+    def _instalment(self, ob: sa.Row[Any], r: InstalmentReminder) -> Prepared:
+        cfg = self.config
+        ctx = InvoiceContext(number=r.number, issue_date=r.issue_date, due_date=r.due_date, amount=r.invoice_amount,
+                             paid=r.paid, currency=r.currency)
+        rendered = self.renderer.render(
+            r.language, cfg.plans.template, client_name=r.client_name, client_kind=r.client_kind, invoices=[ctx],
+            today=self.now.astimezone(cfg.zone).date(),
+            extra={"instalment": {"index": r.index + 1, "count": r.count, "amount": r.amount, "due": r.due}})
+        reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
+        data = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email, to=str(ob.to_addr),
+                       to_name=r.client_name, cc=(), reply_to=reply_to, message_id=str(ob.message_id),
+                       references=(), date=self.now, invoice_numbers=[r.number])
+        return Prepared(outbound_id=int(ob.id), message_id=str(ob.message_id),
+                        envelope=Envelope(cfg.company.email, (str(ob.to_addr),)), data=data, numbers=(r.number,),
+                        stage=INSTALMENT, subject=rendered.subject, invoice_ids=(r.invoice_id,),
+                        queued_at=ob.created_at, snapshot=())
+
     def _reply(self, s: Connection, ob: sa.Row[Any]) -> Prepared:
         """A queued reply as it was composed (bot/replies.py)."""
-        ids = reply_invoice_ids(s, int(ob.id))
+        ids = _linked(s, int(ob.id))
         numbers = tuple(s.execute(sa.select(inv_t.c.number).where(inv_t.c.id.in_(ids))
                                   .order_by(inv_t.c.number)).scalars())
         return Prepared(outbound_id=int(ob.id), message_id=str(ob.message_id),
@@ -401,7 +439,7 @@ class Outbox:
         why = join(*(reason("outbox.cc_refused", address=r) for r in refused_cc))
         s.execute(sa.update(out_t).where(out_t.c.id == p.outbound_id).values(
             status="sent", sent_at=self.now, last_error=why or None))
-        kind = "reply_sent" if p.stage == REPLY else "reminder_sent"
+        kind = {REPLY: "reply_sent", INSTALMENT: "instalment_sent"}.get(p.stage, "reminder_sent")
         record_events(s, [{"invoice_id": i, "kind": kind, "at": self.now, "reason": why,
                            "outbound_id": p.outbound_id} for i in p.invoice_ids])
         if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
@@ -449,7 +487,7 @@ class Outbox:
                 unlink: bool = False) -> list[int]:
         ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
                                                                  rem_t.c.skipped.is_(False))).scalars())
-        ids += [i for i in reply_invoice_ids(s, outbound_id) if i not in ids]
+        ids += [i for i in _linked(s, outbound_id) if i not in ids]
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
             status=status, last_error=reason or None))
         record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,
@@ -462,6 +500,13 @@ class Outbox:
         s.execute(sa.delete(rem_t).where(rem_t.c.outbound_id == outbound_id, rem_t.c.invoice_id == invoice_id))
         record_events(s, [{"invoice_id": invoice_id, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id}])
+
+
+def _linked(s: Connection, outbound_id: int) -> list[int]:
+    """The invoices of a message that has no stage rows: a reply, an instalment reminder (their events)."""
+    return [int(i) for i in s.execute(sa.select(ev_t.c.invoice_id).where(
+        ev_t.c.outbound_id == outbound_id, ev_t.c.kind.in_(("reply_queued", "instalment_queued")),
+        ev_t.c.invoice_id.is_not(None))).scalars()]
 
 
 def _insert_new(s: Connection, t: sa.Table) -> Any:

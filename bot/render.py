@@ -185,8 +185,25 @@ def check_templates(config: Config, renderer: Renderer, today: date) -> list[str
                 problems.append(f"stage {stage.name!r} ({language}): {e}")
     from bot import digest  # noqa: PLC0415 - the digest renders through this module's environment
 
-    return problems + check_replies(renderer, today) + digest.check(config, datetime.combine(today, time(10),
-                                                                                       config.zone))
+    later = check_replies(renderer, today) + check_instalment(config, renderer, today)
+    return problems + later + digest.check(config, datetime.combine(today, time(10), config.zone))
+
+
+def check_instalment(config: Config, renderer: Renderer, today: date) -> list[str]:
+    """Render the instalment reminder of a payment plan in every language, before and after its day."""
+    invoice = InvoiceContext(number="F-2027-0042", issue_date=today - timedelta(days=60),
+                             due_date=today - timedelta(days=30), amount=Decimal("1234.56"), paid=Decimal("600.00"),
+                             currency="EUR")
+    problems = []
+    for language in LANGUAGES:
+        for day in (today + timedelta(days=3), today - timedelta(days=1)):
+            try:
+                renderer.render(language, config.plans.template, client_name="Exemple SARL", client_kind="business",
+                                invoices=[invoice], today=today, extra={"instalment": {
+                                    "index": 2, "count": 2, "amount": Decimal("634.56"), "due": day}})
+            except TemplateError as e:
+                problems.append(f"instalment reminder ({language}): {e}")
+    return problems
 
 
 REPLY_TEMPLATES = ("ack_claim", "accept_plan", "decline_plan", "answer_dispute")  # bot.replies.TEMPLATES

@@ -12,7 +12,7 @@ from typing import Literal
 
 from sqlalchemy.engine import Engine
 
-from bot import digest, views
+from bot import digest, instalments, views
 from bot.config import Config
 from bot.errors import (
     ConnectionFailedError,
@@ -261,10 +261,12 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     for mid in outbox.resolve_stale():
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
     leftovers = outbox.pending_ids()
-    if report.planned or leftovers:
+    with engine.connect() as conn:
+        plans_due = views.calendar(config).is_allowed(now) and bool(instalments.due(conn, config, now))
+    if report.planned or leftovers or plans_due:
         async with mailer:
             started = time.perf_counter()
-            ids = leftovers + outbox.queue([p.group for p in report.planned])
+            ids = leftovers + outbox.queue([p.group for p in report.planned]) + instalments.queue(engine, config, now)
             report.seconds["queue"] = time.perf_counter() - started
             started = time.perf_counter()
             await deliver(outbox, mailer, ids, config, report, sleep, stop=stop)
