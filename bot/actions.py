@@ -162,9 +162,10 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
         if not settled and (hold := plans.hold_after(s, int(inv.id), paid)) is not None:
             values["hold_until"] = hold
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(**values))
-        what = "credit note" if kind == "credit_note" else "recorded"
         record_event(s, invoice_id=int(inv.id), kind="paid" if settled else kind, at=now, actor=actor,
-                     reason=f"{pay} {inv.currency} {what}", data={"amount": str(pay), "as": kind})
+                     reason=coded("payment.credit_note" if kind == "credit_note" else "payment.recorded",
+                                  amount=str(pay), currency=inv.currency),
+                     data={"amount": str(pay), "as": kind})
     return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")
 
 
@@ -197,6 +198,7 @@ def change_contact(engine: Engine, number: str, email: str, now: datetime, actor
                 values.update(state="active", hold_until=now)
             s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(**values))
             record_event(s, invoice_id=int(invoice_id), kind="contact_changed", at=now, actor=actor,
-                         reason=f"{old.email} -> {email}" + ("; resumed" if state == "bounced" else ""),
+                         reason=join(coded("contact.changed", old=old.email, new=email),
+                                     coded("contact.resumed") if state == "bounced" else ""),
                          data={"from": old.email, "to": email})
     return f"{', '.join(n for _, n, _ in moved)}: contact {email}"

@@ -33,6 +33,7 @@ from bot.i18n import t
 from bot.models import Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, table
 from bot.store import record_event, record_events, session
 from rules.plan import Instalment
+from rules.reasons import join, reason
 
 inv_t, con_t, in_t, ev_t, ign_t = table(Invoice), table(Contact), table(Inbound), table(Event), table(IgnoredSender)
 out_t = table(Outbound)
@@ -178,13 +179,15 @@ def undo(engine: Engine, now: datetime, actor: str, decision: int | None = None)
                 values = {k: _load(k, v) for k, v in change["before"].items()}
                 s.execute(sa.update(tb).where(tb.c.id == int(rid)).values(**values))
         invoice_ids = [int(i) for i in changes.get("invoice", {})]
+        undid = reason("decision.undone", action=doc["action"], text=str(doc["text"])[:800])
         events = [{"invoice_id": i, "kind": "undone", "at": now, "actor": actor, "data": {"decision": decision},
-                   "reason": f"undid {doc['action']}: {doc['text']}"[:1000]} for i in invoice_ids]
+                   "reason": undid} for i in invoice_ids]
         if not invoice_ids:
             events.append({"invoice_id": None, "kind": "undone", "at": now, "actor": actor,
-                           "data": {"decision": decision}, "reason": f"undid {doc['action']}: {doc['text']}"[:1000]})
+                           "data": {"decision": decision}, "reason": undid})
         if doc["action"] == "accept_plan":
-            events += [{"invoice_id": i, "kind": "plan_ended", "at": now, "actor": actor, "reason": "undone"}
+            events += [{"invoice_id": i, "kind": "plan_ended", "at": now, "actor": actor,
+                        "reason": reason("plan.undone")}
                        for i in invoice_ids]
         record_events(s, events)
     return t("undone: {what}", what=doc["text"])
@@ -223,7 +226,7 @@ def accept_plan(engine: Engine, config: Config, number: str, instalments: Sequen
         plans.record(s, int(inv.id), steps, inv.paid, now, actor, why, inbound_id)
         if inbound_id is not None:
             s.execute(sa.update(in_t).where(in_t.c.id == inbound_id, in_t.c.status == "triage").values(
-                status="applied", reason=f"plan accepted by {actor}"))
+                status="applied", reason=reason("plan.accepted_by", actor=actor)))
             actions.release_holds(s, inbound_id, now, actor)
         sent = replies.record(s, reply, now, actor, why) if reply is not None else None
     text = t("{number}: plan of {n} instalment(s) accepted, next on {day}", number=number, n=len(steps),
@@ -241,10 +244,10 @@ def reject_plan(engine: Engine, number: str, now: datetime, actor: str, why: str
             raise RelanceError(t("{number} is paid: no plan to reject", number=number))
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None))
         record_event(s, invoice_id=int(inv.id), kind="plan_ended", at=now, actor=actor, inbound_id=inbound_id,
-                     reason=why or "plan declined")
+                     reason=why or reason("plan.declined"))
         if inbound_id is not None:
             s.execute(sa.update(in_t).where(in_t.c.id == inbound_id, in_t.c.status == "triage").values(
-                status="applied", reason=f"plan declined by {actor}"))
+                status="applied", reason=reason("plan.declined_by", actor=actor)))
             actions.release_holds(s, inbound_id, now, actor)
         sent = replies.record(s, reply, now, actor, why) if reply is not None else None
     text = t("{number}: plan declined, the ladder goes on", number=number)
@@ -268,7 +271,7 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
     if how not in SETTLEMENTS:
         raise RelanceError(t("{value}: expected one of {choices}", value=repr(how), choices=", ".join(SETTLEMENTS)))
     if how == "resume":
-        return actions.resume(engine, number, now, actor, seen, reason=why or "dispute settled")
+        return actions.resume(engine, number, now, actor, seen, reason=why or reason("dispute.settled"))
     with engine.connect() as c:
         inv = actions.locked_invoice(c, number, seen)
         due = inv.amount - inv.paid
@@ -282,7 +285,7 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
             s.execute(sa.update(inv_t).where(inv_t.c.number == number, inv_t.c.state == "disputed").values(
                 state="active", hold_until=now, held_by=None))
             record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
-                         reason=f"was disputed; {why or 'dispute settled with a credit note'}")
+                         reason=join(reason("state.was", state="disputed"), why or reason("dispute.credit_note")))
     return text
 
 

@@ -51,6 +51,7 @@ from bot.instalments import Reminder as InstalmentReminder
 from bot.instalments import read as read_instalment
 from bot.ledger import inside
 from bot.models import Client, Contact, Event, Invoice, Outbound, Reminder, table
+from bot.reasons import plain_text
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
 from bot.replies import STAGE as REPLY
 from bot.store import record_events, session
@@ -171,8 +172,7 @@ class Outbox:
                      or r.claimed_at is None or r.claimed_at < self.wall_now - LEASE]
             for r in stale:
                 self._finish(s, r.id, "uncertain", "delivery_uncertain",
-                             f"left in 'sending' by {r.claimed_by}: it may or may not have been delivered; "
-                             "counted as sent, please check")
+                             reason("outbox.uncertain", instance=r.claimed_by or "?"))
             return [r.message_id for r in stale]
 
     def pending_ids(self) -> list[int]:
@@ -489,7 +489,7 @@ class Outbox:
                                                                  rem_t.c.skipped.is_(False))).scalars())
         ids += [i for i in _linked(s, outbound_id) if i not in ids]
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
-            status=status, last_error=reason or None))
+            status=status, last_error=plain_text(reason) or None))
         record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id} for i in ids])
         if unlink:  # the stage was not delivered: free it so it can be sent once the cause is fixed

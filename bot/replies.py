@@ -44,6 +44,7 @@ from bot.models import Client, Event, Inbound, Invoice, Outbound, table
 from bot.render import REPLY_TEMPLATES, InvoiceContext, Rendered, Renderer
 from bot.store import record_events, session
 from rules.plan import Instalment
+from rules.reasons import reason
 
 inv_t, cli_t, in_t, ev_t, out_t = table(Invoice), table(Client), table(Inbound), table(Event), table(Outbound)
 
@@ -292,7 +293,7 @@ def cancel(s: Connection, outbound_id: int, now: datetime, actor: str) -> None:
         raise RelanceError(t("the reply to {to} is already {status}: a mail that went out cannot be undone; "
                              "nothing undone", to=r.to_addr if r is not None else "?", status=t(status)))
     record_events(s, [{"invoice_id": i, "kind": "reply_cancelled", "at": now, "actor": actor,
-                       "outbound_id": outbound_id, "reason": "undone before it was sent"}
+                       "outbound_id": outbound_id, "reason": reason("reply.cancelled")}
                       for i in invoice_ids(s, outbound_id)])
 
 

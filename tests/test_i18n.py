@@ -154,3 +154,19 @@ def test_show_and_messages_render_codes_and_keep_old_prose(engine: Any, db_url: 
     doc = {m["id"]: m for m in json.loads(capsys.readouterr().out)}
     assert doc[2]["reason"] == "payment_plan: a person decides"
     assert doc[2]["reasons"] == [{"code": "triage.decides", "kind": "payment_plan"}]
+
+
+def test_every_code_the_code_writes_is_in_the_catalog() -> None:
+    """A reason("…") (or coded("…")) anywhere in bot/ and rules/ names a code the catalog renders."""
+    import re
+    from pathlib import Path
+
+    from bot.reasons import CATALOG
+
+    root = Path(__file__).resolve().parent.parent
+    used = {m for p in [*(root / "bot").glob("*.py"), *(root / "rules").glob("*.py")]
+            for m in re.findall(r'\b(?:reason|coded)\(\s*"([a-z_]+\.[a-z_.]+)"', p.read_text(encoding="utf-8"))}
+    used |= {m for p in [*(root / "bot").glob("*.py"), *(root / "rules").glob("*.py")]
+             for m in re.findall(r'coded\(\s*"([a-z_]+\.[a-z_.]+)" if', p.read_text(encoding="utf-8"))}
+    assert len(used) > 40, "the scan finds the codes"
+    assert sorted(used - set(CATALOG)) == []

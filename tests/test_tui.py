@@ -592,7 +592,7 @@ async def test_decline_a_plan_with_a_reply_then_undo_cancels_the_reply(
         assert "m2" in app.items, "undone: the proposal waits again"
     assert row(engine, "SELECT state FROM invoice WHERE number = 'F-2'") == ("plan",)
     assert row(engine, "SELECT status FROM outbound") == ("cancelled",), "never sent"
-    assert ("reply_cancelled", "undone before it was sent") in events(engine)
+    assert [k for k, _ in events(engine)].count("reply_cancelled") == 1
 
 
 async def test_reply_key_from_a_template_and_a_sent_reply_cannot_be_undone(
