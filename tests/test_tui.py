@@ -627,6 +627,13 @@ async def test_reply_key_from_a_template_and_a_sent_reply_cannot_be_undone(
         await pilot.press("u")
         await settle(pilot)
         assert "cannot be undone" in str(app.query_one("#done").render())
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "reply sent" in str(app.screen.query_one("#invoice").render()), "in the invoice's timeline"
+        await pilot.press("v")
+        await settle(pilot)
+        shown = str(app.screen.query_one("#message").render())
+        assert "Subject: Re: Facture F-1" in shown and "qui" in shown, "v: the reply as the client received it"
     assert row(engine, "SELECT status FROM outbound") == ("sent",)
     assert row(engine, "SELECT count(*) FROM event WHERE kind = 'reply_cancelled'") == (0,)
 
