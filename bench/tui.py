@@ -38,6 +38,7 @@ def build(url: str, invoices: int, messages: int) -> None:
 
     from bot import ledger, store  # noqa: PLC0415
     from bot.models import Event, Inbound, table  # noqa: PLC0415
+    from rules.reasons import reason  # noqa: PLC0415
 
     engine = store.make_engine(url)
     store.migrate(engine)
@@ -69,12 +70,12 @@ def build(url: str, invoices: int, messages: int) -> None:
                      "content_hash": f"h{m}", "raw": raw, "from_addr": f"compta{m}@client.example",
                      "subject": f"Facture {number}", "received_at": NOW - timedelta(minutes=m), "stored_at": NOW,
                      "kind": kind, "confidence": 0.4, "status": "triage" if triage else "applied",
-                     "reason": f"{kind}: a person decides", "text": body, "cues": "[]", "suggested": "[]"})
+                     "reason": reason("triage.decides", kind=kind), "text": body, "cues": "[]", "suggested": "[]"})
         evs.append({"invoice_id": ids[number], "kind": f"message_{kind}", "at": NOW, "actor": "relance",
-                    "reason": "the client answered", "data": "{}", "inbound_id": m})
+                    "reason": reason("hold.client_answered"), "data": "{}", "inbound_id": m})
         if triage:
             evs.append({"invoice_id": ids[number], "kind": "paused", "at": NOW, "actor": "relance",
-                        "reason": "until a person decides", "data": '{"until_decided": true}', "inbound_id": m})
+                        "reason": reason("hold.until_decided"), "data": '{"until_decided": true}', "inbound_id": m})
     with engine.begin() as c:
         for i in range(0, len(rows), 5000):
             c.execute(sa.insert(in_t), rows[i:i + 5000])

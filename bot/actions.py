@@ -18,6 +18,8 @@ from bot.errors import NotFoundError, RelanceError, StaleError
 from bot.i18n import t
 from bot.models import Contact, Event, Inbound, Invoice, table
 from bot.store import record_event, session
+from rules.reasons import join
+from rules.reasons import reason as coded
 
 inv_t, con_t = table(Invoice), table(Contact)
 
@@ -88,7 +90,7 @@ def resume(engine: Engine, number: str, now: datetime, actor: str, seen: int | N
             s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id).values(failing=False,
                                                                                   failure_reason=None))
         record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
-                     reason=f"was {inv.state}" + (f"; {reason}" if reason else ""))
+                     reason=join(coded("state.was", state=inv.state), reason))
     return f"{number} resumed"
 
 
@@ -110,7 +112,7 @@ def release_holds(s: Connection, inbound_id: int, now: datetime, actor: str) -> 
         if other is None:
             released.append(number)
             record_event(s, invoice_id=int(invoice_id), kind="released", at=now, actor=actor, inbound_id=inbound_id,
-                         reason="a person has read the message: the ladder goes on")
+                         reason=coded("person.read"))
     return released
 
 
@@ -129,7 +131,8 @@ def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str, wh
         if row.status == "applied":  # closed already, or applied by the bot: nothing waits
             return f"#{inbound_id} was not waiting for a person: nothing changed"
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
-            status="applied", reason=f"decided by {actor}" + (f": {why}" if why else "")))
+            status="applied", reason=coded("person.decided_why", actor=actor, why=why) if why
+            else coded("person.decided", actor=actor)))
         release_holds(s, inbound_id, now, actor)
         invoices = set(s.execute(sa.select(ev_t.c.invoice_id).where(ev_t.c.inbound_id == inbound_id,
                                                                      ev_t.c.invoice_id.is_not(None))).scalars())
@@ -159,9 +162,10 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
         if not settled and (hold := plans.hold_after(s, int(inv.id), paid)) is not None:
             values["hold_until"] = hold
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(**values))
-        what = "credit note" if kind == "credit_note" else "recorded"
         record_event(s, invoice_id=int(inv.id), kind="paid" if settled else kind, at=now, actor=actor,
-                     reason=f"{pay} {inv.currency} {what}", data={"amount": str(pay), "as": kind})
+                     reason=coded("payment.credit_note" if kind == "credit_note" else "payment.recorded",
+                                  amount=str(pay), currency=inv.currency),
+                     data={"amount": str(pay), "as": kind})
     return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")
 
 
@@ -194,6 +198,7 @@ def change_contact(engine: Engine, number: str, email: str, now: datetime, actor
                 values.update(state="active", hold_until=now)
             s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(**values))
             record_event(s, invoice_id=int(invoice_id), kind="contact_changed", at=now, actor=actor,
-                         reason=f"{old.email} -> {email}" + ("; resumed" if state == "bounced" else ""),
+                         reason=join(coded("contact.changed", old=old.email, new=email),
+                                     coded("contact.resumed") if state == "bounced" else ""),
                          data={"from": old.email, "to": email})
     return f"{', '.join(n for _, n, _ in moved)}: contact {email}"

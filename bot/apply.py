@@ -23,9 +23,10 @@ from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, 
 from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
 from rules.classify import Kind, Understanding
-from rules.effects import Effect, Held, Policy, decide, reread
+from rules.effects import UNTIL_DECIDED, Effect, Held, Policy, decide, reread
 from rules.match import Known, Match, NameIndex, digits, domain_index, find_numbers, match, normalise
 from rules.model import State
+from rules.reasons import reason
 
 in_t, inv_t, con_t, cli_t = table(Inbound), table(Invoice), table(Contact), table(Client)
 out_t, rem_t, ev_t, ign_t = table(Outbound), table(Reminder), table(Event), table(IgnoredSender)
@@ -95,21 +96,21 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
                 continue
             p, understood, found = u.parsed, u.understanding, found_all[u.id]
             if u.applied_before:
-                status, reason, concerned = _reprocessed(s, u.id, understood, found)
+                status, why, concerned = _reprocessed(s, u.id, understood, found)
                 effects.hold_reread(u.id, concerned)
             elif (p.sender in lookups.ignored and p.sender not in lookups.known_senders
                   and understood.kind not in (*_PAYMENT_BUSINESS, Kind.BOUNCE)):
                 # "Ignore this sender" (a newsletter): filed, never waiting for a person. A client's own
                 # contact, a bounce, and what it says of a payment, a plan or a dispute are still read.
-                status, reason = "applied", "from a sender a person chose to ignore: filed, nothing done"
+                status, why = "applied", reason("inbound.ignored_sender")
             else:
-                status, reason = effects.apply(u, understood, found)
+                status, why = effects.apply(u, understood, found)
             rows.append({
                 "_id": u.id, "message_id": db_text(p.message_id)[:250] or f"<no-message-id.{u.id}@relance>",
                 "from_addr": db_text(p.sender)[:250], "subject": db_text(p.subject)[:500],
                 "received_at": p.received_at if p.received_at and p.received_at.tzinfo else None,
                 "kind": understood.kind.value, "confidence": understood.confidence, "status": status,
-                "reason": db_text(reason)[:1000], "text": db_text(p.facts.text)[:20000],
+                "reason": db_text(why)[:1000], "text": db_text(p.facts.text)[:20000],
                 "cues": json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False),
                 "suggested": json.dumps(list(found.numbers) if found.numbers and not found.sure else [])})
             lines.append(Line(f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} "
@@ -130,6 +131,21 @@ class Lookups:
     """What the store knows about a batch's references, tokens, senders and bounced addresses, read
     in a query each."""
 
+    def _replies(self, s: Connection, refs: list[str], tokens: Sequence[str]) -> None:
+        """A person's replies to clients thread like reminders: by their Message-ID or reply token
+        to the invoices of their `reply_queued` events."""
+        replied = (sa.select(out_t.c.message_id, out_t.c.reply_token, inv_t.c.number)
+                   .join(ev_t, ev_t.c.outbound_id == out_t.c.id).join(inv_t, inv_t.c.id == ev_t.c.invoice_id)
+                   .where(out_t.c.stage == "reply", ev_t.c.kind == "reply_queued"))
+        for chunk in range(0, len(refs), 500):
+            for mid, _, number in s.execute(replied.where(out_t.c.message_id.in_(refs[chunk:chunk + 500]))):
+                if number not in self.by_mid.get(mid, ()):
+                    self.by_mid[mid] = (*self.by_mid.get(mid, ()), number)
+        if tokens:
+            for _, tok, number in s.execute(replied.where(out_t.c.reply_token.in_(list(set(tokens))))):
+                if number not in self.by_token.get(tok, ()):
+                    self.by_token[tok] = (*self.by_token.get(tok, ()), number)
+
     def __init__(self, s: Connection, parsed: Sequence[Parsed], tokens: Sequence[str], failed: Sequence[str],
                  cited: Sequence[str] = ()) -> None:
         refs = list({r for p in parsed for r in p.refs})
@@ -147,6 +163,7 @@ class Lookups:
                     sa.select(out_t.c.reply_token, inv_t.c.number).join(rem_t, rem_t.c.outbound_id == out_t.c.id)
                     .join(inv_t, inv_t.c.id == rem_t.c.invoice_id).where(out_t.c.reply_token.in_(list(set(tokens))))):
                 self.by_token[tok] = (*self.by_token.get(tok, ()), number)
+        self._replies(s, refs, tokens)
         # The open invoices of the clients those replies are about: "we paid this one and 0437 too".
         # The clients of the invoices these replies are tied to (thread, token, a full number cited):
         # their other invoices may be cited short ("we paid this one and 0437 too").
@@ -200,9 +217,9 @@ class Lookups:
         numbers = [n for a in u.failed for n in self.contact_open.get(a, ())]
         if not numbers:
             return m
-        return Match(tuple(dict.fromkeys(numbers)), "bounce", True,
-                     f"the server gave up on {', '.join(a for a in u.failed if a in self.contact_open)}, "
-                     f"the contact of {', '.join(dict.fromkeys(numbers))}")
+        return Match(tuple(dict.fromkeys(numbers)), "bounce", True, reason(
+            "match.bounce", addresses=", ".join(a for a in u.failed if a in self.contact_open),
+            numbers=", ".join(dict.fromkeys(numbers))))
 
     def load_named(self, s: Connection, named: dict[int, int]) -> None:
         """The open invoices of the clients named by unknown senders (message id -> client id)."""
@@ -246,9 +263,9 @@ def _reprocessed(s: Connection, inbound_id: int, u: Understanding, m: Match) -> 
                                   .where(ev_t.c.inbound_id == inbound_id)).scalars()))
     if old.kind == u.kind.value and set(m.numbers) <= set(linked):
         return old.status, old.reason, []
-    return "triage", (f"read again as {u.kind.value} for {', '.join(m.numbers) or 'no invoice'} "
-                      f"(was {old.kind} for {', '.join(linked) or 'no invoice'}); the first reading's effects "
-                      "stay: decide"), list(dict.fromkeys([*linked, *(m.numbers if m.sure else ())]))
+    why = reason("triage.reread", kind=u.kind.value, numbers=", ".join(m.numbers) or "-", old=old.kind or "?",
+                 old_numbers=", ".join(linked) or "-")
+    return "triage", why, list(dict.fromkeys([*linked, *(m.numbers if m.sure else ())]))
 
 
 def policy(config: Config) -> Policy:
@@ -295,7 +312,7 @@ class Effects:
         # The contacts a bounce names, whichever invoices it was matched to (or none).
         named = [c for a in message.failed for c in self.lookups.contacts.get(a, ())] if u.kind is Kind.BOUNCE else []
         for contact_id in named:
-            self.failing[contact_id] = f"delivery failure: the server gave up on {', '.join(message.failed)[:300]}"
+            self.failing[contact_id] = reason("bounce.gave_up", addresses=", ".join(message.failed)[:300])
         matched = self.load(m.numbers) if m.sure else []
         matched_numbers = [i["number"] for i in matched]
         sender = message.parsed.sender if message.parsed is not None else ""
@@ -319,7 +336,7 @@ class Effects:
         for e in effects:
             inv = self.invoices[e.number]
             base = {"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id}
-            self.events.append({**base, "kind": e.event, "reason": e.reason[:500]})
+            self.events.append({**base, "kind": e.event, "reason": e.reason[:1000]})
             if e.hold_until is not None:
                 new = max(e.hold_until, inv["hold_until"]) if inv["hold_until"] else e.hold_until
                 self._set(inv, hold_until=new)
@@ -327,14 +344,14 @@ class Effects:
             if e.until_decided:
                 if inv["held_by"] is None:
                     self._set(inv, held_by=inbound_id)
-                self.events.append({**base, "kind": "paused", "reason": "until a person decides",
+                self.events.append({**base, "kind": "paused", "reason": UNTIL_DECIDED,
                                     "data": {"until_decided": True}})
             if e.state is not None:
                 self._set(inv, state=e.state.value)
                 if e.state is State.BOUNCED and not named:  # the bounce does not say which address failed
-                    self.failing.setdefault(inv["contact_id"], "delivery failure reported by the recipient's server")
+                    self.failing.setdefault(inv["contact_id"], reason("bounce.reported"))
                 elif e.state in (State.PLAN, State.DISPUTED):
-                    self.events.append({**base, "kind": e.state.value, "reason": "until a person decides",
+                    self.events.append({**base, "kind": e.state.value, "reason": UNTIL_DECIDED,
                                         "data": {"proposal": proposal} if proposal else {}})
 
     def flush(self) -> None:

@@ -17,11 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import actions, desk, ledger, plans, reports, store
+from bot import actions, desk, ledger, plans, reasons, replies, reports, store
 from bot import config as configuration
 from bot.config import Config
 from bot.errors import ConfigError, ImportFileError, RelanceError
-from bot.i18n import t, t_reason
+from bot.i18n import t
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, Invoice, table
 from bot.render import Renderer, check_templates
@@ -154,10 +154,11 @@ def table_out(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
             return ""
         if isinstance(value, list):
             return ", ".join(map(str, value))
-        return t_reason(str(value)) if key == "reason" else t(str(value)) if key in translated else str(value)
+        return t(str(value)) if key in translated else str(value)
 
     cells = [[t(h) if h else h for _, h in columns]]
-    cells += [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
+    cells += [[reasons.render(r.get("reasons", [])) if k == "reason" else cell(k, r.get(k)) for k, _ in columns]
+              for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for line in cells:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
@@ -371,7 +372,7 @@ def cmd_messages(app: App) -> int:
         shown = [{**r, "invoices": ", ".join(r["invoices"]) or (", ".join(r["suggested"]) + " ?" if r["suggested"]
                                                                  else "")} for r in rows]
         table_out(shown, (("id", "#"), ("received_at", "RECEIVED"), ("from", "FROM"), ("kind", "KIND"),
-                          ("invoices", "INVOICES"), ("status", "STATUS"), ("subject", "SUBJECT")))
+                          ("invoices", "INVOICES"), ("status", "STATUS"), ("subject", "SUBJECT"), ("reason", "WHY")))
     return 0
 
 
@@ -529,6 +530,47 @@ def cmd_settle(app: App) -> int:
         app.engine(), a.number, how, app.now, app.actor, a.reason or "", credit))
 
 
+def cmd_reply(app: App) -> int:
+    """A reply to a client's message from a template in its language: printed (--draft), edited
+    (--edit, --body-file), queued in the outbox as an undoable decision, sent now with --send."""
+    a = app.args
+    if a.who:
+        app.actor = f"cli:{a.who}"
+    engine = app.engine()
+    with engine.connect() as c:
+        inbound_id = replies.find(c, a.message)
+        d = replies.draft(c, app.config, inbound_id, a.template, app.now)
+    if a.draft:
+        print(f"To: {d.to}\nSubject: {d.subject}\n\n{d.text}", end="")
+        return 0
+    text: str | None = None
+    if a.body_file:
+        try:
+            text = Path(a.body_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise RelanceError(f"--body-file {a.body_file}: {e}") from None
+    if a.edit:
+        text = replies.edit(text if text is not None else d.text)
+    queued: list[replies.Queued] = []
+
+    def run() -> str:
+        queued.append(replies.queue(engine, app.config, inbound_id, a.template, text, app.now, app.actor,
+                                    a.reason or ""))
+        return replies.queued_text(queued[0])
+
+    print(desk.decide(engine, app.now, app.actor, "reply", a.reason or f"reply {a.template}",
+                      desk.Scope(inbounds=(inbound_id,)), run).text)
+    if not a.send:
+        return 0
+    cfg = app.config
+    report = asyncio.run(replies.send(engine, cfg, SmtpMailer(cfg.smtp, cfg.smtp.password(cfg.source)),
+                                      queued[0].outbound_id, app.now, datetime.now(UTC)))
+    print_tick(report, False)
+    if report.sent:
+        print(t("sent: a mail that went out cannot be undone"))
+    return 0 if report.sent else 1
+
+
 def run_demo(keep: bool) -> int:
     from bot import demo  # noqa: PLC0415 - the demo pulls in the sandbox servers
 
@@ -628,6 +670,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cancel", action="store_true", help="withdraw the invoice (a credit note for all that is due)")
     sp.add_argument("--credit", help="a credit note of this amount; the rest is still due")
     sp.add_argument("--reason", help="why, kept in the history")
+    sp = add("reply", cmd_reply, "answer a client's message from a template in its language, threaded to it; "
+             "queued in the outbox (sent by the next pass), or sent now with --send", timed)
+    sp.add_argument("message", metavar="MESSAGE", help="the message's number (`relance messages`) or its Message-ID")
+    sp.add_argument("--template", required=True, choices=replies.TEMPLATES, help="what the reply says")
+    sp.add_argument("--body-file", metavar="FILE", help="the text to send instead of the template's (UTF-8)")
+    sp.add_argument("--edit", action="store_true", help="edit the text in $VISUAL / $EDITOR first")
+    sp.add_argument("--draft", action="store_true", help="print the reply the template writes; change nothing")
+    sp.add_argument("--send", action="store_true", help="send it now rather than with the next pass")
+    sp.add_argument("--reason", help="why, kept in the history")
+    sp.add_argument("--as", dest="who", metavar="NAME", help="who replies, as the history records it")
     add("demo", lambda app: run_demo(app.args.keep), "run everything against an embedded mail sandbox").add_argument(
         "--keep", action="store_true", help="keep the demo's database and files")
     return p

@@ -143,6 +143,13 @@ class PauseConfig:
 
 
 @dataclass(frozen=True)
+class PlansConfig:
+    # An accepted plan: a reminder this many days from each instalment's due date (< 0: before it).
+    reminder_days: tuple[int, ...] = (-3, 1)
+    template: str = "instalment"  # templates/<lang>/instalment.txt
+
+
+@dataclass(frozen=True)
 class UnderstandingConfig:
     auto_apply_margin: Decimal = Decimal("0.25")  # a reading is applied without a person only above this
 
@@ -212,6 +219,7 @@ class Config:
     schedule: ScheduleConfig = ScheduleConfig()
     stages: tuple[StageConfig, ...] = DEFAULT_STAGES
     pause: PauseConfig = PauseConfig()
+    plans: PlansConfig = PlansConfig()
     understanding: UnderstandingConfig = UnderstandingConfig()
     penalties: PenaltiesConfig = PenaltiesConfig()
     templates: TemplatesConfig = TemplatesConfig()
@@ -255,7 +263,7 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig, "company": CompanyConfig, "smtp": SmtpConfig, "imap": ImapConfig,
-    "schedule": ScheduleConfig, "pause": PauseConfig, "understanding": UnderstandingConfig,
+    "schedule": ScheduleConfig, "pause": PauseConfig, "plans": PlansConfig, "understanding": UnderstandingConfig,
     "penalties": PenaltiesConfig, "templates": TemplatesConfig, "attachments": AttachmentsConfig,
     "daemon": DaemonConfig, "costs": CostsConfig,
 }
@@ -351,6 +359,11 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         if not d.is_finite() or d < 0:
             raise bad(t("a finite decimal number >= 0"))
         return d
+    if origin is tuple and get_args(hint)[0] is int:  # days from a date: before it (< 0) or after
+        if not isinstance(value, list) or not all(isinstance(x, int) and not isinstance(x, bool) and -60 <= x <= 60
+                                                  for x in value) or value != sorted(set(value)):
+            raise bad(t("a list of whole numbers of days from -60 to 60, in increasing order"))
+        return tuple(value)
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             raise bad(t("a list of strings"))

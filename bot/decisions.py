@@ -23,6 +23,7 @@ from bot.store import db_text, record_events, session
 from bot.understand import understand_batch
 from rules.classify import Kind, Understanding
 from rules.match import Match
+from rules.reasons import join, reason
 
 in_t, inv_t, ev_t = table(Inbound), table(Invoice), table(Event)
 
@@ -56,18 +57,18 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
                             now.astimezone(config.zone).date(), learn.current(engine))
     if u.parsed is None or u.understanding is None:
         raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
-    found = Match(tuple(numbers), "person", True, f"assigned by {actor} to {', '.join(numbers)}")
+    found = Match(tuple(numbers), "person", True, reason("person.assigned", actor=actor, numbers=", ".join(numbers)))
     with session(engine) as s:
         _still_waiting(s, inbound_id, in_triage)
         release_holds(s, inbound_id, now, actor)  # the holds on the client's invoices; the assigned ones decide anew
         effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
-        status, reason = effects.apply(u, u.understanding, found)
+        status, why = effects.apply(u, u.understanding, found)
         for inv in effects.load(numbers):
             effects.events.append({"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id, "actor": actor,
                                    "kind": "message_assigned", "reason": found.reason})
         effects.flush()
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
-            status=status, reason=db_text(f"{found.reason}; {reason}")[:1000], suggested="[]"))
+            status=status, reason=db_text(join(found.reason, why))[:1000], suggested="[]"))
     return f"#{inbound_id} {u.understanding.kind.value} -> {', '.join(numbers)}: {status}"
 
 
@@ -108,7 +109,8 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
                                                                     inv_t.c.state == undone)).scalars():
                 s.execute(sa.update(inv_t).where(inv_t.c.id == invoice_id).values(state="active"))
                 record_events(s, [{"invoice_id": invoice_id, "at": now, "inbound_id": inbound_id, "actor": actor,
-                                   "kind": "resumed", "reason": f"was {undone}; labelled {kind.value} by {actor}"}])
+                                   "kind": "resumed", "reason": join(reason("state.was", state=undone), reason(
+                                       "person.labelled", kind=kind.value, actor=actor))}])
         # What the bot already applied alone for the same kind stays; otherwise the kind applies what it does
         # (a reading the bot was not sure of, another kind, or a message a person had filed unread).
         closed = s.execute(sa.select(ev_t.c.id).where(ev_t.c.inbound_id == inbound_id,
@@ -116,12 +118,13 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
         alone = row.kind == kind.value and row.status == "applied" and not closed
         if numbers and kind is not Kind.HUMAN_REPLY and not alone:
             effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
-            _, done = effects.apply(u, person, Match(tuple(numbers), "person", True,
-                                                     f"labelled by {actor} for {', '.join(numbers)}"))
+            _, done = effects.apply(u, person, Match(tuple(numbers), "person", True, reason(
+                "person.labelled_for", actor=actor, numbers=", ".join(numbers))))
             effects.flush()
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
             kind=kind.value, confidence=Decimal(1), label=kind.value, labelled_by=actor, labelled_at=now,
-            status="applied", suggested="[]", reason=db_text(f"labelled {kind.value} by {actor}")[:1000]))
+            status="applied", suggested="[]", reason=db_text(reason("person.labelled", kind=kind.value,
+                                                                   actor=actor))[:1000]))
     out = f"#{inbound_id} labelled {kind.value} (read as {row.kind})"
     if numbers:
         out += f" for {', '.join(numbers)}" + (f": {done}" if done else "")

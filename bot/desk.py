@@ -8,6 +8,9 @@ after. `undo` puts the `before` values back, but only while every changed row st
 overwritten; the undo is refused and says so. The events of the action stay (the log is
 append-only) and an `undone` event says what was reverted and by whom.
 
+A reply to a client queued by a decision (bot/replies.py) is part of it: undo cancels it while it
+waits in the outbox, and is refused, saying so, once it has gone out (a mail cannot be unsent).
+
 The dead ends of triage are here too: accept or reject a payment plan, settle a dispute, dismiss
 a message as noise, ignore a sender."""
 
@@ -23,15 +26,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from bot import actions, plans, versions
+from bot import actions, plans, replies, versions
 from bot.config import Config
 from bot.errors import NotFoundError, RelanceError, StaleError
 from bot.i18n import t
-from bot.models import Contact, Event, IgnoredSender, Inbound, Invoice, table
+from bot.models import Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, table
 from bot.store import record_event, record_events, session
 from rules.plan import Instalment
+from rules.reasons import join, reason
 
 inv_t, con_t, in_t, ev_t, ign_t = table(Invoice), table(Contact), table(Inbound), table(Event), table(IgnoredSender)
+out_t = table(Outbound)
 
 # The columns a decision may change, per table, and how their values go to JSON and back.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -99,6 +104,9 @@ def _rows(c: Connection, scope: Scope) -> dict[str, dict[int, dict[str, Any]]]:
                      for r in c.execute(sa.select(tb.c.id, *(tb.c[k] for k in cols)).where(where[name]))}
     out["ignored"] = {int(r.id): {"address": r.address} for r in c.execute(
         sa.select(ign_t.c.id, ign_t.c.address).where(ign_t.c.address.in_(scope.senders)))}
+    sent = replies.outbound_ids(c, scope.inbounds, scope.invoices)
+    out["outbound"] = {int(r.id): {"status": r.status} for r in c.execute(
+        sa.select(out_t.c.id, out_t.c.status).where(out_t.c.id.in_(sent)))}
     return out
 
 
@@ -114,6 +122,8 @@ def decide(engine: Engine, now: datetime, actor: str, action: str, why: str, sco
         for name in before.keys() | after.keys():
             for rid in before.get(name, {}).keys() | after.get(name, {}).keys():
                 b, a = before.get(name, {}).get(rid), after.get(name, {}).get(rid)
+                if name == "outbound" and b is not None:  # an earlier reply the daemon sent meanwhile
+                    continue
                 if b != a:
                     changes.setdefault(name, {})[str(rid)] = {"before": b, "after": a}
         first_invoice = next(iter(changes.get("invoice", {})), None)
@@ -152,12 +162,15 @@ def undo(engine: Engine, now: datetime, actor: str, decision: int | None = None)
         doc = json.loads(row.data)
         changes: dict[str, dict[str, Any]] = doc["changes"]
         _check_unchanged(s, changes)
+        for rid, change in changes.get("outbound", {}).items():  # a reply it queued: cancelled, unless gone
+            if change["before"] is None:
+                replies.cancel(s, int(rid), now, actor)
         ignored = changes.get("ignored", {})
         for rid, change in ignored.items():
             if change["after"] is not None and change["before"] is None:
                 s.execute(sa.delete(ign_t).where(ign_t.c.id == int(rid)))
         for name, rows in changes.items():
-            if name == "ignored":
+            if name in ("ignored", "outbound"):
                 continue
             tb = TABLES[name]
             for rid, change in rows.items():
@@ -166,13 +179,15 @@ def undo(engine: Engine, now: datetime, actor: str, decision: int | None = None)
                 values = {k: _load(k, v) for k, v in change["before"].items()}
                 s.execute(sa.update(tb).where(tb.c.id == int(rid)).values(**values))
         invoice_ids = [int(i) for i in changes.get("invoice", {})]
+        undid = reason("decision.undone", action=doc["action"], text=str(doc["text"])[:800])
         events = [{"invoice_id": i, "kind": "undone", "at": now, "actor": actor, "data": {"decision": decision},
-                   "reason": f"undid {doc['action']}: {doc['text']}"[:1000]} for i in invoice_ids]
+                   "reason": undid} for i in invoice_ids]
         if not invoice_ids:
             events.append({"invoice_id": None, "kind": "undone", "at": now, "actor": actor,
-                           "data": {"decision": decision}, "reason": f"undid {doc['action']}: {doc['text']}"[:1000]})
+                           "data": {"decision": decision}, "reason": undid})
         if doc["action"] == "accept_plan":
-            events += [{"invoice_id": i, "kind": "plan_ended", "at": now, "actor": actor, "reason": "undone"}
+            events += [{"invoice_id": i, "kind": "plan_ended", "at": now, "actor": actor,
+                        "reason": reason("plan.undone")}
                        for i in invoice_ids]
         record_events(s, events)
     return t("undone: {what}", what=doc["text"])
@@ -181,7 +196,7 @@ def undo(engine: Engine, now: datetime, actor: str, decision: int | None = None)
 def _check_unchanged(s: Connection, changes: dict[str, dict[str, Any]]) -> None:
     """Every row the decision changed still holds what the decision left there."""
     for name, rows in changes.items():
-        if name == "ignored":
+        if name in ("ignored", "outbound"):
             continue
         tb, cols = TABLES[name], COLUMNS[name]
         for rid, change in rows.items():
@@ -194,7 +209,8 @@ def _check_unchanged(s: Connection, changes: dict[str, dict[str, Any]]) -> None:
 # The dead ends: what a plan, a dispute, a noise message or a newsletter needs from a person.
 
 def accept_plan(engine: Engine, config: Config, number: str, instalments: Sequence[Instalment], now: datetime,
-                actor: str, why: str, inbound_id: int | None = None, seen: int | None = None) -> str:
+                actor: str, why: str, inbound_id: int | None = None, seen: int | None = None,
+                reply: replies.Composed | None = None) -> str:
     """A person accepts a payment plan: the instalments (amounts adding up to what is due, dates
     to come) are recorded; the invoice goes back on the ladder, held until each instalment in turn
     (bot.plans). The message that proposed it, if any, is decided."""
@@ -210,27 +226,38 @@ def accept_plan(engine: Engine, config: Config, number: str, instalments: Sequen
         plans.record(s, int(inv.id), steps, inv.paid, now, actor, why, inbound_id)
         if inbound_id is not None:
             s.execute(sa.update(in_t).where(in_t.c.id == inbound_id, in_t.c.status == "triage").values(
-                status="applied", reason=f"plan accepted by {actor}"))
+                status="applied", reason=reason("plan.accepted_by", actor=actor)))
             actions.release_holds(s, inbound_id, now, actor)
-    return t("{number}: plan of {n} instalment(s) accepted, next on {day}", number=number, n=len(steps),
+        sent = replies.record(s, reply, now, actor, why) if reply is not None else None
+    text = t("{number}: plan of {n} instalment(s) accepted, next on {day}", number=number, n=len(steps),
              day=steps[0].due.isoformat())
+    return text + (f"; {replies.queued_text(sent)}" if sent is not None else "")
 
 
 def reject_plan(engine: Engine, number: str, now: datetime, actor: str, why: str, inbound_id: int | None = None,
-                seen: int | None = None) -> str:
-    """A person declines a plan: the invoice goes back on the ladder now (a plan that ran ends)."""
+                seen: int | None = None, reply: replies.Composed | None = None) -> str:
+    """A person declines a plan: the invoice goes back on the ladder now (a plan that ran ends).
+    `reply` (bot.replies.prepare): the answer to the client, queued in the same transaction."""
     with session(engine) as s:
         inv = actions.locked_invoice(s, number, seen)
         if inv.state == "paid":
             raise RelanceError(t("{number} is paid: no plan to reject", number=number))
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None))
         record_event(s, invoice_id=int(inv.id), kind="plan_ended", at=now, actor=actor, inbound_id=inbound_id,
-                     reason=why or "plan declined")
+                     reason=why or reason("plan.declined"))
         if inbound_id is not None:
             s.execute(sa.update(in_t).where(in_t.c.id == inbound_id, in_t.c.status == "triage").values(
-                status="applied", reason=f"plan declined by {actor}"))
+                status="applied", reason=reason("plan.declined_by", actor=actor)))
             actions.release_holds(s, inbound_id, now, actor)
-    return t("{number}: plan declined, the ladder goes on", number=number)
+        sent = replies.record(s, reply, now, actor, why) if reply is not None else None
+    text = t("{number}: plan declined, the ladder goes on", number=number)
+    return text + (f"; {replies.queued_text(sent)}" if sent is not None else "")
+
+
+def reply(engine: Engine, config: Config, inbound_id: int, template: str, text: str | None, now: datetime,
+          actor: str, why: str = "") -> str:
+    """A person answers a client's message (bot.replies): queued in the outbox, threaded to it."""
+    return replies.queued_text(replies.queue(engine, config, inbound_id, template, text, now, actor, why))
 
 
 SETTLEMENTS = ("resume", "cancel", "credit")
@@ -244,7 +271,7 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
     if how not in SETTLEMENTS:
         raise RelanceError(t("{value}: expected one of {choices}", value=repr(how), choices=", ".join(SETTLEMENTS)))
     if how == "resume":
-        return actions.resume(engine, number, now, actor, seen, reason=why or "dispute settled")
+        return actions.resume(engine, number, now, actor, seen, reason=why or reason("dispute.settled"))
     with engine.connect() as c:
         inv = actions.locked_invoice(c, number, seen)
         due = inv.amount - inv.paid
@@ -258,7 +285,7 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
             s.execute(sa.update(inv_t).where(inv_t.c.number == number, inv_t.c.state == "disputed").values(
                 state="active", hold_until=now, held_by=None))
             record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
-                         reason=f"was disputed; {why or 'dispute settled with a credit note'}")
+                         reason=join(reason("state.was", state="disputed"), why or reason("dispute.credit_note")))
     return text
 
 

@@ -6,7 +6,6 @@ otherwise. (The language of the reminders themselves is each client's, from the 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 FR: dict[str, str] = {
@@ -201,83 +200,7 @@ def t(text: str, **values: Any) -> str:
     return text.format(**values) if values else text
 
 
-# Reasons are stored in English (messages, events): the JSON output and the database keep them so.
-# A person reading them in French sees each "; "-separated piece translated through these
-# templates; a piece no template fits (a cue, a server's own words) is shown as stored.
-REASONS_FR: dict[str, str] = {
-    "replies to our reminder of {numbers}": "répond à notre relance de {numbers}",
-    "also cites {numbers}": "cite aussi {numbers}",
-    "sent to a reply address of ours": "envoyé à l'une de nos adresses de réponse",
-    "cites {numbers}": "cite {numbers}",
-    "a number that could be several invoices: {numbers}": "un numéro qui peut désigner plusieurs factures : {numbers}",
-    "the sender's only open invoice is {number} (to confirm)":
-        "seule facture ouverte de l'expéditeur : {number} (à confirmer)",
-    "the sender has {n} open invoices and cites none": "l'expéditeur a {n} factures ouvertes et n'en cite aucune",
-    "no reminder, invoice number or known sender": "ni relance, ni numéro de facture, ni expéditeur connu",
-    "a client's reply: read it and decide": "réponse d'un client : à lire pour décider",
-    "{kind}: a person decides": "{kind} : à décider",
-    "delivery failure: fix the contact, then resume": "échec de distribution : corrigez le contact, puis reprenez",
-    "delivery failure: the server gave up on {addresses}": "échec de distribution : le serveur a renoncé à {addresses}",
-    "delivery failure reported by the recipient's server":
-        "échec de distribution signalé par le serveur du destinataire",
-    "auto-reply, no invoice concerned ({why})": "réponse automatique, aucune facture concernée ({why})",
-    "delivery delayed, the server keeps trying: nothing to do yet":
-        "distribution retardée, le serveur réessaie : rien à faire pour l'instant",
-    "the server gave up on {addresses}, the contact of {numbers}": "le serveur a renoncé à {addresses}, contact de "
-                                                                   "{numbers}",
-    "assigned by {actor} to {numbers}": "rattaché par {actor} à {numbers}",
-    "read again as {kind} for {numbers} (was {old} for {old_numbers})":
-        "relu comme {kind} pour {numbers} (avant : {old} pour {old_numbers})",
-    "the first reading's effects stay: decide": "les effets de la première lecture restent : à décider",
-    "unreadable: {why}": "illisible : {why}",
-    "could not be processed: {why}": "n'a pas pu être traité : {why}",
-    "promise to pay on {date}": "promesse de paiement pour le {date}",
-    "promise to pay": "promesse de paiement",
-    "the client says it has paid": "le client dit avoir payé",
-    "the client answered": "le client a répondu",
-    "out of office until {date}": "absent jusqu'au {date}",
-    "until a person decides": "jusqu'à la décision d'une personne",
-    "{kind} about a paid invoice": "{kind} sur une facture payée",
-    "was {state}": "était {state}",
-    "decided by {actor}": "décidé par {actor}",
-    "paid column of {source} no longer covers the amount": "la colonne paid de {source} ne couvre plus le montant",
-    "paid column of {source}": "colonne paid de {source}",
-    "line {line} of {source}": "ligne {line} de {source}",
-    "{stage}: late start, {due} is due instead": "{stage} : démarrage tardif, {due} est due à la place",
-    "cc refused: {address}": "copie refusée : {address}",
-    "the client's open invoices wait for a person": "les factures ouvertes du client attendent une personne",
-    "a promise with no date to come: a person decides": "une promesse sans date à venir : à décider",
-    "not sure it is a {kind} (margin {margin} < {threshold}): a person decides":
-        "pas sûr que ce soit : {kind} (écart {margin} < {threshold}) : à décider",
-    "a person has read the message: the ladder goes on": "une personne a lu le message : l'escalade reprend",
-    "labelled {kind} by {actor}": "étiqueté {kind} par {actor}",
-    "labelled by {actor} for {numbers}": "étiqueté par {actor} pour {numbers}",
-}
-
-
-def _pattern(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{\w+\})", template)
-    return re.compile("".join(f"(?P<{p[1:-1]}>.+?)" if p.startswith("{") else re.escape(p) for p in parts), re.DOTALL)
-
-
-# Most specific first: the template with the most fixed text wins.
-_REASONS = [(_pattern(en), fr) for en, fr in sorted(REASONS_FR.items(),
-                                                     key=lambda item: -len(re.sub(r"\{\w+\}", "", item[0])))]
-
-
-def t_reason(text: str) -> str:
-    """A stored reason in the user's language (see REASONS_FR): piece by piece, values included."""
-    if language() != "fr" or not text:
-        return text
-    return " ; ".join(_one_reason(piece) for piece in text.split("; "))
-
-
-def _one_reason(piece: str) -> str:
-    for pattern, fr in _REASONS:
-        m = pattern.fullmatch(piece)
-        if m:
-            return fr.format(**{k: _one_reason(v) for k, v in m.groupdict().items()})
-    return FR.get(piece, piece)
+# Reasons are codes with parameters, rendered from one catalog: bot/reasons.py.
 
 
 # Amounts, dates and stage names as a person reads them, in the same language as the words.
@@ -423,3 +346,41 @@ def words(code: str) -> str:
     if language() == "fr":
         return FR.get(code, code.replace("_", " "))
     return WORDS_EN.get(code, code.replace("_", " "))
+
+
+FR.update({
+    # Replies to clients (bot/replies.py) and their keys in the triage UI.
+    "no message #{id}": "pas de message n°{id}", "no invoice {number}": "pas de facture {number}",
+    "sending": "en cours d'envoi", "cancelled": "annulé", "pending": "en attente", "failed": "échoué",
+    "message #{id} concerns no invoice: assign it first (a)":
+        "le message n°{id} ne concerne aucune facture : rattachez-le d'abord (a)",
+    "message #{id}: its sender {address} is not an address a reply can go to":
+        "message n°{id} : son expéditeur {address} n'est pas une adresse à laquelle répondre",
+    "the reply is empty: nothing queued": "la réponse est vide : rien n'est mis en file",
+    "the reply is {n} characters long (at most {max})": "la réponse fait {n} caractères (au plus {max})",
+    "the reply cannot be written: {why}": "la réponse ne peut pas être écrite : {why}",
+    "reply to {to} about {numbers} queued: the next pass sends it (undo cancels it until then)":
+        "réponse à {to} sur {numbers} mise en file : le prochain passage l'envoie (annuler la retire d'ici là)",
+    "the reply to {to} is already {status}: a mail that went out cannot be undone; nothing undone":
+        "la réponse à {to} est déjà {status} : un courriel parti ne peut pas être annulé ; rien n'est annulé",
+    "the editor {editor} exited with {code}: nothing queued":
+        "l'éditeur {editor} s'est terminé avec le code {code} : rien n'est mis en file",
+    "sent: a mail that went out cannot be undone": "envoyé : un courriel parti ne peut pas être annulé",
+    "Reply to the client": "Répondre au client", "Queue the reply": "Mettre la réponse en file",
+    "Without a reply": "Sans réponse", "Edit in $EDITOR": "Modifier dans $EDITOR", "Template": "Modèle",
+    "reply_queued": "réponse en file", "reply_sent": "réponse envoyée", "reply_cancelled": "réponse annulée",
+    "reply_failed": "réponse non envoyée",
+    "ack_claim": "accuser réception d'un paiement annoncé", "accept_plan": "accepter l'échéancier",
+    "decline_plan": "refuser l'échéancier", "answer_dispute": "répondre à une contestation",
+    "reply to {to} · {subject}": "réponse à {to} · {subject}",
+    "Ctrl+S queues the reply · Ctrl+E opens $EDITOR · Escape cancels":
+        "Ctrl+S met la réponse en file · Ctrl+E ouvre $EDITOR · Échap annule",
+    "Ctrl+S decides and queues the reply · Ctrl+W decides without a reply · Ctrl+E opens $EDITOR · Escape cancels":
+        "Ctrl+S décide et met la réponse en file · Ctrl+W décide sans réponse · Ctrl+E ouvre $EDITOR · "
+        "Échap annule",
+    "a reply answers a message: open one from the queue": "une réponse répond à un message : ouvrez-en un dans la file",
+})
+WORDS_EN.update({"reply_queued": "reply queued", "reply_sent": "reply sent", "reply_cancelled": "reply cancelled",
+                 "reply_failed": "reply not sent", "ack_claim": "acknowledge a payment claim",
+                 "accept_plan": "accept the plan", "decline_plan": "decline the plan",
+                 "answer_dispute": "answer a dispute"})

@@ -25,6 +25,7 @@ from bot.errors import ImportFileError
 from bot.i18n import language, t
 from bot.models import Client, Contact, Invoice, table
 from bot.store import record_events, session
+from rules.reasons import reason
 
 REQUIRED = ("number", "client", "email", "amount", "currency", "issue_date", "due_date")
 OPTIONAL = ("language", "paid", "pdf", "client_id", "cc", "client_kind")
@@ -325,14 +326,16 @@ def import_rows(engine: Engine, rows: Iterable[Row], now: datetime, source: str)
             new_state = state
             if is_paid and state != "paid":
                 new_state, settled = "paid", settled + 1
-                events.append({"invoice_id": inv_id, "kind": "paid", "reason": f"paid column of {source}"})
+                events.append({"invoice_id": inv_id, "kind": "paid",
+                               "reason": reason("ledger.paid_column", source=source)})
             elif not is_paid and state == "paid":
                 new_state = "active"
                 events.append({"invoice_id": inv_id, "kind": "reopened",
-                               "reason": f"paid column of {source} no longer covers the amount"})
+                               "reason": reason("ledger.paid_undone", source=source)})
             s.execute(sa.update(inv_t).where(inv_t.c.id == inv_id).values(state=new_state, data_error=None,
                                                                           **values))  # new data: try again
-            events.append({"invoice_id": inv_id, "kind": "updated", "reason": f"line {r.line} of {source}"})
+            events.append({"invoice_id": inv_id, "kind": "updated", "reason": reason("ledger.line", line=r.line,
+                                                                                       source=source)})
         if inserts:
             s.execute(sa.insert(inv_t), inserts)
         record_events(s, [{"at": now, "actor": "import", **ev} for ev in events])
@@ -345,7 +348,8 @@ def import_rows(engine: Engine, rows: Iterable[Row], now: datetime, source: str)
                                "actor": "import"})
                 if state == "paid":
                     settled += 1
-                    events.append({"invoice_id": inv_id, "kind": "paid", "reason": f"paid column of {source}",
+                    events.append({"invoice_id": inv_id, "kind": "paid", "reason": reason("ledger.paid_column",
+                                                                                          source=source),
                                    "at": now, "actor": "import"})
                 if len(events) >= CHUNK:
                     record_events(s, events)

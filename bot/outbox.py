@@ -11,6 +11,11 @@ Life of a message (`outbound.status`):
             |--connection lost during DATA--> uncertain
     pending, prepared, claimed --invoice paid/paused/disputed meanwhile--> cancelled
 
+A person's reply to a client (bot/replies.py, stage `reply`) takes the same path from `pending`:
+its bytes were composed when it was queued, so `claim` only marks it `sending`; it is sent
+whatever the state of its invoices (the person wrote it knowing it), and a 5xx fails the reply
+alone (the address it went to is the client's sender, not the invoice's contact: nothing bounces).
+
 `queue` writes, in one transaction, the outbound row (with its Message-ID) and one `reminder`
 row per (invoice, stage), whose unique key makes a second reminder of the same stage impossible,
 whatever the number of instances or crashes.
@@ -66,12 +71,18 @@ from bot.compose import Attachment, Envelope, compose, new_message_id, new_reply
 from bot.config import Config
 from bot.driver import DriverConnection
 from bot.errors import MessageDataError
+from bot.instalments import STAGE as INSTALMENT
+from bot.instalments import Reminder as InstalmentReminder
+from bot.instalments import read as read_instalment
 from bot.ledger import inside
 from bot.models import Client, Contact, Event, Invoice, Money, Outbound, Reminder, UtcDateTime, table
+from bot.reasons import plain_text
 from bot.render import InvoiceContext, ReminderRef, Renderer, penalties_for
+from bot.replies import STAGE as REPLY
 from bot.store import record_events, session
-from rules.effects import CLAIM_HOLD
+from rules.effects import CLAIM_HOLD, LEGACY_CLAIM_HOLD
 from rules.penalties import ContractRateTooLowError, MissingRateError
+from rules.reasons import join, reason
 
 LEASE = timedelta(minutes=15)
 WAITING = ("pending", "preparing", "prepared", "claimed")  # queued, not yet handed to the server
@@ -197,7 +208,7 @@ class Outbox:
                     reminders.append({"invoice_id": invoice_id, "stage_index": k, "stage": self.ladder[k].name,
                                       "outbound_id": ob_id, "skipped": True, "at": self.now})
                     events.append({"invoice_id": invoice_id, "kind": "stage_skipped", "at": self.now,
-                                   "reason": f"{self.ladder[k].name}: late start, {stage.name} is due instead"})
+                                   "reason": reason("outbox.late_start", stage=self.ladder[k].name, due=stage.name)})
         # The unique (invoice, stage) key settles a race with another instance. A conflict is
         # skipped rather than raised: psycopg would otherwise abort its pipeline mid-batch and log
         # "error ignored terminating <Pipeline>" on stderr. A row short means another instance
@@ -226,8 +237,7 @@ class Outbox:
             uncertain = [r for r in stale if r.status == "sending"]
             for r in uncertain:
                 self._finish(s, r.id, "uncertain", "delivery_uncertain",
-                             f"left in 'sending' by {r.claimed_by}: it may or may not have been delivered; "
-                             "counted as sent, please check")
+                             reason("outbox.uncertain", instance=r.claimed_by or "?"))
             return [r.message_id for r in uncertain]
 
     def pending_ids(self) -> list[int]:
@@ -288,6 +298,9 @@ class Outbox:
             if ob is None:
                 continue
             invs = rows.get(ob_id, [])
+            if ob.stage in (REPLY, INSTALMENT):  # composed when queued, or read again at claim: one by one
+                out.append(ob_id)
+                continue
             if not invs or any(self._not_due(r) for r in invs):
                 out.append(ob_id)
                 continue
@@ -344,6 +357,10 @@ class Outbox:
                                .where(rem_t.c.outbound_id.in_([r.id for r in rows]), rem_t.c.skipped.is_(False))
                                .order_by(inv_t.c.due_date, inv_t.c.number)):
                 links[r.outbound_id].append(r)
+            for r in rows:  # a reply, an instalment reminder: its invoices are those of its queued event
+                if r.stage in (REPLY, INSTALMENT):
+                    links[r.id] += s.execute(sa.select(inv_t.c.id, inv_t.c.number)
+                                             .where(inv_t.c.id.in_(_linked(s, r.id))).order_by(inv_t.c.number)).all()
         sender = self.config.company.email
         out = [Prepared(outbound_id=r.id, message_id=r.message_id,
                         envelope=Envelope(sender, (r.to_addr, *(c for c in r.cc.split(",") if c))),
@@ -388,29 +405,13 @@ class Outbox:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
             if ob.status != status or (status in MINE and ob.claimed_by != self.instance):
                 return None
-            invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id,
-                                                          rem_t.c.skipped.is_(False))).all()
-            still = []
-            for r in invs:
-                why = self._not_due(r)
-                if why:
-                    self._unlink(s, outbound_id, r.id, "reminder_cancelled", why)
-                else:
-                    still.append(r)
-            if not still:
-                s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
-                self.cancelled += 1
-                return None
-            try:
-                ids = [r.id for r in still]
-                prepared = self._render(ob, still, self._earlier(s, ids), self._claims(s, ids))
-            except (MissingRateError, ContractRateTooLowError) as e:
-                self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
-                self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e}")
-                return None
-            except MessageDataError as e:
-                self._data_failed(s, outbound_id, e.reason)
-                self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e.reason}")
+            if ob.stage == REPLY:  # composed when it was queued: as it is
+                prepared: Prepared | None = self._reply(s, ob)
+            elif ob.stage == INSTALMENT:
+                prepared = self._rendered_instalment(s, ob)
+            else:
+                prepared = self._rendered_reminder(s, ob)
+            if prepared is None:
                 return None
             stored = self._stored(prepared)
             values: dict[str, Any] = {"status": to, "raw": stored["raw"], "subject": stored["subject"],
@@ -427,6 +428,35 @@ class Outbox:
                 raise _ClaimedElsewhereError  # rolls back what this transaction did
             return prepared
 
+    def _rendered_reminder(self, s: Connection, ob: sa.Row[Any]) -> Prepared | None:
+        """A reminder with its invoices read again: those no longer due dropped, rendered; None when
+        none is left (cancelled) or it cannot be written (failed)."""
+        outbound_id = int(ob.id)
+        invs = s.execute(self._invoices_query().where(rem_t.c.outbound_id == outbound_id,
+                                                      rem_t.c.skipped.is_(False))).all()
+        still = []
+        for r in invs:
+            why = self._not_due(r)
+            if why:
+                self._unlink(s, outbound_id, r.id, "reminder_cancelled", why)
+            else:
+                still.append(r)
+        if not still:
+            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(status="cancelled"))
+            self.cancelled += 1
+            return None
+        try:
+            ids = [r.id for r in still]
+            return self._render(ob, still, self._earlier(s, ids), self._claims(s, ids))
+        except (MissingRateError, ContractRateTooLowError) as e:
+            self._finish(s, outbound_id, "failed", "reminder_failed", str(e), unlink=True)
+            self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e}")
+            return None
+        except MessageDataError as e:
+            self._data_failed(s, outbound_id, e.reason)
+            self.failures.append(f"{', '.join(r.number for r in still)}  {ob.stage}: not sent: {e.reason}")
+            return None
+
     def _still_as_rendered(self, today_only: bool = False) -> sa.ColumnElement[bool]:
         """SQL, on an outbound row: every invoice it is linked to is still due (as `_not_due` reads
         it), their sum paid is what it was when the message was rendered, and (`today_only`) it was
@@ -439,11 +469,54 @@ class Outbox:
                          inv_t.c.held_by.is_not(None), con_t.c.failing.is_(True))
         paid = (sa.select(sa.func.sum(inv_t.c.paid)).select_from(rem_t.join(inv_t, inv_t.c.id == rem_t.c.invoice_id))
                 .where(rem_t.c.outbound_id == out_t.c.id, rem_t.c.skipped.is_(False)).scalar_subquery())
-        checks = [~sa.exists(linked.where(not_due)), paid == out_t.c.prepared_paid]
+        # A reply or an instalment reminder has no stage rows: nothing paid to compare (0).
+        checks = [~sa.exists(linked.where(not_due)), sa.func.coalesce(paid, 0) == out_t.c.prepared_paid]
         if today_only:
             day = datetime.combine(self.now.astimezone(self.config.zone).date(), time(0), self.config.zone)
             checks.append(out_t.c.prepared_at >= day)
         return sa.and_(*checks)
+
+    def _rendered_instalment(self, s: Connection, ob: sa.Row[Any]) -> Prepared | None:
+        """An instalment reminder (bot/instalments.py), the plan read again: rendered, or None when
+        it is no longer due (cancelled) or cannot be written (failed)."""
+        found = read_instalment(s, int(ob.id), str(ob.message_id), self.now)
+        if isinstance(found, str):
+            self._finish(s, int(ob.id), "cancelled", "reminder_cancelled", found)
+            self.cancelled += 1
+            return None
+        try:
+            return self._instalment(ob, found)
+        except MessageDataError as e:
+            self._data_failed(s, int(ob.id), e.reason)
+            self.failures.append(f"{found.number}  {INSTALMENT}: not sent: {e.reason}")
+            return None
+
+    def _instalment(self, ob: sa.Row[Any], r: InstalmentReminder) -> Prepared:
+        cfg = self.config
+        ctx = InvoiceContext(number=r.number, issue_date=r.issue_date, due_date=r.due_date, amount=r.invoice_amount,
+                             paid=r.paid, currency=r.currency)
+        rendered = self.renderer.render(
+            r.language, cfg.plans.template, client_name=r.client_name, client_kind=r.client_kind, invoices=[ctx],
+            today=self.now.astimezone(cfg.zone).date(),
+            extra={"instalment": {"index": r.index + 1, "count": r.count, "amount": r.amount, "due": r.due}})
+        reply_to = cfg.company.reply_to.replace("{token}", ob.reply_token or "") if cfg.company.reply_to else ""
+        data = compose(rendered, company_name=cfg.company.name, company_email=cfg.company.email, to=str(ob.to_addr),
+                       to_name=r.client_name, cc=(), reply_to=reply_to, message_id=str(ob.message_id),
+                       references=(), date=self.now, invoice_numbers=[r.number])
+        return Prepared(outbound_id=int(ob.id), message_id=str(ob.message_id),
+                        envelope=Envelope(cfg.company.email, (str(ob.to_addr),)), data=data, numbers=(r.number,),
+                        stage=INSTALMENT, subject=rendered.subject, invoice_ids=(r.invoice_id,),
+                        queued_at=ob.created_at, paid=Decimal(0))
+
+    def _reply(self, s: Connection, ob: sa.Row[Any]) -> Prepared:
+        """A queued reply as it was composed (bot/replies.py)."""
+        ids = _linked(s, int(ob.id))
+        numbers = tuple(s.execute(sa.select(inv_t.c.number).where(inv_t.c.id.in_(ids))
+                                  .order_by(inv_t.c.number)).scalars())
+        return Prepared(outbound_id=int(ob.id), message_id=str(ob.message_id),
+                        envelope=Envelope(self.config.company.email, (str(ob.to_addr),)), data=bytes(ob.raw),
+                        numbers=numbers, stage=REPLY, subject=str(ob.subject), invoice_ids=tuple(ids),
+                        queued_at=ob.created_at, paid=Decimal(0))
 
     @staticmethod
     def _invoices_query() -> sa.Select[Any]:
@@ -474,20 +547,21 @@ class Outbox:
             return {}
         return dict(c.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
                               .where(ev_t.c.invoice_id.in_(invoice_ids), ev_t.c.kind == "paused",
-                                     ev_t.c.reason == CLAIM_HOLD)
+                                     ev_t.c.reason.in_((CLAIM_HOLD, LEGACY_CLAIM_HOLD)))
                               .group_by(ev_t.c.invoice_id)).all())
 
     def _not_due(self, r: sa.Row[Any]) -> str:
+        """Why a reminder queued for this invoice is no longer due ("" when it still is)."""
         if r.state != "active":
-            return f"invoice is {r.state}"
+            return reason("outbox.not_active", state=r.state)
         if r.amount - r.paid <= 0:
-            return "nothing left to pay"
+            return reason("outbox.nothing_due")
         if r.hold_until is not None and r.hold_until > self.now:
-            return f"paused until {r.hold_until:%Y-%m-%d %H:%M}"
+            return reason("outbox.paused", until=r.hold_until.astimezone(self.config.zone).date().isoformat())
         if r.held_by is not None:
-            return f"a client's message (#{r.held_by}) waits for a person"
+            return reason("outbox.held", id=r.held_by)
         if r.failing:
-            return f"contact {r.email} is failing"
+            return reason("outbox.failing", address=r.email)
         return ""
 
     def _render(self, ob: sa.Row[Any], invs: Sequence[sa.Row[Any]], earlier: dict[int, list[Any]],
@@ -553,10 +627,11 @@ class Outbox:
 
     def _sent_steps(self, p: Prepared, refused_cc: Sequence[str]) -> list[tuple[Any, Any]]:
         """The statements that record `p` delivered: run by `settle`, or with the next message's mark."""
-        reason = "; ".join(f"cc refused: {r}" for r in refused_cc)
+        why = join(*(reason("outbox.cc_refused", address=r) for r in refused_cc))
+        kind = {REPLY: "reply_sent", INSTALMENT: "instalment_sent"}.get(p.stage, "reminder_sent")
         steps: list[tuple[Any, Any]] = [
-            (_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": reason or None}),
-            (_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_at": self.now, "p_reason": reason}
+            (_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": plain_text(why) or None}),
+            (_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_kind": kind, "p_at": self.now, "p_reason": why}
                            for i in p.invoice_ids])]
         if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
             steps.append((_SENT_STAGE, {"oid": p.outbound_id, "p_at": self.now}))
@@ -575,7 +650,14 @@ class Outbox:
     def mark_data_error(self, outbound_id: int, reason: str) -> None:
         """The message cannot go as it is (see MessageDataError): its invoices wait for a fix."""
         with session(self.engine) as s:
+            if self._is_reply(s, outbound_id):
+                self._finish(s, outbound_id, "failed", "reply_failed", reason)
+                return
             self._data_failed(s, outbound_id, reason)
+
+    @staticmethod
+    def _is_reply(s: Connection, outbound_id: int) -> bool:
+        return s.execute(sa.select(out_t.c.stage).where(out_t.c.id == outbound_id)).scalar() == REPLY
 
     def _data_failed(self, s: Connection, outbound_id: int, reason: str) -> None:
         ids = self._finish(s, outbound_id, "failed", "reminder_failed", reason, unlink=True)
@@ -584,6 +666,9 @@ class Outbox:
     def mark_refused(self, outbound_id: int, reason: str) -> None:
         """The server refused the recipient for good: the invoices bounce, the contact is failing."""
         with session(self.engine) as s:
+            if self._is_reply(s, outbound_id):  # the client's sender refused: the reply fails, nothing bounces
+                self._finish(s, outbound_id, "failed", "reply_failed", reason)
+                return
             ids = self._finish(s, outbound_id, "failed", "bounced", reason, unlink=True)
             s.execute(sa.update(inv_t).where(inv_t.c.id.in_(ids)).values(state="bounced"))
             s.execute(sa.update(con_t).where(con_t.c.id.in_(
@@ -594,8 +679,9 @@ class Outbox:
                 unlink: bool = False) -> list[int]:
         ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
                                                                  rem_t.c.skipped.is_(False))).scalars())
+        ids += [i for i in _linked(s, outbound_id) if i not in ids]
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
-            status=status, last_error=reason or None))
+            status=status, last_error=plain_text(reason) or None))
         record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,
                            "outbound_id": outbound_id} for i in ids])
         if unlink:  # the stage was not delivered: free it so it can be sent once the cause is fixed
@@ -619,7 +705,7 @@ _STORE_PREPARED = (
 _SENT = (sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"))
          .values(status="sent", sent_at=sa.bindparam("p_at", type_=UtcDateTime()), last_error=sa.bindparam("p_error")))
 _SENT_EVENT = sa.insert(ev_t).values(
-    invoice_id=sa.bindparam("p_invoice"), kind="reminder_sent", at=sa.bindparam("p_at", type_=UtcDateTime()),
+    invoice_id=sa.bindparam("p_invoice"), kind=sa.bindparam("p_kind"), at=sa.bindparam("p_at", type_=UtcDateTime()),
     actor="relance", reason=sa.bindparam("p_reason"), data="{}", outbound_id=sa.bindparam("oid"))
 _SENT_STAGE = (sa.update(rem_t).where(rem_t.c.outbound_id == sa.bindparam("oid"))
                .values(at=sa.bindparam("p_at", type_=UtcDateTime())))
@@ -629,6 +715,13 @@ def _skip_locked(s: Connection, q: sa.Select[Any]) -> sa.Select[Any]:
     """`FOR UPDATE SKIP LOCKED` on PostgreSQL: rows another transaction holds are passed over.
     SQLite has one writer at a time (and one daemon per file): nothing to add."""
     return q.with_for_update(skip_locked=True, of=out_t) if s.dialect.name == "postgresql" else q
+
+
+def _linked(s: Connection, outbound_id: int) -> list[int]:
+    """The invoices of a message that has no stage rows: a reply, an instalment reminder (their events)."""
+    return [int(i) for i in s.execute(sa.select(ev_t.c.invoice_id).where(
+        ev_t.c.outbound_id == outbound_id, ev_t.c.kind.in_(("reply_queued", "instalment_queued")),
+        ev_t.c.invoice_id.is_not(None))).scalars()]
 
 
 def _insert_new(s: Connection, t: sa.Table) -> Any:

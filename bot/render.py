@@ -109,9 +109,11 @@ class Renderer:
         return env
 
     def render(self, language: str, template: str, *, client_name: str, client_kind: str,
-               invoices: Sequence[InvoiceContext], today: date, attached: int = 0) -> Rendered:
+               invoices: Sequence[InvoiceContext], today: date, attached: int = 0,
+               extra: dict[str, Any] | None = None) -> Rendered:
         """`attached`: how many invoice PDFs go with the message, so that the text says what is
-        true ("the invoice is attached" only when it is)."""
+        true ("the invoice is attached" only when it is). `extra`: more names for the template (a
+        reply's instalments)."""
         if not invoices:
             raise ValueError("render needs at least one invoice")
         env = self._env_for(language)
@@ -121,6 +123,7 @@ class Renderer:
             "numbers": ", ".join(i.number for i in invoices),
             "total_due": sum((i.amount_due for i in invoices), Decimal(0)),
             "currency": invoices[0].currency, "today": today, "language": language, "attached": attached,
+            **(extra or {}),
         }
         name = f"{language}/{template}"
         try:
@@ -182,7 +185,51 @@ def check_templates(config: Config, renderer: Renderer, today: date) -> list[str
                 problems.append(f"stage {stage.name!r} ({language}): {e}")
     from bot import digest  # noqa: PLC0415 - the digest renders through this module's environment
 
-    return problems + digest.check(config, datetime.combine(today, time(10), config.zone))
+    later = check_replies(renderer, today) + check_instalment(config, renderer, today)
+    return problems + later + digest.check(config, datetime.combine(today, time(10), config.zone))
+
+
+def check_instalment(config: Config, renderer: Renderer, today: date) -> list[str]:
+    """Render the instalment reminder of a payment plan in every language, before and after its day."""
+    invoice = InvoiceContext(number="F-2027-0042", issue_date=today - timedelta(days=60),
+                             due_date=today - timedelta(days=30), amount=Decimal("1234.56"), paid=Decimal("600.00"),
+                             currency="EUR")
+    problems = []
+    for language in LANGUAGES:
+        for day in (today + timedelta(days=3), today - timedelta(days=1)):
+            try:
+                renderer.render(language, config.plans.template, client_name="Exemple SARL", client_kind="business",
+                                invoices=[invoice], today=today, extra={"instalment": {
+                                    "index": 2, "count": 2, "amount": Decimal("634.56"), "due": day}})
+            except TemplateError as e:
+                problems.append(f"instalment reminder ({language}): {e}")
+    return problems
+
+
+REPLY_TEMPLATES = ("ack_claim", "accept_plan", "decline_plan", "answer_dispute")  # bot.replies.TEMPLATES
+
+
+def check_replies(renderer: Renderer, today: date) -> list[str]:
+    """Render every reply template (templates/<lang>/reply_<name>.txt) in every language, with and
+    without instalments; one line per problem."""
+    from rules.plan import Instalment  # noqa: PLC0415
+
+    invoice = InvoiceContext(number="F-2027-0042", issue_date=today - timedelta(days=60),
+                             due_date=today - timedelta(days=30), amount=Decimal("1234.56"), paid=Decimal("0.00"),
+                             currency="EUR")
+    plan = [Instalment(Decimal("600.00"), today + timedelta(days=30)),
+            Instalment(Decimal("634.56"), today + timedelta(days=60))]
+    problems = []
+    for name in REPLY_TEMPLATES:
+        for language in LANGUAGES:
+            for instalments in (plan, []):
+                try:
+                    renderer.render(language, f"reply_{name}", client_name="Exemple SARL", client_kind="business",
+                                    invoices=[invoice], today=today,
+                                    extra={"instalments": instalments, "received": today})
+                except TemplateError as e:
+                    problems.append(f"reply {name!r} ({language}): {e}")
+    return problems
 
 
 def penalties_for(policy: PenaltyPolicy, inv: InvoiceContext, client_kind: str, today: date) -> Penalties | None:

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot import views
+from bot import reasons, views
 from bot.config import Config
 from bot.errors import NotFoundError
 from bot.models import Event, Inbound, Invoice, Outbound, Reminder, table
@@ -75,7 +75,8 @@ def show(conn: Connection, config: Config, number: str, now: datetime) -> dict[s
                amount=str(inv.amount), paid=str(inv.paid), issue_date=inv.issue_date.isoformat(),
                language=inv.language, pdf=inv.pdf)
     doc["events"] = [
-        {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "reason": e.reason,
+        {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "reason": reasons.plain_text(e.reason),
+         "reasons": reasons.pieces(e.reason),
          "data": json.loads(e.data or "{}")}
         for e in conn.execute(sa.select(ev_t).where(ev_t.c.invoice_id == inv.id).order_by(ev_t.c.id))]
     doc["reminders"] = [
@@ -242,6 +243,8 @@ def messages(conn: Connection, triage_only: bool = False) -> list[dict[str, Any]
         "id": m.id, "message_id": m.message_id, "from": m.from_addr, "subject": m.subject,
         "received_at": m.received_at.isoformat() if m.received_at else None, "kind": m.kind,
         "confidence": float(m.confidence) if m.confidence is not None else None,
-        "invoices": sorted(links.get(m.id, [])), "status": m.status, "reason": m.reason, "text": m.text,
-        "cues": json.loads(m.cues or "[]"), "suggested": json.loads(m.suggested or "[]"),
+        "invoices": sorted(links.get(m.id, [])), "status": m.status, "reason": reasons.plain_text(m.reason),
+        "reasons": reasons.pieces(m.reason), "text": m.text,
+        "cues": [reasons.plain_cue(c) for c in json.loads(m.cues or "[]")],
+        "suggested": json.loads(m.suggested or "[]"),
     } for m in conn.execute(q)]

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 from sqlalchemy.engine import Engine
 
-from bot import digest, views
+from bot import digest, instalments, views
 from bot.config import Config
 from bot.errors import (
     ConnectionFailedError,
@@ -228,6 +228,25 @@ async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickRe
         report.cancelled += outbox.cancelled
 
 
+async def deliver_one(outbox: Outbox, mailer: Mailer, outbound_id: int, config: Config, report: TickReport,
+                      sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Send one pending message now (a person's reply, `relance reply --send`), by the careful path:
+    read again, marked `sending` before DATA, recorded sent after; the rest of the outbox waits for
+    its pass."""
+    try:
+        p = outbox.claim(outbound_id)
+        if p is None:  # sent, cancelled or claimed by another pass meanwhile
+            return
+        outcome = await _send(outbox, mailer, p, config, report, RateLimiter(config.smtp.rate_per_minute,
+                                                                               sleep=sleep), sleep)
+        if isinstance(outcome, list):
+            outbox.settle((p, outcome))
+    finally:
+        outbox.close()
+        report.failed += outbox.failures
+        report.cancelled += outbox.cancelled
+
+
 class _NotMarkedError(Exception):
     """The message was not marked `sending`: one of its invoices changed since it was rendered."""
 
@@ -320,12 +339,15 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     for mid in outbox.resolve_stale():
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")
     waiting = outbox.waiting()
-    if report.planned or waiting:
+    with engine.connect() as conn:
+        plans_due = views.calendar(config).is_allowed(now) and bool(instalments.due(conn, config, now))
+    if report.planned or waiting or plans_due:
         async with mailer:
             # A large batch's rendering process boots while the messages are queued.
             with Preparer(outbox, waiting + len(report.planned)) as preparer:
                 started = time.perf_counter()
                 outbox.queue([p.group for p in report.planned])
+                instalments.queue(engine, config, now)
                 report.seconds["queue"] = time.perf_counter() - started
                 started = time.perf_counter()
                 await deliver(outbox, mailer, config, report, sleep, stop=stop, preparer=preparer)

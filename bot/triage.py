@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot import reports, versions
+from bot import reasons, reports, versions
 from bot.config import Config
 from bot.errors import NotFoundError
 from bot.models import CENT, Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
@@ -403,14 +403,20 @@ def invoice(conn: Connection, config: Config, number: str, now: datetime) -> dic
     line += [(r["at"], "reminder", r["stage"], "", r["status"] + (f" · {r['subject']}" if r["subject"] else ""))
              for r in doc["reminders"]]
     line += [(m["received_at"] or "", "reply", m["kind"] or "", m["from"], m["subject"]) for m in doc["messages"]]
-    line += [(e["at"], "event", e["kind"], e["actor"], e["reason"]) for e in doc["events"] if e["kind"] != "decision"]
+    line += [(e["at"], "event", e["kind"], e["actor"], reasons.render(e["reasons"])) for e in doc["events"]
+             if e["kind"] != "decision"]
     doc["timeline"] = sorted(line, key=lambda x: x[0])
-    doc["sent"] = sent(conn, [r["message_id"] for r in doc["reminders"] if r["message_id"]])
+    out_t = table(Outbound)
+    others = conn.execute(  # a person's replies and the instalment reminders of a plan, as sent
+        sa.select(out_t.c.message_id).join(ev_t, ev_t.c.outbound_id == out_t.c.id)
+        .where(ev_t.c.invoice_id == inv_id, ev_t.c.kind.in_(("reply_queued", "instalment_queued")),
+               out_t.c.status.in_(("sent", "uncertain"))).order_by(ev_t.c.id)).scalars()
+    doc["sent"] = sent(conn, [*(r["message_id"] for r in doc["reminders"] if r["message_id"]), *others])
     return doc
 
 
 def sent(conn: Connection, message_ids: list[str]) -> list[dict[str, str]]:
-    """Reminders as the client received them: headers and text, in the order given."""
+    """Messages as the client received them (reminders, replies): headers and text, in the order given."""
     out_t = table(Outbound)
     raws = dict(conn.execute(sa.select(out_t.c.message_id, out_t.c.raw).where(out_t.c.message_id.in_(message_ids))
                              ).all())

@@ -32,8 +32,11 @@ from zoneinfo import ZoneInfo
 from rules.classify import Kind, Understanding
 from rules.match import Match, normalise, sequence, short_numbers
 from rules.model import State
+from rules.reasons import join, reason
 
-CLAIM_HOLD = "the client says it has paid"  # the reason of a hold for a claim applied (sure, or a person's)
+CLAIM_HOLD = reason("hold.claim")  # the reason of a hold for a claim applied (sure, or a person's)
+LEGACY_CLAIM_HOLD = "the client says it has paid"  # the same, as rows written before codes say it
+UNTIL_DECIDED = reason("hold.until_decided")
 
 
 class Status(StrEnum):
@@ -86,23 +89,23 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
     open invoices of the client it comes from or is about, held with them when a person must read it)."""
     sure_match = m.sure and bool(m.numbers)
     targets = [h for h in matched if h.state is not State.PAID] if sure_match else []
-    on_paid = tuple(Effect(h.number, "reply_recorded", f"{u.kind.value} about a paid invoice")
+    on_paid = tuple(Effect(h.number, "reply_recorded", reason("reply.about_paid", kind=u.kind.value))
                     for h in matched if sure_match and h.state is State.PAID)
     if sure_match and not targets:  # every invoice it is about is paid: noted, nothing to hold
         return Decision(Status.APPLIED, m.reason, on_paid)
     if u.kind is Kind.BOUNCE:
         if delayed_only:
-            return Decision(Status.APPLIED, "delivery delayed, the server keeps trying: nothing to do yet",
+            return Decision(Status.APPLIED, reason("bounce.delayed"),
                             tuple(Effect(h.number, "delivery_delayed") for h in targets))
         if not targets:
             return Decision(Status.TRIAGE, m.reason)
-        return Decision(Status.TRIAGE, "delivery failure: fix the contact, then resume",
+        return Decision(Status.TRIAGE, reason("bounce.fix_contact"),
                         (*(Effect(h.number, "message_bounce", _cues(u), state=State.BOUNCED) for h in targets),
                          *on_paid))
     if u.kind is Kind.AUTO_REPLY and u.confidence >= policy.auto_apply_margin:
         if not targets:
             return Decision(Status.APPLIED if not m.numbers else Status.TRIAGE,
-                            f"auto-reply, no invoice concerned ({m.reason})" if not m.numbers else m.reason)
+                            reason("auto.no_invoice", why=m.reason) if not m.numbers else m.reason)
         back = (datetime.combine(u.date + timedelta(days=1), time(0), policy.zone) if u.date else None)
         return Decision(Status.APPLIED, m.reason, (*(_auto(h, u, back) for h in targets), *on_paid))
     # A person wrote it.
@@ -111,17 +114,17 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
         held = [h for h in client_open if h.state is not State.PAID]
         if not held:
             return Decision(Status.TRIAGE, m.reason)
-        return Decision(Status.TRIAGE, f"{m.reason}; the client's open invoices wait for a person",
-                        tuple(_for_person(h, policy, now, "the client answered") for h in held))
+        return Decision(Status.TRIAGE, join(m.reason, reason("triage.client_waits")),
+                        tuple(_for_person(h, policy, now, reason("hold.client_answered")) for h in held))
     event = f"message_{u.kind.value}"
     partly = _partly_named(u, targets)
     if sure and partly:
         # "0439 was released early; 0440 remains on the schedule agreed": the clause that says it
         # was paid (or will be) names some of the invoices only; the others are another matter.
-        return Decision(Status.TRIAGE, f"the clause that reads as {u.kind.value} names {', '.join(partly[0])}, not "
-                        f"{', '.join(partly[1])}: a person decides", (*(
-                            _for_person(h, policy, now, "the client answered", event) for h in targets), *on_paid,
-                            *_others(targets, client_open, policy, now)))
+        return Decision(Status.TRIAGE, reason("triage.partly_named", kind=u.kind.value, named=", ".join(partly[0]),
+                                              others=", ".join(partly[1])), (*(
+                            _for_person(h, policy, now, reason("hold.client_answered"), event) for h in targets),
+                            *on_paid, *_others(targets, client_open, policy, now)))
     if sure and u.kind is Kind.PAYMENT_CLAIM:
         # A day to come in a claim ("it will reach you on the 26th") holds until then too: a promise
         # misread as a claim must not let the ladder go on before the day the client named.
@@ -136,20 +139,21 @@ def decide(u: Understanding, m: Match, matched: Sequence[Held], client_open: Seq
             # "we pay today": the money still has to arrive; a promise waits at least as a claim would
             until = max(until, now + timedelta(days=policy.payment_claim_days))
             return Decision(Status.APPLIED, m.reason, (*(
-                Effect(h.number, event, f"promise to pay on {u.date.isoformat()}", hold_until=until)
+                Effect(h.number, event, reason("hold.promise", until=u.date.isoformat()), hold_until=until)
                 for h in targets), *on_paid))
     if sure and u.kind in (Kind.PAYMENT_PLAN, Kind.DISPUTE):
         state = State.PLAN if u.kind is Kind.PAYMENT_PLAN else State.DISPUTED
-        return Decision(Status.TRIAGE, f"{u.kind.value}: a person decides", (*(
-            Effect(h.number, event, "until a person decides", state=state) for h in targets), *on_paid,
+        return Decision(Status.TRIAGE, reason("triage.decides", kind=u.kind.value), (*(
+            Effect(h.number, event, UNTIL_DECIDED, state=state) for h in targets), *on_paid,
             *_others(targets, client_open, policy, now)))
     if u.kind is Kind.PROMISE_TO_PAY and sure:
-        why = "a promise with no date to come: a person decides"
+        why = reason("triage.promise_no_date")
     elif u.kind is Kind.HUMAN_REPLY:
-        why = "a client's reply: read it and decide"
+        why = reason("triage.human_reply")
     else:
-        why = f"not sure it is a {u.kind.value} (margin {u.confidence} < {policy.auto_apply_margin}): a person decides"
-    return Decision(Status.TRIAGE, why, (*(_for_person(h, policy, now, "the client answered", event)
+        why = reason("triage.not_sure", kind=u.kind.value, margin=str(u.confidence),
+                     threshold=str(policy.auto_apply_margin))
+    return Decision(Status.TRIAGE, why, (*(_for_person(h, policy, now, reason("hold.client_answered"), event)
                                           for h in targets), *on_paid, *_others(targets, client_open, policy, now)))
 
 
@@ -170,7 +174,7 @@ def _partly_named(u: Understanding, targets: Sequence[Held]) -> tuple[list[str],
 def _others(targets: Sequence[Held], client_open: Sequence[Held], policy: Policy, now: datetime) -> tuple[Effect, ...]:
     """The client's other open invoices, held while a person reads what it wrote about some of them."""
     mine = {h.number for h in targets}
-    return tuple(_for_person(h, policy, now, "the client answered about another of its invoices")
+    return tuple(_for_person(h, policy, now, reason("hold.other_invoice"))
                  for h in client_open if h.number not in mine and h.state is not State.PAID)
 
 
@@ -178,7 +182,7 @@ def reread(matched: Sequence[Held], policy: Policy, now: datetime) -> tuple[Effe
     """A message whose effects were applied before, read differently now (`relance reprocess` after an
     upgrade): its first effects stay, never applied twice, and its invoices wait for a person who
     compares the two readings."""
-    return tuple(_for_person(h, policy, now, "read again differently: a person compares the two readings")
+    return tuple(_for_person(h, policy, now, reason("hold.reread"))
                  for h in matched if h.state is not State.PAID)
 
 
@@ -186,8 +190,8 @@ def _auto(h: Held, u: Understanding, back: datetime | None) -> Effect:
     """An out-of-office only postpones, until the day after its return date."""
     if back is None:
         return Effect(h.number, "message_auto_reply", _cues(u))
-    return Effect(h.number, "message_auto_reply", f"out of office until {u.date.isoformat() if u.date else ''}",
-                  hold_until=back)
+    return Effect(h.number, "message_auto_reply",
+                  reason("hold.out_of_office", until=u.date.isoformat() if u.date else ""), hold_until=back)
 
 
 def _for_person(h: Held, policy: Policy, now: datetime, why: str, event: str = "held") -> Effect:

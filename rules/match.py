@@ -27,6 +27,7 @@ from decimal import Decimal
 import simplemma
 
 from rules.plan import amounts
+from rules.reasons import join, reason
 from rules.when import plain
 
 _CANDIDATE = re.compile(r"[A-Za-z]{0,6}[\s\-_/.°#:]{0,4}(?:n[o°]?\s*)?\d(?:[\dA-Za-z\-_/.]| (?=\d))*")
@@ -183,9 +184,9 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
         in_subject = [n for n in cited if normalise(n) in normalise(texts[0])]
         if said and len(in_subject) > 1 and set(cited) - set(said) <= set(in_subject):
             dropped = set(cited) - set(said)
-            narrowed = f"; the subject also names {', '.join(n for n in cited if n in dropped)}"
+            narrowed = reason("match.subject_names", numbers=", ".join(n for n in cited if n in dropped))
             cited = said
-    aside = (f"; {', '.join(foreign)}, of another client, left out" if foreign else "") + narrowed
+    aside = join(reason("match.foreign", numbers=", ".join(foreign)) if foreign else "", narrowed)
     if by_headers:
         family = [s for n in by_headers for s in known.siblings.get(n, ())] + list(known.sender_open)
         extra = [n for n in cited + within(short_numbers(texts, loose=True), family) if n not in by_headers]
@@ -194,23 +195,23 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
         if not any(normalise(n) in body for n in extra) and (one := _by_amount(by_headers + extra, texts, known)):
             # Several invoices by the thread or the subject, one by the amount the text writes.
             number, amount = one
-            others = f"; the subject also cites {', '.join(extra)}" if extra else ""
+            others = reason("match.subject_names", numbers=", ".join(extra)) if extra else ""
             if by_headers == [number]:
-                return Match((number,), "headers", True, f"replies to our reminder of {number}{others}; the text "
-                             f"writes its amount ({amount}){aside}")
-            return Match((number,), "headers", False,
-                         f"replies to our reminder of {', '.join(by_headers)}{others}; the text writes the amount "
-                         f"of {number} alone ({amount}): probably {number} (to confirm){aside}")
+                return Match((number,), "headers", True, join(
+                    reason("match.headers", numbers=number), others,
+                    reason("match.amount_of", number=number, amount=str(amount)), aside))
+            return Match((number,), "headers", False, join(
+                reason("match.headers", numbers=", ".join(by_headers)), others,
+                reason("match.amount_guess", number=number, amount=str(amount)), aside))
         if extra:  # "one transfer for three invoices": the reply thread plus numbers it cites
-            return Match(tuple(by_headers + extra), "headers", True,
-                         f"replies to our reminder of {', '.join(by_headers)}; also cites {', '.join(extra)}{aside}")
-        return Match(tuple(by_headers), "headers", True, f"replies to our reminder of {', '.join(by_headers)}{aside}")
+            return Match(tuple(by_headers + extra), "headers", True, join(reason(
+                "match.headers_also", numbers=", ".join(by_headers), extra=", ".join(extra)), aside))
+        return Match(tuple(by_headers), "headers", True,
+                     join(reason("match.headers", numbers=", ".join(by_headers)), aside))
     if by_token:
-        return Match(tuple(dict.fromkeys(by_token + cited)), "token", True, f"sent to a reply address of ours{aside}")
+        return Match(tuple(dict.fromkeys(by_token + cited)), "token", True, join(reason("match.token"), aside))
     if not anchor and len({known.client_of.get(n) for n in cited}) > 1:
-        return Match(tuple(cited), "number", False,
-                     f"cites invoices of several clients ({', '.join(cited)}) and the sender is none of them: "
-                     "a person decides")
+        return Match(tuple(cited), "number", False, reason("match.several_clients", numbers=", ".join(cited)))
     # The client the full numbers it cites belong to: "factures FA-2027-0402, 0403 et 0404".
     family = [s for n in cited for s in known.siblings.get(n, ())]
     own = [n for n in within(short_numbers(texts, sure_only=True), known.sender_open)
@@ -220,29 +221,29 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
         numbers = cited + own
         body = normalise(" ".join(texts[1:]))
         if not any(normalise(n) in body for n in numbers) and (one := _by_amount(numbers, texts, known)):
-            return Match((one[0],), "number", False, f"the subject cites {', '.join(numbers)}; the text writes the "
-                         f"amount of {one[0]} alone ({one[1]}): probably {one[0]} (to confirm){aside}")
-        return Match(tuple(numbers), "number", True, f"cites {', '.join(numbers)}{aside}")
+            return Match((one[0],), "number", False, join(
+                reason("match.subject_cites", numbers=", ".join(numbers)),
+                reason("match.amount_guess", number=one[0], amount=str(one[1])), aside))
+        return Match(tuple(numbers), "number", True, join(reason("match.cites", numbers=", ".join(numbers)), aside))
     likely = within(shorts, known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
     if likely:
-        return Match(tuple(likely), "number", False, f"probably {', '.join(likely)} (to confirm)")
+        return Match(tuple(likely), "number", False, reason("match.probably", numbers=", ".join(likely)))
     if known.named_open:
         # What the text names first: the subject may be an older thread's ("RE: facture 0405").
         named = (within(short_numbers(texts[1:], loose=True), known.named_open)
                  or within(short_numbers(texts[:1], loose=True), known.named_open)) or (
             list(known.named_open) if len(known.named_open) == 1 else [])
-        who = f"a sender the ledger does not know, writing for {known.named} (its name or mail domain)"
         if named:
-            return Match(tuple(named), "name", False, f"{who}: probably {', '.join(named)} (to confirm)")
-        return Match((), "name", False, f"{who}, who has {len(known.named_open)} open invoices and cites none")
+            return Match(tuple(named), "name", False,
+                         reason("match.named", client=known.named, numbers=", ".join(named)))
+        return Match((), "name", False, reason("match.named_none", client=known.named, n=len(known.named_open)))
     if ambiguous:
-        return Match((), "none", False, f"a number that could be several invoices: {', '.join(ambiguous)}")
+        return Match((), "none", False, reason("match.ambiguous", numbers=", ".join(ambiguous)))
     if len(known.sender_open) == 1:
-        return Match(known.sender_open, "sender", False,
-                     f"the sender's only open invoice is {known.sender_open[0]} (to confirm)")
+        return Match(known.sender_open, "sender", False, reason("match.sender_only", number=known.sender_open[0]))
     if known.sender_open:
-        return Match((), "none", False, f"the sender has {len(known.sender_open)} open invoices and cites none")
-    return Match((), "none", False, "no reminder, invoice number or known sender")
+        return Match((), "none", False, reason("match.sender_none", n=len(known.sender_open)))
+    return Match((), "none", False, reason("match.none"))
 
 
 def _by_amount(candidates: Sequence[str], texts: Sequence[str], known: Known) -> tuple[str, Decimal] | None:

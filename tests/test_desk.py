@@ -16,6 +16,7 @@ from bot import actions, desk, plans, reports, triage, versions
 from bot.cli import main
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
+from bot.reasons import plain_text
 from rules.plan import Instalment
 from tests.conftest import EXAMPLE, merge
 from tests.test_tui import NOW, PLAN, deliver, seed
@@ -145,7 +146,7 @@ def test_a_bulk_dismissal_leaves_alone_what_someone_else_decided(engine: Engine,
     text = desk.dismiss(engine, [1, 2], NOW, "tui:me")
     assert text.startswith("1 message(s) dismissed;") and "#1 was decided meanwhile" in text
     with engine.connect() as c:
-        reasons = dict(c.execute(sa.text("SELECT id, reason FROM inbound")).all())
+        reasons = {i: plain_text(r) for i, r in c.execute(sa.text("SELECT id, reason FROM inbound")).all()}
     assert reasons == {1: "decided by tui:colleague", 2: "decided by tui:me: noise"}
     with pytest.raises(StaleError):
         desk.dismiss(engine, [1], NOW, "tui:me")

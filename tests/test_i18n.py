@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.i18n import FR, language, t
+from rules.reasons import join, reason
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -71,24 +73,100 @@ def test_config_errors_in_both_languages(monkeypatch: pytest.MonkeyPatch, doc: d
         assert str(e.value) == expected
 
 
-def test_stored_reasons_read_in_french_piece_by_piece(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reasons stay English in the store and the JSON; a French reader sees them translated, values
-    kept, pieces no template fits (cues, a server's words) as stored."""
+def test_every_reason_code_says_the_same_in_both_languages() -> None:
+    """The catalog: each code's English and French sentences take the same parameters."""
     import string
 
-    from bot.i18n import REASONS_FR, t_reason
+    from bot.reasons import CATALOG
 
-    for en, fr in REASONS_FR.items():
+    for code, (en, fr) in CATALOG.items():
         assert {f for _, f, _, _ in string.Formatter().parse(en) if f} == \
-               {f for _, f, _, _ in string.Formatter().parse(fr) if f}, en
-    stored = ("read again as dispute for F-1 (was payment_claim for F-1); the first reading's effects stay: decide; "
-              "subject ~ r[ée]ponse automatique")
-    monkeypatch.setenv("RELANCE_LANG", "en")
-    assert t_reason(stored) == stored
+               {f for _, f, _, _ in string.Formatter().parse(fr) if f}, code
+
+
+REREAD = reason("triage.reread", kind="dispute", numbers="F-1", old="payment_claim", old_numbers="F-1")
+
+
+@pytest.mark.parametrize(("stored", "english", "french"), [
+    (join(REREAD, "subject ~ r[ée]ponse automatique"),
+     "read again as dispute for F-1 (was payment_claim for F-1); the first reading's effects stay: decide; "
+     "subject ~ r[ée]ponse automatique",
+     "relu comme contestation pour F-1 (avant : paiement annoncé pour F-1) ; les effets de la première lecture "
+     "restent : à décider ; subject ~ r[ée]ponse automatique"),
+    (reason("auto.no_invoice", why=reason("match.sender_none", n=2)),
+     "auto-reply, no invoice concerned (the sender has 2 open invoices and cites none)",
+     "réponse automatique, aucune facture concernée (l'expéditeur a 2 factures ouvertes et n'en cite aucune)"),
+    (reason("match.headers_also", numbers="F-1, F-2", extra="F-3"),
+     "replies to our reminder of F-1, F-2; also cites F-3", "répond à notre relance de F-1, F-2 ; cite aussi F-3"),
+    (reason("hold.promise", until="2027-03-01"), "promise to pay on 2027-03-01",
+     "promesse de paiement pour le 1 mars 2027"),
+    ("promise to pay on 2027-03-01", "promise to pay on 2027-03-01", "promise to pay on 2027-03-01"),
+    (reason("no.such.code", x="1"), "no.such.code", "no.such.code"),
+    ('{"code":"hold.promise","until":"2027-0', '{"code":"hold.promise","until":"2027-0',
+     '{"code":"hold.promise","until":"2027-0'),
+    ("", "", ""),
+])
+def test_stored_reasons_render_from_the_catalog(monkeypatch: pytest.MonkeyPatch, stored: str, english: str,
+                                                french: str) -> None:
+    """A code and its values in either language (dates and kinds in words for a person, as stored for
+    --json); a piece of text, a row written before codes, a code cut short or unknown: as stored."""
+    from bot.reasons import plain_text, render
+
     monkeypatch.setenv("RELANCE_LANG", "fr")
-    assert t_reason(stored) == ("relu comme contestation pour F-1 (avant : paiement annoncé pour F-1) ; les effets de "
-                                "la première lecture restent : à décider ; subject ~ r[ée]ponse automatique")
-    assert t_reason("auto-reply, no invoice concerned (the sender has 2 open invoices and cites none)") == (
-        "réponse automatique, aucune facture concernée (l'expéditeur a 2 factures ouvertes et n'en cite aucune)")
-    assert t_reason("replies to our reminder of F-1, F-2; also cites F-3") == (
-        "répond à notre relance de F-1, F-2 ; cite aussi F-3")
+    assert render(stored) == french
+    monkeypatch.setenv("RELANCE_LANG", "en")
+    assert plain_text(stored) == english
+    person = english.replace("2027-03-01", "1 Mar 2027") if stored.startswith("{") else english
+    assert render(stored) == person.replace("was payment_claim", "was payment claimed")
+
+
+def test_show_and_messages_render_codes_and_keep_old_prose(engine: Any, db_url: str, make_config: Any,
+                                                           tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`show` and `messages` in French render the stored codes from the catalog; a row written before
+    codes (English prose) still reads, as stored; --json keeps the English sentence and adds the codes."""
+    import json
+
+    import sqlalchemy as sa
+
+    from bot.cli import main
+    from tests.conftest import EXAMPLE, merge
+    from tests.test_contract_like import toml_dump
+    from tests.test_tui import PLAN, deliver, seed
+
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    with engine.begin() as c:  # what an upgraded database holds from before codes
+        c.execute(sa.text("INSERT INTO event (invoice_id, at, kind, actor, reason, data) SELECT id, "
+                          "'2027-04-01 08:00:00', 'paused', 'relance', 'the client says it has paid', '{}' "
+                          "FROM invoice WHERE number = 'F-2'"))
+    (tmp_path / "config.toml").write_text(toml_dump(merge(EXAMPLE, {"database": {"url": db_url}})))
+    base = ["--config", str(tmp_path / "config.toml"), "--now", "2027-04-06T11:00:00+02:00"]
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    assert main(["show", *base, "F-2"]) == 0
+    out = capsys.readouterr().out
+    assert "jusqu'à la décision d'une personne" in out, "a code, in French"
+    assert "the client says it has paid" in out, "an old row, as stored"
+    assert main(["messages", *base]) == 0
+    assert "Facture F-2  échéancier proposé : à décider" in capsys.readouterr().out
+    assert main(["messages", *base, "--json"]) == 0
+    doc = {m["id"]: m for m in json.loads(capsys.readouterr().out)}
+    assert doc[2]["reason"] == "payment_plan: a person decides"
+    assert doc[2]["reasons"] == [{"code": "triage.decides", "kind": "payment_plan"}]
+
+
+def test_every_code_the_code_writes_is_in_the_catalog() -> None:
+    """A reason("…") (or coded("…")) anywhere in bot/ and rules/ names a code the catalog renders."""
+    import re
+    from pathlib import Path
+
+    from bot.reasons import CATALOG
+
+    root = Path(__file__).resolve().parent.parent
+    used = {m for p in [*(root / "bot").glob("*.py"), *(root / "rules").glob("*.py")]
+            for m in re.findall(r'\b(?:reason|coded)\(\s*"([a-z_]+\.[a-z_.]+)"', p.read_text(encoding="utf-8"))}
+    used |= {m for p in [*(root / "bot").glob("*.py"), *(root / "rules").glob("*.py")]
+             for m in re.findall(r'coded\(\s*"([a-z_]+\.[a-z_.]+)" if', p.read_text(encoding="utf-8"))}
+    assert len(used) > 40, "the scan finds the codes"
+    assert sorted(used - set(CATALOG)) == []

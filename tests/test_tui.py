@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, TabbedContent
+from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 
 from bot import actions, inbound, ledger, reports
 from bot.config import Config
 from bot.mailbox import MemorySource
 from tui.app import RelanceApp
+from tui.reply import ReplyEditor
 from tui.screens import Help, ItemScreen, Prompt
 
 NOW = datetime(2027, 4, 6, 9, tzinfo=UTC)
@@ -174,7 +176,12 @@ async def test_accept_a_plan_with_the_instalments_read_in_the_reply(engine: Engi
     async with running(app) as pilot:
         assert cursor_key(app) == "m2"
         assert await answer(pilot, "y") == "400.00 2027-04-30, 500.00 2027-05-31"
+        assert isinstance(app.screen, ReplyEditor), "the acceptance offers its reply"
+        assert "400,00\xa0€ au plus tard le 30 avril 2027" in app.screen.query_one(TextArea).text
+        await pilot.press("ctrl+s")
+        await settle(pilot)
         assert "plan of 2 instalment(s) accepted" in str(app.query_one("#done").render())
+        assert row(engine, "SELECT status, to_addr FROM outbound") == ("pending", "b@client.example")
         assert "m2" not in app.items and cursor_key(app) == "m1", "decided: the cursor is on the next one"
     state, hold, held_by = row(engine, "SELECT state, hold_until, held_by FROM invoice WHERE number = 'F-2'")
     assert (state, held_by, str(hold)[:10]) == ("active", None, "2027-05-03"), "30 April + 3 days of grace"
@@ -184,13 +191,18 @@ async def test_accept_a_plan_with_the_instalments_read_in_the_reply(engine: Engi
 
 
 async def test_reject_a_plan_and_undo(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """n, why, then Ctrl+W in the reply editor: declined without a reply; u puts the proposal back."""
     cfg = make_config()
     seed(engine, cfg, tmp_path)
     deliver(engine, cfg, "Plans", PLAN)
     app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
     async with running(app) as pilot:
         await answer(pilot, "n", "we need the whole amount")
+        assert isinstance(app.screen, ReplyEditor), "a declined plan offers its reply"
+        await pilot.press("ctrl+w")
+        await settle(pilot)
         assert row(engine, "SELECT state FROM invoice WHERE number = 'F-2'") == ("active",)
+        assert row(engine, "SELECT count(*) FROM outbound") == (0,), "without a reply"
         assert ("plan_ended", "we need the whole amount") in events(engine)
         await pilot.press("u")
         await settle(pilot)
@@ -549,3 +561,100 @@ def test_stage_names_come_from_the_config(make_config: Callable[..., Config], mo
     monkeypatch.setenv("RELANCE_LANG", lang)
     labels = stage_labels(make_config().stages) if from_config else {}
     assert stage("second_reminder", labels) == expected
+
+
+async def test_decline_a_plan_with_a_reply_then_undo_cancels_the_reply(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """n, why, the decline template prefilled in the client's language, edited, Ctrl+S: the plan is
+    declined and the reply waits in the outbox, both one decision with who and why; u cancels the
+    reply (not sent yet) and puts the proposal back."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await answer(pilot, "n", "too long")
+        area = app.screen.query_one(TextArea)
+        assert "Nous avons bien reçu votre proposition" in area.text, "French: the client's language"
+        assert "400,00\xa0€ le 30 avril 2027" in area.text, "the instalments proposed"
+        area.load_text("Bonjour,\n\nNous ne pouvons pas accepter : merci de régler sous huitaine.\n")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "b@client.example" in str(app.query_one("#done").render())
+        assert row(engine, "SELECT state FROM invoice WHERE number = 'F-2'") == ("active",)
+        assert row(engine, "SELECT status, to_addr FROM outbound") == ("pending", "b@client.example")
+        sent = message_from_bytes(bytes(row(engine, "SELECT raw FROM outbound")[0]), policy=policy.default)
+        assert (sent["In-Reply-To"], sent["Subject"]) == ("<p2@client.example>", "Re: Facture F-2")
+        assert "sous huitaine" in sent.get_content(), "the text as edited"
+        assert ("reply_queued", "too long") in events(engine)
+        await pilot.press("u")
+        await settle(pilot)
+        assert "m2" in app.items, "undone: the proposal waits again"
+    assert row(engine, "SELECT state FROM invoice WHERE number = 'F-2'") == ("plan",)
+    assert row(engine, "SELECT status FROM outbound") == ("cancelled",), "never sent"
+    assert [k for k, _ in events(engine)].count("reply_cancelled") == 1
+
+
+async def test_reply_key_from_a_template_and_a_sent_reply_cannot_be_undone(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """R on the dispute: the dispute answer prefilled; another template chosen rewrites the text;
+    typed letters go in the text (not to the keys); Ctrl+S queues it. Once the outbox has sent it,
+    u is refused and the line says it cannot be undone."""
+    from bot.outbox import Outbox
+    from bot.render import Renderer
+
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("R")
+        await settle(pilot)
+        assert isinstance(app.screen, ReplyEditor)
+        area = app.screen.query_one(TextArea)
+        assert "votre message au sujet de la facture F-1" in area.text, "answer_dispute for a dispute"
+        app.screen.query_one(Select).value = "ack_claim"
+        await settle(pilot)
+        assert "Merci de nous avoir indiqué" in area.text
+        area.move_cursor(area.document.end)
+        await pilot.press("q", "u", "i")
+        assert area.text.endswith("qui"), "keys typed in the editor are text"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert row(engine, "SELECT status FROM outbound") == ("pending",)
+        assert row(engine, "SELECT kind, actor FROM event WHERE kind = 'reply_queued'") == ("reply_queued", "tui:test")
+        ob = Outbox(engine, app.config, Renderer.from_config(app.config), NOW, NOW)
+        claimed = ob.claim(int(row(engine, "SELECT id FROM outbound")[0]))
+        assert claimed is not None
+        ob.settle((claimed, []))
+        await pilot.press("u")
+        await settle(pilot)
+        assert "cannot be undone" in str(app.query_one("#done").render())
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "reply sent" in str(app.screen.query_one("#invoice").render()), "in the invoice's timeline"
+        await pilot.press("v")
+        await settle(pilot)
+        shown = str(app.screen.query_one("#message").render())
+        assert "Subject: Re: Facture F-1" in shown and "qui" in shown, "v: the reply as the client received it"
+    assert row(engine, "SELECT status FROM outbound") == ("sent",)
+    assert row(engine, "SELECT count(*) FROM event WHERE kind = 'reply_cancelled'") == (0,)
+
+
+async def test_the_reply_is_edited_in_the_persons_editor(engine: Engine, make_config: Callable[..., Config],
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl+E hands the text to $VISUAL; what the editor leaves is what is queued."""
+    import shlex
+    import sys
+
+    script = "import sys; p = sys.argv[1]; open(p, 'a', encoding='utf-8').write('PS: appel prévu lundi.\\n')"
+    monkeypatch.setenv("VISUAL", shlex.join([sys.executable, "-c", script]))
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("R")
+        await settle(pilot)
+        await pilot.press("ctrl+e")
+        await settle(pilot)
+        assert app.screen.query_one(TextArea).text.endswith("PS: appel prévu lundi.\n")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+    sent = message_from_bytes(bytes(row(engine, "SELECT raw FROM outbound")[0]), policy=policy.default)
+    assert sent.get_content().endswith("PS: appel prévu lundi.\n")
+    assert sent["To"] == "a@client.example"

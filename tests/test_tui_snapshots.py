@@ -17,7 +17,8 @@ from tests.test_tui import NOW, PLAN, deliver, seed
 from tui.app import RelanceApp
 
 SIZES = [(80, 24), (160, 48)]
-SCREENS = {"queue": [], "item": ["enter"], "invoices": ["2"], "kpis": ["3"], "help": ["question_mark"]}
+SCREENS = {"queue": [], "item": ["enter"], "invoices": ["2"], "kpis": ["3"], "help": ["question_mark"],
+           "reply": ["R"]}
 
 
 async def settled(pilot: Pilot[None]) -> None:

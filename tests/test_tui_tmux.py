@@ -71,9 +71,13 @@ def test_accept_a_plan_in_a_real_terminal(tmp_path: Path, session: str, make_con
     prompt = wait_for(session, "400.00 2027-04-30, 500.00 2027-05-31")
     assert "instalments for F-2" in prompt
     subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+    wait_for(session, "Nous acceptons l")  # the reply, in the client's language (the ledger's default, fr)
+    subprocess.run(["tmux", "send-keys", "-t", session, "C-s"], check=True)
     wait_for(session, "done by tui:alice: F-2: plan of 2 instalment(s) accepted")
     subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
     with engine.connect() as c:
         kind, actor, at = c.execute(sa.text("SELECT kind, actor, at FROM event WHERE kind = 'plan_accepted'")).one()
+        queued = c.execute(sa.text("SELECT status, to_addr FROM outbound")).one()
     engine.dispose()
     assert (kind, actor, str(at)[:10]) == ("plan_accepted", "tui:alice", "2027-04-06")
+    assert tuple(queued) == ("pending", "b@client.example"), "Ctrl+S in a real terminal queues the reply"

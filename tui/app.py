@@ -29,7 +29,8 @@ from textual.worker import get_current_worker
 
 from bot import reports, triage
 from bot.config import Config
-from bot.i18n import day, moment, money, stage, stage_labels, t, t_reason, words
+from bot.i18n import day, moment, money, stage, stage_labels, t, words
+from bot.reasons import render as t_reason
 from bot.store import Engine
 from tui.decide import Decisions
 from tui.kpis import kpi_text
@@ -75,6 +76,7 @@ class RelanceApp(Decisions):
         Binding("a", "assign", "Assign to invoices", show=False),
         Binding("y", "accept_plan", "Accept plan", show=False),
         Binding("n", "reject_plan", "Reject plan", show=False),
+        Binding("R", "reply", "Reply to the client", show=False),
         Binding("s", "settle", "Settle dispute", show=False),
         Binding("e", "contact", "New address", show=False),
         Binding("p", "pause", "Pause", show=False),

@@ -13,14 +13,15 @@ from textual import work
 from textual.app import App
 from textual.widgets import DataTable, Static, TabbedContent
 
-from bot import actions, decisions, desk, plans, reports, triage
+from bot import actions, decisions, desk, plans, replies, reports, triage
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
 from bot.i18n import money, t
 from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
-from rules.plan import instalments
+from rules.plan import Instalment, instalments
+from tui.reply import Answer, ReplyEditor
 from tui.screens import ItemScreen, Prompt
 
 KINDS = tuple(k.value for k in Kind)
@@ -290,12 +291,28 @@ class Decisions(App[None]):
         number, seen, inbound_id = target
         proposed = self._proposed(inbound_id)
 
+        def accept(answer: str, steps: tuple[Instalment, ...], reply: Answer | None) -> None:
+            def run() -> str:
+                composed = (replies.prepare(self.engine, self.config, inbound_id, reply.template, reply.text,
+                                            self._now(), instalments=steps)
+                            if reply is not None and inbound_id is not None else None)
+                return desk.accept_plan(self.engine, self.config, number, steps, self._now(), self.actor,
+                                        f"plan accepted: {answer}", inbound_id, seen, reply=composed)
+
+            self.decide("accept_plan", f"plan accepted: {answer}",
+                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
+
         def then(answer: str) -> None:
             steps = plans.parse(answer)
-            self.decide("accept_plan", f"plan accepted: {answer}",
-                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()),
-                        lambda: desk.accept_plan(self.engine, self.config, number, steps, self._now(), self.actor,
-                                                 f"plan accepted: {answer}", inbound_id, seen))
+            if inbound_id is None:  # from the invoices: no message to answer
+                accept(answer, steps, None)
+                return
+
+            def written(reply: Answer | None) -> None:
+                if reply is not None:
+                    accept(answer, steps, reply if reply.reply else None)
+
+            self.push_screen(ReplyEditor(self._drafts(inbound_id, steps), "accept_plan", decline=True), written)
 
         self.ask(t("instalments for {number}: amount date, amount date…; Enter; Escape cancels", number=number),
                  proposed, then)
@@ -316,13 +333,53 @@ class Decisions(App[None]):
             return
         number, seen, inbound_id = target
 
+        def reject(why: str, reply: Answer | None) -> None:
+            def run() -> str:
+                composed = (replies.prepare(self.engine, self.config, inbound_id, reply.template, reply.text,
+                                            self._now()) if reply is not None and inbound_id is not None else None)
+                return desk.reject_plan(self.engine, number, self._now(), self.actor, why, inbound_id, seen,
+                                        reply=composed)
+
+            self.decide("reject_plan", why or "plan declined",
+                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
+
         def then(answer: str) -> None:
-            self.decide("reject_plan", answer or "plan declined",
-                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()),
-                        lambda: desk.reject_plan(self.engine, number, self._now(), self.actor, answer, inbound_id,
-                                                 seen))
+            if inbound_id is None:  # from the invoices: no message to answer
+                reject(answer, None)
+                return
+
+            def written(reply: Answer | None) -> None:
+                if reply is not None:
+                    reject(answer, reply if reply.reply else None)
+
+            self.push_screen(ReplyEditor(self._drafts(inbound_id), "decline_plan", decline=True), written)
 
         self.ask(t("why the plan is declined (kept in the history); Enter; Escape cancels"), "", then)
+
+    def _drafts(self, inbound_id: int, steps: tuple[Instalment, ...] | None = None
+                ) -> Callable[[str], replies.Draft]:
+        """What each template writes to this message (the editor calls it in a worker); `steps`: the
+        plan being accepted, cited rather than the one proposed."""
+        def draft(template: str) -> replies.Draft:
+            with self.engine.connect() as conn:
+                return replies.draft(conn, self.config, inbound_id, template, self._now(), instalments=steps)
+        return draft
+
+    def action_reply(self) -> None:
+        """R: answer the client's message from a template in its language, edited before it is queued."""
+        found = self._message()
+        if found is None:
+            return
+        item, inbound_id = found
+
+        def written(reply: Answer | None) -> None:
+            if reply is not None:
+                self.decide("reply", f"reply {reply.template}", desk.Scope(inbounds=(inbound_id,)),
+                            lambda: desk.reply(self.engine, self.config, inbound_id, reply.template, reply.text,
+                                               self._now(), self.actor, f"reply {reply.template}"))
+
+        self.push_screen(ReplyEditor(self._drafts(inbound_id), replies.FOR_KIND.get(item.kind, "ack_claim")),
+                         written)
 
     def action_settle(self) -> None:
         target = self._target()

@@ -17,7 +17,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
 from textual.worker import get_current_worker
 
-from bot.i18n import day, moment, money, stage, t, t_reason, words
+from bot.i18n import day, moment, money, stage, t, words
+from bot.reasons import render as t_reason
 
 
 def translated(node: DOMNode) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot import inbound, ledger, reports, store
@@ -27,6 +28,7 @@ class Result:
     invoices: tuple[str, ...]
     status: str
     reason: str = ""
+    pieces: tuple[Any, ...] = ()  # the reason as stored: codes (and text from outside)
 
 
 SHAPES = ("gmail", "outlook_fr", "outlook_en", "apple_fr", "iphone", "html_gmail", "html_outlook", "plain")
@@ -70,7 +72,7 @@ def evaluate(work: Path) -> list[Result]:
     with engine.connect() as c:
         got = {m["message_id"]: m for m in reports.messages(c)}
     engine.dispose()
-    return [Result(c, m["kind"], tuple(m["invoices"]), m["status"], m["reason"] or "")
+    return [Result(c, m["kind"], tuple(m["invoices"]), m["status"], m["reason"] or "", tuple(m["reasons"]))
             for c in cases for m in [got[f"<{c.id}@client.example>"]]]
 
 
