@@ -26,7 +26,7 @@ _SHOWN = re.compile(r"[\x21-\x7e]{1,200}")  # a code or an address, as printed f
 
 def _shown(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _SHOWN.fullmatch(value):
-        raise TokenError(t("the provider sent no usable {what}", what=what))
+        raise TokenError(t("the provider sent no usable {what}", what=t(what)))
     return value
 
 

@@ -208,7 +208,8 @@ FR: dict[str, str] = {
     "this waits for you, at most {n} minutes.":
         "Pour vous connecter, ouvrez {url} dans un navigateur (sur n'importe quel appareil), saisissez le code "
         "{code} et connectez-vous avec le compte de la boîte ; la commande vous attend {n} minutes au plus.",
-    "the provider sent no usable {what}": "le fournisseur n'a envoyé aucun(e) {what} utilisable",
+    "the provider sent no usable {what}": "le fournisseur n'a envoyé aucun {what} utilisable",
+    "code": "code", "address": "lien",
     "microsoft refused to start the sign-in ({why})": "microsoft a refusé de commencer la connexion ({why})",
     "microsoft did not sign you in ({why})": "microsoft ne vous a pas connecté ({why})",
     "google refused to start the sign-in ({why})": "google a refusé de commencer la connexion ({why})",

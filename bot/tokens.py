@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -196,8 +197,6 @@ class GoogleTokens:
 
 def client_secret(oauth: OAuthConfig) -> Secret | None:
     """The OAuth client's secret from the environment (Google's device flow wants one)."""
-    import os  # noqa: PLC0415
-
     value = os.environ.get(oauth.client_secret_env)
     return Secret(value) if value else None
 
@@ -211,14 +210,18 @@ def microsoft_app(oauth: OAuthConfig, cache: Any) -> Any:
     try:
         return msal.PublicClientApplication(oauth.client_id, authority=f"{base}/{oauth.tenant}", token_cache=cache,
                                             instance_discovery=False if custom else None)
-    except (ValueError, OSError) as e:  # the authority cannot be reached or is not an OpenID provider
-        raise TokenError("oauth.authority: " + t("cannot use {url}: {why}", url=f"{base}/{oauth.tenant}",
-                                                  why=hide(str(e).splitlines()[0] if str(e) else repr(e)))) from None
-    except Exception as e:  # requests' own errors, without importing requests here
-        if type(e).__module__.startswith(("requests", "urllib3")):
-            raise TokenError("oauth.authority: " + t("cannot use {url}: {why}", url=f"{base}/{oauth.tenant}",
-                                                      why=type(e).__name__)) from None
-        raise
+    except OSError as e:  # requests' errors are OSErrors: the authority cannot be reached
+        raise TokenError("microsoft: " + t("cannot reach {url}: {why}", url=f"{base}/{oauth.tenant}",
+                                           why=type(e).__name__)) from None
+    except ValueError as e:  # not an OpenID provider, or not an https:// address
+        raise TokenError("microsoft: " + t("cannot use {url}: {why}", url=f"{base}/{oauth.tenant}",
+                                           why=shown(str(e)))) from None
+
+
+def shown(text: str) -> str:
+    """A server's or a library's words, for a person: one line, printable, short."""
+    first = text.splitlines()[0] if text else ""
+    return "".join(c if c.isprintable() else " " for c in first)[:200]
 
 
 class MicrosoftTokens:

@@ -161,3 +161,12 @@ def test_a_cache_without_the_account_says_to_sign_in(entra: tuple[FakeEntra, End
     tokenfile.write(tmp_path / "ms.json", doc)
     with pytest.raises(TokenError, match=r"no signed-in account for 'ar@acme.example': run `relance login microsoft`"):
         MicrosoftTokens(cfg.oauth, cfg.source, USER).token()
+
+
+def test_an_unreachable_authority_is_named_plainly(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    """No network to Entra ID: the error names the address and that it cannot be reached."""
+    cfg = make_config(oauth={"provider": "microsoft", "client_id": CLIENT, "tenant": TENANT,
+                             "authority": "https://127.0.0.1:1", "token_file": str(tmp_path / "ms.json")})
+    with pytest.raises(TokenError, match=r"^microsoft: cannot reach https://127\.0\.0\.1:1/acme-tenant: \w+Error$"):
+        login(cfg, "microsoft", say=lambda _: None)
+    assert not (tmp_path / "ms.json").exists()
