@@ -130,6 +130,11 @@ class Dovecot:
         os.replace(tmp, path)
         time.sleep(1.1)  # and it looks at most once a second
 
+    def kick(self) -> None:
+        """End every IMAP session of the user, as a provider does when their token expires."""
+        subprocess.run(["doveadm", "-c", f"{self.base}/dovecot.conf", "kick", self.user], check=True, timeout=30,
+                       capture_output=True)
+
     def stop(self) -> None:
         pid_file = f"{self.base}/run/master.pid"
         if not os.path.exists(pid_file):

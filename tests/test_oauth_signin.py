@@ -346,3 +346,76 @@ def test_no_token_reaches_the_database_or_the_health_record(dovecot: Dovecot, to
     text = "\n".join(dump)
     assert "refused the xoauth2 login" in text, "the failure is recorded"
     assert good not in text and bad not in text
+
+
+def test_the_daemon_gets_a_new_token_when_the_server_refuses_the_old_one(
+        dovecot: Dovecot, smtp_oauth: tuple[OAuthSink, int], tokens: Broker, ca: trustme.CA, tmp_path: Path) -> None:
+    """`relance run` on xoauth2 both ways: it sends what is due and watches the inbox; the token
+    then expires and the IMAP server drops every session; the watcher's next login is refused with
+    the broker's stale token, asks again, gets in and reads the new mail. The log says so; no
+    token is in the log or the database."""
+    import json
+    import signal
+    import subprocess
+
+    import sqlalchemy as sa
+    from imapclient import IMAPClient
+
+    from tests.conftest import EXAMPLE, merge
+    from tests.test_contract_like import toml_dump
+    from tests.test_daemon import LEDGER, wait_for
+
+    sink, port = smtp_oauth
+    old, new = new_token("old"), new_token("new")
+    sink.valid = {old}
+    dovecot.accept_tokens(old)
+    tokens.hand_out(old)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    doc = merge(EXAMPLE, {
+        "database": {"url": f"sqlite:///{tmp_path / 'relance.db'}"},
+        "schedule": {"window": ["00:00", "24:00"], "business_days_only": False, "holidays": ""},
+        "smtp": {"host": "127.0.0.1", "port": port, "tls": "starttls", "ca_file": str(ca_file), "rate_per_minute": 0,
+                 "username": "relances@acme.example", "auth": "xoauth2", "token_command": tokens.argv},
+        "imap": {"host": "127.0.0.1", "port": dovecot.port, "tls": "none", "username": USER, "auth": "xoauth2",
+                 "token_command": tokens.argv, "folders": ["INBOX"],
+                 "idle_seconds": 3}})  # a session ended during IDLE is noticed when IDLE is renewed
+    (tmp_path / "config.toml").write_text(toml_dump(doc))
+    (tmp_path / "ledger.csv").write_text(LEDGER)
+    run = [sys.executable, "-m", "bot.cli", "--config", str(tmp_path / "config.toml")]
+    subprocess.run([*run, "init"], check=True, capture_output=True)
+    subprocess.run([*run, "import", "ledger.csv"], check=True, capture_output=True, cwd=tmp_path)
+    proc = subprocess.Popen([*run, "run", "--log-format", "json"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(sink.received) == 5)
+        wait_for(lambda: tokens.runs >= 3)  # the SMTP login, the watcher's pass and its IDLE
+        sink.valid = {new}
+        dovecot.accept_tokens(new)  # `old` has expired...
+        tokens.hand_out(old, new)  # ...but the broker hands it out once more
+        dovecot.kick()  # and the server ends every session: the watcher logs in again
+        c = IMAPClient("127.0.0.1", port=dovecot.port, ssl=False)
+        c.oauth2_login(USER, new)
+        c.append("INBOX", b"From: <c1@exemple.example>\r\nTo: relances@acme.example\r\nSubject: Re: facture F-1\r\n"
+                          b"Message-ID: <after-expiry@exemple.example>\r\n\r\nNous avons fait le virement.\r\n")
+        c.logout()
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'relance.db'}")
+
+        def stored() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT count(*) FROM inbound WHERE message_id = "
+                                            "'<after-expiry@exemple.example>'")).scalar() == 1
+        wait_for(stored, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any("refused the access token of ar@acme.example; getting a new one" in x["message"] for x in lines), err
+    assert not leaked(err, USER, old, new)
+    dump = []
+    with engine.connect() as conn:
+        for name in sa.inspect(conn).get_table_names():
+            dump += [repr(tuple(row)) for row in conn.execute(sa.text(f'SELECT * FROM "{name}"'))]
+    engine.dispose()
+    assert not leaked("\n".join(dump), USER, old, new)
