@@ -17,9 +17,9 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import actions, desk, ledger, plans, reports, store, tokenfile
+from bot import actions, desk, ledger, plans, reports, store
 from bot import config as configuration
-from bot.config import Config
+from bot.config import Config, Secret
 from bot.errors import ConfigError, ImportFileError, RelanceError
 from bot.i18n import t, t_reason
 from bot.mailer import SmtpMailer
@@ -314,10 +314,9 @@ def sign_in(cfg: Config, section: Literal["smtp", "imap"]) -> str:
         return t("no login")
     if server.auth == "password":
         return t("password from ${var}", var=server.password_env)
-    path = getattr(login, "path", None)
-    if isinstance(path, Path):
-        tokenfile.read(path)
-    return f"{server.auth}, " + login.describe()  # type: ignore[union-attr]
+    assert not isinstance(login, Secret)  # auth is "xoauth2" or "oauthbearer"
+    login.check()
+    return f"{server.auth}, " + login.describe()
 
 
 def _check_servers(cfg: Config) -> int:

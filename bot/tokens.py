@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import threading
@@ -53,6 +54,11 @@ class TokenSource(Protocol):
         """Where tokens come from, for `relance check` (never a token)."""
         ...
 
+    def check(self) -> None:
+        """What can be checked without the network: the program is there, the token file is safe
+        and was written for this provider. TokenError otherwise."""
+        ...
+
 
 Credential = Secret | TokenSource | None
 
@@ -86,6 +92,14 @@ class CommandTokens:
 
     def describe(self) -> str:
         return t("token from {where} ({program})", where=self.where, program=self.argv[0])
+
+    def check(self) -> None:
+        program = self.argv[0]
+        found = shutil.which(program)
+        if found is None:
+            raise TokenError(f"{self.where}: " + t("{program}: no such program", program=repr(program)))
+        if not os.access(found, os.X_OK):
+            raise TokenError(f"{self.where}: " + t("{program}: not executable", program=repr(program)))
 
     def token(self, fresh: bool = False) -> Secret:
         program = self.argv[0]
@@ -167,13 +181,20 @@ class GoogleTokens:
     def describe(self) -> str:
         return t("token from {path} (google, refreshed as needed)", path=self.path)
 
+    def check(self) -> None:
+        self._read()
+
+    def _read(self) -> dict[str, Any]:
+        doc = tokenfile.read(self.path)
+        if doc.get("provider") != "google" or not isinstance(doc.get("refresh_token"), str):
+            raise TokenError(f"{self.path}: " + t("not a token file of `relance login {provider}`: run it again",
+                                                  provider="google"))
+        return doc
+
     def token(self, fresh: bool = False) -> Secret:
         where = str(self.path)
         with _lock(self.path):
-            doc = tokenfile.read(self.path)
-            if doc.get("provider") != "google" or not isinstance(doc.get("refresh_token"), str):
-                raise TokenError(f"{where}: " + t("not a token file of `relance login {provider}`: run it again",
-                                                  provider="google"))
+            doc = self._read()
             access, expires = doc.get("access_token"), doc.get("expires_at")
             if not fresh and isinstance(access, str) and isinstance(expires, int | float) \
                     and expires - self.clock() > REFRESH_MARGIN:
@@ -235,15 +256,22 @@ class MicrosoftTokens:
     def describe(self) -> str:
         return t("token from {path} (microsoft, refreshed as needed)", path=self.path)
 
+    def check(self) -> None:
+        self._read()
+
+    def _read(self) -> dict[str, Any]:
+        doc = tokenfile.read(self.path)
+        if doc.get("provider") != "microsoft" or not isinstance(doc.get("msal_cache"), str):
+            raise TokenError(f"{self.path}: " + t("not a token file of `relance login {provider}`: run it again",
+                                                  provider="microsoft"))
+        return doc
+
     def token(self, fresh: bool = False) -> Secret:
         import msal  # noqa: PLC0415
 
         where = str(self.path)
         with _lock(self.path):
-            doc = tokenfile.read(self.path)
-            if doc.get("provider") != "microsoft" or not isinstance(doc.get("msal_cache"), str):
-                raise TokenError(f"{where}: " + t("not a token file of `relance login {provider}`: run it again",
-                                                  provider="microsoft"))
+            doc = self._read()
             cache = msal.SerializableTokenCache()
             cache.deserialize(doc["msal_cache"])
             app = microsoft_app(self.oauth, cache)

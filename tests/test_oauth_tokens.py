@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,26 @@ def test_check_refuses_an_unsafe_token_file(tmp_path: Path, capsys: pytest.Captu
     (tmp_path / "tok.json").chmod(0o640)
     assert main(args) == 1
     assert "others can read or write it (mode 0o640): refused" in capsys.readouterr().err
+
+
+def test_check_looks_for_the_token_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`relance check` (offline) finds the broker program, without running it."""
+    from bot.cli import main
+    from tests.test_contract_like import toml_dump
+
+    monkeypatch.setenv("RELANCE_LANG", "en")
+    monkeypatch.setenv("RELANCE_IMAP_PASSWORD", "x")
+    marker = tmp_path / "ran"
+    args = ["--config", str(tmp_path / "config.toml"), "check", "--now", "2026-03-02T10:00:00+01:00"]
+    for command, code in (([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], 0),
+                          (["/nonexistent/mail-token"], 1)):
+        doc = merge(EXAMPLE, {"database": {"url": f"sqlite:///{tmp_path / 'r.db'}"},
+                              "smtp": {"auth": "xoauth2", "token_command": command}})
+        (tmp_path / "config.toml").write_text(toml_dump(doc))
+        assert main(["--config", str(tmp_path / "config.toml"), "init"]) == 0
+        assert main(args) == code
+    out = capsys.readouterr()
+    assert "smtp: smtp.example.com:587 (starttls), xoauth2, token from " in out.out
+    assert "'/nonexistent/mail-token': no such program" in out.err
+    assert not marker.exists(), "the check does not run the broker"
