@@ -190,6 +190,12 @@ class ImapSource:
             client.idle()
             while not stop.is_set() and time.monotonic() < deadline:
                 responses = client.idle_check(timeout=check)
+                bye = next((r for r in responses if r and r[0] == b"BYE"), None)
+                if bye is not None:  # e.g. Microsoft's "Session invalidated - AccessTokenExpired"
+                    said = b" ".join(x for x in bye[1:] if isinstance(x, bytes)).decode("ascii", "replace")
+                    self._drop()
+                    raise MailboxError("the server ended the session while waiting for mail: "
+                                       + "".join(c if c.isprintable() else " " for c in said)[:200])
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     changed = True
                     break

@@ -378,8 +378,7 @@ def test_the_daemon_gets_a_new_token_when_the_server_refuses_the_old_one(
         "smtp": {"host": "127.0.0.1", "port": port, "tls": "starttls", "ca_file": str(ca_file), "rate_per_minute": 0,
                  "username": "relances@acme.example", "auth": "xoauth2", "token_command": tokens.argv},
         "imap": {"host": "127.0.0.1", "port": dovecot.port, "tls": "none", "username": USER, "auth": "xoauth2",
-                 "token_command": tokens.argv, "folders": ["INBOX"],
-                 "idle_seconds": 3}})  # a session ended during IDLE is noticed when IDLE is renewed
+                 "token_command": tokens.argv, "folders": ["INBOX"]}})
     (tmp_path / "config.toml").write_text(toml_dump(doc))
     (tmp_path / "ledger.csv").write_text(LEDGER)
     run = [sys.executable, "-m", "bot.cli", "--config", str(tmp_path / "config.toml")]
