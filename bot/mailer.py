@@ -143,7 +143,8 @@ class SmtpMailer:
                                         f"{', '.join(offered) or 'no AUTH'}); check smtp.auth and smtp.tls")
         for attempt in (1, 2):
             try:
-                token = tokens.token(fresh=attempt == 2)
+                # A broker command or an HTTP refresh blocks: in a thread, the daemon's loop goes on.
+                token = await asyncio.to_thread(tokens.token, attempt == 2)
             except TokenError as e:
                 await _close(smtp)
                 raise ConnectionFailedError(str(e)) from e
