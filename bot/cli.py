@@ -12,20 +12,21 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import actions, desk, ledger, plans, reasons, replies, reports, store
 from bot import config as configuration
-from bot.config import Config
+from bot.config import Config, Secret
 from bot.errors import ConfigError, ImportFileError, RelanceError
 from bot.i18n import t
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, Invoice, table
 from bot.render import Renderer, check_templates
 from bot.tick import Planned, TickReport, tick
+from bot.tokens import credential
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 
 
@@ -127,7 +128,7 @@ def print_tick(report: TickReport, dry_run: bool) -> None:
 
 def cmd_tick(app: App) -> int:
     cfg = app.config
-    password = None if app.args.dry_run else cfg.smtp.password(cfg.source)
+    password = None if app.args.dry_run else credential(cfg, "smtp")
     renderer = Renderer.from_config(cfg)
     if not app.args.dry_run:
         problems = check_templates(cfg, renderer, app.now.date())
@@ -288,9 +289,11 @@ def cmd_check(app: App) -> int:
         except (MissingRateError, ContractRateTooLowError) as e:
             print("relance: " + t("{why}: a formal notice sent now would fail", why=e), file=sys.stderr)
             failed = 1
-    cfg.smtp.password(cfg.source)
-    print(f"smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.tls}), password "
-          + ("from $" + cfg.smtp.password_env if cfg.smtp.username else "not needed"))
+    for section in ("smtp", "imap"):
+        if section == "imap" and not cfg.imap.folders:
+            continue
+        server = cfg.smtp if section == "smtp" else cfg.imap
+        print(f"{section}: {server.host}:{server.port} ({server.tls}), " + sign_in(cfg, section))
     store.ensure_ready(app.engine(ready=False))
     print(t("database: ok"))
     with app.engine().connect() as conn:  # reminders that failed on their data wait for a person
@@ -303,6 +306,20 @@ def cmd_check(app: App) -> int:
     return max(failed, _check_servers(cfg) if app.args.online else 0)
 
 
+def sign_in(cfg: Config, section: Literal["smtp", "imap"]) -> str:
+    """How `section` will log in, checked as far as can be without the network: the password's
+    variable is set, the token file is there and safe (never a password or a token)."""
+    server = cfg.smtp if section == "smtp" else cfg.imap
+    login = credential(cfg, section)
+    if login is None:
+        return t("no login")
+    if server.auth == "password":
+        return t("password from ${var}", var=server.password_env)
+    assert not isinstance(login, Secret)  # auth is "xoauth2" or "oauthbearer"
+    login.check()
+    return f"{server.auth}, " + login.describe()
+
+
 def _check_servers(cfg: Config) -> int:
     """`relance check --online`: log in to the SMTP and IMAP servers and open every watched folder,
     as `relance run` will; read-only, nothing sent, nothing marked read."""
@@ -310,21 +327,24 @@ def _check_servers(cfg: Config) -> int:
     from bot.mailbox import ImapSource  # noqa: PLC0415
 
     async def smtp() -> None:
-        async with SmtpMailer(cfg.smtp, cfg.smtp.password(cfg.source)):
-            pass
+        async with SmtpMailer(cfg.smtp, credential(cfg, "smtp")) as mailer:
+            methods.append(mailer.method)
 
     failed = 0
+    methods: list[str] = []
     try:
         asyncio.run(smtp())
-        print(t("smtp: connected and logged in") if cfg.smtp.username else
+        print(t("smtp: connected and logged in ({method})", method=methods[0]) if cfg.smtp.username else
               t("smtp: connected; no login (smtp.username is empty: a relay that needs none)"))
     except RelanceError as e:
         print(f"smtp: {e}", file=sys.stderr)
         failed = 1
     if not cfg.imap.folders:
         return failed
-    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+    source = ImapSource(cfg.imap, credential(cfg, "imap"))
     try:
+        source.connect()
+        print(t("imap: connected and logged in ({method})", method=source.method))
         for folder in cfg.imap.folders:
             try:
                 source.select(folder)
@@ -343,6 +363,14 @@ def _check_servers(cfg: Config) -> int:
     finally:
         source.close()
     return failed
+
+
+def cmd_login(app: App) -> int:
+    """`relance login microsoft|google`: the device-code flow, once; the refresh token goes to oauth.token_file."""
+    from bot import devicelogin  # noqa: PLC0415 - msal and the HTTP client, for this command only
+
+    print(devicelogin.login(app.config, app.args.provider))
+    return 0
 
 
 def cmd_kpi(app: App) -> int:
@@ -391,7 +419,7 @@ def cmd_sync(app: App) -> int:
     from bot.mailbox import ImapSource  # noqa: PLC0415
 
     cfg = app.config
-    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+    source = ImapSource(cfg.imap, credential(cfg, "imap"))
     report = inbound.SyncReport()
     try:
         lines = inbound.sync(app.engine(), source, cfg, app.now, report)
@@ -630,6 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("check", cmd_check, "validate the config and render every template", timed)
     sp.add_argument("--online", action="store_true",
                     help="also log in to the SMTP and IMAP servers and open every watched folder (read-only)")
+    add("login", cmd_login, "sign in once with OAuth2 (device code) for smtp/imap auth = \"xoauth2\"; stores the "
+        "refresh token in oauth.token_file").add_argument("provider", choices=("microsoft", "google"))
     add("kpi", cmd_kpi, "collection KPIs", timed, as_json)
     sp = add("messages", cmd_messages, "inbound messages and what was understood", timed, as_json)
     sp.add_argument("--triage", action="store_true", help="only those waiting for a person")

@@ -42,6 +42,9 @@ class Secret:
     __str__ = __repr__
 
 
+Auth = Literal["password", "xoauth2", "oauthbearer"]
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///relance.db"
@@ -72,6 +75,8 @@ class SmtpConfig:
     ca_file: str = ""
     username: str = ""
     password_env: str = "RELANCE_SMTP_PASSWORD"
+    auth: Auth = "password"  # "xoauth2" / "oauthbearer": an OAuth2 access token instead of the password
+    token_command: tuple[str, ...] = ()  # argv of a program printing an access token; () = [oauth]'s token file
     rate_per_minute: int = 60
     timeout_seconds: int = 30
     retries: int = 3
@@ -98,6 +103,8 @@ class ImapConfig:
     ca_file: str = ""  # a private CA (PEM) trusted on top of the system's, rather than verification off
     username: str = ""
     password_env: str = "RELANCE_IMAP_PASSWORD"
+    auth: Auth = "password"
+    token_command: tuple[str, ...] = ()
     folders: tuple[str, ...] = ("INBOX",)
     idle_seconds: int = 240  # renew IDLE this often: firewalls drop idle connections long before 29 min
     poll_seconds: int = 60  # where the server has no IDLE
@@ -111,6 +118,24 @@ class ImapConfig:
                 "environment variable {var} is not set (it must hold the IMAP password of {user})",
                 var=repr(self.password_env), user=repr(self.username)))
         return Secret(value)
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """Where `auth = "xoauth2"` gets its tokens when no token_command is set: the refresh token
+    `relance login` stored in `token_file`, refreshed before it expires."""
+
+    provider: Literal["", "microsoft", "google"] = ""
+    client_id: str = ""  # the application registered with the provider (Entra ID app, Google OAuth client)
+    tenant: str = "organizations"  # Microsoft: your tenant's id or domain; "organizations" for any work account
+    client_secret_env: str = "RELANCE_OAUTH_CLIENT_SECRET"  # Google: its "TVs and limited input" client's secret
+    token_file: str = "relance-oauth.json"  # relative to the config file; owner-only (0600)
+    scopes: tuple[str, ...] = ()  # () = the provider's IMAP and SMTP scopes
+    authority: str = ""  # "" = the provider's own endpoints; another https:// base (national clouds, tests)
+
+    def path(self, source: str) -> Path:
+        p = Path(self.token_file)
+        return p if p.is_absolute() else Path(source).parent / p
 
 
 @dataclass(frozen=True)
@@ -216,6 +241,7 @@ class Config:
     company: CompanyConfig = CompanyConfig()
     smtp: SmtpConfig = SmtpConfig()
     imap: ImapConfig = ImapConfig()
+    oauth: OAuthConfig = OAuthConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     stages: tuple[StageConfig, ...] = DEFAULT_STAGES
     pause: PauseConfig = PauseConfig()
@@ -263,7 +289,8 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig, "company": CompanyConfig, "smtp": SmtpConfig, "imap": ImapConfig,
-    "schedule": ScheduleConfig, "pause": PauseConfig, "plans": PlansConfig, "understanding": UnderstandingConfig,
+    "oauth": OAuthConfig, "schedule": ScheduleConfig, "pause": PauseConfig, "plans": PlansConfig,
+    "understanding": UnderstandingConfig,
     "penalties": PenaltiesConfig, "templates": TemplatesConfig, "attachments": AttachmentsConfig,
     "daemon": DaemonConfig, "costs": CostsConfig,
 }
@@ -447,6 +474,7 @@ def _check(cfg: Config) -> None:
             except ValueError:
                 raise ConfigError(f'{src}: penalties.{table}."{k}": '
                                   + t('expected a half-year key such as "2025-H1" or "2025-H2"')) from None
+    _check_auth(cfg)
     pdfs = cfg.attachments.path(src)
     if pdfs is not None and not pdfs.is_dir():
         raise ConfigError(f"{src}: attachments.folder = {cfg.attachments.folder!r}: "
@@ -458,3 +486,40 @@ def _check(cfg: Config) -> None:
     if not cfg.database.url:
         raise ConfigError(f"{src}: database.url: " + t("empty (expected sqlite:///relance.db or a "
                                                        "postgresql+psycopg:// URL)"))
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _check_auth(cfg: Config) -> None:
+    """An OAuth2 sign-in needs a user name and somewhere to get tokens from."""
+    src = cfg.source
+    for name, section in (("smtp", cfg.smtp), ("imap", cfg.imap)):
+        if section.auth == "password":
+            if section.token_command:
+                raise ConfigError(f"{src}: {name}.token_command: " + t(
+                    'only used with {name}.auth = "xoauth2" or "oauthbearer" (it is "password")', name=name))
+            continue
+        if not section.username:
+            raise ConfigError(f"{src}: {name}.username = '': " + t(
+                "expected the mailbox's address: {name}.auth = {auth!r} signs in as a user", name=name,
+                auth=section.auth))
+        if not section.username.isprintable() or "\x01" in section.username:
+            raise ConfigError(f"{src}: {name}.username = {section.username!r}: " + t("expected an email address"))
+        if section.token_command and not section.token_command[0]:
+            raise ConfigError(f"{src}: {name}.token_command = {list(section.token_command)!r}: " + t(
+                'expected a program and its arguments, as a list ["/usr/local/bin/get-token", "--user", "..."]'))
+        if not section.token_command and not cfg.oauth.provider:
+            raise ConfigError(f"{src}: {name}.auth = {section.auth!r}: " + t(
+                'expected {name}.token_command, or [oauth] provider = "microsoft" or "google" '
+                "(then run `relance login PROVIDER` once)", name=name))
+    o = cfg.oauth
+    if o.provider and not o.client_id:
+        raise ConfigError(f"{src}: oauth.client_id = '': " + t(
+            "expected the application (client) id registered with {provider}", provider=o.provider))
+    if o.authority:
+        host = re.match(r"^(https?)://([^/:]+|\[[^]]+\])(:\d+)?(/|$)", o.authority)
+        if host is None or (host.group(1) == "http" and host.group(2) not in _LOOPBACK):
+            raise ConfigError(f"{src}: oauth.authority = {o.authority!r}: " + t(
+                'expected an https:// address such as "https://login.microsoftonline.us", or "" for the '
+                "provider's own"))

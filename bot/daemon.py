@@ -27,6 +27,7 @@ from bot.mailer import SmtpMailer
 from bot.render import Renderer, check_templates
 from bot.store import TRANSIENT_DB
 from bot.tick import tick
+from bot.tokens import credential
 from bot.watcher import Watcher
 
 log = logging.getLogger("relance")
@@ -133,7 +134,7 @@ class Daemon:
         unavailable = 0  # passes in a row that found the SMTP server unavailable
         while not self.stop.is_set():
             try:
-                password = self.config.smtp.password(self.config.source)  # as the configuration says now
+                password = credential(self.config, "smtp")  # as the configuration says now
                 report = await tick(self.engine, self.config, SmtpMailer(self.config.smtp, password), self.clock(),
                                     datetime.now(UTC), renderer=self.renderer, stop=self.stop)
             except ConnectionFailedError as e:

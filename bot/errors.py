@@ -86,6 +86,13 @@ class FolderError(MailboxError):
     folders are still read."""
 
 
+class TokenError(RelanceError):
+    """No OAuth2 access token can be had for `auth = "xoauth2"`: the token command failed or
+    printed something that is not a token, the token file is missing, unsafe (others may read
+    it) or unreadable, or the provider refused to refresh it. The message says which and what to
+    do; it never contains a token."""
+
+
 class StaleError(RelanceError):
     """Someone else (a person, or the daemon) changed an invoice or a message after it was read for
     a decision: nothing was changed; read it again and decide anew (the lost-update check)."""

@@ -182,6 +182,77 @@ FR: dict[str, str] = {
     "no such directory ({path})": "dossier introuvable ({path})",
     "empty (expected sqlite:///relance.db or a postgresql+psycopg:// URL)":
         "vide (attendu : sqlite:///relance.db ou une URL postgresql+psycopg://)",
+    # OAuth2 sign-in (auth = "xoauth2" / "oauthbearer", relance login)
+    "no login": "pas d'authentification",
+    "password from ${var}": "mot de passe lu dans ${var}",
+    "smtp: connected and logged in ({method})": "smtp : connecté et authentifié ({method})",
+    "imap: connected and logged in ({method})": "imap : connecté et authentifié ({method})",
+    "expected the application (client) id registered with {provider}":
+        "attendu : l'identifiant d'application (client) enregistré auprès de {provider}",
+    "expected the mailbox's address: {name}.auth = {auth!r} signs in as a user":
+        "attendu : l'adresse de la boîte : {name}.auth = {auth!r} se connecte en tant qu'utilisateur",
+    'expected a program and its arguments, as a list ["/usr/local/bin/get-token", "--user", "..."]':
+        'attendu : un programme et ses arguments, en liste ["/usr/local/bin/get-token", "--user", "..."]',
+    'expected {name}.token_command, or [oauth] provider = "microsoft" or "google" '
+    "(then run `relance login PROVIDER` once)":
+        'attendu : {name}.token_command, ou [oauth] provider = "microsoft" ou "google" '
+        "(puis lancez `relance login FOURNISSEUR` une fois)",
+    'expected an https:// address such as "https://login.microsoftonline.us", or "" for the provider\'s own':
+        'attendu : une adresse https:// comme "https://login.microsoftonline.us", ou "" pour celle du fournisseur',
+    'only used with {name}.auth = "xoauth2" or "oauthbearer" (it is "password")':
+        'ne sert qu\'avec {name}.auth = "xoauth2" ou "oauthbearer" (ici "password")',
+    "signed in to {provider} as {user}; the refresh token is in {path} (readable by you alone)":
+        "connecté à {provider} en tant que {user} ; le jeton de renouvellement est dans {path} (lisible par vous seul)",
+    "To sign in, open {url} in a browser (on any device), enter the code {code} and sign in as the mailbox's user; "
+    "this waits for you, at most {n} minutes.":
+        "Pour vous connecter, ouvrez {url} dans un navigateur (sur n'importe quel appareil), saisissez le code "
+        "{code} et connectez-vous avec le compte de la boîte ; la commande vous attend {n} minutes au plus.",
+    "the provider sent no usable {what}": "le fournisseur n'a envoyé aucun {what} utilisable",
+    "code": "code", "address": "lien",
+    "microsoft refused to start the sign-in ({why})": "microsoft a refusé de commencer la connexion ({why})",
+    "microsoft did not sign you in ({why})": "microsoft ne vous a pas connecté ({why})",
+    "google refused to start the sign-in ({why})": "google a refusé de commencer la connexion ({why})",
+    "google did not sign you in ({why})": "google ne vous a pas connecté ({why})",
+    'expected "{provider}" (with its client_id) to sign in with {provider}':
+        'attendu : "{provider}" (avec son client_id) pour se connecter avec {provider}',
+    "larger than {n} bytes: not a token file": "plus de {n} octets : ce n'est pas un fichier de jetons",
+    "not a token file written by `relance login` (not JSON)":
+        "pas un fichier de jetons écrit par `relance login` (pas du JSON)",
+    "no token file: run `relance login` once (see the README)":
+        "pas de fichier de jetons : lancez `relance login` une fois (voir le README)",
+    "cannot open the token file: {why}": "impossible d'ouvrir le fichier de jetons : {why}",
+    "not a regular file": "pas un fichier ordinaire",
+    "belongs to another user (uid {uid}): refused; run `relance login` as the user that runs relance":
+        "appartient à un autre utilisateur (uid {uid}) : refusé ; lancez `relance login` sous l'utilisateur qui "
+        "fait tourner relance",
+    "others can read or write it (mode {mode}): refused; run `chmod 600 {path}` and consider the token leaked "
+    "(sign in again)":
+        "d'autres peuvent le lire ou l'écrire (mode {mode}) : refusé ; lancez `chmod 600 {path}` et tenez le "
+        "jeton pour divulgué (reconnectez-vous)",
+    "cannot write the token file: {why}": "impossible d'écrire le fichier de jetons : {why}",
+    "token from {where} ({program})": "jeton fourni par {where} ({program})",
+    "token from {path} (google, refreshed as needed)": "jeton tiré de {path} (google, renouvelé au besoin)",
+    "token from {path} (microsoft, refreshed as needed)": "jeton tiré de {path} (microsoft, renouvelé au besoin)",
+    "no access token (empty output)": "aucun jeton d'accès (sortie vide)",
+    "what was printed is not one access token ({n} characters; expected one line of letters, digits and -._~+/=)":
+        "ce qui a été affiché n'est pas un jeton d'accès ({n} caractères ; attendu : une ligne de lettres, "
+        "chiffres et -._~+/=)",
+    "{url} answered {status} with something that is not JSON": "{url} a répondu {status} avec autre chose que du JSON",
+    "{program} failed (exit status {code}){said}": "{program} a échoué (code de sortie {code}){said}",
+    "cannot reach {url}: {why}": "impossible de joindre {url} : {why}",
+    "cannot use {url}: {why}": "impossible d'utiliser {url} : {why}",
+    "no refresh token in the cache": "aucun jeton de renouvellement dans le cache",
+    "{program}: no such program": "{program} : programme introuvable",
+    "{program}: not executable": "{program} : non exécutable",
+    "{program} did not finish within {n} s": "{program} n'a pas fini en {n} s",
+    "not a token file of `relance login {provider}`: run it again":
+        "pas un fichier de jetons de `relance login {provider}` : relancez-le",
+    "google refused to refresh the token ({why}): run `relance login google` again":
+        "google a refusé de renouveler le jeton ({why}) : relancez `relance login google`",
+    "no signed-in account for {user}: run `relance login microsoft` and sign in as {user}":
+        "aucun compte connecté pour {user} : lancez `relance login microsoft` et connectez-vous en tant que {user}",
+    "microsoft refused to refresh the token ({why}): run `relance login microsoft` again":
+        "microsoft a refusé de renouveler le jeton ({why}) : relancez `relance login microsoft`",
 }
 
 

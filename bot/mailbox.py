@@ -6,6 +6,7 @@ double for unit tests and the demo."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 import threading
 import time
@@ -15,10 +16,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from bot.config import ImapConfig, Secret
-from bot.errors import FolderError, MailboxError
+from bot.errors import FolderError, MailboxError, TokenError
+from bot.tokens import Credential, TokenSource, hide
+
+log = logging.getLogger("relance")
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,10 @@ class MailSource(Protocol):
 
 
 class ImapSource:
-    def __init__(self, cfg: ImapConfig, password: Secret | None) -> None:
+    def __init__(self, cfg: ImapConfig, password: Credential) -> None:
         self.cfg = cfg
-        self.password = password
+        self.password = password  # a Secret, or a TokenSource for auth = "xoauth2" / "oauthbearer"
+        self.method = ""  # how the connection logged in: "password", "xoauth2" or "oauthbearer"
         self._client: IMAPClient | None = None
         self.uidnext = 0  # of the selected folder, as SELECT reported it
 
@@ -88,13 +93,45 @@ class ImapSource:
                                 ssl_context=self._context() if cfg.tls != "none" else None, timeout=30)
             if cfg.tls == "starttls":
                 client.starttls(self._context())
-            client.login(cfg.username, self.password.reveal() if self.password else "")
+            if isinstance(self.password, Secret) or self.password is None:
+                client.login(cfg.username, self.password.reveal() if self.password else "")
+                self.method = "password"
+            else:
+                self._token_login(client, self.password, where)
         except IMAPClientError as e:
             raise MailboxError(f"{where} refused the login of {cfg.username!r}: {e}") from e
         except (OSError, ssl.SSLError) as e:
             raise MailboxError(f"cannot reach {where} ({cfg.tls} TLS): {e}") from e
         self._client = client
         return client
+
+    def _token_login(self, client: IMAPClient, tokens: TokenSource, where: str) -> None:
+        """SASL XOAUTH2 or OAUTHBEARER. A refused token (expired, revoked) is replaced by a fresh
+        one, once. Raises MailboxError; no token in its message."""
+        cfg = self.cfg
+        mech = cfg.auth.upper()
+        if f"AUTH={mech}".encode() not in client.capabilities():
+            client.shutdown()
+            raise MailboxError(f"{where} does not offer AUTH={mech}; check imap.auth and imap.tls")
+        for attempt in (1, 2):
+            try:
+                token = tokens.token(fresh=attempt == 2)
+            except TokenError as e:
+                client.shutdown()
+                raise MailboxError(str(e)) from e
+            try:
+                if cfg.auth == "oauthbearer":
+                    client.oauthbearer_login(cfg.username, token.reveal())
+                else:
+                    client.oauth2_login(cfg.username, token.reveal())
+            except LoginError as e:
+                if attempt == 1:
+                    log.info("imap: %s refused the access token of %s; getting a new one", where, cfg.username)
+                    continue
+                client.shutdown()
+                raise MailboxError(f"{where} refused the {cfg.auth} login of {cfg.username!r}: {hide(str(e))}") from e
+            self.method = cfg.auth
+            return
 
     def select(self, folder: str) -> int:
         client = self.connect()
@@ -153,6 +190,12 @@ class ImapSource:
             client.idle()
             while not stop.is_set() and time.monotonic() < deadline:
                 responses = client.idle_check(timeout=check)
+                bye = next((r for r in responses if r and r[0] == b"BYE"), None)
+                if bye is not None:  # e.g. Microsoft's "Session invalidated - AccessTokenExpired"
+                    said = b" ".join(x for x in bye[1:] if isinstance(x, bytes)).decode("ascii", "replace")
+                    self._drop()
+                    raise MailboxError("the server ended the session while waiting for mail: "
+                                       + "".join(c if c.isprintable() else " " for c in said)[:200])
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     changed = True
                     break

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -28,8 +29,12 @@ from bot.errors import (
     MessageDataError,
     PermanentDeliveryError,
     ServerUnavailableError,
+    TokenError,
     TransientDeliveryError,
 )
+from bot.tokens import Credential, TokenSource, hide, sasl_b64
+
+log = logging.getLogger("relance")
 
 
 class UncertainDeliveryError(DeliveryError):
@@ -77,9 +82,10 @@ def _data_refusal(e: aiosmtplib.SMTPResponseException) -> DeliveryError:
 class SmtpMailer:
     """aiosmtplib over one connection, TLS per config, certificates verified unless disabled."""
 
-    def __init__(self, cfg: SmtpConfig, password: Secret | None) -> None:
+    def __init__(self, cfg: SmtpConfig, password: Credential) -> None:
         self.cfg = cfg
-        self.password = password
+        self.password = password  # a Secret, or a TokenSource for auth = "xoauth2" / "oauthbearer"
+        self.method = ""  # how the last connection logged in: "password", "xoauth2", "oauthbearer" ("" none)
         self._smtp: aiosmtplib.SMTP | None = None
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -107,9 +113,10 @@ class SmtpMailer:
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as e:
             await _close(smtp)
             raise ConnectionFailedError(f"cannot reach {where} ({cfg.tls} TLS): {e}") from e
-        if cfg.username and self.password is not None:
+        login = self.password if cfg.username else None
+        if isinstance(login, Secret):
             try:
-                await smtp.login(cfg.username, self.password.reveal())
+                await smtp.login(cfg.username, login.reveal())
             except aiosmtplib.SMTPResponseException as e:
                 await _close(smtp)
                 raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r}: {_reason(e)}") from e
@@ -120,7 +127,52 @@ class SmtpMailer:
                 raise ConnectionFailedError(f"{where} refused the login of {cfg.username!r} (no answer to the "
                                             f"login: {e or type(e).__name__}); check the password in "
                                             f"${cfg.password_env}") from e
+            self.method = "password"
+        elif login is not None:
+            await self._token_login(smtp, login, where)
         self._smtp = smtp
+
+    async def _token_login(self, smtp: aiosmtplib.SMTP, tokens: TokenSource, where: str) -> None:
+        """SASL XOAUTH2 or OAUTHBEARER in one message. A token refused with 535 (expired, revoked)
+        is replaced by a fresh one, once."""
+        cfg = self.cfg
+        mech = cfg.auth.upper()
+        try:
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+        except (aiosmtplib.SMTPException, OSError) as e:
+            await _close(smtp)
+            raise ConnectionFailedError(f"{where}: connection lost before the login: {e}") from e
+        offered = [m.upper() for m in smtp.server_auth_methods]
+        if mech not in offered:
+            await _close(smtp)
+            raise ConnectionFailedError(f"{where} does not offer AUTH {mech} (it offers: "
+                                        f"{', '.join(offered) or 'no AUTH'}); check smtp.auth and smtp.tls")
+        for attempt in (1, 2):
+            try:
+                # A broker command or an HTTP refresh blocks: in a thread, the daemon's loop goes on.
+                token = await asyncio.to_thread(tokens.token, attempt == 2)
+            except TokenError as e:
+                await _close(smtp)
+                raise ConnectionFailedError(str(e)) from e
+            try:
+                answer = await smtp.execute_command(b"AUTH", mech.encode(),
+                                                    sasl_b64(cfg.auth, cfg.username, token).encode())
+                if answer.code == 334:  # the error, as a challenge: an empty reply gets the final answer
+                    answer = await smtp.execute_command(b"")
+            except (aiosmtplib.SMTPException, OSError) as e:
+                await _close(smtp)
+                raise ConnectionFailedError(f"{where} refused the {cfg.auth} login of {cfg.username!r} (no answer "
+                                            f"to the login: {e or type(e).__name__})") from e
+            if answer.code == 235:
+                self.method = cfg.auth
+                return
+            if attempt == 1 and answer.code == 535:
+                log.info("smtp: %s refused the access token of %s; getting a new one", where, cfg.username)
+                continue
+            await _close(smtp)
+            raise ConnectionFailedError(f"{where} refused the {cfg.auth} login of {cfg.username!r}: "
+                                        f"{answer.code} {hide(answer.message)}")
 
     async def __aenter__(self) -> Self:
         await self.connect()

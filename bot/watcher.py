@@ -30,6 +30,7 @@ from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailbox import ImapSource
 from bot.store import TRANSIENT_DB
+from bot.tokens import credential
 
 log = logging.getLogger("relance")
 MAX_BACKOFF = 300.0
@@ -123,7 +124,7 @@ class Watcher:
                     source.close()  # a connection left unused this long may have been dropped on the way
                     source = None
                 if source is None:
-                    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+                    source = ImapSource(cfg.imap, credential(cfg, "imap"))
                 self.wake.clear()  # what arrives from now on wakes the next pass
                 self.one_pass(source, self.leases.refresh())
                 used = time.monotonic()
@@ -161,7 +162,7 @@ class Watcher:
             cfg = self.config  # as a SIGHUP left it
             try:
                 if source is None:
-                    source = ImapSource(cfg.imap, cfg.imap.password(cfg.source))
+                    source = ImapSource(cfg.imap, credential(cfg, "imap"))
                     source.select(folder)
                     self.wake.set()  # what arrived before this IDLE began is for the next pass
                 if not source.can_idle():

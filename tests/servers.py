@@ -119,6 +119,23 @@ class Dovecot:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
+    def accept_tokens(self, *tokens: str) -> None:
+        """From now on the user signs in with one of `tokens` (Dovecot's XOAUTH2 and OAUTHBEARER
+        check the bearer token against the passdb's password); every other token is refused."""
+        path = Path(f"{self.base}/passwd")
+        tmp = path.with_suffix(".new")
+        tmp.write_text("".join(f"{self.user}:{{PLAIN}}{tok}\n" for tok in tokens[:1]))
+        # Dovecot reads the file again when its mtime (whole seconds) or size changes: move it on.
+        stamp = max(time.time(), path.stat().st_mtime + 1) if path.exists() else time.time()
+        os.utime(tmp, (stamp, stamp))
+        os.replace(tmp, path)
+        time.sleep(1.1)  # and it looks at most once a second
+
+    def kick(self) -> None:
+        """End every IMAP session of the user, as a provider does when their token expires."""
+        subprocess.run(["doveadm", "-c", f"{self.base}/dovecot.conf", "kick", self.user], check=True, timeout=30,
+                       capture_output=True)
+
     def stop(self) -> None:
         pid_file = f"{self.base}/run/master.pid"
         if not os.path.exists(pid_file):
@@ -135,7 +152,7 @@ class Dovecot:
         os.kill(pid, 9)
 
 
-def _dovecot_conf(base: str, port: int, tls: bool = False) -> str:
+def _dovecot_conf(base: str, port: int, tls: bool = False, mechanisms: str = "plain login") -> str:
     ssl = f"ssl = yes\nssl_cert = <{base}/cert.pem\nssl_key = <{base}/key.pem" if tls else "ssl = no"
     return f"""
 protocols = imap
@@ -145,7 +162,8 @@ state_dir = {base}/state
 log_path = {base}/dovecot.log
 {ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
+auth_failure_delay = 0
 default_login_user = dovenull
 default_internal_user = dovecot
 default_internal_group = dovecot
@@ -170,6 +188,10 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  unix_listener anvil-auth-penalty {{
+    # unreachable: no growing delay after a failed login (the tests fail logins on purpose)
+    mode = 0
+  }}
 }}
 service stats {{
   inet_listener http {{
@@ -180,9 +202,11 @@ service stats {{
 
 
 @contextmanager
-def dovecot_server(cert_pem: bytes = b"", key_pem: bytes = b"") -> Iterator[Dovecot]:
+def dovecot_server(cert_pem: bytes = b"", key_pem: bytes = b"", mechanisms: str = "plain login"
+                   ) -> Iterator[Dovecot]:
     """Start Dovecot for one test module; skip (fail in CI) where it is not installed. With a
-    certificate and its key, it offers STARTTLS."""
+    certificate and its key, it offers STARTTLS. With `mechanisms = "xoauth2 oauthbearer"`, the
+    passwd-file's password is the access token the mechanism must carry (`Dovecot.accept_tokens`)."""
     if shutil.which("dovecot") is None:
         missing("Dovecot", "dovecot-imapd")
     base = tempfile.mkdtemp(prefix="relance-dovecot-")
@@ -197,7 +221,7 @@ def dovecot_server(cert_pem: bytes = b"", key_pem: bytes = b"") -> Iterator[Dove
         Path(f"{base}/cert.pem").write_bytes(cert_pem)
         Path(f"{base}/key.pem").write_bytes(key_pem)
     with open(f"{base}/dovecot.conf", "w") as f:
-        f.write(_dovecot_conf(base, server.port, tls=bool(cert_pem)))
+        f.write(_dovecot_conf(base, server.port, tls=bool(cert_pem), mechanisms=mechanisms))
     server.start()
     try:
         yield server

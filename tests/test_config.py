@@ -29,7 +29,7 @@ def test_example_documents_every_field() -> None:
         section = f.name
         assert re.search(rf"^\[\[?{section}\]\]?$", text, re.M), f"[{section}] is not documented"
     for section, cls in [(s, type(getattr(load(ROOT / "config.example.toml"), s)))
-                         for s in ("database", "company", "smtp", "imap", "schedule", "pause",
+                         for s in ("database", "company", "smtp", "imap", "oauth", "schedule", "pause",
                                    "penalties", "templates", "costs")]:
         for field in dataclasses.fields(cls):
             assert re.search(rf"^{field.name}\s*=", text, re.M), f"{section}.{field.name} is not documented"

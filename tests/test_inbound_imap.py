@@ -417,7 +417,9 @@ def test_check_online_logs_in_and_opens_every_folder(dovecot: Dovecot, tmp_path:
         missing = check(port, ["INBOX", "Absent"])
     assert ok.returncode == 0, ok.stderr
     assert "smtp: connected; no login" in ok.stdout, "username is empty: nothing was logged in to"
+    assert "imap: connected and logged in (password)" in ok.stdout, "the method that logged in is named"
     assert "imap: folder 'INBOX' opens read-only" in ok.stdout and "imap: IDLE yes" in ok.stdout
+    assert dovecot.password not in ok.stdout + ok.stderr
     assert missing.returncode == 1 and "cannot open folder 'Absent'" in missing.stderr
     down = check(1, ["INBOX"])  # nothing listens on port 1
     assert down.returncode == 1 and "smtp: cannot reach SMTP server 127.0.0.1:1" in down.stderr

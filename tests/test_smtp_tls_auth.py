@@ -31,11 +31,13 @@ def server_context(ca: trustme.CA) -> ssl.SSLContext:
     return ctx
 
 
-def send(cfg: Config, password: Secret | None = None) -> None:
-    async def run() -> None:
+def send(cfg: Config, password: Secret | None = None) -> str:
+    """Sends MESSAGE; returns how the mailer logged in ("" for not at all)."""
+    async def run() -> str:
         async with SmtpMailer(cfg.smtp, password) as m:
             await m.send("a@acme.example", ["b@exemple.example"], MESSAGE)
-    asyncio.run(run())
+            return m.method
+    return asyncio.run(run())
 
 
 def smtp_cfg(make_config: Callable[..., Config], port: int, **kw: Any) -> Config:
@@ -81,8 +83,9 @@ def test_login_over_starttls(password: str, ok: bool, ca: trustme.CA, ca_file: s
                      require_starttls=True) as (sink, port):
         cfg = smtp_cfg(make_config, port, tls="starttls", ca_file=ca_file, username="relances@acme.example")
         if ok:
-            send(cfg, Secret(password))
+            assert send(cfg, Secret(password)) == "password"
         else:
-            with pytest.raises(ConnectionFailedError, match="refused the login of 'relances@acme.example'"):
+            with pytest.raises(ConnectionFailedError, match="refused the login of 'relances@acme.example'") as e:
                 send(cfg, Secret(password))
+            assert password not in str(e.value)
     assert len(sink.received) == (1 if ok else 0)
