@@ -161,7 +161,6 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
             if n not in by_headers:
                 by_headers.append(n)
     cited, ambiguous = found if found is not None else find_numbers(texts, known)
-    shorts = short_numbers(texts)
     by_token = [n for t in tokens for n in known.by_token.get(t, ())]
     # A number read from its digits alone ("2027-0417", "..._20270414.pdf") that belongs to another
     # client than the one the message is tied to (its thread, its sender, the numbers it writes in
@@ -225,7 +224,7 @@ def match(refs: Sequence[str], tokens: Sequence[str], texts: Sequence[str], know
                 reason("match.subject_cites", numbers=", ".join(numbers)),
                 reason("match.amount_guess", number=one[0], amount=str(one[1])), aside))
         return Match(tuple(numbers), "number", True, join(reason("match.cites", numbers=", ".join(numbers)), aside))
-    likely = within(shorts, known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
+    likely = within(short_numbers(texts), known.sender_open)  # "n° 412", "#412": likely, for a person to confirm
     if likely:
         return Match(tuple(likely), "number", False, reason("match.probably", numbers=", ".join(likely)))
     if known.named_open:
