@@ -240,11 +240,6 @@ class Outbox:
                              reason("outbox.uncertain", instance=r.claimed_by or "?"))
             return [r.message_id for r in uncertain]
 
-    def pending_ids(self) -> list[int]:
-        with self.engine.connect() as c:
-            return list(c.execute(sa.select(out_t.c.id).where(out_t.c.status == "pending")
-                                  .order_by(out_t.c.id)).scalars())
-
     def waiting(self) -> int:
         """Messages queued and not yet sent (pending, being prepared, prepared, claimed)."""
         with self.engine.connect() as c:
