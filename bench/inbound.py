@@ -138,7 +138,7 @@ def run(work: Path, dovecot: object, args: argparse.Namespace) -> None:
     report = inbound.SyncReport()
     lines = inbound.sync(engine, source, cfg, now, report)
     relance_s, main_cpu = time.perf_counter() - started, time.process_time() - cpu
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # spawned workers have exited by now
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the pool's workers have exited by now
     relance_busy = machine_busy() - busy
     source.close()
     if report.stored != args.messages or len(lines) != args.messages:
@@ -160,8 +160,7 @@ def run(work: Path, dovecot: object, args: argparse.Namespace) -> None:
           f"   (fetch and store overlapped with parsing in"
           f" {cfg.imap.workers or min(4, os.cpu_count() or 1)} worker processes)")
     workers_cpu = workers.ru_utime + workers.ru_stime - before.ru_utime - before.ru_stime
-    print(f"  CPU: this process {main_cpu:.1f} s, spawned worker processes {workers_cpu:.1f} s"
-          f" (workers forked by a fork server are not children of this process: not counted)")
+    print(f"  CPU: this process {main_cpu:.1f} s, worker processes {workers_cpu:.1f} s")
     print(f"  the whole machine's busy CPU during the pass {relance_busy:.1f} s"
           f" ({relance_busy / args.messages * 1000:.2f} ms a message, Dovecot and other work included)")
     print(f"bare FETCH + mail-parser      {bare_s:6.1f} s   {parsed / bare_s:8,.0f} msg/s")

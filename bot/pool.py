@@ -48,9 +48,9 @@ def understood_batches(engine: Engine, config: Config, now: datetime, feed: Iter
         broken = workers < 2
         for chunk in feed:
             if pool is None and not broken and expected() >= PARALLEL_FROM:
-                try:
+                try:  # spawn, not fork: the daemon has threads (the watcher, asyncio's executor) fork would copy
                     pool = stack.enter_context(ProcessPoolExecutor(
-                        workers, mp_context=_context(), initializer=_hold_model,
+                        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_hold_model,
                         initargs=(_model_file(stack, model),)))
                 except (OSError, RuntimeError) as e:
                     broken = _pool_failed(e)
@@ -70,20 +70,6 @@ def understood_batches(engine: Engine, config: Config, now: datetime, feed: Iter
 
 
 _IN_WORKER: dict[str, Model] = {}  # the model a worker process was started with
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    """How workers start. Not by forking this process: the daemon has threads (the watcher,
-    asyncio's executor) a fork would copy mid-work. From a fork server where the system has one:
-    a process started fresh once, which loads the code and the dictionaries every worker needs
-    (`bot.preload`) and forks each worker from there, so that starting one costs milliseconds,
-    not the second or two a fresh interpreter takes (it is kept for later passes). Else each
-    worker starts fresh (spawn)."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "bot.preload"])  # the main module too: else each worker imports it
-    return context
 
 
 def _model_file(stack: contextlib.ExitStack, model: Model) -> str:
