@@ -658,3 +658,19 @@ async def test_the_reply_is_edited_in_the_persons_editor(engine: Engine, make_co
     sent = message_from_bytes(bytes(row(engine, "SELECT raw FROM outbound")[0]), policy=policy.default)
     assert sent.get_content().endswith("PS: appel prévu lundi.\n")
     assert sent["To"] == "a@client.example"
+
+
+async def test_the_why_the_screen_writes_for_a_person_is_in_their_language(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """r with the UI in French: the decision's why is French ("reprise depuis l'écran de tri"), as
+    what the person would have typed; in English it stays English."""
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    async with running(app) as pilot:
+        await pilot.press("down")
+        await pilot.press("r")
+        await settle(pilot)
+    assert ("decision", "reprise depuis l'écran de tri") in events(engine), events(engine)

@@ -224,7 +224,7 @@ class Decisions(App[None]):
                 until = date.fromisoformat(words[1]) if len(words) > 1 else None
             except ValueError:
                 raise RelanceError(t("{value}: expected a date as YYYY-MM-DD", value=repr(words[1]))) from None
-            self.decide("label", f"kind corrected to {words[0]}", desk.Scope(inbounds=(inbound_id,)),
+            self.decide("label", t("kind corrected to {kind}", kind=words[0]), desk.Scope(inbounds=(inbound_id,)),
                         lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(words[0]),
                                                 self.actor, until, in_triage=True))
 
@@ -240,7 +240,7 @@ class Decisions(App[None]):
         def then(answer: str) -> None:
             numbers = answer.replace(",", " ").split()
             if numbers:
-                self.decide("assign", f"assigned to {', '.join(numbers)}",
+                self.decide("assign", t("assigned to {numbers}", numbers=", ".join(numbers)),
                             desk.Scope(invoices=tuple(numbers), inbounds=(inbound_id,)),
                             lambda: decisions.assign(self.engine, self.config, self._now(), inbound_id, numbers,
                                                      self.actor, in_triage=True))
@@ -268,7 +268,7 @@ class Decisions(App[None]):
                     Decimal("0.01"))
             except InvalidOperation:
                 raise RelanceError(t("{value}: expected an amount such as 250.00", value=repr(answer))) from None
-            self.decide("paid", f"{amount} received", desk.Scope(invoices=(number,)),
+            self.decide("paid", t("{amount} received", amount=amount), desk.Scope(invoices=(number,)),
                         lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen))
 
         self.ask(t("amount received for {number} (due {due}); Enter; Escape cancels", number=number,
@@ -299,7 +299,7 @@ class Decisions(App[None]):
                 return desk.accept_plan(self.engine, self.config, number, steps, self._now(), self.actor,
                                         f"plan accepted: {answer}", inbound_id, seen, reply=composed)
 
-            self.decide("accept_plan", f"plan accepted: {answer}",
+            self.decide("accept_plan", t("plan accepted: {answer}", answer=answer),
                         desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
 
         def then(answer: str) -> None:
@@ -340,7 +340,7 @@ class Decisions(App[None]):
                 return desk.reject_plan(self.engine, number, self._now(), self.actor, why, inbound_id, seen,
                                         reply=composed)
 
-            self.decide("reject_plan", why or "plan declined",
+            self.decide("reject_plan", why or t("plan declined"),
                         desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
 
         def then(answer: str) -> None:
@@ -374,7 +374,7 @@ class Decisions(App[None]):
 
         def written(reply: Answer | None) -> None:
             if reply is not None:
-                self.decide("reply", f"reply {reply.template}", desk.Scope(inbounds=(inbound_id,)),
+                self.decide("reply", t("reply {template}", template=reply.template), desk.Scope(inbounds=(inbound_id,)),
                             lambda: desk.reply(self.engine, self.config, inbound_id, reply.template, reply.text,
                                                self._now(), self.actor, f"reply {reply.template}"))
 
@@ -405,7 +405,7 @@ class Decisions(App[None]):
                     actions.close_message(self.engine, inbound_id, self._now(), self.actor, "dispute settled")
                 return text
 
-            self.decide("settle", why or f"dispute settled: {how}", scope, run)
+            self.decide("settle", why or t("dispute settled: {how}", how=how), scope, run)
 
         self.ask(t("dispute on {number}: resume, cancel, or a credit note amount; then why; Enter", number=number),
                  "resume ", then)
@@ -424,7 +424,7 @@ class Decisions(App[None]):
                     actions.close_message(self.engine, inbound_id, self._now(), self.actor, "new address")
                 return text
 
-            self.decide("contact", f"new address {answer}",
+            self.decide("contact", t("new address {address}", address=answer),
                         desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
 
         self.ask(t("new address for {number} (was {email}); Enter; Escape cancels", number=number, email=email or "?"),
@@ -454,7 +454,7 @@ class Decisions(App[None]):
         target = self._target()
         if target is not None:
             number, seen, _ = target
-            self.decide("resume", "resumed from the triage screen", desk.Scope(invoices=(number,)),
+            self.decide("resume", t("resumed from the triage screen"), desk.Scope(invoices=(number,)),
                         lambda: actions.resume(self.engine, number, self._now(), self.actor, seen))
 
     def action_select(self) -> None:
@@ -477,7 +477,7 @@ class Decisions(App[None]):
                 return
             keys = [found[0].key]
         ids = tuple(self.items[k].inbound_id or 0 for k in keys if k in self.items and self.items[k].inbound_id)
-        self.decide("dismiss", "noise", desk.Scope(inbounds=ids),
+        self.decide("dismiss", t("noise"), desk.Scope(inbounds=ids),
                     lambda: desk.dismiss(self.engine, ids, self._now(), self.actor), many=len(ids) > 1)
         self.selected.clear()
 
@@ -488,7 +488,7 @@ class Decisions(App[None]):
         address = found[0].sender.lower()
         with self.engine.connect() as conn:
             waiting = tuple(desk.waiting_from(conn, address))
-        self.decide("ignore", f"ignore {address}", desk.Scope(inbounds=waiting, senders=(address,)),
+        self.decide("ignore", t("ignore {address}", address=address), desk.Scope(inbounds=waiting, senders=(address,)),
                     lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True)
 
     def action_undo(self) -> None:
