@@ -91,3 +91,23 @@ def cli(tmp_path: Path) -> Iterator[Any]:
 def smtp() -> Iterator[tuple[SmtpSink, int]]:
     with smtp_server() as server:
         yield server
+
+
+async def no_sleep(_: float) -> None:
+    """A sleep that returns at once: retries and rate limits without waiting, in tests."""
+    return
+
+
+@pytest.fixture
+def desk_with_plan(engine: Engine, smtp: tuple[SmtpSink, int], make_config: Callable[..., Config],
+                   tmp_path: Path) -> tuple[Config, SmtpSink]:
+    """The triage desk of tests/test_tui.py over a real SMTP sink: F-1 disputed (message 1), F-2's
+    plan proposed (message 2, from b@client.example)."""
+    from tests.test_tui import PLAN, deliver, seed
+
+    sink, port = smtp
+    cfg = make_config(smtp={"host": "127.0.0.1", "port": port, "tls": "none", "username": "",
+                            "rate_per_minute": 0, "retries": 0})
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    return cfg, sink

@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,31 +20,22 @@ from bot.errors import ConfigError
 from bot.mailer import SmtpMailer
 from bot.tick import tick
 from rules.plan import Instalment
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 from tests.servers import SmtpSink
-from tests.test_tui import NOW, PLAN, deliver, seed
-
-
-async def _no_sleep(_: float) -> None:
-    return None
+from tests.test_tui import NOW
 
 
 @pytest.fixture
-def with_plan(engine: Engine, smtp: tuple[SmtpSink, int], make_config: Callable[..., Config],
-              tmp_path: Path) -> tuple[Config, SmtpSink]:
+def with_plan(engine: Engine, desk_with_plan: tuple[Config, SmtpSink]) -> tuple[Config, SmtpSink]:
     """F-2 (900.00) on a plan accepted on 6 April: 400.00 by 30 April, 500.00 by 31 May."""
-    sink, port = smtp
-    cfg = make_config(smtp={"host": "127.0.0.1", "port": port, "tls": "none", "username": "",
-                            "rate_per_minute": 0, "retries": 0})
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
+    cfg, sink = desk_with_plan
     desk.accept_plan(engine, cfg, "F-2", (Instalment(Decimal("400.00"), date(2027, 4, 30)),
                                           Instalment(Decimal("500.00"), date(2027, 5, 31))), NOW, "tui:me", "ok", 2)
     return cfg, sink
 
 
 def run(engine: Engine, cfg: Config, when: str) -> Any:
-    return asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), at(when), datetime.now(UTC), sleep=_no_sleep))
+    return asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), at(when), datetime.now(UTC), sleep=no_sleep))
 
 
 def received(sink: SmtpSink) -> list[tuple[str, str]]:

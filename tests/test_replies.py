@@ -5,7 +5,6 @@ the client's message, undoable until it has gone; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,29 +21,13 @@ from bot.mailer import SmtpMailer
 from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.tick import tick
-from tests.conftest import EXAMPLE, merge
+from tests.conftest import EXAMPLE, merge, no_sleep
 from tests.servers import SmtpSink
-from tests.test_tui import NOW, PLAN, deliver, seed
+from tests.test_tui import NOW, deliver
 
 HOSTILE = (b"From: b@client.example\r\nSubject: =?utf-8?q?Facture_F-2=0D=0ABcc:_thief@evil.example?=\r\n"
            b"Message-ID: <h3@client.example>\r\nReferences: <ok1@client.example> <bad ref> <x@y>\r\n\tBcc: x@evil\r\n"
            b"Content-Type: text/plain; charset=utf-8\r\n\r\nNous avons pay\xc3\xa9 la facture F-2 hier.\r\n")
-
-
-async def _no_sleep(_: float) -> None:
-    return None
-
-
-@pytest.fixture
-def desk_with_plan(engine: Engine, smtp: tuple[SmtpSink, int], make_config: Callable[..., Config],
-                   tmp_path: Path) -> tuple[Config, SmtpSink]:
-    """F-1 disputed (message 1), F-2's plan proposed (message 2, from b@client.example)."""
-    sink, port = smtp
-    cfg = make_config(smtp={"host": "127.0.0.1", "port": port, "tls": "none", "username": "",
-                            "rate_per_minute": 0, "retries": 0})
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    return cfg, sink
 
 
 def rows(engine: Engine, sql: str) -> list[Any]:
@@ -58,7 +41,7 @@ def sent_replies(sink: SmtpSink) -> list[Any]:
 
 
 def run_tick(engine: Engine, cfg: Config) -> Any:
-    return asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), NOW, datetime.now(UTC), sleep=_no_sleep))
+    return asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), NOW, datetime.now(UTC), sleep=no_sleep))
 
 
 @pytest.mark.parametrize(("incoming", "expected"), [
