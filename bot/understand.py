@@ -6,6 +6,7 @@ for what it misses (phone signatures, Outlook header blocks, wrapped French attr
 
 from __future__ import annotations
 
+import calendar
 import email
 import functools
 import html
@@ -400,9 +401,54 @@ def find_dates(text: str, today: date) -> tuple[date, ...]:
 @functools.lru_cache(maxsize=4096)
 def _read_date(fragment: str, today: date) -> date | None:
     """One date fragment read by dateparser, remembered for the day: clients write the same few
-    dates ("le 15 décembre", "30/04") again and again, and a dateparser read costs about a millisecond."""
+    dates ("le 15 décembre", "30/04") again and again, and a dateparser read costs about a millisecond.
+    A date in digits alone ("30/04", "15.04.2027", "2027-04-30") is read by `_digit_date`, as
+    dateparser reads it, at a hundredth of the cost."""
+    if _DIGIT_DATE.fullmatch(fragment):
+        return _digit_date(fragment, today)
     parsed = _date_parser(today).get_date_data(fragment).date_obj
     return parsed.date() if parsed is not None else None
+
+
+_DIGIT_DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}([/.])\d{1,2}(?:\1\d{2}|\1\d{4})?")
+
+
+def _digit_date(fragment: str, today: date) -> date | None:
+    """A date in digits, read with the settings `_date_parser` gives dateparser: ISO order when it
+    opens with the year, else day first ("03/04" is the 3rd of April) unless the second number
+    cannot be a month ("03/31": the 31st of March); with no year, the next such day from `today`
+    (the day itself included); a two-digit year in this century."""
+    if "-" in fragment:
+        try:
+            return date.fromisoformat(fragment)
+        except ValueError:
+            return None
+    parts = [int(p) for p in re.split(r"[/.]", fragment)]
+    first, second = parts[0], parts[1]
+    year = parts[2] if len(parts) == 3 else None
+    if year is not None and year < 100:
+        year += 2000
+    for day, month in ((first, second), (second, first)):
+        if year is not None:
+            if _exists(year, month, day):
+                return date(year, month, day)
+        elif 1 <= month <= 12 and 1 <= day <= 31:
+            if _exists(today.year, month, day) and date(today.year, month, day) >= today:
+                return date(today.year, month, day)
+            return _next_existing(today.year + 1, month, day)
+    return None
+
+
+def _exists(year: int, month: int, day: int) -> bool:
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
+def _next_existing(year: int, month: int, day: int) -> date | None:
+    """The 29th of February from `year` on, within four years; any other day in `year`."""
+    for y in range(year, year + 4):
+        if _exists(y, month, day):
+            return date(y, month, day)
+    return None
 
 
 _SES_RECIPIENT = re.compile(rb'\\?"emailAddress\\?"\s*:\s*\\?"([^"\\\s]+@[^"\\\s]+)')
