@@ -24,7 +24,7 @@ import mailparser
 from mailparser_reply.parser import EmailMessage
 
 from rules.classify import Kind, MailFacts, Understanding, classify, dated
-from rules.intent import Model
+from rules.intent import Model, replaced
 from rules.plan import instalments
 from rules.when import relative_dates
 
@@ -35,7 +35,7 @@ _QUOTE_CONTAINERS = re.compile(
 _OUR_IDS = re.compile(rb"<relance\.[A-Za-z0-9.\-]+@[A-Za-z0-9.\-]+>")  # bot/compose.py's Message-IDs
 _TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _BREAKS = re.compile(r"<(br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
-_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
+_SPACES = (("\u00a0", " "), ("\u202f", " "), ("\u2007", " "))
 _CUT = re.compile(
     r"^\s*(?:"
     r"[*_]*-{2,}\s*(?:Original Message|Message d'origine|Message original|Forwarded message|Message transféré)"
@@ -127,7 +127,7 @@ def html_to_text(body: str) -> str:
 
 def strip_quotes(text: str) -> str:
     """What the person wrote: quoted history, forwarded blocks and signature removed."""
-    text = text.replace("\r\n", "\n").translate(_SPACES)
+    text = replaced(text.replace("\r\n", "\n"), _SPACES)
     text = "\n".join(line for line in text.split("\n") if not line.lstrip().startswith(">"))
     # A list the person wrote ("- FA-2027-0456", "* 15 May: 800 €") is the reply, not a signature:
     # mail-parser-reply takes a line opening with a dash for one, so the bullets become "•".

