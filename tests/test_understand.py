@@ -339,3 +339,34 @@ def test_the_reply_header_pattern_holds_the_languages_a_message_may_hold(
 
     assert _header_languages(text) == languages
     assert strip_quotes(text).startswith(text.split("\n", maxsplit=1)[0]) and ">" not in strip_quotes(text)
+
+
+def test_the_message_keeps_its_whole_header_block_and_the_body_mail_parser_reads() -> None:
+    """The header block is read by the standard library, the body by mail-parser: the message the
+    understanding gets has every header as written, in order (repeated, folded, encoded), its body's
+    parts and charsets, and the date as mail-parser reads one."""
+    import email
+
+    from bot.understand import _parse
+
+    raw = (b"Received: from mx (mx [192.0.2.1]) by us; Tue, 06 Apr 2027 09:30:02 +0200\r\n"
+           b"From: =?utf-8?q?Andr=C3=A9?= Leroux <andre@client.example>\r\n"
+           b"To: relances@acme.example,\r\n Compta <compta@acme.example>\r\n"
+           b"Subject: =?utf-8?q?R=C3=A8glement?= FA-2027-0412\r\n"
+           b"Date: Tue, 06 Apr 2027 09:30:02 +0200\r\n"
+           b"Comments: one\r\nComments: two\r\n"
+           b"MIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+           b"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+           b"Le virement est parti ce matin, d=E9sol=E9 du retard.\r\n"
+           b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Le virement est parti ce matin</p>\r\n--b--\r\n")
+    parsed, msg = _parse(raw)
+    whole = email.message_from_bytes(raw)
+    assert msg.items() == [item for item in whole.items() if item[0] != "Received"]
+    assert msg.get_all("comments") == ["one", "two"]
+    assert msg.get_content_type() == "multipart/alternative" and len(msg.get_payload()) == 2
+    assert parsed.facts.text == "Le virement est parti ce matin, désolé du retard."
+    assert (parsed.sender, parsed.sender_name, parsed.subject) == ("andre@client.example", "André Leroux",
+                                                                   "Règlement FA-2027-0412")
+    assert parsed.recipients == ("relances@acme.example", "compta@acme.example")
+    assert parsed.received_at is not None and parsed.received_at.isoformat() == "2027-04-06T07:30:02+00:00"
