@@ -339,19 +339,26 @@ def _mail(raw: bytes) -> _Mail:
         return _stdlib_mail(raw)
 
 
-# A header of the top-level block that does not say how the body is made (not Content-*, not
-# MIME-Version), with its folded lines; only in the block (see `_mime_only`).
-_NOT_MIME = re.compile(rb"^(?!content-|mime-version)[^\s:]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*",
-                       re.IGNORECASE | re.MULTILINE)
+# A header field as the standard library's parser takes one (its name: printable ASCII but the
+# colon, no space), with its folded lines.
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]*):[^\n]*\n(?:[ \t][^\n]*\n)*")
 
 
 def _mime_only(raw: bytes) -> bytes:
-    """`raw` with only the headers of its top-level block that tell how the body is made."""
+    """`raw` with only the headers of its top-level block that tell how the body is made
+    (Content-*, MIME-Version). From a line that is not a header on (a malformed block, where the
+    standard library starts the body), everything is kept as it is."""
     end = _HEADERS_END.search(raw, 0, 200_000)
     if end is None:
         return raw
     cut = end.start() + (2 if raw.startswith(b"\r\n", end.start()) else 1)  # after the last header's line end
-    return _NOT_MIME.sub(b"", raw[:cut]) + raw[cut:]
+    kept: list[bytes] = []
+    pos = raw.find(b"\n") + 1 if raw.startswith(b"From ") else 0  # an mbox "From " line: not a header
+    while pos < cut and (field := _FIELD.match(raw, pos, cut)) is not None:
+        if field.group(1).lower().startswith((b"content-", b"mime-version")):
+            kept.append(field.group(0))
+        pos = field.end()
+    return b"".join(kept) + raw[pos:]
 
 
 def _parse(raw: bytes) -> tuple[Parsed, Message]:

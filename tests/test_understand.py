@@ -370,3 +370,20 @@ def test_the_message_keeps_its_whole_header_block_and_the_body_mail_parser_reads
                                                                    "Règlement FA-2027-0412")
     assert parsed.recipients == ("relances@acme.example", "compta@acme.example")
     assert parsed.received_at is not None and parsed.received_at.isoformat() == "2027-04-06T07:30:02+00:00"
+
+
+@pytest.mark.parametrize("raw", [
+    b"From: a@client.example\nGarbage line\nSubject: x\n\nbody\n",  # the body starts at the line that is not a header
+    b"From: a@client.example\nReply-To : evil@attacker.example\nSubject: x\n\nbody\n",  # nor is "Name :"
+    b"From nobody Mon Jan 1 00:00:00 2027\nFrom: a@client.example\nSubject: s\n\nhello\n",  # an mbox line
+    b": no name\nFrom: a@client.example\n\nbody\n",
+])
+def test_a_malformed_header_block_reads_as_the_standard_library_reads_it(raw: bytes) -> None:
+    import email
+
+    from bot.understand import _parse
+
+    whole = email.message_from_bytes(raw)
+    parsed, msg = _parse(raw)
+    assert msg.items() == whole.items()
+    assert parsed.facts.text == whole.get_payload().strip()
