@@ -423,3 +423,47 @@ def test_check_online_logs_in_and_opens_every_folder(dovecot: Dovecot, tmp_path:
     assert missing.returncode == 1 and "cannot open folder 'Absent'" in missing.stderr
     down = check(1, ["INBOX"])  # nothing listens on port 1
     assert down.returncode == 1 and "smtp: cannot reach SMTP server 127.0.0.1:1" in down.stderr
+
+
+def test_a_backlog_is_searched_once_and_what_arrives_meanwhile_is_read_too(world: Any, engine: Engine,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first sync of a big mailbox asks the server for the UIDs once, not once a batch (each
+    SEARCH `UID n:*` sent every UID still to come: quadratic in the backlog); what arrives during the
+    pass is found by the SEARCH that ends it."""
+    for i in range(7):
+        world.reply("F-2027-001", f"Message {i} du lot.")
+    monkeypatch.setattr(inbound, "BATCH", 2)
+    searches: list[object] = []
+    real_search = IMAPClient.search
+
+    def search(self: IMAPClient, criteria: object = "ALL", charset: str | None = None) -> Any:
+        searches.append(criteria)
+        if len(searches) == 1:  # a message arrives while the pass goes on
+            world.reply("F-2027-001", "Arrivé pendant la lecture.")
+        return real_search(self, criteria, charset)
+
+    monkeypatch.setattr(IMAPClient, "search", search)
+    report = world.sync("2027-04-06T09:00")
+    assert report.stored == 8
+    assert len(searches) == 3  # the backlog, the message that came meanwhile, nothing more
+
+
+def test_a_batch_expunged_between_search_and_fetch_does_not_end_the_pass(world: Any, dovecot: Dovecot,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person deletes the next messages after the SEARCH found them: the pass goes on to the ones
+    after (it ended there, and the folder's position moved past messages never read)."""
+    for i in range(6):
+        world.reply("F-2027-001", f"Message {i}.")
+    world.imap.select_folder("INBOX")
+    uids = sorted(world.imap.search("ALL"))
+    source = ImapSource(world.cfg.imap, world.cfg.imap.password(world.cfg.source))
+    try:
+        source.select("INBOX")
+        first = source.fetch_after(0, 2, 10_000_000)
+        world.imap.delete_messages(uids[2:4])
+        world.imap.expunge()
+        after = source.fetch_after(first[-1].uid, 2, 10_000_000)
+    finally:
+        source.close()
+    assert [f.uid for f in first] == uids[:2]
+    assert [f.uid for f in after] == uids[4:6]
