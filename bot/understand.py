@@ -27,8 +27,8 @@ import mailparser
 from mailparser.dates import parse_mail_date
 from mailparser_reply.parser import EmailMessage
 
-from rules.classify import Kind, MailFacts, Understanding, classify, dated
-from rules.intent import Model, replaced
+from rules.classify import Kind, MailFacts, Understanding, classify, dated, reading_of
+from rules.intent import Model, Reading, read_together, replaced
 from rules.plan import instalments
 from rules.when import relative_dates
 
@@ -538,31 +538,49 @@ def first_line(e: Exception) -> str:
 def understand_batch(messages: Sequence[tuple[int, bytes, bool]], domain: str, today: date, model: Model
                      ) -> list[Understood]:
     """Parse and classify each message (pure: no store, no transaction); failures are kept, not raised.
-    Runs in a worker process for large backlogs, so everything it takes and returns pickles."""
+    Runs in a worker process for large backlogs, so everything it takes and returns pickles.
+    Messages go READ_TOGETHER at a time: parsed, their clauses read by the model together, then
+    each classified."""
     out: list[Understood] = []
-    for inbound_id, raw, applied_before in messages:
-        try:
-            parsed, message = _parse(raw)
-        except Exception as e:
-            out.append(Understood(inbound_id, None, failure=f"unreadable: {first_line(e)}"))
-            continue
-        try:
-            understanding = _classify(parsed, domain, today, model)
-            failed, delayed = bounce_recipients(message) if understanding.kind is Kind.BOUNCE else ((), ())
-            if failed or delayed:
-                understanding = replace(understanding, cues=(
-                    *understanding.cues, *(f"failed: {a}" for a in failed[:20]),
-                    *(f"delayed, the server keeps trying: {a}" for a in delayed[:20])))
-            out.append(Understood(inbound_id, parsed, understanding,
-                                  tuple(m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))),
-                                  applied_before=applied_before, failed=failed, delayed=delayed))
-        except Exception as e:
-            out.append(Understood(inbound_id, None, failure=f"could not be processed: {first_line(e)}"))
+    for start in range(0, len(messages), READ_TOGETHER):
+        parsed: list[tuple[int, bool, Parsed, Message, Reading] | Understood] = []
+        for inbound_id, raw, applied_before in messages[start:start + READ_TOGETHER]:
+            try:
+                p, message = _parse(raw)
+            except Exception as e:
+                parsed.append(Understood(inbound_id, None, failure=f"unreadable: {first_line(e)}"))
+                continue
+            try:
+                parsed.append((inbound_id, applied_before, p, message, reading_of(p.facts)))
+            except Exception as e:
+                parsed.append(Understood(inbound_id, None, failure=f"could not be processed: {first_line(e)}"))
+        read_together(model, (one[4] for one in parsed if not isinstance(one, Understood)))
+        out += [one if isinstance(one, Understood) else _understood(*one, domain, today, model) for one in parsed]
     return out
 
 
-def _classify(parsed: Parsed, domain: str, today: date, model: Model) -> Understanding:
-    understood = classify(parsed.facts, domain, model)
+READ_TOGETHER = 50
+
+
+def _understood(inbound_id: int, applied_before: bool, parsed: Parsed, message: Message, reading: Reading,
+                domain: str, today: date, model: Model) -> Understood:
+    try:
+        understanding = _classify(parsed, domain, today, model, reading)
+        failed, delayed = bounce_recipients(message) if understanding.kind is Kind.BOUNCE else ((), ())
+        if failed or delayed:
+            understanding = replace(understanding, cues=(
+                *understanding.cues, *(f"failed: {a}" for a in failed[:20]),
+                *(f"delayed, the server keeps trying: {a}" for a in delayed[:20])))
+        return Understood(inbound_id, parsed, understanding,
+                          tuple(m.group(1) for r in parsed.recipients if (m := _TOKEN.match(r))),
+                          applied_before=applied_before, failed=failed, delayed=delayed)
+    except Exception as e:
+        return Understood(inbound_id, None, failure=f"could not be processed: {first_line(e)}")
+
+
+def _classify(parsed: Parsed, domain: str, today: date, model: Model, reading: Reading | None = None
+              ) -> Understanding:
+    understood = classify(parsed.facts, domain, model, reading)
     if understood.kind in (Kind.PROMISE_TO_PAY, Kind.AUTO_REPLY, Kind.PAYMENT_PLAN, Kind.PAYMENT_CLAIM):
         # "vendredi", "fin du mois": counted from the day the client wrote (its Date header), unless
         # that claims a day still to come (a sender's clock off).

@@ -126,7 +126,8 @@ def reading_of(facts: MailFacts) -> Reading:
     return read(facts.text, typed, extra)
 
 
-def classify(facts: MailFacts, company_domain: str, model: Model) -> Understanding:
+def classify(facts: MailFacts, company_domain: str, model: Model, reading: Reading | None = None) -> Understanding:
+    """What `facts` is; `reading` is `reading_of(facts)` when the caller has it already."""
     h = facts.headers
     sender = facts.sender.lower()
     subject = facts.subject or ""
@@ -175,7 +176,7 @@ def classify(facts: MailFacts, company_domain: str, model: Model) -> Understandi
     ours = sender.endswith("@" + company_domain.lower())
     if ours:
         weak.append("sent from our own domain (a loop)")
-    scores = score(model, reading_of(facts))
+    scores = score(model, reading if reading is not None else reading_of(facts))
     forwarded = _FORWARDED.match(subject) is not None
     if weak and not auto and scores.kind in _PERSONS and (forwarded or not ours):
         weak = []  # a person's claim, promise, plan or dispute that came through a list, or a colleague's forward

@@ -171,7 +171,7 @@ def test_reprocess_that_reads_a_message_differently_asks_a_person(engine: Engine
     from rules.classify import Kind, Understanding
 
     monkeypatch.setattr(understand, "classify",
-                        lambda facts, domain, model: Understanding(Kind.DISPUTE, 0, ("upgraded",)))
+                        lambda facts, domain, model, reading=None: Understanding(Kind.DISPUTE, 0, ("upgraded",)))
     inbound.process(engine, cfg, NOW, [row["id"]])
     with engine.connect() as c:
         (again,) = reports.messages(c)

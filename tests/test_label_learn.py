@@ -169,7 +169,7 @@ def test_labelling_a_message_a_person_had_filed_applies_what_the_kind_does(
     cfg = make_config()
     (tmp_path / "l.csv").write_text(LEDGER)
     ledger.import_rows(engine, ledger.read(tmp_path / "l.csv", "fr"), at("2027-03-01T08:00"), "l.csv")
-    monkeypatch.setattr(understand, "classify", lambda facts, domain, model: Understanding(
+    monkeypatch.setattr(understand, "classify", lambda facts, domain, model, reading=None: Understanding(
         Kind.PAYMENT_CLAIM, Decimal("0.1"), ("unsure",)))
     inbound.store_new(engine, MemorySource({"INBOX": [reply(1, "compta@exemple.example", "F-1001 c'est bon")]}),
                       "INBOX", at("2027-04-12T09:00"), inbound.SyncReport())
