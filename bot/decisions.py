@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.errors import NotFoundError, RelanceError, StaleError
 from bot.i18n import t
 from bot.models import Event, Inbound, Invoice, table
-from bot.store import db_text, record_events, session
+from bot.store import db_text, inbound_raw, record_events, session
 from bot.understand import understand_batch
 from rules.classify import Kind, Understanding
 from rules.match import Match
@@ -42,7 +42,8 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
     `in_triage`: refused too when the message no longer waits for a person (decided meanwhile)."""
     numbers = list(dict.fromkeys(numbers))
     with engine.connect() as c:
-        row = c.execute(sa.select(in_t.c.raw, in_t.c.status).where(in_t.c.id == inbound_id)).first()
+        row = c.execute(sa.select(in_t.c.status).where(in_t.c.id == inbound_id)).first()
+        raw = inbound_raw(c, [inbound_id]).get(inbound_id, b"")
         if row is None:
             raise NotFoundError(f"no message #{inbound_id} (see `relance messages`)")
         known = set(c.execute(sa.select(inv_t.c.number).where(inv_t.c.number.in_(numbers))).scalars())
@@ -53,7 +54,7 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
     if applied:
         raise RelanceError(f"message #{inbound_id} was already applied to {', '.join(sorted(applied))}: "
                            "change the invoices themselves (pause, resume, paid)")
-    (u,) = understand_batch([(inbound_id, row.raw, False)], config.company.domain,
+    (u,) = understand_batch([(inbound_id, raw, False)], config.company.domain,
                             now.astimezone(config.zone).date(), learn.current(engine))
     if u.parsed is None or u.understanding is None:
         raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")
@@ -80,14 +81,15 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
     classifier learns from (`relance learn`). A promise needs its date: the one read in the
     message, or `until`."""
     with engine.connect() as c:
-        row = c.execute(sa.select(in_t.c.raw, in_t.c.kind, in_t.c.status, in_t.c.suggested)
+        row = c.execute(sa.select(in_t.c.kind, in_t.c.status, in_t.c.suggested)
                         .where(in_t.c.id == inbound_id)).first()
+        raw = inbound_raw(c, [inbound_id]).get(inbound_id, b"")
         if row is None:
             raise NotFoundError(f"no message #{inbound_id} (see `relance messages`)")
         linked = sorted(set(c.execute(sa.select(inv_t.c.number).join(ev_t, ev_t.c.invoice_id == inv_t.c.id).where(
             ev_t.c.inbound_id == inbound_id, ev_t.c.kind.like("message_%"))).scalars()))
     numbers = linked or json.loads(row.suggested or "[]")
-    (u,) = understand_batch([(inbound_id, row.raw, False)], config.company.domain,
+    (u,) = understand_batch([(inbound_id, raw, False)], config.company.domain,
                             now.astimezone(config.zone).date(), learn.current(engine))
     if u.parsed is None or u.understanding is None:
         raise RelanceError(f"message #{inbound_id} cannot be read: {u.failure}")

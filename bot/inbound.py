@@ -32,12 +32,13 @@ from bot.config import Config
 from bot.errors import FolderError, MailboxError
 from bot.logs import Line
 from bot.mailbox import Fetched, MailSource
-from bot.models import Client, Contact, Inbound, Invoice, Mailbox, table
+from bot.models import Client, Contact, Inbound, InboundRaw, Invoice, Mailbox, table
 from bot.pool import understood_batches
 from bot.store import db_text, session
 from bot.understand import first_line
 
 in_t, mb_t, inv_t, cli_t, con_t = table(Inbound), table(Mailbox), table(Invoice), table(Client), table(Contact)
+raw_t = table(InboundRaw)
 log = logging.getLogger("relance")
 BATCH = 200
 # Bytes fetched at once: a batch of 200 messages of 43 MB each would be 8.6 GB. Large messages come
@@ -96,6 +97,7 @@ def store_batches(engine: Engine, source: MailSource, folder: str, now: datetime
             ids, stored = _store(engine, folder, uidvalidity, batch, now, report)
         last_uid = batch[-1].uid
         report.stored += stored
+        del batch  # stored: its bytes are read again from the store when parsed, not held meanwhile
         if ids:
             yield sorted(ids)
 
@@ -117,16 +119,20 @@ def _store(engine: Engine, folder: str, uidvalidity: int, batch: Sequence[Fetche
         renumbered = set(s.execute(sa.select(in_t.c.message_id).where(
             in_t.c.folder == folder, in_t.c.uidvalidity != uidvalidity,
             in_t.c.message_id.in_([m for m in mids if m]))).scalars())
-        rows = []
+        rows, raws = [], []
         for f, h, mid in zip(batch, hashes, mids, strict=True):
             if h in known or mid in renumbered or f.uid in taken:
                 dupes += 1
                 continue
             known.add(h)
-            rows.append({"folder": folder, "uidvalidity": uidvalidity, "uid": f.uid, "raw": f.raw,
+            rows.append({"folder": folder, "uidvalidity": uidvalidity, "uid": f.uid,
                          "content_hash": h, "stored_at": now, "received_at": f.internaldate,
                          "message_id": mid, "status": "new"})
-        ids = list(s.execute(sa.insert(in_t).returning(in_t.c.id), rows).scalars()) if rows else []
+            raws.append(f.raw)
+        ids = list(s.execute(sa.insert(in_t).returning(in_t.c.id, sort_by_parameter_order=True), rows).scalars()
+                   ) if rows else []
+        if ids:
+            s.execute(sa.insert(raw_t), [{"inbound_id": i, "raw": r} for i, r in zip(ids, raws, strict=True)])
         top = batch[-1].uid  # never back: another pass may be further on
         s.execute(sa.update(mb_t).where(mb_t.c.folder == folder, mb_t.c.last_uid < top).values(last_uid=top))
     report.duplicates += dupes

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot.models import Classifier, Inbound, table
+from bot.models import Classifier, Inbound, InboundRaw, table
 from bot.store import session
 from bot.understand import parse, written
 from rules.classify import Kind, MailFacts, reading_of
@@ -135,7 +135,9 @@ def labelled_examples(engine: Engine) -> list[Example]:
     in_t = table(Inbound)
     out = []
     with engine.connect() as c:
-        for mid, raw, label in c.execute(sa.select(in_t.c.id, in_t.c.raw, in_t.c.label)
+        raw_t = table(InboundRaw)
+        for mid, raw, label in c.execute(sa.select(in_t.c.id, raw_t.c.raw, in_t.c.label)
+                                         .join(raw_t, raw_t.c.inbound_id == in_t.c.id)
                                          .where(in_t.c.label.is_not(None)).order_by(in_t.c.id)):
             try:
                 out.append(Example(parse(raw).facts, label, f"label:{mid}"))

@@ -159,7 +159,7 @@ class Mailbox(SQLModel, table=True):
 
 
 class Inbound(SQLModel, table=True):
-    """A received email, raw bytes stored before any parsing."""
+    """A received email, stored before any parsing: its bytes in `InboundRaw`, in the same transaction."""
 
     __table_args__ = (sa.UniqueConstraint("folder", "uidvalidity", "uid"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -168,7 +168,6 @@ class Inbound(SQLModel, table=True):
     uidvalidity: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))  # 32-bit unsigned
     uid: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     content_hash: str = Field(default="", index=True)
-    raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     from_addr: str = ""
     subject: str = ""
     received_at: datetime | None = moment()
@@ -184,6 +183,17 @@ class Inbound(SQLModel, table=True):
     label: str | None = None  # the kind a person set or corrected: an example the classifier learns from
     labelled_by: str | None = None
     labelled_at: datetime | None = moment()
+
+
+class InboundRaw(SQLModel, table=True):
+    """A received email's bytes, as the server gave them. A table of their own: SQLite writes a
+    row again whole when one of its columns changes, and a message's status changes three times
+    (a 40 MB message took 120 MB more memory, and wrote 40 MB, at each); the listings of messages
+    never carry them."""
+
+    __tablename__ = "inbound_raw"
+    inbound_id: int = Field(foreign_key="inbound.id", primary_key=True)
+    raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
 class Event(SQLModel, table=True):

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from bot import learn
 from bot.config import Config
 from bot.models import Event, Inbound, table
+from bot.store import inbound_raw
 from bot.understand import Understood, first_line, understand_batch
 from rules.intent import Model
 
@@ -115,6 +116,6 @@ def _result(engine: Engine, chunk: list[int], future: Future[list[Understood]] |
 def _read(engine: Engine, ids: Sequence[int]) -> list[tuple[int, bytes, bool]]:
     """(id, raw bytes, whether its effects were applied by an earlier pass) for each of `ids`."""
     with engine.connect() as c:
-        raws: dict[int, bytes] = dict(c.execute(sa.select(in_t.c.id, in_t.c.raw).where(in_t.c.id.in_(list(ids)))).all())
+        raws = inbound_raw(c, list(ids))
         before = set(c.execute(sa.select(ev_t.c.inbound_id).where(ev_t.c.inbound_id.in_(list(ids)))).scalars())
     return [(i, raws[i], i in before) for i in ids if i in raws]

@@ -42,7 +42,7 @@ from bot.i18n import t
 from bot.mailer import Mailer
 from bot.models import Client, Event, Inbound, Invoice, Outbound, table
 from bot.render import REPLY_TEMPLATES, InvoiceContext, Rendered, Renderer
-from bot.store import record_events, session
+from bot.store import inbound_raw, record_events, session
 from rules.plan import Instalment
 from rules.reasons import reason
 
@@ -203,9 +203,10 @@ def prepare(engine: Engine, config: Config, inbound_id: int, template: str, text
     cfg = config
     with engine.connect() as c:
         d = draft(c, cfg, inbound_id, template, now, renderer, instalments)
-        m = c.execute(sa.select(in_t.c.message_id, in_t.c.raw).where(in_t.c.id == inbound_id)).one()
+        m = c.execute(sa.select(in_t.c.message_id).where(in_t.c.id == inbound_id)).one()
+        raw = inbound_raw(c, [inbound_id]).get(inbound_id, b"")
     body = clean_body(d.text if text is None else text)
-    refs = thread_of(m.message_id or "", bytes(m.raw))
+    refs = thread_of(m.message_id or "", raw)
     message_id = new_message_id(cfg.company.domain, d.numbers[0])
     token = new_reply_token() if "{token}" in cfg.company.reply_to else None
     reply_to = cfg.company.reply_to.replace("{token}", token or "") if cfg.company.reply_to else ""

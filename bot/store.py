@@ -19,11 +19,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from bot.errors import StoreError
-from bot.models import Event, table
+from bot.models import Event, InboundRaw, table
 
 # `Engine` is re-exported so that the UI names the store's handle without importing SQLAlchemy.
-__all__ = ["TRANSIENT_DB", "Engine", "db_text", "ensure_ready", "make_engine", "migrate", "record_event",
-           "record_events", "session"]
+__all__ = ["TRANSIENT_DB", "Engine", "db_text", "ensure_ready", "inbound_raw", "make_engine", "migrate",
+           "record_event", "record_events", "session"]
 
 # The database going away (a PostgreSQL restart, SQLite locked past its timeout): the long-running
 # loops retry these with backoff rather than stop.
@@ -112,3 +112,10 @@ def record_events(s: Connection, events: list[dict[str, Any]]) -> None:
 def db_text(text: str) -> str:
     """Text a database accepts: no NUL (PostgreSQL refuses it), no lone surrogates."""
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def inbound_raw(conn: Connection, ids: list[int]) -> dict[int, bytes]:
+    """The bytes of the received messages `ids` (those that exist), as the server gave them."""
+    raw_t = table(InboundRaw)
+    return {i: bytes(r) for i, r in conn.execute(sa.select(raw_t.c.inbound_id, raw_t.c.raw)
+                                                  .where(raw_t.c.inbound_id.in_(ids)))}

@@ -28,6 +28,7 @@ from bot import reasons, reports, versions
 from bot.config import Config
 from bot.errors import NotFoundError
 from bot.models import CENT, Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
+from bot.store import inbound_raw
 
 inv_t, cli_t, con_t, ev_t, in_t = table(Invoice), table(Client), table(Contact), table(Event), table(Inbound)
 ign_t, rem_t = table(IgnoredSender), table(Reminder)
@@ -353,16 +354,17 @@ def message(conn: Connection, inbound_id: int) -> dict[str, Any]:
     m = conn.execute(sa.select(in_t).where(in_t.c.id == inbound_id)).first()
     if m is None:
         raise NotFoundError(f"no message #{inbound_id}")
-    parsed = parse_raw(bytes(m.raw))
+    raw = inbound_raw(conn, [inbound_id]).get(inbound_id, b"")
+    parsed = parse_raw(raw)
     return {"id": m.id, "from": m.from_addr, "subject": m.subject, "received_at": _aware(m.received_at),
             "folder": m.folder, "kind": m.kind, "confidence": m.confidence, "status": m.status, "reason": m.reason,
             "text": m.text, "cues": json.loads(m.cues or "[]"), "suggested": json.loads(m.suggested or "[]"),
-            "label": m.label, "original": bytes(m.raw).decode("utf-8", "replace"),
+            "label": m.label, "original": raw.decode("utf-8", "replace"),
             "headers": [(k, str(v)) for k, v in parsed.items()], "attachments": attachments(parsed)}
 
 
 def attachment_bytes(conn: Connection, inbound_id: int, index: int) -> tuple[str, bytes]:
-    raw = conn.execute(sa.select(in_t.c.raw).where(in_t.c.id == inbound_id)).scalar()
+    raw = inbound_raw(conn, [inbound_id]).get(inbound_id)
     if raw is None:
         raise NotFoundError(f"no message #{inbound_id}")
     for i, part in enumerate(parse_raw(bytes(raw)).iter_attachments()):

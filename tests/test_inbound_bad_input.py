@@ -230,7 +230,8 @@ def test_a_large_backlog_is_parsed_by_worker_processes_with_the_same_result(
                 ("Nous réglerons le 30 avril 2027." if i % 3 else "Virement effectué.").encode()) for i in range(40)]
     raws.insert(7, b"\x00\xff garbage")
     serial = run(engine, make_config(imap={"workers": 1}), raws)
-    for statement in ("DELETE FROM event WHERE inbound_id IS NOT NULL", "DELETE FROM inbound", "DELETE FROM mailbox"):
+    for statement in ("DELETE FROM event WHERE inbound_id IS NOT NULL", "DELETE FROM inbound_raw",
+                      "DELETE FROM inbound", "DELETE FROM mailbox"):
         with engine.begin() as c:
             c.execute(sa.text(statement))
     monkeypatch.setattr(pool, "PARALLEL_FROM", 10)
@@ -258,7 +259,8 @@ def test_sync_overlaps_fetching_with_parsing_and_gives_the_serial_result(
     raws = [msg(f"From: compta@client.example\nSubject: Facture F-{9108 + i % 2}\nMessage-ID: <s{i}@client.example>\n",
                 ("Nous réglerons le 30 avril 2027." if i % 3 else "Virement effectué.").encode()) for i in range(30)]
     serial = run(engine, make_config(imap={"workers": 1}), raws)
-    for statement in ("DELETE FROM event WHERE inbound_id IS NOT NULL", "DELETE FROM inbound", "DELETE FROM mailbox"):
+    for statement in ("DELETE FROM event WHERE inbound_id IS NOT NULL", "DELETE FROM inbound_raw",
+                      "DELETE FROM inbound", "DELETE FROM mailbox"):
         with engine.begin() as c:
             c.execute(sa.text(statement))
     inbound.store_new(engine, MemorySource({"INBOX": raws[:3]}), "INBOX", NOW, inbound.SyncReport())  # left `new`

@@ -22,7 +22,7 @@ from bot import inbound, ledger, reports
 from bot.config import Config
 from bot.mailbox import ImapSource
 from bot.mailer import MemoryMailer
-from bot.models import Inbound, Invoice, table
+from bot.models import Inbound, InboundRaw, Invoice, table
 from bot.tick import tick
 from tests.conftest import at
 from tests.servers import Dovecot, dovecot_server
@@ -173,9 +173,12 @@ def test_unreadable_message_is_kept_and_quarantined(world: Any) -> None:
     world.imap.append("INBOX", b"\x00\xff garbage that is not a message \xfe" * 10)
     world.reply("F-2027-001", "Nous avons payé.")
     world.sync("2027-04-06T09:00")
+    raw_t = table(InboundRaw)
     with world.engine.connect() as c:
-        rows = c.execute(sa.select(table(Inbound).c.status, table(Inbound).c.raw)).all()
+        rows = c.execute(sa.select(table(Inbound).c.status, raw_t.c.raw)
+                         .join(raw_t, raw_t.c.inbound_id == table(Inbound).c.id)).all()
     assert len(rows) == 2, "both stored, the bad one too"
+    assert b"garbage that is not a message" in b"".join(r.raw for r in rows)
     assert sorted(r.status for r in rows)[-1] in ("applied", "triage")
 
 

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import apply, inbound, ledger
+from bot import apply, inbound, ledger, store
 from bot.config import Config
 from bot.learn import shipped
 from bot.mailbox import Fetched, MemorySource
@@ -48,7 +48,7 @@ def test_a_message_understood_by_two_passes_is_applied_once(engine: Engine, cfg:
     inbound.store_new(engine, MemorySource({"INBOX": [claim(n) for n in range(1, 21)]}), "INBOX", NOW,
                       inbound.SyncReport())
     with engine.connect() as c:
-        rows = c.execute(sa.select(table(Inbound).c.id, table(Inbound).c.raw).order_by(table(Inbound).c.id)).all()
+        rows = sorted(store.inbound_raw(c, list(c.execute(sa.select(table(Inbound).c.id)).scalars())).items())
     batch = understand_batch([(i, raw, False) for i, raw in rows], "acme.example", NOW.date(), shipped())
     numbers = apply.Numbers([f"F-{n}" for n in range(1, 21)])
     lines: list[list[str]] = []

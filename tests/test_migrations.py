@@ -47,3 +47,26 @@ def test_upgrading_a_database_with_sent_reminders(db_url: str, make_config: obje
     asyncio.run(tick(engine, cfg, mailer, at("2027-04-16T10:00"), datetime.now(UTC)))
     assert mailer.sent, "the upgraded store goes on: the second reminder goes out"
     engine.dispose()
+
+
+def test_received_messages_keep_their_bytes_when_they_move_to_a_table_of_their_own(db_url: str) -> None:
+    """0009_inbound_raw: the bytes leave `inbound` for `inbound_raw`, every message's, unchanged
+    (NUL-free here: PostgreSQL's bytea and SQLite's blob both hold any byte), and the events that
+    point at the messages still do."""
+    engine: Engine = store.make_engine(db_url)
+    command.upgrade(store._alembic_config(engine), "0008")
+    raws = [b"From: a@client.example\r\nSubject: paid\r\n\r\nVirement effectu\xc3\xa9.\r\n", b"\xff\xfe not mail \x01"]
+    with engine.begin() as c:
+        for i, raw in enumerate(raws, 1):
+            c.execute(sa.text("INSERT INTO inbound (id, message_id, folder, content_hash, raw, from_addr, subject, "
+                              "stored_at, status, reason, text, cues, suggested) VALUES (:i, :m, 'INBOX', :h, :raw, "
+                              "'a@client.example', 'paid', '2027-04-05 08:00:00', 'applied', '', '', '[]', '[]')"),
+                      {"i": i, "m": f"<m{i}@client.example>", "h": f"h{i}", "raw": raw})
+        c.execute(sa.text("INSERT INTO event (invoice_id, kind, at, actor, reason, data, inbound_id) "
+                          "VALUES (NULL, 'triage_closed', '2027-04-05 09:00:00', 'test', '', '{}', 2)"))
+    store.migrate(engine)
+    with engine.connect() as c:
+        assert store.inbound_raw(c, [1, 2, 3]) == {1: raws[0], 2: raws[1]}
+        assert "raw" not in {col["name"] for col in sa.inspect(c).get_columns("inbound")}
+        assert c.execute(sa.text("SELECT inbound_id FROM event")).scalar() == 2
+    engine.dispose()

@@ -60,7 +60,7 @@ def test_closing_a_message_twice_says_so(ready: Any) -> None:
     engine = _engine(ready)
     with engine.begin() as c:
         inbound_id = c.execute(sa.insert(table(Inbound)).values(
-            message_id="<q@client.example>", raw=b"x", subject="Question", status="triage",
+            message_id="<q@client.example>", subject="Question", status="triage",
             stored_at=datetime.now(UTC)).returning(table(Inbound).c.id)).scalar_one()
     first = ready("close", str(inbound_id), *NOW)
     second = ready("close", str(inbound_id), *NOW)
@@ -118,7 +118,7 @@ def test_kpi_rates_count_replies_about_reminded_invoices_and_partial_payments(
     actions.record_payment(engine, "F-1", at("2027-04-08T10:00"), ledger.parse_amount("250.00"), "test")
     in_t, ev_t, inv_t = table(Inbound), table(Event), table(Invoice)
     with engine.begin() as c:
-        ids = [c.execute(sa.insert(in_t).values(message_id=f"<m{i}@x.example>", raw=b"x", kind=kind, status="applied",
+        ids = [c.execute(sa.insert(in_t).values(message_id=f"<m{i}@x.example>", kind=kind, status="applied",
                                                 stored_at=at("2027-04-07T10:00")).returning(in_t.c.id)).scalar_one()
                for i, kind in enumerate(["human_reply", "human_reply", "human_reply", "payment_claim", "bounce"])]
         f2 = c.execute(sa.select(inv_t.c.id).where(inv_t.c.number == "F-2")).scalar_one()
