@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import apply, decisions, inbound, ledger, pool, reports
+from bot import apply, decisions, inbound, ledger, pool, reports, store
 from bot.config import Config
 from bot.learn import shipped
 from bot.mailbox import MemorySource
@@ -441,3 +441,15 @@ def test_each_mail_line_carries_its_message_and_invoices_for_a_json_log(engine: 
     assert read["kind"] and read["status"] and read["message"].startswith("mail ")
     assert fields(inbound._quarantine(engine, 2, "could not be processed")) == {"inbound_id": 2,
                                                                               "status": "quarantined"}
+
+
+def test_a_large_message_is_stored_byte_for_byte(engine: Engine) -> None:
+    """Over a MB, SQLite gets the bytes a MB at a time (a blob made to size), PostgreSQL in one
+    statement: either way the store gives back what the server gave."""
+    big = msg("From: compta@client.example\nSubject: scan\nMessage-ID: <big@client.example>\n",
+              b"Ci-joint le scan.\r\n" + bytes(range(256)) * 12_000 + b"\x00 end")
+    small = msg("From: compta@client.example\nSubject: ok\nMessage-ID: <small@client.example>\n")
+    inbound.store_new(engine, MemorySource({"INBOX": [small, big]}), "INBOX", NOW, inbound.SyncReport())
+    with engine.connect() as c:
+        ids = list(c.execute(sa.select(table(Inbound).c.id).order_by(table(Inbound).c.id)).scalars())
+        assert list(store.inbound_raw(c, ids).values()) == [small, big]
