@@ -24,6 +24,7 @@ from bot import health, learn
 from bot.config import Config
 from bot.errors import ConfigError, ConnectionFailedError, RelanceError
 from bot.mailer import SmtpMailer
+from bot.metrics import MetricsServer
 from bot.render import Renderer, check_templates
 from bot.store import TRANSIENT_DB
 from bot.tick import tick
@@ -92,7 +93,9 @@ class Daemon:
             return
         later = [name for name, old, now in (("database", self.config.database.url, new.database.url),
                                              ("imap.folders", self.config.imap.folders, new.imap.folders),
-                                             ("imap.host", self.config.imap.host, new.imap.host)) if old != now]
+                                             ("imap.host", self.config.imap.host, new.imap.host),
+                                             ("daemon.metrics_port", self.config.daemon.metrics_port,
+                                              new.daemon.metrics_port)) if old != now]
         self.config, self.renderer = new, renderer
         if self._watcher is not None:
             self._watcher.config = new
@@ -112,10 +115,16 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         log.info("relance running: a scheduling pass every %d min", self.config.schedule.tick_minutes)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.scheduler())
-            if self.config.imap.folders:
-                tg.create_task(self.watcher())
+        port = self.config.daemon.metrics_port
+        metrics = MetricsServer(self.engine, port).start() if port else None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.scheduler())
+                if self.config.imap.folders:
+                    tg.create_task(self.watcher())
+        finally:
+            if metrics is not None:
+                metrics.close()
         log.info("relance stopped")
 
     async def watcher(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,10 +25,13 @@ log = logging.getLogger("relance")
 hb_t, in_t, inv_t, out_t = table(Heartbeat), table(Inbound), table(Invoice), table(Outbound)
 COMPONENTS = ("scheduler", "smtp", "imap")
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+errors: Counter[str] = Counter()  # failures this process met, by component (the metrics' process counter)
 
 
 def beat(engine: Engine, component: str, now: datetime, error: str | None = None) -> None:
     """Record that `component` worked (`error` None) or failed, at `now`."""
+    if error is not None:
+        errors[component] += 1
     values: dict[str, Any] = ({"last_ok_at": now, "failing_since": None} if error is None else
                               {"last_error_at": now, "last_error": db_text(error)[:500],
                                "failing_since": sa.func.coalesce(hb_t.c.failing_since, now)})
