@@ -25,8 +25,9 @@ from bot.config import Config
 from bot.errors import ConfigError, ConnectionFailedError, RelanceError
 from bot.mailer import SmtpMailer
 from bot.metrics import MetricsServer
+from bot.outbox import Outbox
 from bot.render import Renderer, check_templates
-from bot.store import TRANSIENT_DB
+from bot.store import TRANSIENT_DB, unreachable
 from bot.tick import tick
 from bot.tokens import credential
 from bot.watcher import Watcher
@@ -139,22 +140,44 @@ class Daemon:
     async def _beat(self, component: str, error: str | None = None) -> None:
         await asyncio.to_thread(health.beat, self.engine, component, datetime.now(UTC), error)
 
+    def _resolve_own(self) -> None:
+        now = self.clock()
+        outbox = Outbox(self.engine, self.config, self.renderer, now, datetime.now(UTC))
+        for mid in outbox.resolve_own():
+            log.warning("%s: left 'sending' when the database went away; counted as sent", mid)
+
     async def scheduler(self) -> None:
         unavailable = 0  # passes in a row that found the SMTP server unavailable
+        database = 0  # passes in a row that found the database unreachable
         while not self.stop.is_set():
             try:
+                if database:  # the last pass lost the database mid-way: settle what it left
+                    await asyncio.to_thread(self._resolve_own)
                 password = credential(self.config, "smtp")  # as the configuration says now
                 report = await tick(self.engine, self.config, SmtpMailer(self.config.smtp, password), self.clock(),
                                     datetime.now(UTC), renderer=self.renderer, stop=self.stop)
             except ConnectionFailedError as e:
-                unavailable += 1
+                unavailable, database = unavailable + 1, 0
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400 - the reason, not a traceback
                 await self._beat("scheduler")
                 await self._beat("smtp", str(e))
-            except (RelanceError, *TRANSIENT_DB) as e:  # the database away, a template broken...: try again later
+            except TRANSIENT_DB as e:  # the database away: wait for it, and try again soon
+                database += 1
+                pause = next_try_seconds(self.config.schedule.tick_minutes, database)
+                log.error("scheduling pass: waiting for the database (%s); next try in %.0f s",  # noqa: TRY400
+                          unreachable(e), pause)
+                await self._beat("scheduler", f"the database is unreachable: {unreachable(e)}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=pause)
+                continue
+            except RelanceError as e:  # a template broken...: try again at the next pass
+                database = 0
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400
                 await self._beat("scheduler", str(e))
             else:
+                if database:
+                    log.info("scheduling pass: the database answers again")
+                database = 0
                 unavailable = unavailable + 1 if report.server_unavailable else 0
                 await self._beat("scheduler")
                 # A pass that met no SMTP failure (it sent, or had nothing to send) ends one.
@@ -186,3 +209,13 @@ def next_pass_minutes(tick_minutes: int, unavailable: int) -> int:
     unavailable after the first, at most eight times the tick (a server that sent 421 is asking
     for room; a long outage is still retried a few times an hour with the default tick of 15)."""
     return tick_minutes * min(1 << max(unavailable - 1, 0), 8)
+
+
+DATABASE_RETRY = 5.0  # seconds before the first try again after the database did not answer
+
+
+def next_try_seconds(tick_minutes: int, failures: int) -> float:
+    """Seconds to the next try after `failures` passes in a row found the database unreachable:
+    5 s, doubled each time, at most the tick. A database back after a restart or a fail-over is
+    used within seconds, not a tick later (up to `schedule.tick_minutes`, 15 by default)."""
+    return min(DATABASE_RETRY * (1 << min(failures - 1, 16)), tick_minutes * 60.0)

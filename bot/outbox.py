@@ -240,6 +240,24 @@ class Outbox:
                              reason("outbox.uncertain", instance=r.claimed_by or "?"))
             return [r.message_id for r in uncertain]
 
+    def resolve_own(self) -> list[str]:
+        """Settle what an earlier pass of this same instance left half-way when the database went
+        away under it (its last statements could not be written): as `resolve_stale` does for a
+        dead instance, `claimed` back to `prepared`, `preparing` to `pending`, `sending` to
+        `uncertain`. Only for a caller that knows no pass of its own is running (the daemon, between
+        passes): a live instance's claims are otherwise left alone until `LEASE`. Returns the
+        Message-IDs made uncertain."""
+        with session(self.engine) as s:
+            for back, status in (("claimed", "prepared"), ("preparing", "pending")):
+                s.execute(sa.update(out_t).where(out_t.c.status == back, out_t.c.claimed_by == self.instance)
+                          .values(status=status, claimed_by=None))
+            uncertain = s.execute(sa.select(out_t.c.id, out_t.c.message_id).where(
+                out_t.c.status == "sending", out_t.c.claimed_by == self.instance)).all()
+            for r in uncertain:
+                self._finish(s, r.id, "uncertain", "delivery_uncertain", reason("outbox.uncertain",
+                                                                                 instance=self.instance))
+            return [r.message_id for r in uncertain]
+
     def waiting(self) -> int:
         """Messages queued and not yet sent (pending, being prepared, prepared, claimed)."""
         with self.engine.connect() as c:
