@@ -438,7 +438,7 @@ def _kill_at_random(rig: Rig, out: Outcome, rng: random.Random, kills: int, repl
             out.kills += 1
             started, before = time.monotonic(), len(rig.sink.times)
             rig.start(victim)
-        if n > 1:  # and once more the holder of the folder, so that a takeover is timed
+        if n > 1 and kills:  # and once more the holder of the folder, so that a takeover is timed
             rig.wait(lambda: rig.holder_killed is None and rig.holder() in [p.pid for p in rig.procs if p], 60)
             victim = next((i for i, p in enumerate(rig.procs) if p is not None and p.pid == rig.holder()), 0)
             rig.kill(victim)
