@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -98,3 +99,13 @@ def test_relance_run_serves_the_page_on_loopback(tmp_path: Path) -> None:
     assert got['relance_reminders_sent_total{stage="reminder"}'] == 5
     assert got["relance_database_up"] == 1 and got["relance_reminders_waiting"] == 0
     assert f"metrics: http://127.0.0.1:{port}/metrics" in run.err
+
+
+def test_a_metrics_port_in_use_stops_the_daemon_at_start_with_the_reason(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with daemon(tmp_path, 0, metrics_port=port) as run:
+            run.proc.wait(60)
+    assert run.proc.returncode == 1
+    assert f"daemon.metrics_port = {port}: cannot listen on 127.0.0.1:{port}: Address already in use" in run.err
+    assert "Traceback" not in run.err
