@@ -3,7 +3,12 @@ and the IMAP watcher (bot/watcher.py, unless `imap.folders` is empty) in one Tas
 
 Shutdown, as uvicorn does it: the first SIGTERM or SIGINT stops new work and lets the message in
 flight finish (the rest stays pending for the next start); a second one exits at once (a message
-caught mid-send is then resolved as `uncertain` at the next start, see bot/outbox.py)."""
+caught mid-send is then resolved as `uncertain` at the next start, see bot/outbox.py).
+
+A server going away never ends it: the SMTP server's absence stops a pass (the next comes a tick
+later, backing off); the IMAP watcher reconnects on its own (bot/watcher.py); while the database
+does not answer, the scheduler says so in one line a try and tries again after 5 s, doubling up
+to the tick, then settles what the interrupted pass had claimed (`Outbox.resolve_own`)."""
 
 from __future__ import annotations
 

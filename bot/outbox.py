@@ -48,7 +48,9 @@ reached the server (DATA waits for `sending`), so a restart puts those back (`pe
 it, and a duplicate formal notice is worse than a late one, so it becomes `uncertain`: it counts
 as sent for the ladder (the next stage will follow in due time), and an event asks a person to
 check. A restart does this when the message's claimant is known dead (same host, process gone) or
-its claim is older than `LEASE`, which covers an instance that died on another host.
+its claim is older than `LEASE`, which covers an instance that died on another host. A live
+daemon whose pass lost the database mid-way does it for its own claims when the database is
+back (`resolve_own`).
 """
 
 from __future__ import annotations
