@@ -121,7 +121,7 @@ class Outcome:
             out.append(f"folder taken over after its holder's SIGKILL  {_spread(self.takeovers)}")
         for f in self.faults:
             out.append(f.line())
-            out += [f"    said: {s}" for s in f.said]
+            out += [f"    {s}" for s in f.said]
         return out
 
 
