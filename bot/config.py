@@ -203,6 +203,7 @@ class TemplatesConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     health_failing_minutes: int = 30  # `status --health` exits 1 when a part has failed this long
+    metrics_port: int = 0  # a Prometheus endpoint on http://127.0.0.1:PORT/metrics; 0 = none
 
 
 @dataclass(frozen=True)
@@ -483,6 +484,9 @@ def _check(cfg: Config) -> None:
     if folder is not None and not folder.is_dir():
         raise ConfigError(f"{src}: templates.directory = {cfg.templates.directory!r}: "
                           + t("no such directory ({path})", path=folder))
+    if cfg.daemon.metrics_port > 65535:
+        raise ConfigError(f"{src}: daemon.metrics_port = {cfg.daemon.metrics_port}: " + t(
+            "expected a TCP port from 1 to 65535 (served on 127.0.0.1 only), or 0 for no metrics endpoint"))
     if not cfg.database.url:
         raise ConfigError(f"{src}: database.url: " + t("empty (expected sqlite:///relance.db or a "
                                                        "postgresql+psycopg:// URL)"))

@@ -3,7 +3,12 @@ and the IMAP watcher (bot/watcher.py, unless `imap.folders` is empty) in one Tas
 
 Shutdown, as uvicorn does it: the first SIGTERM or SIGINT stops new work and lets the message in
 flight finish (the rest stays pending for the next start); a second one exits at once (a message
-caught mid-send is then resolved as `uncertain` at the next start, see bot/outbox.py)."""
+caught mid-send is then resolved as `uncertain` at the next start, see bot/outbox.py).
+
+A server going away never ends it: the SMTP server's absence stops a pass (the next comes a tick
+later, backing off); the IMAP watcher reconnects on its own (bot/watcher.py); while the database
+does not answer, the scheduler says so in one line a try and tries again after 5 s, doubling up
+to the tick, then settles what the interrupted pass had claimed (`Outbox.resolve_own`)."""
 
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ from bot import health, learn
 from bot.config import Config
 from bot.errors import ConfigError, ConnectionFailedError, RelanceError
 from bot.mailer import SmtpMailer
+from bot.metrics import MetricsServer
+from bot.outbox import Outbox
 from bot.render import Renderer, check_templates
-from bot.store import TRANSIENT_DB
+from bot.store import TRANSIENT_DB, unreachable
 from bot.tick import tick
 from bot.tokens import credential
 from bot.watcher import Watcher
@@ -92,7 +99,9 @@ class Daemon:
             return
         later = [name for name, old, now in (("database", self.config.database.url, new.database.url),
                                              ("imap.folders", self.config.imap.folders, new.imap.folders),
-                                             ("imap.host", self.config.imap.host, new.imap.host)) if old != now]
+                                             ("imap.host", self.config.imap.host, new.imap.host),
+                                             ("daemon.metrics_port", self.config.daemon.metrics_port,
+                                              new.daemon.metrics_port)) if old != now]
         self.config, self.renderer = new, renderer
         if self._watcher is not None:
             self._watcher.config = new
@@ -112,10 +121,16 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         log.info("relance running: a scheduling pass every %d min", self.config.schedule.tick_minutes)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.scheduler())
-            if self.config.imap.folders:
-                tg.create_task(self.watcher())
+        port = self.config.daemon.metrics_port
+        metrics = MetricsServer(self.engine, port).start() if port else None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.scheduler())
+                if self.config.imap.folders:
+                    tg.create_task(self.watcher())
+        finally:
+            if metrics is not None:
+                metrics.close()
         log.info("relance stopped")
 
     async def watcher(self) -> None:
@@ -130,22 +145,44 @@ class Daemon:
     async def _beat(self, component: str, error: str | None = None) -> None:
         await asyncio.to_thread(health.beat, self.engine, component, datetime.now(UTC), error)
 
+    def _resolve_own(self) -> None:
+        now = self.clock()
+        outbox = Outbox(self.engine, self.config, self.renderer, now, datetime.now(UTC))
+        for mid in outbox.resolve_own():
+            log.warning("%s: left 'sending' when the database went away; counted as sent", mid)
+
     async def scheduler(self) -> None:
         unavailable = 0  # passes in a row that found the SMTP server unavailable
+        database = 0  # passes in a row that found the database unreachable
         while not self.stop.is_set():
             try:
+                if database:  # the last pass lost the database mid-way: settle what it left
+                    await asyncio.to_thread(self._resolve_own)
                 password = credential(self.config, "smtp")  # as the configuration says now
                 report = await tick(self.engine, self.config, SmtpMailer(self.config.smtp, password), self.clock(),
                                     datetime.now(UTC), renderer=self.renderer, stop=self.stop)
             except ConnectionFailedError as e:
-                unavailable += 1
+                unavailable, database = unavailable + 1, 0
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400 - the reason, not a traceback
                 await self._beat("scheduler")
                 await self._beat("smtp", str(e))
-            except (RelanceError, *TRANSIENT_DB) as e:  # the database away, a template broken...: try again later
+            except TRANSIENT_DB as e:  # the database away: wait for it, and try again soon
+                database += 1
+                pause = next_try_seconds(self.config.schedule.tick_minutes, database)
+                log.error("scheduling pass: waiting for the database (%s); next try in %.0f s",  # noqa: TRY400
+                          unreachable(e), pause)
+                await self._beat("scheduler", f"the database is unreachable: {unreachable(e)}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=pause)
+                continue
+            except RelanceError as e:  # a template broken...: try again at the next pass
+                database = 0
                 log.error("scheduling pass failed: %s", e)  # noqa: TRY400
                 await self._beat("scheduler", str(e))
             else:
+                if database:
+                    log.info("scheduling pass: the database answers again")
+                database = 0
                 unavailable = unavailable + 1 if report.server_unavailable else 0
                 await self._beat("scheduler")
                 # A pass that met no SMTP failure (it sent, or had nothing to send) ends one.
@@ -177,3 +214,13 @@ def next_pass_minutes(tick_minutes: int, unavailable: int) -> int:
     unavailable after the first, at most eight times the tick (a server that sent 421 is asking
     for room; a long outage is still retried a few times an hour with the default tick of 15)."""
     return tick_minutes * min(1 << max(unavailable - 1, 0), 8)
+
+
+DATABASE_RETRY = 5.0  # seconds before the first try again after the database did not answer
+
+
+def next_try_seconds(tick_minutes: int, failures: int) -> float:
+    """Seconds to the next try after `failures` passes in a row found the database unreachable:
+    5 s, doubled each time, at most the tick. A database back after a restart or a fail-over is
+    used within seconds, not a tick later (up to `schedule.tick_minutes`, 15 by default)."""
+    return min(DATABASE_RETRY * (1 << min(failures - 1, 16)), tick_minutes * 60.0)

@@ -7,9 +7,11 @@ Everywhere else the store goes through SQLAlchemy as usual."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -84,8 +86,14 @@ class DriverConnection:
             else:
                 cursors = [self._run(conn.cursor(), statement, values) for statement, values in steps]
                 conn.commit()
-        except BaseException:
-            conn.rollback()
+        except BaseException as e:
+            with contextlib.suppress(Exception):  # a lost connection cannot roll back: the server did
+                conn.rollback()
+            dbapi = self.engine.dialect.loaded_dbapi
+            if isinstance(e, dbapi.OperationalError | dbapi.InterfaceError):
+                # The driver's own error, as SQLAlchemy's everywhere else: the daemon's loops wait
+                # for the database on TRANSIENT_DB (bot/store.py), they would end on this one.
+                raise sa.exc.OperationalError(None, None, e) from e
             raise
         counts = [int(c.rowcount) for c in cursors]
         for c in cursors:
@@ -109,7 +117,9 @@ class DriverConnection:
         self.pooled.driver_connection.rollback()  # type: ignore[union-attr]
 
     def close(self) -> None:
-        """Back to the pool, as it came (the pool's next user gets the server's setting)."""
+        """Back to the pool, as it came (the pool's next user gets the server's setting); a
+        connection the server dropped is discarded instead."""
+        dbapi = self.engine.dialect.loaded_dbapi
         try:
             if self.settings:
                 self.rollback()
@@ -117,5 +127,7 @@ class DriverConnection:
                     self.cursor.execute(f"RESET {setting.split()[0]}")
                 self.commit()
             self.cursor.close()
+        except (dbapi.OperationalError, dbapi.InterfaceError):
+            self.pooled.invalidate()
         finally:
             self.pooled.close()

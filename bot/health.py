@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,16 +19,19 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from bot.models import Heartbeat, Inbound, Invoice, Outbound, table
-from bot.store import TRANSIENT_DB, db_text, session
+from bot.store import TRANSIENT_DB, db_text, session, unreachable
 
 log = logging.getLogger("relance")
 hb_t, in_t, inv_t, out_t = table(Heartbeat), table(Inbound), table(Invoice), table(Outbound)
 COMPONENTS = ("scheduler", "smtp", "imap")
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+errors: Counter[str] = Counter()  # failures this process met, by component (the metrics' process counter)
 
 
 def beat(engine: Engine, component: str, now: datetime, error: str | None = None) -> None:
     """Record that `component` worked (`error` None) or failed, at `now`."""
+    if error is not None:
+        errors[component] += 1
     values: dict[str, Any] = ({"last_ok_at": now, "failing_since": None} if error is None else
                               {"last_error_at": now, "last_error": db_text(error)[:500],
                                "failing_since": sa.func.coalesce(hb_t.c.failing_since, now)})
@@ -38,8 +42,10 @@ def beat(engine: Engine, component: str, now: datetime, error: str | None = None
             if not done:
                 first = {**values, "failing_since": None if error is None else now}
                 s.execute(sa.insert(hb_t).values(component=component, instance=INSTANCE, **first))
-    except (sa.exc.IntegrityError, *TRANSIENT_DB) as e:  # a race with another instance, the database away
+    except sa.exc.IntegrityError as e:  # a race with another instance
         log.warning("health: the %s heartbeat was not written: %s", component, str(e).splitlines()[0])
+    except TRANSIENT_DB as e:  # the database away: the part that failed has said so, once
+        log.debug("health: the %s heartbeat was not written: %s", component, unreachable(e))
 
 
 def report(conn: Connection, now: datetime, failing_minutes: int) -> dict[str, Any]:

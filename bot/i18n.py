@@ -42,6 +42,8 @@ FR: dict[str, str] = {
     "outside the sending window: it opens {when}; {n} message(s) would go then":
         "hors de la plage d'envoi : elle ouvre le {when} ; {n} message(s) partirai(en)t alors",
     "database: ok": "base : ok",
+    "expected a TCP port from 1 to 65535 (served on 127.0.0.1 only), or 0 for no metrics endpoint":
+        "attendu : un port TCP de 1 à 65535 (servi sur 127.0.0.1 seulement), ou 0 pour aucune page de métriques",
     "digest not sent: its template failed: {why}": "récapitulatif non envoyé : son modèle a échoué : {why}",
     "digest to {to} not sent: {why}": "récapitulatif pour {to} non envoyé : {why}",
     "digest to {to}: {invoices} invoice(s) and {messages} message(s) wait for a person":

@@ -52,3 +52,15 @@ def configure(fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The database going away: the loops say once what they wait for (bot/daemon.py, bot/watcher.py).
+    # What the libraries would add is noise: psycopg's "error ignored terminating <Pipeline>", and
+    # the pool's traceback for a lost connection it could not roll back, which it discards anyway.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
+    handler.addFilter(_lost_connection_reset)  # on the handler: the pool logs on loggers of its own
+
+
+def _lost_connection_reset(record: logging.LogRecord) -> bool:
+    """False for the pool's "Exception during reset or similar" about a connection the server dropped."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (record.getMessage().startswith("Exception during reset") and error is not None
+                and type(error).__name__ in ("OperationalError", "InterfaceError"))

@@ -48,7 +48,9 @@ reached the server (DATA waits for `sending`), so a restart puts those back (`pe
 it, and a duplicate formal notice is worse than a late one, so it becomes `uncertain`: it counts
 as sent for the ladder (the next stage will follow in due time), and an event asks a person to
 check. A restart does this when the message's claimant is known dead (same host, process gone) or
-its claim is older than `LEASE`, which covers an instance that died on another host.
+its claim is older than `LEASE`, which covers an instance that died on another host. A live
+daemon whose pass lost the database mid-way does it for its own claims when the database is
+back (`resolve_own`).
 """
 
 from __future__ import annotations
@@ -238,6 +240,24 @@ class Outbox:
             for r in uncertain:
                 self._finish(s, r.id, "uncertain", "delivery_uncertain",
                              reason("outbox.uncertain", instance=r.claimed_by or "?"))
+            return [r.message_id for r in uncertain]
+
+    def resolve_own(self) -> list[str]:
+        """Settle what an earlier pass of this same instance left half-way when the database went
+        away under it (its last statements could not be written): as `resolve_stale` does for a
+        dead instance, `claimed` back to `prepared`, `preparing` to `pending`, `sending` to
+        `uncertain`. Only for a caller that knows no pass of its own is running (the daemon, between
+        passes): a live instance's claims are otherwise left alone until `LEASE`. Returns the
+        Message-IDs made uncertain."""
+        with session(self.engine) as s:
+            for back, status in (("claimed", "prepared"), ("preparing", "pending")):
+                s.execute(sa.update(out_t).where(out_t.c.status == back, out_t.c.claimed_by == self.instance)
+                          .values(status=status, claimed_by=None))
+            uncertain = s.execute(sa.select(out_t.c.id, out_t.c.message_id).where(
+                out_t.c.status == "sending", out_t.c.claimed_by == self.instance)).all()
+            for r in uncertain:
+                self._finish(s, r.id, "uncertain", "delivery_uncertain", reason("outbox.uncertain",
+                                                                                 instance=self.instance))
             return [r.message_id for r in uncertain]
 
     def waiting(self) -> int:

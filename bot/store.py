@@ -5,6 +5,8 @@ No engine is created at import time: callers build one from the config and pass 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,11 +25,19 @@ from bot.models import Event, InboundRaw, table
 
 # `Engine` is re-exported so that the UI names the store's handle without importing SQLAlchemy.
 __all__ = ["TRANSIENT_DB", "Engine", "db_text", "ensure_ready", "inbound_raw", "make_engine", "migrate",
-           "record_event", "record_events", "session"]
+           "record_event", "record_events", "session", "unreachable"]
 
 # The database going away (a PostgreSQL restart, SQLite locked past its timeout): the long-running
 # loops retry these with backoff rather than stop.
 TRANSIENT_DB = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
+def unreachable(e: BaseException) -> str:
+    """What a TRANSIENT_DB error says, on one line, without SQLAlchemy's statement and link: for a
+    log line that says what the daemon waits for."""
+    orig = getattr(e, "orig", None) or e
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
 
 
 def make_engine(url: str) -> Engine:
@@ -45,7 +55,11 @@ def make_engine(url: str) -> Engine:
                 cur.close()
 
             return engine
-        return sa.create_engine(url, pool_pre_ping=True)
+        # Each connection names its instance (host:pid), as `pg_stat_activity` and `pg_locks` show it:
+        # which instance holds a watched folder, or a lock, is one query away.
+        me = f"relance {socket.gethostname()}:{os.getpid()}"
+        name = {} if "application_name" in url else {"application_name": me}
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=name)
     except (sa.exc.ArgumentError, ImportError) as e:
         raise StoreError(f"database.url = {url!r}: {e}") from e
 

@@ -29,11 +29,12 @@ from bot import health, inbound, logs
 from bot.config import Config
 from bot.errors import RelanceError
 from bot.mailbox import ImapSource
-from bot.store import TRANSIENT_DB
+from bot.store import TRANSIENT_DB, unreachable
 from bot.tokens import credential
 
 log = logging.getLogger("relance")
 MAX_BACKOFF = 300.0
+DATABASE_BACKOFF = 10.0  # at most this long between tries while the database does not answer
 STALE_AFTER = 60.0  # seconds unused after which the passes' connection is opened afresh (NAT, firewalls)
 LEASE_SECONDS = 10.0  # how often an instance tries to take the folders no instance holds
 
@@ -145,14 +146,20 @@ class Watcher:
 
     def _failed(self, e: Exception, source: ImapSource | None, backoff: float, where: str) -> float:
         """After a network or server error: log it, drop the connection, wait `backoff` seconds with
-        jitter (or until stopped); returns the next, doubled, wait."""
-        why = str(e).splitlines()[0] if str(e) else repr(e)
+        jitter (or until stopped); returns the next, doubled, wait: at most five minutes for the
+        mail server, DATABASE_BACKOFF for the database (a reconnection costs it little, and the
+        mail waits for it)."""
+        if isinstance(e, TRANSIENT_DB):
+            why, most = f"waiting for the database ({unreachable(e)})", DATABASE_BACKOFF
+        else:
+            why, most = str(e).splitlines()[0] if str(e) else repr(e), MAX_BACKOFF
+        backoff = min(backoff, most)
         log.warning("mail: %s%s; retrying in %.0f s", where, why, backoff)
         health.beat(self.engine, "imap", datetime.now(UTC), f"{where}{why}")
         if source is not None:
             source.close()
         self.stop.wait(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
-        return min(backoff * 2, MAX_BACKOFF)
+        return min(backoff * 2, most)
 
     def _watch(self, folder: str) -> None:
         """Hold an IDLE on `folder` and wake the passes when mail arrives; reconnect on errors."""

@@ -5,11 +5,14 @@ CI (CI=true), where they fail."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,33 +78,126 @@ def _pg_bin() -> str | None:
     return os.path.dirname(found[-1]) if found else None
 
 
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster on a loopback port, which a test can stop and start again
+    (the database unreachable for a while)."""
+
+    bindir: str
+    base: str
+    port: int
+    fsync: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://relance@127.0.0.1:{self.port}"
+
+    def _as_pg(self, cmd: str) -> None:
+        subprocess.run(["su", "postgres", "-c", cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._as_pg(f"{self.bindir}/pg_ctl -D {self.base}/data -o '-k {self.base} -p {self.port} "
+                    f"-c listen_addresses=127.0.0.1 -c fsync={'on' if self.fsync else 'off'}' "
+                    f"-l {self.base}/log -w start")
+
+    def stop(self) -> None:
+        """Stop at once, ending every session (`-m immediate`, as a crash or a cut does)."""
+        self._as_pg(f"{self.bindir}/pg_ctl -D {self.base}/data -m immediate -w stop")
+
+
 @contextmanager
-def postgres_cluster(fsync: bool = False) -> Iterator[str]:
-    """Start a throwaway cluster on a loopback port; yields its base URL (database `postgres`).
+def postgres_server(fsync: bool = False) -> Iterator[Postgres]:
+    """Start a throwaway cluster on a loopback port (database `postgres`); removed at the end.
     `fsync` off for the tests (nothing to keep); on for a benchmark, as a server runs."""
-    url = os.environ.get("RELANCE_TEST_PG_URL")
-    if url:
-        yield url
-        return
     bindir = _pg_bin()
     if bindir is None:
         missing("PostgreSQL", "postgresql")
     base = tempfile.mkdtemp(prefix="relance-pg-")
     os.chmod(base, 0o755)
     shutil.chown(base, "postgres", "postgres")
-    port = free_port()
-
-    def as_pg(cmd: str) -> None:
-        subprocess.run(["su", "postgres", "-c", cmd], check=True, capture_output=True, timeout=120)
-
-    as_pg(f"{bindir}/initdb -D {base}/data -A trust -U relance")
-    as_pg(f"{bindir}/pg_ctl -D {base}/data -o '-k {base} -p {port} -c listen_addresses=127.0.0.1 "
-          f"-c fsync={'on' if fsync else 'off'}' -l {base}/log -w start")
+    server = Postgres(bindir, base, free_port(), fsync)
+    server._as_pg(f"{bindir}/initdb -D {base}/data -A trust -U relance")
+    server.start()
     try:
-        yield f"postgresql+psycopg://relance@127.0.0.1:{port}"
+        yield server
     finally:
-        as_pg(f"{bindir}/pg_ctl -D {base}/data -m fast -w stop")
+        server._as_pg(f"{bindir}/pg_ctl -D {base}/data -m fast -w stop")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster(fsync: bool = False) -> Iterator[str]:
+    """A cluster's base URL: $RELANCE_TEST_PG_URL's when set, else a throwaway one's."""
+    url = os.environ.get("RELANCE_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    with postgres_server(fsync) as server:
+        yield server.url
+
+
+class TcpProxy:
+    """A loopback TCP proxy to `port` that a test can cut: `cut()` closes every connection that
+    goes through it at that moment (both ends, as a NAT or a firewall that forgets them), and
+    new connections go through again."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        self.bytes = 0  # relayed, both ways: a test can tell a transfer is under way
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                self.open += [client, server]
+            ends = threading.Barrier(2)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b, ends), daemon=True, name="proxy-pipe").start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, ends: threading.Barrier) -> None:
+        try:
+            while data := src.recv(65536):
+                self.bytes += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            if ends.wait() == 0:  # both ways ended: let the sockets go
+                with self.lock:
+                    self.open = [s for s in self.open if s not in (src, dst)]
+                src.close()
+                dst.close()
+
+    def cut(self) -> int:
+        """Close every connection now; returns how many there were."""
+        with self.lock:
+            conns, self.open = self.open, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        return len(conns) // 2
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
 
 
 @dataclass

@@ -60,6 +60,10 @@ def write(tmp_path: Path, doc: dict[str, Any]) -> Path:
     # what the composer would refuse on every message: refused here, not on each reminder
     ({"company": {"reply_to": "Compta <ar+{token}@acme.example>"}}, r"company\.reply_to = "),
     ({"company": {"email": "relances@acme.example\nBcc: x@evil.example"}}, r"company\.email = "),
+    ({"daemon": {"metrics_port": 70000}}, r"daemon\.metrics_port = 70000: expected a TCP port from 1 to 65535 \(served "
+                                          r"on 127\.0\.0\.1 only\), or 0"),
+    ({"daemon": {"metrics_port": "9464"}}, r"daemon\.metrics_port = '9464': expected a whole number"),
+    ({"daemon": {"metrics_prot": 9464}}, r"daemon\.metrics_prot: unknown key; did you mean 'daemon\.metrics_port'\?"),
 ])
 def test_config_errors_name_file_key_and_value(tmp_path: Path, over: dict[str, Any], message: str) -> None:
     path = write(tmp_path, merge(EXAMPLE, over))

@@ -22,9 +22,11 @@ LEDGER = "number,client,email,amount,currency,issue_date,due_date\n" + "".join(
     f"F-{i},Client {i},c{i}@exemple.example,{100 + i}.00,EUR,{DUE - timedelta(days=30)},{DUE}\n" for i in range(5))
 
 
-def start(tmp_path: Path, port: int, rate: int, *options: str) -> tuple[Cli, subprocess.Popen[str]]:
+def start(tmp_path: Path, port: int, rate: int, *options: str, metrics_port: int = 0
+          ) -> tuple[Cli, subprocess.Popen[str]]:
     cli = Cli(tmp_path, port)
     cfg = (tmp_path / "config.toml").read_text()
+    cfg = cfg.replace("metrics_port = 0", f"metrics_port = {metrics_port}")
     cfg = cfg.replace('window = ["09:00", "17:00"]', 'window = ["00:00", "24:00"]')
     cfg = cfg.replace("business_days_only = true", "business_days_only = false")
     cfg = cfg.replace('holidays = "FR"', 'holidays = ""')
@@ -60,10 +62,10 @@ class Daemon:
 
 
 @contextmanager
-def daemon(tmp_path: Path, rate: int = 0, *options: str) -> Iterator[Daemon]:
+def daemon(tmp_path: Path, rate: int = 0, *options: str, metrics_port: int = 0) -> Iterator[Daemon]:
     """`relance run` with an SMTP server of its own, stopped by SIGTERM when the block ends."""
     with smtp_server() as (sink, port):
-        cli, proc = start(tmp_path, port, rate, *options)
+        cli, proc = start(tmp_path, port, rate, *options, metrics_port=metrics_port)
         run = Daemon(cli, proc, sink, port)
         try:
             yield run

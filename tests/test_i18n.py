@@ -60,6 +60,11 @@ def test_import_errors_in_french_keep_the_file_line_column_shape(monkeypatch: py
      "<c>: schedule.timezon: clé inconnue ; vouliez-vous dire 'schedule.timezone' ?"),
     ({"schedule": {"tick_minutes": "5"}}, "<c>: schedule.tick_minutes = '5': expected a whole number >= 0",
      "<c>: schedule.tick_minutes = '5': attendu : un nombre entier >= 0"),
+    ({"daemon": {"metrics_port": 65536}},
+     "<c>: daemon.metrics_port = 65536: expected a TCP port from 1 to 65535 (served on 127.0.0.1 only), or 0 for "
+     "no metrics endpoint",
+     "<c>: daemon.metrics_port = 65536: attendu : un port TCP de 1 à 65535 (servi sur 127.0.0.1 seulement), ou 0 "
+     "pour aucune page de métriques"),
 ])
 def test_config_errors_in_both_languages(monkeypatch: pytest.MonkeyPatch, doc: dict[str, object], english: str,
                                          french: str) -> None:
