@@ -703,7 +703,7 @@ async def test_a_click_after_a_row_left_selects_the_row_under_the_pointer(
     app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
     async with running(app) as pilot:
         table = app.query_one("#queue", DataTable)
-        assert list(app.items)[0] == "m1" and len(app.items) == 4
+        assert next(iter(app.items)) == "m1" and len(app.items) == 4
         await pilot.press("d")  # the dispute, on the first row, dismissed: the others move up
         await settle(pilot)
         left = list(app.items)

@@ -40,6 +40,8 @@ class KeptTable(DataTable[Any]):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row = self.rows[row_key]
         if row.auto_height:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
