@@ -1,10 +1,26 @@
 """Triage UI benchmark: 100,000 invoices and 50,000 messages (about 21,000 waiting in triage).
 
 Prints the time to first paint of the queue (the app started until the first page is on screen),
-the key-press latency through the Pilot (press until the workers are done and the screen
-repainted) for: next item (down), open item (Enter, then Escape), confirm (c), and the peak RSS of
-the process that runs the UI. The store is built by a child process, so the RSS is the UI's.
-Targets: first paint <= 1 s; p95 <= 100 ms per key; peak RSS <= 300 MB.
+the key-press latency for next item (down), open item (Enter, then Escape), confirm (c), and the
+peak RSS of the process that runs the UI. The store is built by a child process, so the RSS is the
+UI's. Targets: first paint <= 1 s; p95 <= 100 ms per key; peak RSS <= 300 MB.
+
+Each key is pressed through Textual's Pilot and timed two ways, both printed:
+- `*_ms` (the target's figure): the Pilot's round trip, press until the workers are done and the
+  Pilot finds the app idle. The Pilot decides "idle" by sleeping 20 ms at a time until a 20 ms
+  slice passes with under 1 ms of the process's CPU, three times a key (twice in press, once in
+  pause): so even a key that does nothing costs about 4 slices, and any work left after the
+  first slice adds one. `pilot_floor_*` is that round trip on a bare app (a 100-row DataTable,
+  the same key): the part of each figure that is not Relance's.
+- `*_shown_ms`: press until the last repaint before the app went idle (a hook on the screen's
+  compositor refresh): when the screen shows the result and stops changing, as a person sees it.
+  `pilot_floor_shown_*` is the same on the bare app.
+`*_cpu_ms` is the process's CPU a press (the UI thread and its workers), which the load of other
+processes on the machine disturbs much less than wall times; the load average is printed too.
+
+After a decision the counts are read again once no decision came for half a second
+(tui.app.COUNT_AFTER_SECONDS): the keys below come faster than that, so that query runs after the
+last one; `counts_read_ms` is its time, read once at the end.
 
 Usage: python bench/tui.py [--invoices N] [--messages N] [--keys N] [--keep DIR]"""
 
@@ -13,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import statistics
@@ -113,7 +130,42 @@ def instrument(app: Any) -> dict[str, list[float]]:
     return took
 
 
-async def pilot_floor(keys: int) -> float:
+class Paints:
+    """When the screen on top was last repainted (Textual's compositor refresh, hooked here)."""
+
+    def __init__(self) -> None:
+        from textual.screen import Screen  # noqa: PLC0415
+
+        self.last = 0.0
+        original = Screen._compositor_refresh
+        paints = self
+
+        def refresh(screen: Any) -> None:
+            original(screen)
+            if screen.is_current:
+                paints.last = time.perf_counter()
+
+        Screen._compositor_refresh = refresh  # type: ignore[method-assign]
+
+
+def quantiles(out: dict[str, object], name: str, values: list[float]) -> None:
+    values = sorted(values)
+    out[f"{name}_p50"] = round(statistics.median(values), 1)
+    out[f"{name}_p95"] = round(values[max(int(len(values) * 0.95) - 1, 0)], 1)
+
+
+async def timed(app: Any, pilot: Any, paints: Paints, *press: str) -> tuple[float, float, float]:
+    """One press through the Pilot: (round trip, until the last repaint, CPU), in ms."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    await pilot.press(*press)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    t1, c1 = time.perf_counter(), time.process_time()
+    shown = max(paints.last - t0, 0.0)
+    return (t1 - t0) * 1000, shown * 1000, (c1 - c0) * 1000
+
+
+async def pilot_floor(keys: int, paints: Paints) -> dict[str, object]:
     """What the Pilot itself costs per key (press, wait for idle, repaint) on a bare app with a
     table of 100 rows: the part of each latency below that is not Relance's."""
     from textual.app import App, ComposeResult  # noqa: PLC0415
@@ -131,30 +183,33 @@ async def pilot_floor(keys: int) -> float:
             table.focus()
 
     app = Bare()
-    took = []
+    took: dict[str, list[float]] = {"pilot_floor_ms": [], "pilot_floor_shown_ms": []}
     async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
         for _ in range(keys):
-            t0 = time.perf_counter()
-            await pilot.press("down")
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            took.append((time.perf_counter() - t0) * 1000)
-    return round(statistics.median(took), 1)
+            trip, shown, _ = await timed(app, pilot, paints, "down")
+            took["pilot_floor_ms"].append(trip)
+            took["pilot_floor_shown_ms"].append(shown)
+    out: dict[str, object] = {}
+    for name, values in took.items():
+        quantiles(out, name, values)
+    return out
 
 
 async def measure(url: str, keys: int) -> dict[str, object]:
     from textual.widgets import DataTable  # noqa: PLC0415
 
-    from bot import store  # noqa: PLC0415
+    from bot import store, triage  # noqa: PLC0415
     from bot.config import from_dict  # noqa: PLC0415
     from tui.app import RelanceApp  # noqa: PLC0415
 
+    paints = Paints()
     engine = store.make_engine(url)
     cfg = from_dict({"database": {"url": url}}, "bench.toml")
     app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:bench", poll_seconds=3600)
     inner = instrument(app)
+    out: dict[str, object] = {"load_before": [round(x, 2) for x in os.getloadavg()]}
     start = time.perf_counter()
-    out: dict[str, object] = {}
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.query_one("#queue", DataTable)
         while table.row_count == 0:
@@ -165,49 +220,43 @@ async def measure(url: str, keys: int) -> dict[str, object]:
         out["queue_total"] = app.total["queue"]
         out["rows_loaded"] = table.row_count
 
-        async def timed(*press: str) -> float:
-            t0 = time.perf_counter()
-            await pilot.press(*press)
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            return (time.perf_counter() - t0) * 1000
+        took: dict[str, list[float]] = {f"{k}_{m}": [] for k in ("next", "open", "confirm")
+                                        for m in ("ms", "shown_ms", "cpu_ms")}
 
-        lat: dict[str, list[float]] = {"next": [], "open": [], "confirm": []}
+        def keep(key: str, figures: tuple[float, float, float]) -> None:
+            for m, v in zip(("ms", "shown_ms", "cpu_ms"), figures, strict=True):
+                took[f"{key}_{m}"].append(v)
+
         for _ in range(keys):
-            lat["next"].append(await timed("down"))
+            keep("next", await timed(app, pilot, paints, "down"))
         for _ in range(keys):
-            lat["open"].append(await timed("enter"))
+            keep("open", await timed(app, pilot, paints, "enter"))
             await pilot.press("escape")
             await pilot.pause()
         done, refused = 0, 0
-        lat["confirm_seen"] = []
         for _ in range(keys):
             while str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value).startswith("i"):
                 await pilot.press("down")  # an invoice in a dead end (a dispute confirmed): c reads messages
                 await pilot.pause()
             before = str(app.query_one("#done").render())
-            t0 = time.perf_counter()
-            await pilot.press("c")
-            while str(app.query_one("#done").render()) == before and time.perf_counter() - t0 < 10:
-                await pilot.pause(0.001)  # until the confirmation line shows: what the person sees
-            lat["confirm_seen"].append((time.perf_counter() - t0) * 1000)
-            await app.workers.wait_for_complete()  # the counts too
-            await pilot.pause()
-            lat["confirm"].append((time.perf_counter() - t0) * 1000)
+            keep("confirm", await timed(app, pilot, paints, "c"))
             line = str(app.query_one("#done").render())
+            if line == before:
+                raise SystemExit(f"confirm showed nothing (the line above the footer still says {line!r})")
             done, refused = done + line.startswith("done by"), refused + (not line.startswith("done by"))
         out["confirmed"], out["refused"] = done, refused
-        for k, v in lat.items():
-            v.sort()
-            out[f"{k}_p50_ms"] = round(statistics.median(v), 1)
-            out[f"{k}_p95_ms"] = round(v[max(int(len(v) * 0.95) - 1, 0)], 1)
+        for name, values in took.items():
+            quantiles(out, name, values)
+    with engine.connect() as conn:
+        t0 = time.perf_counter()
+        triage.totals(conn, triage.Filters())
+        out["counts_read_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     engine.dispose()
     for k, v in inner.items():
-        v.sort()
-        out[f"{k}_app_p50_ms"] = round(statistics.median(v), 1)
-        out[f"{k}_app_p95_ms"] = round(v[max(int(len(v) * 0.95) - 1, 0)], 1)
-    out["pilot_floor_ms"] = await pilot_floor(keys)
+        quantiles(out, f"{k}_app_ms", v)
+    out |= await pilot_floor(keys, paints)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
 
@@ -235,8 +284,12 @@ def main() -> None:
     print(json.dumps(figures, indent=2))
     verdict = {"first paint <= 1 s": float(str(figures["first_paint_s"])) <= 1.0,
                "peak RSS <= 300 MB": float(str(figures["peak_rss_mb"])) <= 300}
-    verdict |= {f"{k} p95 <= 100 ms (Pilot's own {figures['pilot_floor_ms']} ms included)":
-                float(str(figures[f"{k}_p95_ms"])) <= 100 for k in ("next", "open", "confirm")}
+    verdict |= {f"{k} p95 <= 100 ms through the Pilot ({figures[f'{k}_ms_p95']} ms; the Pilot alone: "
+                f"{figures['pilot_floor_ms_p95']} ms)": float(str(figures[f"{k}_ms_p95"])) <= 100
+                for k in ("next", "open", "confirm")}
+    verdict |= {f"{k} p95 <= 100 ms until shown ({figures[f'{k}_shown_ms_p95']} ms; bare app: "
+                f"{figures['pilot_floor_shown_ms_p95']} ms)": float(str(figures[f"{k}_shown_ms_p95"])) <= 100
+                for k in ("next", "open", "confirm")}
     for what, ok in verdict.items():
         print(f"{'met ' if ok else 'MISSED'}  {what}")
 
