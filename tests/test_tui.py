@@ -711,3 +711,19 @@ async def test_a_click_after_a_row_left_selects_the_row_under_the_pointer(
         await pilot.click(table, offset=(20, 2))  # the second row under the header
         await settle(pilot)
         assert cursor_key(app) == left[1]
+
+
+async def test_the_reader_loads_once_the_first_page_is_shown(engine: Engine, make_config: Callable[..., Config],
+                                                             tmp_path: Path) -> None:
+    """What the first decision would load (the classifier, dateparser's locales: most of a second)
+    is read in a worker once the queue is on screen, not on the person's first key; nothing is
+    stored by it."""
+    from bot import understand
+
+    app = seeded_app(engine, make_config(), tmp_path)
+    understand._date_parser.cache_clear()
+    understand._read_date.cache_clear()
+    events_before = events(engine)
+    async with running(app):
+        assert understand._date_parser.cache_info().currsize == 1, "the reader has read a made-up reply"
+    assert events(engine) == events_before

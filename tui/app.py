@@ -28,7 +28,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from bot import reports, triage
+from bot import decisions, reports, triage
 from bot.config import Config
 from bot.i18n import day, moment, money, stage, stage_labels, t, words
 from bot.reasons import render as t_reason
@@ -121,6 +121,7 @@ class RelanceApp(Decisions):
         self.selected: set[str] = set()
         self.seen_marker: tuple[int, int, int] | None = None
         self.count_timer: Timer | None = None
+        self.warmed = False
         self.width_seen = 0
         self.invoices_shown = False
         self.labels = stage_labels(config.stages)
@@ -204,6 +205,13 @@ class RelanceApp(Decisions):
     def _counted(self, total: int, per_kind: dict[str, int]) -> None:
         self.total["queue"], self.per_kind = total, per_kind
         self._show_counts()
+        if not self.warmed:  # the first page is on screen: what the first decision would load, now
+            self.warmed = True
+            self.warm_up()
+
+    @work(thread=True, group="warm")
+    def warm_up(self) -> None:
+        decisions.warm_up(self.engine, self.config, self.clock())
 
     @work(thread=True, exclusive=True, group="invoices")
     def load_invoices(self) -> None:
