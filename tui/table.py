@@ -42,12 +42,12 @@ class KeptTable(DataTable[Any]):
         column_key = self._column_locations.get_key(column_index)
         if row_key is None or column_key is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        row = self.rows[row_key]
-        if row.auto_height:
+        row, value = self.rows[row_key], self._data[row_key][column_key]
+        if row.auto_height or not isinstance(value, str):  # a Rich renderable is no key: as DataTable does
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         fixed = row_index < self.fixed_rows or column_index < self.fixed_columns
-        key = (row_key, column_key, str(self._data[row_key][column_key]), width, row.height, base_style, cursor,
-               hover, self._show_hover_cursor, self._pseudo_class_state, fixed, self.show_cursor)
+        key = (row_key, column_key, value, width, row.height, base_style, cursor, hover, self._show_hover_cursor,
+               self._pseudo_class_state, fixed, self.show_cursor)
         found = self._kept.get(key)
         if found is None:
             lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
