@@ -203,7 +203,8 @@ def test_relance_reply_from_the_command_line(engine: Engine, db_url: str, desk_w
                  str(tmp_path / "body.txt"), "--send", "--as", "alice", "--reason", "claim"]) == 0
     (msg,) = sent_replies(sink)
     assert msg.get_content() == "Bien reçu, merci.\n"
-    assert rows(engine, "SELECT kind, actor, reason FROM event WHERE kind IN ('reply_queued', 'decision')") == [
+    assert rows(engine, "SELECT kind, actor, reason FROM event WHERE kind IN ('reply_queued', 'decision') "
+                        "ORDER BY id") == [
         ("reply_queued", "cli:alice", "claim"), ("decision", "cli:alice", "claim")]
     assert main(["undo", *base[:2], "--now", "2027-04-06T11:00:00+02:00"]) == 1, "cli:<OS user> has nothing to undo"
     assert main(["reply", *base, "99", "--template", "ack_claim"]) == 1
