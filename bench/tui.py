@@ -1,6 +1,7 @@
 """Triage UI benchmark: 100,000 invoices and 50,000 messages (about 21,000 waiting in triage).
 
-Prints the time to first paint of the queue (the app started until the first page is on screen),
+Prints the time to first paint of the queue (the app started until the first repaint with the first
+page in the table), when the app is idle after its start (the counts read, the reader loaded),
 the key-press latency for next item (down), open item (Enter, then Escape), confirm (c), and the
 peak RSS of the process that runs the UI. The store is built by a child process, so the RSS is the
 UI's. Targets: first paint <= 1 s; p95 <= 100 ms per key; peak RSS <= 300 MB.
@@ -230,9 +231,11 @@ async def measure(url: str, keys: int) -> dict[str, object]:
         table = app.query_one("#queue", DataTable)
         while table.row_count == 0:
             await pilot.pause(0.005)
-        await pilot.pause()  # and drawn
-        out["first_paint_s"] = round(time.perf_counter() - start, 3)
-        await app.workers.wait_for_complete()
+        rows_at = time.perf_counter()
+        await pilot.pause()  # and drawn: the first repaint after the rows were in the table
+        out["first_paint_s"] = round(paints.first_after(rows_at) - start, 3)
+        await app.workers.wait_for_complete()  # the counts, and the reader loading (decisions.warm_up)
+        out["idle_after_start_s"] = round(time.perf_counter() - start, 3)
         out["queue_total"] = app.total["queue"]
         out["rows_loaded"] = table.row_count
 
