@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from bot import actions, desk, ledger, plans, reasons, replies, reports, store
 from bot import config as configuration
 from bot.config import Config, Secret
+from bot.dryrun import Waiting
 from bot.errors import ConfigError, ImportFileError, RelanceError
 from bot.i18n import t
 from bot.mailer import SmtpMailer
@@ -104,16 +105,26 @@ def _would_send(p: Planned) -> str:
         + problem
 
 
+def _would_send_waiting(w: Waiting) -> str:
+    """A reply or an instalment reminder, in the shape of a reminder's line."""
+    return f"{t('would send')}  {', '.join(w.numbers)}  {w.stage}  {w.amount}  {w.client} <{w.email}>"
+
+
 def print_tick(report: TickReport, dry_run: bool) -> None:
     if dry_run:
         for p in report.planned:
             print(_would_send(p))
-        print(t("{n} message(s) due (dry run: nothing sent, nothing recorded)", n=len(report.planned)))
+        for w in report.waiting:
+            print(_would_send_waiting(w))
+        print(t("{n} message(s) due (dry run: nothing sent, nothing recorded)",
+                n=len(report.planned) + len(report.waiting)))
         if report.window_opens is not None:
             print(t("outside the sending window: it opens {when}; {n} message(s) would go then",
-                    when=f"{report.window_opens:%Y-%m-%d %a %H:%M %Z}", n=len(report.then)))
+                    when=f"{report.window_opens:%Y-%m-%d %a %H:%M %Z}", n=len(report.then) + len(report.then_waiting)))
             for p in report.then:
                 print(_would_send(p))
+            for w in report.then_waiting:
+                print(_would_send_waiting(w))
         return
     for word, lines in (("sent", report.sent), ("uncertain", report.uncertain), ("deferred", report.deferred),
                         ("refused", report.failed)):

@@ -73,6 +73,20 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
     return f"#{inbound_id} {u.understanding.kind.value} -> {', '.join(numbers)}: {status}"
 
 
+# A made-up reply that takes the reader's whole path: a promise, with dates in French and English.
+WARM_UP = (b"From: client@example.com\r\nSubject: Facture F-1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+           b"Bonjour, nous paierons la facture F-1 le 30 avril. We will pay invoice F-1 on 12 May.\r\n")
+
+
+def warm_up(engine: Engine, config: Config, now: datetime) -> None:
+    """Read a made-up reply as a person's decision reads the real one (`label`, `assign`): the
+    classifier, its lemmatizers and dateparser's locales load on the first reading in a process,
+    most of a second of CPU that the triage screen does ahead, rather than on its first key.
+    Nothing is stored."""
+    understand_batch([(0, WARM_UP, False)], config.company.domain, now.astimezone(config.zone).date(),
+                     learn.current(engine))
+
+
 def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: Kind, actor: str,
           until: date | None = None, in_triage: bool = False) -> str:
     """A person's reading of a message (`relance label`, the triage UI): its kind is set, what that

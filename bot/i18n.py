@@ -435,6 +435,8 @@ FR.update({
         "le message n°{id} ne concerne aucune facture : rattachez-le d'abord (a)",
     "message #{id}: its sender {address} is not an address a reply can go to":
         "message n°{id} : son expéditeur {address} n'est pas une adresse à laquelle répondre",
+    "message #{id}: its Reply-To {address} is not an address a reply can go to":
+        "message n°{id} : son adresse de réponse (Reply-To) {address} n'est pas une adresse à laquelle répondre",
     "the reply is empty: nothing queued": "la réponse est vide : rien n'est mis en file",
     "the reply is {n} characters long (at most {max})": "la réponse fait {n} caractères (au plus {max})",
     "the reply cannot be written: {why}": "la réponse ne peut pas être écrite : {why}",

@@ -55,8 +55,10 @@ def message_id(config: Config, plan: int, index: int, step: int) -> str:
     return f"<relance.plan.{plan}.{index}.{step}@{config.company.domain}>"
 
 
-def _plans(c: Connection, invoice_ids: list[int] | None = None) -> list[Any]:
-    """The plans that run: the latest plan event of each invoice is an acceptance, the invoice active."""
+def plans_query(invoice_ids: list[int] | None = None) -> sa.Select[Any]:
+    """The plans that run: the latest plan event of each invoice is an acceptance. Both selects
+    filter the events by kind first, which the index on (kind, invoice_id) serves: a store's
+    history has a few plan events among hundreds of thousands."""
     latest = (sa.select(sa.func.max(ev_t.c.id)).where(ev_t.c.kind.in_(("plan_accepted", "plan_ended")))
               .group_by(ev_t.c.invoice_id))
     q = (sa.select(ev_t.c.id, ev_t.c.data, inv_t.c.id.label("invoice_id"), inv_t.c.number, inv_t.c.paid,
@@ -65,7 +67,12 @@ def _plans(c: Connection, invoice_ids: list[int] | None = None) -> list[Any]:
          .where(ev_t.c.id.in_(latest), ev_t.c.kind == "plan_accepted"))
     if invoice_ids is not None:
         q = q.where(inv_t.c.id.in_(invoice_ids))
-    return list(c.execute(q).all())
+    return q
+
+
+def _plans(c: Connection, invoice_ids: list[int] | None = None) -> list[Any]:
+    """The plans that run (`plans_query`), the invoice's state and contact with each."""
+    return list(c.execute(plans_query(invoice_ids)).all())
 
 
 def next_instalment(plan: dict[str, Any], paid: Decimal) -> tuple[int, Decimal, date, datetime] | None:

@@ -199,6 +199,9 @@ class InboundRaw(SQLModel, table=True):
 class Event(SQLModel, table=True):
     """Append-only: every state change of an invoice, with who, why and the message it came from."""
 
+    # The scans that look for one kind of event (the plans that run, a reply's or an instalment's
+    # events) read only that kind, by invoice, not the whole history (bot/instalments.py).
+    __table_args__ = (sa.Index("ix_event_kind_invoice_id", "kind", "invoice_id"),)
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
     at: datetime | None = moment(nullable=False)  # the logical time (--now)

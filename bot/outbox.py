@@ -14,7 +14,8 @@ Life of a message (`outbound.status`):
 A person's reply to a client (bot/replies.py, stage `reply`) takes the same path from `pending`:
 its bytes were composed when it was queued, so `claim` only marks it `sending`; it is sent
 whatever the state of its invoices (the person wrote it knowing it), and a 5xx fails the reply
-alone (the address it went to is the client's sender, not the invoice's contact: nothing bounces).
+alone (the address it went to is the client's sender or its Reply-To, not the invoice's contact:
+nothing bounces).
 
 `queue` writes, in one transaction, the outbound row (with its Message-ID) and one `reminder`
 row per (invoice, stage), whose unique key makes a second reminder of the same stage impossible,

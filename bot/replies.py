@@ -12,13 +12,15 @@ Life of a reply (an `outbound` row with stage `reply`, the events on each invoic
 
 `queue` composes the exact bytes at once (a recipient or a header the composer refuses is said to
 the person then, not found by the daemon later) and records them with a fresh Message-ID before
-anything is sent, so a crash never sends it twice. Nothing of the client's message is trusted:
-its sender must be a plain address, its Message-ID and References are kept only when they have
+anything is sent, so a crash never sends it twice. It goes to the message's Reply-To when it has
+one, else to its sender. Nothing of the client's message is trusted: that address must be a plain
+one (`reply_address`), its Message-ID and References are kept only when they have
 the form of one (`<...>`, printable, no spaces), and its subject loses its control characters
 and runs of blanks before "Re: " goes in front."""
 
 from __future__ import annotations
 
+import email.errors
 import email.parser
 import email.policy
 import json
@@ -34,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot import plans
-from bot.addresses import CONTROL, writable
+from bot.addresses import CONTROL, AddressError, has_control, plain_address, writable
 from bot.compose import compose, new_reply_token
 from bot.config import Config
 from bot.errors import MessageDataError, NotFoundError, RelanceError
@@ -95,6 +97,32 @@ def thread_of(message_id: str, raw: bytes) -> list[str]:
     return refs
 
 
+def reply_address(inbound_id: int, sender: str, raw: bytes) -> str:
+    """Where a reply to a message goes: the first address of its Reply-To when it has one (a
+    client writing from a no-reply address asks for answers elsewhere, as every mail client
+    honours), else its sender. Nothing that comes in is trusted: the Reply-To must parse without
+    defect, with no control character once decoded, and its address be a plain one, checked as the
+    ledger's are; otherwise the reply is refused, naming the header."""
+    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:200_000])
+    value = headers.get("Reply-To")
+    if value is None or not str(value).strip():
+        if not writable(sender):
+            raise RelanceError(t("message #{id}: its sender {address} is not an address a reply can go to",
+                                 id=inbound_id, address=repr(sender)))
+        return sender
+    try:
+        field = email.policy.default.header_factory("reply-to", str(value))
+        found = [a.addr_spec for a in field.addresses]
+        address = plain_address(found[0]) if found and not field.defects and not has_control(str(field)) else ""
+    except (AddressError, ValueError, TypeError, IndexError, email.errors.HeaderParseError):
+        address = ""
+    if not address or not writable(address):
+        shown = " ".join(CONTROL.sub(" ", str(value)).split())[:MAX_SUBJECT]
+        raise RelanceError(t("message #{id}: its Reply-To {address} is not an address a reply can go to",
+                             id=inbound_id, address=repr(shown)))
+    return address
+
+
 def _invoices_of(c: Connection, inbound_id: int) -> list[Any]:
     """The invoices a message concerns: those it was threaded to (its events), else those
     suggested for a person to confirm; oldest due first."""
@@ -130,9 +158,7 @@ def draft(conn: Connection, config: Config, inbound_id: int, template: str, now:
     invoices = _invoices_of(conn, inbound_id)
     if not invoices:
         raise RelanceError(t("message #{id} concerns no invoice: assign it first (a)", id=inbound_id))
-    if not writable(m.from_addr or ""):
-        raise RelanceError(t("message #{id}: its sender {address} is not an address a reply can go to",
-                             id=inbound_id, address=repr(m.from_addr)))
+    to = reply_address(inbound_id, m.from_addr or "", bytes(m.raw))
     if instalments is None:
         plan = plans.running(conn, int(invoices[0].id))
         instalments = (tuple(Instalment(Decimal(s["amount"]), date.fromisoformat(s["due"]))
@@ -148,7 +174,7 @@ def draft(conn: Connection, config: Config, inbound_id: int, template: str, now:
         invoices=contexts, today=today,
         extra={"instalments": [i for i in instalments if i.amount is not None and i.due is not None],
                "received": received})
-    return Draft(inbound_id=inbound_id, template=template, language=language, to=str(m.from_addr),
+    return Draft(inbound_id=inbound_id, template=template, language=language, to=to,
                  subject=reply_subject(m.subject or "", rendered.subject), text=rendered.text,
                  numbers=tuple(r.number for r in invoices))
 

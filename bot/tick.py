@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 from sqlalchemy.engine import Engine
 
-from bot import digest, instalments, views
+from bot import digest, dryrun, instalments, views
 from bot.config import Config
 from bot.errors import (
     ConnectionFailedError,
@@ -54,6 +54,10 @@ class TickReport:
     digest: str = ""  # what became of today's digest to the operator, if this tick was its moment
     window_opens: datetime | None = None  # a dry run outside the sending window: when it next opens...
     then: list[Planned] = field(default_factory=list)  # ... and what would go out then
+    # A dry run: replies and instalment reminders waiting in the outbox or due (bot/dryrun.py),
+    # now and when the window opens.
+    waiting: list[dryrun.Waiting] = field(default_factory=list)
+    then_waiting: list[dryrun.Waiting] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase, for logs and bench
     rendered_in_worker: int = 0  # messages rendered in a worker process (bot/prepare.py), for the bench
 
@@ -329,11 +333,15 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
     report.seconds["plan"] = time.perf_counter() - started
     if dry_run:
         report.planned = _with_problems(report.planned, rows, config, now)
+        with engine.connect() as conn:
+            report.waiting = dryrun.in_outbox(conn, now) + dryrun.instalments_due(conn, config, now)
         cal = views.calendar(config)
         if not cal.is_allowed(now):
             report.window_opens = opens = cal.next_allowed(now)
             later = _due_rows(engine, config, opens)
             report.then = _with_problems(plan_groups(later, config, opens), later, config, opens)
+            with engine.connect() as conn:
+                report.then_waiting = dryrun.instalments_due(conn, config, opens)
         return report
     outbox = Outbox(engine, config, renderer or Renderer.from_config(config), now, wall_now)
     for mid in outbox.resolve_stale():

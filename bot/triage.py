@@ -205,6 +205,12 @@ def counts(conn: Connection) -> dict[str, int]:
     return {str(k or "?"): int(n) for k, n in conn.execute(sa.select(u.c.kind, sa.func.count()).group_by(u.c.kind))}
 
 
+def totals(conn: Connection, f: Filters) -> tuple[int, dict[str, int]]:
+    """How many items wait under filters `f`, and per kind with no filter."""
+    per_kind = counts(conn)
+    return (sum(per_kind.values()) if f == Filters() else count(conn, f)), per_kind
+
+
 def one(conn: Connection, key: str) -> Item | None:
     """A single item by key, as the queue shows it, or None when it no longer waits."""
     if key[0] == "i":
@@ -290,12 +296,25 @@ def invoice_page(conn: Connection, config: Config, now: datetime, sort: str, des
     q = q.order_by(key.desc() if descending else key.asc(), inv_t.c.number).offset(offset).limit(limit)
     ids = dict(conn.execute(q).all())
     order = {n: i for i, n in enumerate(ids.values())}
+    return sorted(invoice_rows(conn, config, now, ids), key=lambda r: order[r["number"]])
+
+
+def invoice_rows(conn: Connection, config: Config, now: datetime, ids: dict[int, str]) -> list[dict[str, Any]]:
+    """The `relance status` rows of invoices `ids` (id -> number) still open, each with its `version`."""
     rows = reports.status_rows(conn, config, now, list(ids.values())) if ids else []
     ver = versions.of(conn, ids)
     by_number = {n: i for i, n in ids.items()}
     for r in rows:
         r["version"] = ver[by_number[r["number"]]]
-    return sorted(rows, key=lambda r: order[r["number"]])
+    return rows
+
+
+def invoice_row(conn: Connection, config: Config, now: datetime, number: str) -> dict[str, Any] | None:
+    """Invoice `number` as the invoices table shows it (by its unique number: one index look-up,
+    where a search by part of it reads every invoice), or None when it is no longer open."""
+    found = conn.execute(sa.select(inv_t.c.id, inv_t.c.number).where(inv_t.c.number == number)).all()
+    rows = invoice_rows(conn, config, now, {int(i): n for i, n in found})
+    return rows[0] if rows else None
 
 
 def find_invoices(conn: Connection, text: str, limit: int = 6) -> list[tuple[str, str, Decimal, str]]:

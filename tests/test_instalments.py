@@ -8,20 +8,23 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import actions, desk, instalments
+from bot import actions, desk, instalments, replies
+from bot.cli import main
 from bot.config import Config
 from bot.errors import ConfigError
 from bot.mailer import SmtpMailer
 from bot.tick import tick
 from rules.plan import Instalment
-from tests.conftest import at, no_sleep
+from tests.conftest import EXAMPLE, at, merge, no_sleep
 from tests.servers import SmtpSink
+from tests.test_replies import rows
 from tests.test_tui import NOW
 
 
@@ -107,3 +110,50 @@ def test_the_short_ladder_is_checked(make_config: Callable[..., Config], days: l
     """Days in increasing order, whole numbers from -60 to 60: anything else names the key."""
     with pytest.raises(ConfigError, match="plans.reminder_days"):
         make_config(plans={"reminder_days": days})
+
+
+def test_the_scan_of_the_plans_that_run_reads_the_kind_index(engine: Engine) -> None:
+    """EXPLAIN of the plans scan (each tick): the events are searched by kind through the index on
+    (kind, invoice_id), not walked in full (171,000 of them in bench/tui.py's store)."""
+    with engine.connect() as c:
+        sql = str(instalments.plans_query().compile(engine, compile_kwargs={"literal_binds": True}))
+        if engine.dialect.name == "sqlite":
+            plan = [str(r[3]) for r in c.execute(sa.text("EXPLAIN QUERY PLAN " + sql))]
+            assert not [p for p in plan if p.startswith("SCAN event")], plan
+            assert any("INDEX ix_event_kind_invoice_id (kind=?" in p for p in plan), plan
+        else:  # an empty table is read in full whatever its indexes: ask whether the index can serve
+            c.execute(sa.text("SET enable_seqscan = off"))
+            plan = [str(r[0]) for r in c.execute(sa.text("EXPLAIN " + sql))]
+            assert any("ix_event_kind_invoice_id" in p for p in plan), plan
+
+
+def test_a_dry_run_lists_the_replies_and_instalment_reminders_a_pass_would_send(
+        engine: Engine, db_url: str, with_plan: tuple[Config, SmtpSink], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """tick --dry-run lists, like the reminders, a person's reply waiting in the outbox (sent by
+    any pass, whatever the hour) and the instalment reminder whose day has come (queued and sent
+    inside the window only: on a Saturday it is listed for when the window opens); nothing is
+    recorded."""
+    from tests.test_contract_like import toml_dump
+
+    monkeypatch.setenv("RELANCE_LANG", "en")
+    cfg, sink = with_plan
+    replies.queue(engine, cfg, 1, "answer_dispute", None, NOW, "cli:me")  # to a@client.example about F-1
+    (tmp_path / "config.toml").write_text(toml_dump(merge(EXAMPLE, {
+        "database": {"url": db_url}, "smtp": {"host": "127.0.0.1", "port": cfg.smtp.port, "tls": "none",
+                                              "username": ""}})))
+    before = [rows(engine, f"SELECT count(*) FROM {t}") for t in ("outbound", "event")]
+    config = ["--config", str(tmp_path / "config.toml")]
+    assert main(["tick", *config, "--dry-run", "--now", "2027-04-27T10:00:00+02:00"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "would send  F-1  reply  100.00  Client A <a@client.example>" in lines
+    assert "would send  F-2  instalment  400.00  Client B <b@client.example>" in lines
+    assert lines[-1] == "2 message(s) due (dry run: nothing sent, nothing recorded)"
+    assert main(["tick", *config, "--dry-run", "--now", "2027-05-01T10:00:00+02:00"]) == 0  # a Saturday
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["would send  F-1  reply  100.00  Client A <a@client.example>",
+                         "1 message(s) due (dry run: nothing sent, nothing recorded)"]
+    assert lines[2].startswith("outside the sending window: it opens 2027-05-03 Mon 09:00")
+    assert "would send  F-2  instalment  400.00  Client B <b@client.example>" in lines[3:]
+    assert [rows(engine, f"SELECT count(*) FROM {t}") for t in ("outbound", "event")] == before
+    assert sink.received == []

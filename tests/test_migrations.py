@@ -50,7 +50,7 @@ def test_upgrading_a_database_with_sent_reminders(db_url: str, make_config: obje
 
 
 def test_received_messages_keep_their_bytes_when_they_move_to_a_table_of_their_own(db_url: str) -> None:
-    """0009_inbound_raw: the bytes leave `inbound` for `inbound_raw`, every message's, unchanged
+    """0010: the bytes leave `inbound` for `inbound_raw`, every message's, unchanged
     (NUL-free here: PostgreSQL's bytea and SQLite's blob both hold any byte), and the events that
     point at the messages still do."""
     engine: Engine = store.make_engine(db_url)

@@ -203,7 +203,48 @@ def test_relance_reply_from_the_command_line(engine: Engine, db_url: str, desk_w
                  str(tmp_path / "body.txt"), "--send", "--as", "alice", "--reason", "claim"]) == 0
     (msg,) = sent_replies(sink)
     assert msg.get_content() == "Bien reçu, merci.\n"
-    assert rows(engine, "SELECT kind, actor, reason FROM event WHERE kind IN ('reply_queued', 'decision')") == [
+    assert rows(engine, "SELECT kind, actor, reason FROM event WHERE kind IN ('reply_queued', 'decision') "
+                        "ORDER BY id") == [
         ("reply_queued", "cli:alice", "claim"), ("decision", "cli:alice", "claim")]
     assert main(["undo", *base[:2], "--now", "2027-04-06T11:00:00+02:00"]) == 1, "cli:<OS user> has nothing to undo"
     assert main(["reply", *base, "99", "--template", "ack_claim"]) == 1
+
+
+REPLY_TO = (b"From: noreply@client.example\r\nReply-To: Comptabilit\xc3\xa9 <Compta@Client.example>\r\n"
+            b"Subject: Facture F-2\r\nMessage-ID: <rt1@client.example>\r\nReferences: <r0@client.example>\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\nNous avons pay\xc3\xa9 la facture F-2 hier.\r\n")
+
+
+def test_a_reply_goes_to_the_reply_to_of_the_message(engine: Engine, desk_with_plan: tuple[Config, SmtpSink]) -> None:
+    """A client writing from a no-reply address with a Reply-To is answered at the Reply-To (To and
+    RCPT), threaded to its message as any reply."""
+    cfg, sink = desk_with_plan
+    deliver(engine, cfg, "ReplyTo", REPLY_TO)
+    (mid,) = rows(engine, "SELECT id FROM inbound WHERE message_id = '<rt1@client.example>'")[0]
+    with engine.connect() as c:
+        assert replies.draft(c, cfg, mid, "ack_claim", NOW).to == "compta@client.example"
+    replies.queue(engine, cfg, mid, "ack_claim", None, NOW, "cli:me")
+    run_tick(engine, cfg)
+    (msg,) = sent_replies(sink)
+    assert msg["To"] == "compta@client.example"
+    assert [r for _, r, data in sink.received if b".reply." in data] == [["compta@client.example"]]
+    assert msg["In-Reply-To"] == "<rt1@client.example>"
+    assert msg["References"] == "<r0@client.example> <rt1@client.example>"
+
+
+@pytest.mark.parametrize("reply_to", [
+    b"b@client.example>, thief@evil.example",  # a second address smuggled past a naive split
+    b"=?utf-8?q?Compta=0D=0ABcc:_thief@evil.example?= <compta@client.example>",  # a CR/LF once decoded
+    b"compta@[127.0.0.1]",  # a domain literal: not a plain address
+    b"nobody",
+])
+def test_a_reply_to_that_is_no_plain_address_is_refused(engine: Engine, desk_with_plan: tuple[Config, SmtpSink],
+                                                        reply_to: bytes) -> None:
+    """The Reply-To is checked as any address that comes in: refused with the header named, nothing
+    recorded (never a silent fall back to the sender, who asked for answers elsewhere)."""
+    cfg, _ = desk_with_plan
+    deliver(engine, cfg, "ReplyTo", REPLY_TO.replace(b"Comptabilit\xc3\xa9 <Compta@Client.example>", reply_to))
+    (mid,) = rows(engine, "SELECT id FROM inbound WHERE message_id = '<rt1@client.example>'")[0]
+    with pytest.raises(RelanceError, match=r"its Reply-To .* is not an address a reply can go to"):
+        replies.queue(engine, cfg, mid, "ack_claim", None, NOW, "cli:me")
+    assert rows(engine, "SELECT count(*) FROM outbound WHERE stage = 'reply'") == [(0,)]

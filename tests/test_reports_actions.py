@@ -85,7 +85,7 @@ def test_partial_then_full_payment(world: Any) -> None:
         actions.pause(world.engine, "F-1", at("2027-04-05T10:00"), None, "", "test")
     with world.engine.connect() as c:
         kinds = list(c.execute(sa.select(table(Event).c.kind, table(Event).c.actor)
-                               .where(table(Event).c.kind.in_(("payment", "paid")))).all())
+                               .where(table(Event).c.kind.in_(("payment", "paid"))).order_by(table(Event).c.id)).all())
     assert kinds == [("payment", "test"), ("paid", "test")]
 
 

@@ -674,3 +674,56 @@ async def test_the_why_the_screen_writes_for_a_person_is_in_their_language(
         await pilot.press("r")
         await settle(pilot)
     assert ("decision", "reprise depuis l'écran de tri") in events(engine), events(engine)
+
+
+async def test_the_counts_follow_a_decision_once_the_person_pauses(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """After a decision the row changes at once; the counts (a query over the whole queue) are read
+    again after a pause with no decision, and then say what the store says."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
+    async with running(app) as pilot:
+        assert str(app.query_one("#where").render()) == "1–2 of 2"
+        await pilot.press("down", "d")  # the dispute, dismissed as noise: it leaves the queue
+        await settle(pilot)
+        assert list(app.items) == ["m2"]
+        assert str(app.query_one("#counts").render()) == "payment plan proposed 1"
+        assert str(app.query_one("#where").render()) == "1–1 of 1"
+
+
+async def test_a_click_after_a_row_left_selects_the_row_under_the_pointer(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """The tables keep each cell's rendering across changes (tui/table.py); when a row above leaves,
+    the rows below move up and a click must read the row it lands on, not the one that was there."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(3)))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
+    async with running(app) as pilot:
+        table = app.query_one("#queue", DataTable)
+        assert next(iter(app.items)) == "m1" and len(app.items) == 4
+        await pilot.press("d")  # the dispute, on the first row, dismissed: the others move up
+        await settle(pilot)
+        left = list(app.items)
+        assert len(left) == 3 and "m1" not in left
+        await pilot.click(table, offset=(20, 2))  # the second row under the header
+        await settle(pilot)
+        assert cursor_key(app) == left[1]
+
+
+async def test_the_reader_loads_once_the_first_page_is_shown(engine: Engine, make_config: Callable[..., Config],
+                                                             tmp_path: Path) -> None:
+    """What the first decision would load (the classifier, dateparser's locales: most of a second)
+    is read in a worker once the queue is on screen, not on the person's first key; nothing is
+    stored by it."""
+    from bot import understand
+
+    app = seeded_app(engine, make_config(), tmp_path)
+    understand._date_parser.cache_clear()
+    understand._read_date.cache_clear()
+    events_before = events(engine)
+    async with running(app):
+        assert understand._date_parser.cache_info().currsize == 1, "the reader has read a made-up reply"
+    assert events(engine) == events_before

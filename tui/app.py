@@ -24,20 +24,26 @@ from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.timer import Timer
+from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from bot import reports, triage
+from bot import decisions, reports, triage
 from bot.config import Config
 from bot.i18n import day, moment, money, stage, stage_labels, t, words
 from bot.reasons import render as t_reason
 from bot.store import Engine
 from tui.decide import Decisions
+from tui.footer import SteadyFooter
 from tui.kpis import kpi_text
 from tui.screens import Help, ItemScreen, translated
+from tui.table import KeptTable
 
 PAGE = 100
 POLL_SECONDS = 2.0
+# After a decision the counts are read again once the person pauses this long: on a big store they
+# are a 50 ms query, which would otherwise share the CPU with the repaint of the row acted on.
+COUNT_AFTER_SECONDS = 0.5
 # Queue columns, widest screen first; narrow screens keep the first ones (what is at stake and what it is).
 QUEUE_COLUMNS = (("stake", "STAKE", 12), ("kind", "KIND", 18), ("client", "CLIENT", 18), ("invoices", "INVOICES", 12),
                  ("late", "LATE", 6), ("from", "FROM", 26), ("received", "RECEIVED", 17), ("why", "WHY", 60))
@@ -60,6 +66,9 @@ def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[st
 class RelanceApp(Decisions):
     TITLE = "Relance"
     CSS = """
+    /* Fixed sizes: a row added or removed repaints the table, not the screen (an auto height lays
+       out every widget again, 10 to 15 ms of each decision). */
+    TabbedContent, ContentSwitcher, TabPane, #queue, #invoices { height: 1fr; }
     #preview { height: 7; border-top: solid $accent; padding: 0 1; }
     #where { height: 1; padding: 0 1; color: $text-muted; }
     #done { height: 1; padding: 0 1; background: $boost; }
@@ -97,10 +106,11 @@ class RelanceApp(Decisions):
     ]
 
     def __init__(self, engine: Engine, config: Config, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 actor: str = "tui", poll_seconds: float = POLL_SECONDS) -> None:
+                 actor: str = "tui", poll_seconds: float = POLL_SECONDS,
+                 count_after_seconds: float = COUNT_AFTER_SECONDS) -> None:
         super().__init__()
         self.engine, self.config, self.clock, self.actor = engine, config, clock, actor
-        self.poll_seconds = poll_seconds
+        self.poll_seconds, self.count_after_seconds = poll_seconds, count_after_seconds
         self.items: dict[str, triage.Item] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
         self.filters = triage.Filters()
@@ -110,6 +120,8 @@ class RelanceApp(Decisions):
         self.sort, self.descending = "amount_due", True
         self.selected: set[str] = set()
         self.seen_marker: tuple[int, int, int] | None = None
+        self.count_timer: Timer | None = None
+        self.warmed = False
         self.width_seen = 0
         self.invoices_shown = False
         self.labels = stage_labels(config.stages)
@@ -122,20 +134,22 @@ class RelanceApp(Decisions):
         with TabbedContent(initial="queue-pane"):
             with TabPane(t("Queue"), id="queue-pane"):
                 yield Static("", id="counts", markup=False)
-                yield DataTable(id="queue", cursor_type="row")
+                yield KeptTable(id="queue", cursor_type="row")
                 yield Static("", id="where", markup=False)
                 yield Static("", id="preview")
             with TabPane(t("Invoices"), id="invoices-pane"):
-                yield DataTable(id="invoices", cursor_type="row")
+                yield KeptTable(id="invoices", cursor_type="row")
                 yield Static("", id="invoices-where", markup=False)
             with TabPane(t("KPIs"), id="kpi-pane"):
                 yield Static("", id="kpis")
         yield Static("", id="done", markup=False)
-        yield Footer()
+        yield SteadyFooter()
 
     def on_mount(self) -> None:
         self._columns()
-        self.query_one("#queue", DataTable).focus()
+        queue = self.query_one("#queue", DataTable)
+        queue.focus()
+        self.watch(queue, "cursor_coordinate", self._cursor_moved, init=False)
         self.install_screen(ItemScreen(self.config.zone, self.labels), "item")
         self.load_queue()  # the invoices when their tab is first shown: the queue paints first
         self.set_interval(self.poll_seconds, self.poll)
@@ -166,9 +180,23 @@ class RelanceApp(Decisions):
             if get_current_worker().is_cancelled:  # a newer read (the next letter typed) replaces this one
                 return
             self.call_from_thread(self._queue_read, rows, marker)
-            per_kind = triage.counts(conn)
-            total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
-        self.call_from_thread(self._counted, total, per_kind)
+            counted = triage.totals(conn, self.filters)
+        self.call_from_thread(self._counted, *counted)
+
+    def recount_soon(self) -> None:
+        """The counts again, once no decision came for `count_after_seconds` (once for a run of them)."""
+        if self.count_timer is not None:
+            self.count_timer.stop()
+        if self.count_after_seconds <= 0:
+            self.recount()
+        else:
+            self.count_timer = self.set_timer(self.count_after_seconds, self.recount)
+
+    @work(thread=True, exclusive=True, group="count")
+    def recount(self) -> None:
+        with self.engine.connect() as conn:
+            counted = triage.totals(conn, self.filters)
+        self.call_from_thread(self._counted, *counted)
 
     def _queue_read(self, rows: list[triage.Item], marker: tuple[int, int, int]) -> None:
         self.seen_marker = marker
@@ -177,6 +205,13 @@ class RelanceApp(Decisions):
     def _counted(self, total: int, per_kind: dict[str, int]) -> None:
         self.total["queue"], self.per_kind = total, per_kind
         self._show_counts()
+        if not self.warmed:  # the first page is on screen: what the first decision would load, now
+            self.warmed = True
+            self.warm_up()
+
+    @work(thread=True, group="warm")
+    def warm_up(self) -> None:
+        decisions.warm_up(self.engine, self.config, self.clock())
 
     @work(thread=True, exclusive=True, group="invoices")
     def load_invoices(self) -> None:
@@ -278,16 +313,17 @@ class RelanceApp(Decisions):
         selected = f" · {t('{n} selected', n=len(self.selected))}" if self.selected else ""
         self.query_one("#where", Static).update(
             t("{first}–{last} of {total}", first=first, last=self.offset["queue"] + len(self.items),
-              total=self.total["queue"]) + selected)
+              total=self.total["queue"]) + selected, layout=False)  # one line, always
 
     def _show_preview(self) -> None:
         item = self.items.get(self._current_key() or "")
         text = "" if item is None else (
             f"[b]{escape(item.subject)}[/b] · {escape(item.sender)}\n{escape(t_reason(item.reason))}")
-        self.query_one("#preview", Static).update(text)
+        self.query_one("#preview", Static).update(text, layout=False)  # its size is fixed: no layout
 
-    @on(DataTable.RowHighlighted, "#queue")
-    def _highlighted(self) -> None:
+    def _cursor_moved(self) -> None:
+        """The preview follows the cursor in the same repaint as the cursor (the RowHighlighted
+        message comes after that repaint, and a second one for the preview)."""
         self._show_preview()
 
     @on(DataTable.RowSelected)

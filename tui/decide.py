@@ -59,6 +59,9 @@ class Decisions(App[None]):
     def refresh_all(self) -> None:
         raise NotImplementedError
 
+    def recount_soon(self) -> None:
+        raise NotImplementedError
+
     # Where the cursor is -------------------------------------------------------------------------
 
     def _pane(self) -> str:
@@ -135,24 +138,21 @@ class Decisions(App[None]):
             self.call_from_thread(self.refresh_all)
 
     def _after(self, line: str, key: str | None, number: str | None) -> None:
-        """Read again only what the decision changed: the item and the invoice acted on; show them;
-        then the counts."""
+        """Read again only what the decision changed: the item and the invoice acted on; show them.
+        The counts follow once the person pauses (`recount_soon`)."""
         with self.engine.connect() as conn:
             item = triage.one(conn, key) if key else None
-            row = (triage.invoice_page(conn, self.config, self.clock(), "number", False, 0, 1, number)
-                   if number else [])
+            row = triage.invoice_row(conn, self.config, self.clock(), number) if number else None
             marker = triage.marker(conn)
-            self.call_from_thread(self._changed, line, key, item, number, row, marker)
-            per_kind = triage.counts(conn)
-            total = sum(per_kind.values()) if self.filters == triage.Filters() else triage.count(conn, self.filters)
-        self.call_from_thread(self._counted, total, per_kind)
+        self.call_from_thread(self._changed, line, key, item, number, row, marker)
+        self.call_from_thread(self.recount_soon)
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
-                 row: list[dict[str, Any]], marker: tuple[int, int, int]) -> None:
-        self.query_one("#done", Static).update(line)
+                 row: dict[str, Any] | None, marker: tuple[int, int, int]) -> None:
+        self.query_one("#done", Static).update(line, layout=False)  # one line, always
         screen = self.get_screen("item")
         if isinstance(screen, ItemScreen) and screen.is_mounted:
-            screen.query_one("#done", Static).update(line)
+            screen.query_one("#done", Static).update(line, layout=False)
         self.seen_marker = marker
         if key is not None and key in self.items:
             table = self.query_one("#queue", DataTable)
@@ -167,13 +167,13 @@ class Decisions(App[None]):
                     table.update_cell(key, k, v)
         if number is not None and number in self.invoices:
             table = self.query_one("#invoices", DataTable)
-            if not row or row[0]["number"] != number:
+            if row is None:
                 table.remove_row(number)
                 del self.invoices[number]
             else:
-                self.invoices[number] = row[0]
+                self.invoices[number] = row
                 keys = [str(c.key.value) for c in table.ordered_columns]
-                for k, v in zip(keys, self._invoice_cells(row[0], keys), strict=True):
+                for k, v in zip(keys, self._invoice_cells(row, keys), strict=True):
                     table.update_cell(number, k, v)
         self._show_preview()
 

@@ -12,12 +12,13 @@ from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Label, Select, Static, TextArea
+from textual.widgets import Label, Select, Static, TextArea
 from textual.worker import get_current_worker
 
 from bot import replies
 from bot.errors import RelanceError
 from bot.i18n import t, words
+from tui.footer import SteadyFooter
 from tui.screens import translated
 
 
@@ -65,7 +66,7 @@ class ReplyEditor(ModalScreen[Answer | None]):
             yield Label(t("Ctrl+S decides and queues the reply · Ctrl+W decides without a reply · "
                           "Ctrl+E opens $EDITOR · Escape cancels") if self.decline
                         else t("Ctrl+S queues the reply · Ctrl+E opens $EDITOR · Escape cancels"), id="hint")
-        yield Footer()
+        yield SteadyFooter()
 
     def on_mount(self) -> None:
         self.query_one(TextArea).focus()

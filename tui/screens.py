@@ -14,11 +14,12 @@ from textual.binding import Binding, BindingsMap, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
 from bot.i18n import day, moment, money, stage, t, words
 from bot.reasons import render as t_reason
+from tui.footer import SteadyFooter
 
 
 def translated(node: DOMNode) -> None:
@@ -147,7 +148,7 @@ class ItemScreen(Screen[None]):
             with VerticalScroll(id="invoice-pane"):
                 yield Static("", id="invoice")
         yield Static("", id="done", markup=False)
-        yield Footer()
+        yield SteadyFooter()
 
     def show(self, key: str, message: dict[str, Any] | None, invoices: list[dict[str, Any]]) -> None:
         """Another item in the same screen (built once: a new screen per item costs a tenth of a second)."""
@@ -167,7 +168,8 @@ class ItemScreen(Screen[None]):
         self.query_one("#invoice", Static).update(self._invoices_text())
         self.query_one("#done", Static).update("")
         for pane in self.query(VerticalScroll):
-            pane.scroll_home(animate=False)
+            if pane.scroll_offset:  # scrolling to where it is would lay the screen out once more
+                pane.scroll_home(animate=False)
 
     def _message_text(self) -> str:
         m = self.message

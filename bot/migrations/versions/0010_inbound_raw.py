@@ -3,15 +3,15 @@ by the message's id. SQLite writes a row again whole when any of its columns cha
 of a message's status wrote its bytes again (and held them twice in memory, 120 MB more for a
 40 MB message); the listings of messages read them for nothing.
 
-Revision ID: 0009_inbound_raw
-Revises: 0008
+Revision ID: 0010
+Revises: 0009_tui
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_inbound_raw"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009_tui"
 branch_labels = None
 depends_on = None
 
