@@ -158,7 +158,7 @@ def draft(conn: Connection, config: Config, inbound_id: int, template: str, now:
     invoices = _invoices_of(conn, inbound_id)
     if not invoices:
         raise RelanceError(t("message #{id} concerns no invoice: assign it first (a)", id=inbound_id))
-    to = reply_address(inbound_id, m.from_addr or "", bytes(m.raw))
+    to = reply_address(inbound_id, m.from_addr or "", inbound_raw(conn, [inbound_id]).get(inbound_id, b""))
     if instalments is None:
         plan = plans.running(conn, int(invoices[0].id))
         instalments = (tuple(Instalment(Decimal(s["amount"]), date.fromisoformat(s["due"]))
