@@ -34,21 +34,28 @@ Sending is split so that rendering leaves the send path (bot/prepare.py):
   none is left, render again).
 - `mark_sending` is one statement per message, committed before DATA: `claimed` -> `sending`,
   again only where its invoices are still as rendered (a payment landing mid-chunk still stops
-  it), in the transaction that records the previous message sent. It runs on the driver's
-  connection (bot/driver.py) while the server reads the envelope (`Mailer.send`'s `ready`); on
-  PostgreSQL it does not wait for the disk (synchronous_commit off, as SQLite's
+  it), stamped with the order of the marks (`sending_seq`, a monotonic clock). It runs on the
+  driver's connection (bot/driver.py), while the server reads MAIL FROM (`Mailer.send`'s
+  `ready`); on PostgreSQL it does not wait for the disk (synchronous_commit off, as SQLite's
   synchronous=NORMAL): a crash of this process loses none of it, a crash of the database host
   may lose the last fraction of a second (`flush_marks` makes it wait).
+- `delivered` keeps what the server accepted; it is recorded `sent` (with its events) at the
+  start of this instance's next transaction: the next claim, a failure's record, `flush` before
+  a wait for the rate limit and at the end of the pass. A failure (4xx, 5xx, the connection lost)
+  is recorded at once, before the next mark.
 - `release`, at the end of a pass, gives back what this instance took and did not send.
 
-What a crash leaves: at most one message `sending` per SMTP connection, since a message is marked
-`sending` only after the previous one's outcome is recorded. Nothing `preparing` or `claimed` has
-reached the server (DATA waits for `sending`), so a restart puts those back (`pending`,
-`prepared`). A message left `sending` is different: nothing can tell whether the server accepted
-it, and a duplicate formal notice is worse than a late one, so it becomes `uncertain`: it counts
-as sent for the ladder (the next stage will follow in due time), and an event asks a person to
-check. A restart does this when the message's claimant is known dead (same host, process gone) or
-its claim is older than `LEASE`, which covers an instance that died on another host.
+What a crash leaves: a batch (one instance's pass: the same `claimed_by` and `claimed_at`, one
+SMTP connection) may leave several messages `sending`. Each was marked only once the previous
+one's outcome was known, and every outcome but a delivery is recorded before the next mark: so
+each of them but the last marked was delivered, and a restart records those `sent`. Nothing
+`preparing` or `claimed` has reached the server (DATA waits for `sending`), so a restart puts
+those back (`pending`, `prepared`). The last message marked is different: nothing can tell
+whether the server accepted it, and a duplicate formal notice is worse than a late one, so it
+becomes `uncertain` (at most one per connection): it counts as sent for the ladder (the next
+stage will follow in due time), and an event asks a person to check. A restart does this when
+the batch's claimant is known dead (same host, process gone) or its claim is older than `LEASE`,
+which covers an instance that died on another host.
 """
 
 from __future__ import annotations
@@ -56,8 +63,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time as clock
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -141,11 +149,12 @@ class Outbox:
         self.failures: list[str] = []  # messages that could not be rendered, with why
         self.cancelled = 0  # messages this instance cancelled (no longer due); not those another one took
         self._driver: DriverConnection | None = None  # held by a batch for its per-message statements
+        self._delivered: list[tuple[Prepared, tuple[str, ...]]] = []  # delivered, to record `sent` (`flush`)
         self._mark_statement = (
             sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"), out_t.c.status == "claimed",
                                    out_t.c.claimed_by == sa.bindparam("me"), self._still_as_rendered())
             .values(status="sending", claimed_at=sa.bindparam("wall", type_=UtcDateTime()),
-                    attempts=out_t.c.attempts + 1))
+                    sending_seq=sa.bindparam("seq"), attempts=out_t.c.attempts + 1))
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -220,12 +229,14 @@ class Outbox:
         return ids
 
     def resolve_stale(self) -> list[str]:
-        """Settle what instances that are gone left half-way (see the module docstring): `sending`
-        becomes `uncertain`, `claimed` goes back to `prepared`, `preparing` to `pending`. Returns
-        the Message-IDs made uncertain."""
+        """Settle what instances that are gone left half-way (see the module docstring): of the
+        messages one batch left `sending`, those marked before its last were delivered and are
+        recorded `sent`, the last becomes `uncertain`; `claimed` goes back to `prepared`,
+        `preparing` to `pending`. Returns the Message-IDs made uncertain."""
         with session(self.engine) as s:
             rows = s.execute(sa.select(out_t.c.id, out_t.c.message_id, out_t.c.status, out_t.c.claimed_by,
-                                       out_t.c.claimed_at)
+                                       out_t.c.claimed_at, out_t.c.sending_seq, out_t.c.stage, out_t.c.created_at,
+                                       out_t.c.prepared_at)
                              .where(out_t.c.status.in_(("sending", "claimed", "preparing")))).all()
             stale = [r for r in rows if _claimant_dead(r.claimed_by, self.instance)
                      or r.claimed_at is None or r.claimed_at < self.wall_now - LEASE]
@@ -234,7 +245,17 @@ class Outbox:
                 if ids:
                     s.execute(sa.update(out_t).where(out_t.c.id.in_(ids), out_t.c.status == back)
                               .values(status=status, claimed_by=None))
-            uncertain = [r for r in stale if r.status == "sending"]
+            last: dict[tuple[Any, Any], int] = {}  # per batch (instance, start): the last mark
+            for r in rows:
+                if r.status == "sending" and r.sending_seq is not None:
+                    batch = (r.claimed_by, r.claimed_at)
+                    last[batch] = max(last.get(batch, r.sending_seq), r.sending_seq)
+            delivered = [r for r in stale if r.status == "sending" and r.sending_seq is not None
+                         and r.sending_seq < last[(r.claimed_by, r.claimed_at)]]
+            self._record_sent(s, [_Sent(int(r.id), str(r.stage), tuple(self._invoices_of(s, int(r.id))),
+                                        r.created_at, r.prepared_at or self.now, "") for r in delivered])
+            done = {r.id for r in delivered}
+            uncertain = [r for r in stale if r.status == "sending" and r.id not in done]
             for r in uncertain:
                 self._finish(s, r.id, "uncertain", "delivery_uncertain",
                              reason("outbox.uncertain", instance=r.claimed_by or "?"))
@@ -251,6 +272,64 @@ class Outbox:
             for mine, status in (("claimed", "prepared"), ("preparing", "pending")):
                 s.execute(sa.update(out_t).where(out_t.c.status == mine, out_t.c.claimed_by == self.instance)
                           .values(status=status, claimed_by=None))
+
+    # -- recording deliveries ----------------------------------------------------------------------
+
+    def delivered(self, p: Prepared, refused_cc: Sequence[str] = ()) -> None:
+        """`p` was delivered: recorded `sent` with the next transaction this outbox commits (the
+        next claim, a failure, `flush`), not one by one. At once when the server refused one of its
+        Cc addresses: the record says so, and a crash would lose it."""
+        self._delivered.append((p, tuple(refused_cc)))
+        if refused_cc:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record `sent` what was delivered and is not yet."""
+        if self._delivered:
+            with self._recording():
+                pass
+
+    def settle(self, sent: tuple[Prepared, Sequence[str]] | None) -> None:
+        """Record a delivered message now (with any delivered before it)."""
+        if sent is not None:
+            self._delivered.append((sent[0], tuple(sent[1])))
+        self.flush()
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[Connection]:
+        """A transaction that begins by recording what was delivered since the last one."""
+        batch = list(self._delivered)
+        with session(self.engine) as s:
+            if batch:
+                # Only what is still this batch's `sending` (another instance may have settled a
+                # message whose claim it judged too old): no second event for one delivery.
+                ids = [p.outbound_id for p, _ in batch]
+                mine = set(s.execute(sa.select(out_t.c.id).where(
+                    out_t.c.id.in_(ids), out_t.c.status == "sending", out_t.c.claimed_by == self.instance)).scalars())
+                self._record_sent(s, [_Sent(p.outbound_id, p.stage, p.invoice_ids, p.queued_at, self.now,
+                                            join(*(reason("outbox.cc_refused", address=r) for r in refused)))
+                                      for p, refused in batch if p.outbound_id in mine])
+            yield s
+        del self._delivered[:len(batch)]
+
+    def _record_sent(self, s: Connection, sent: Sequence[_Sent]) -> None:
+        """`sent`, with one event per invoice and, for a message queued by an earlier run, its
+        stage dated by its delivery: three statements for the lot."""
+        if not sent:
+            return
+        s.execute(_SENT, [{"oid": d.outbound_id, "p_at": d.at, "p_error": plain_text(d.why) or None} for d in sent])
+        s.execute(_SENT_EVENT, [{"oid": d.outbound_id, "p_invoice": i, "p_at": d.at, "p_reason": d.why,
+                                 "p_kind": {REPLY: "reply_sent", INSTALMENT: "instalment_sent"}.get(
+                                     d.stage, "reminder_sent")}
+                                for d in sent for i in d.invoice_ids])
+        later = [{"oid": d.outbound_id, "p_at": d.at} for d in sent if d.queued_at != d.at]
+        if later:
+            s.execute(_SENT_STAGE, later)
+
+    def _invoices_of(self, s: Connection, outbound_id: int) -> list[int]:
+        ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
+                                                                 rem_t.c.skipped.is_(False))).scalars())
+        return ids + [i for i in _linked(s, outbound_id) if i not in ids]
 
     # -- preparing -------------------------------------------------------------------------------
 
@@ -333,7 +412,7 @@ class Outbox:
 
         On PostgreSQL, rows another instance is claiming are skipped, not waited for."""
         ok = self._still_as_rendered(today_only=True).label("ok")
-        with session(self.engine) as s:
+        with self._recording() as s:
             candidates = s.execute(_skip_locked(s, sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared")
                                                 .order_by(out_t.c.id).limit(limit))).all()
             good = [r.id for r in candidates if r.ok]
@@ -375,15 +454,14 @@ class Outbox:
             self._driver.close()
             self._driver = None
 
-    def mark_sending(self, p: Prepared, settle: tuple[Prepared, Sequence[str]] | None = None) -> bool:
+    def mark_sending(self, p: Prepared) -> bool:
         """`claimed` -> `sending`, committed, if its invoices are still as rendered; False sends
-        the caller to `claim` (the careful path). `settle` (the previous message, delivered) is
-        recorded in the same transaction: one commit per message, on the driver's connection."""
+        the caller to `claim` (the careful path). One statement and its commit, on the driver's
+        connection: the messages delivered before it are recorded with the next claim."""
         if self._driver is None:
             self._driver = DriverConnection(self.engine, flush_on_commit=self.flush_marks)
-        steps = self._sent_steps(*settle) if settle is not None else []
-        steps.append((self._mark_statement, {"oid": p.outbound_id, "me": self.instance, "wall": self.wall_now}))
-        return self._driver.transaction(steps)[-1] == 1
+        return self._driver.transaction([(self._mark_statement, {
+            "oid": p.outbound_id, "me": self.instance, "wall": self.wall_now, "seq": clock.monotonic_ns()})])[0] == 1
 
     def claim(self, outbound_id: int, status: str = "pending") -> Prepared | None:
         """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
@@ -416,7 +494,7 @@ class Outbox:
             else:
                 values.update(claimed_at=self.wall_now, claimed_by=self.instance)
             if to == "sending":
-                values["attempts"] = out_t.c.attempts + 1
+                values.update(attempts=out_t.c.attempts + 1, sending_seq=clock.monotonic_ns())
             moved = cast(sa.CursorResult[Any], s.execute(
                 sa.update(out_t).where(out_t.c.id == outbound_id, out_t.c.status == status).values(**values))).rowcount
             if moved != 1:  # another instance took it between our read and our write
@@ -613,38 +691,19 @@ class Outbox:
 
     # -- outcomes --------------------------------------------------------------------------------
 
-    def settle(self, sent: tuple[Prepared, Sequence[str]] | None) -> None:
-        """Record a delivered message on its own (when no next message carries it)."""
-        if sent is not None:
-            with session(self.engine) as s:
-                for statement, values in self._sent_steps(*sent):
-                    s.execute(statement, values)
-
-    def _sent_steps(self, p: Prepared, refused_cc: Sequence[str]) -> list[tuple[Any, Any]]:
-        """The statements that record `p` delivered: run by `settle`, or with the next message's mark."""
-        why = join(*(reason("outbox.cc_refused", address=r) for r in refused_cc))
-        kind = {REPLY: "reply_sent", INSTALMENT: "instalment_sent"}.get(p.stage, "reminder_sent")
-        steps: list[tuple[Any, Any]] = [
-            (_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": plain_text(why) or None}),
-            (_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_kind": kind, "p_at": self.now, "p_reason": why}
-                           for i in p.invoice_ids])]
-        if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
-            steps.append((_SENT_STAGE, {"oid": p.outbound_id, "p_at": self.now}))
-        return steps
-
     def mark_deferred(self, outbound_id: int, reason: str) -> None:
         """A temporary failure: back to pending, retried by the next tick (not by this one: `take`)."""
-        with session(self.engine) as s:
+        with self._recording() as s:
             s.execute(sa.update(out_t).where(out_t.c.id == outbound_id)
                       .values(status="pending", last_error=reason, claimed_by=None, claimed_at=self.wall_now))
 
     def mark_uncertain(self, outbound_id: int, reason: str) -> None:
-        with session(self.engine) as s:
+        with self._recording() as s:
             self._finish(s, outbound_id, "uncertain", "delivery_uncertain", reason)
 
     def mark_data_error(self, outbound_id: int, reason: str) -> None:
         """The message cannot go as it is (see MessageDataError): its invoices wait for a fix."""
-        with session(self.engine) as s:
+        with self._recording() as s:
             if self._is_reply(s, outbound_id):
                 self._finish(s, outbound_id, "failed", "reply_failed", reason)
                 return
@@ -660,7 +719,7 @@ class Outbox:
 
     def mark_refused(self, outbound_id: int, reason: str) -> None:
         """The server refused the recipient for good: the invoices bounce, the contact is failing."""
-        with session(self.engine) as s:
+        with self._recording() as s:
             if self._is_reply(s, outbound_id):  # the client's sender refused: the reply fails, nothing bounces
                 self._finish(s, outbound_id, "failed", "reply_failed", reason)
                 return
@@ -672,9 +731,7 @@ class Outbox:
 
     def _finish(self, s: Connection, outbound_id: int, status: str, event: str, reason: str,
                 unlink: bool = False) -> list[int]:
-        ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
-                                                                 rem_t.c.skipped.is_(False))).scalars())
-        ids += [i for i in _linked(s, outbound_id) if i not in ids]
+        ids = self._invoices_of(s, outbound_id)
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
             status=status, last_error=plain_text(reason) or None))
         record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,
@@ -695,6 +752,18 @@ _STORE_PREPARED = (
     .values(status="prepared", claimed_by=None, raw=sa.bindparam("p_raw"), subject=sa.bindparam("p_subject"),
             cc=sa.bindparam("p_cc"), prepared_at=sa.bindparam("p_at", type_=UtcDateTime()),
             prepared_paid=sa.bindparam("p_paid", type_=Money())))
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A delivery to record: the message, its invoices, and when."""
+
+    outbound_id: int
+    stage: str
+    invoice_ids: tuple[int, ...]
+    queued_at: datetime | None
+    at: datetime
+    why: str  # what the server said of its Cc addresses, if it refused some (a reason code)
 
 
 _SENT = (sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"))
