@@ -460,8 +460,8 @@ class Outbox:
         connection: the messages delivered before it are recorded with the next claim."""
         if self._driver is None:
             self._driver = DriverConnection(self.engine, flush_on_commit=self.flush_marks)
-        return self._driver.transaction([(self._mark_statement, {
-            "oid": p.outbound_id, "me": self.instance, "wall": self.wall_now, "seq": clock.monotonic_ns()})])[0] == 1
+        return self._driver.execute(self._mark_statement, {
+            "oid": p.outbound_id, "me": self.instance, "wall": self.wall_now, "seq": clock.monotonic_ns()}) == 1
 
     def claim(self, outbound_id: int, status: str = "pending") -> Prepared | None:
         """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
