@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time as clock
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -150,6 +151,10 @@ class Outbox:
         self.cancelled = 0  # messages this instance cancelled (no longer due); not those another one took
         self._driver: DriverConnection | None = None  # held by a batch for its per-message statements
         self._delivered: list[tuple[Prepared, tuple[str, ...]]] = []  # delivered, to record `sent` (`flush`)
+        # On PostgreSQL the next chunk is claimed in a thread (bot/tick.py): one recording of the
+        # deliveries at a time, and the counts kept right.
+        self._lock = threading.RLock()
+        self._claim_cache: dict[int, _ClaimStatements] = {}
         self._mark_statement = (
             sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"), out_t.c.status == "claimed",
                                    out_t.c.claimed_by == sa.bindparam("me"), self._still_as_rendered())
@@ -298,19 +303,21 @@ class Outbox:
     @contextlib.contextmanager
     def _recording(self) -> Iterator[Connection]:
         """A transaction that begins by recording what was delivered since the last one."""
-        batch = list(self._delivered)
-        with session(self.engine) as s:
-            if batch:
-                # Only what is still this batch's `sending` (another instance may have settled a
-                # message whose claim it judged too old): no second event for one delivery.
-                ids = [p.outbound_id for p, _ in batch]
-                mine = set(s.execute(sa.select(out_t.c.id).where(
-                    out_t.c.id.in_(ids), out_t.c.status == "sending", out_t.c.claimed_by == self.instance)).scalars())
-                self._record_sent(s, [_Sent(p.outbound_id, p.stage, p.invoice_ids, p.queued_at, self.now,
-                                            join(*(reason("outbox.cc_refused", address=r) for r in refused)))
-                                      for p, refused in batch if p.outbound_id in mine])
-            yield s
-        del self._delivered[:len(batch)]
+        with self._lock:
+            batch = list(self._delivered)
+            with session(self.engine) as s:
+                if batch:
+                    # Only what is still this batch's `sending` (another instance may have settled a
+                    # message whose claim it judged too old): no second event for one delivery.
+                    ids = [p.outbound_id for p, _ in batch]
+                    mine = set(s.execute(sa.select(out_t.c.id).where(
+                        out_t.c.id.in_(ids), out_t.c.status == "sending",
+                        out_t.c.claimed_by == self.instance)).scalars())
+                    self._record_sent(s, [_Sent(p.outbound_id, p.stage, p.invoice_ids, p.queued_at, self.now,
+                                                join(*(reason("outbox.cc_refused", address=r) for r in refused)))
+                                          for p, refused in batch if p.outbound_id in mine])
+                yield s
+            del self._delivered[:len(batch)]
 
     def _record_sent(self, s: Connection, sent: Sequence[_Sent]) -> None:
         """`sent`, with one event per invoice and, for a message queued by an earlier run, its
@@ -411,25 +418,16 @@ class Outbox:
         go through the careful path (`claim`) and come back claimed if they still have to go.
 
         On PostgreSQL, rows another instance is claiming are skipped, not waited for."""
-        ok = self._still_as_rendered(today_only=True).label("ok")
+        q = self._claim_statements(limit)
         with self._recording() as s:
-            candidates = s.execute(_skip_locked(s, sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared")
-                                                .order_by(out_t.c.id).limit(limit))).all()
+            candidates = s.execute(q.candidates if s.dialect.name != "postgresql" else q.candidates_locked).all()
             good = [r.id for r in candidates if r.ok]
             changed = [r.id for r in candidates if not r.ok]
-            rows = s.execute(sa.update(out_t).where(out_t.c.id.in_(good), out_t.c.status == "prepared")
-                             .values(status="claimed", claimed_by=self.instance, claimed_at=self.wall_now)
-                             .returning(out_t.c.id, out_t.c.message_id, out_t.c.raw, out_t.c.subject,
-                                        out_t.c.to_addr, out_t.c.cc, out_t.c.stage, out_t.c.created_at,
-                                        out_t.c.prepared_paid)).all() if good else []
+            rows = s.execute(q.claim, {"ids": good}).all() if good else []
             if changed:
-                s.execute(sa.update(out_t).where(out_t.c.id.in_(changed), out_t.c.status == "prepared")
-                          .values(status="claimed", claimed_by=self.instance, claimed_at=self.wall_now))
+                s.execute(q.set_aside, {"ids": changed})
             links: dict[int, list[Any]] = defaultdict(list)
-            for r in s.execute(sa.select(rem_t.c.outbound_id, inv_t.c.id, inv_t.c.number)
-                               .join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
-                               .where(rem_t.c.outbound_id.in_([r.id for r in rows]), rem_t.c.skipped.is_(False))
-                               .order_by(inv_t.c.due_date, inv_t.c.number)):
+            for r in s.execute(q.links, {"ids": [r.id for r in rows]}) if rows else ():
                 links[r.outbound_id].append(r)
             for r in rows:  # a reply, an instalment reminder: its invoices are those of its queued event
                 if r.stage in (REPLY, INSTALMENT):
@@ -447,6 +445,27 @@ class Outbox:
                 if p is not None:
                     out.append(p)
         return sorted(out, key=lambda p: p.outbound_id)  # the order they were queued in: priority first
+
+    def _claim_statements(self, limit: int) -> _ClaimStatements:
+        """`claim_prepared`'s statements, built once a pass (building them cost more than running them)."""
+        found = self._claim_cache.get(limit)
+        if found is None:
+            ok = self._still_as_rendered(today_only=True).label("ok")
+            candidates = sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared").order_by(out_t.c.id).limit(limit)
+            ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+            mine = {"status": "claimed", "claimed_by": self.instance, "claimed_at": self.wall_now}
+            found = self._claim_cache[limit] = _ClaimStatements(
+                candidates=candidates,
+                candidates_locked=candidates.with_for_update(skip_locked=True, of=out_t),
+                claim=sa.update(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "prepared").values(**mine)
+                .returning(out_t.c.id, out_t.c.message_id, out_t.c.raw, out_t.c.subject, out_t.c.to_addr, out_t.c.cc,
+                           out_t.c.stage, out_t.c.created_at, out_t.c.prepared_paid),
+                set_aside=sa.update(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "prepared").values(**mine),
+                links=sa.select(rem_t.c.outbound_id, inv_t.c.id, inv_t.c.number)
+                .join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
+                .where(rem_t.c.outbound_id.in_(ids), rem_t.c.skipped.is_(False))
+                .order_by(inv_t.c.due_date, inv_t.c.number))
+        return found
 
     def close(self) -> None:
         """Give back the connection a batch held for its per-message statements."""
@@ -474,7 +493,7 @@ class Outbox:
             return None
 
     def _claim(self, outbound_id: int, status: str, to: str) -> Prepared | None:
-        with session(self.engine) as s:
+        with self._lock, session(self.engine) as s:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
             if ob.status != status or (status in MINE and ob.claimed_by != self.instance):
                 return None
@@ -752,6 +771,15 @@ _STORE_PREPARED = (
     .values(status="prepared", claimed_by=None, raw=sa.bindparam("p_raw"), subject=sa.bindparam("p_subject"),
             cc=sa.bindparam("p_cc"), prepared_at=sa.bindparam("p_at", type_=UtcDateTime()),
             prepared_paid=sa.bindparam("p_paid", type_=Money())))
+
+
+@dataclass(frozen=True)
+class _ClaimStatements:
+    candidates: sa.Select[Any]  # the oldest prepared, and whether each is still as rendered
+    candidates_locked: sa.Select[Any]  # the same, FOR UPDATE SKIP LOCKED (PostgreSQL)
+    claim: Any  # those still as rendered -> claimed, returning what is sent
+    set_aside: Any  # the others -> claimed, for the careful path
+    links: sa.Select[Any]  # their invoices' ids and numbers
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -152,7 +153,7 @@ class RateLimiter:
         self.take()
 
 
-CLAIM = 50  # messages claimed per transaction, at most; a rate limit makes it fewer (about a second's worth)
+CLAIM = 100  # messages claimed per transaction, at most; a rate limit makes it fewer (about a second's worth)
 
 
 def claim_size(rate_per_minute: int) -> int:
@@ -171,44 +172,50 @@ async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickRe
     `sending` (after a last check of its invoices) by one statement, committed while the server
     reads its envelope; those delivered are recorded `sent` together, with the next claim.
     Several instances on PostgreSQL share the messages this way. `preparer`: one started earlier
-    (its worker process boots while the messages are queued); by default, one of this pass's own."""
+    (its worker process boots while the messages are queued); by default, one of this pass's own.
+
+    On PostgreSQL the next chunk is stored and claimed in a thread while this one is sent: its
+    round trips are waited for there, not here. SQLite has one writer at a time: a claim there
+    would hold up the next mark (its busy wait sleeps by the millisecond), so it is made here."""
     limiter = RateLimiter(config.smtp.rate_per_minute, sleep=sleep)
     size = claim_size(config.smtp.rate_per_minute)
     lost = False
     stack = contextlib.ExitStack()
     if preparer is None:
         preparer = stack.enter_context(Preparer(outbox, outbox.waiting(), parallel_from=parallel_from))
+    loop = asyncio.get_running_loop()
+    claims = (ThreadPoolExecutor(1, thread_name_prefix="relance-claims")
+              if outbox.engine.dialect.name == "postgresql" else None)
+    ahead: asyncio.Future[list[Prepared]] | None = None  # the next chunk, being claimed
+
+    def next_chunk() -> list[Prepared]:
+        assert preparer is not None
+        preparer.feed()
+        return outbox.claim_prepared(size)
+
     try:
         with stack:
-            while True:
-                preparer.feed()
-                batch = outbox.claim_prepared(size)
-                if not batch:
-                    if await preparer.more():
-                        continue
-                    break
-                for p in batch:
-                    if stop is not None and stop.is_set():  # shutting down: the rest stays queued
-                        report.aborted = "stopped on request; the rest is sent by the next run"
-                        return
-                    if limiter.delay() > 0:  # wait before marking anything `sending`, what went recorded sent
-                        outbox.flush()
-                        await limiter.ready()
-                        if stop is not None and stop.is_set():
-                            report.aborted = "stopped on request; the rest is sent by the next run"
-                            return
-                    sending: Prepared | None = p
-                    outcome = await _send(outbox, mailer, p, config, report, limiter, sleep, mark=True)
-                    if outcome is _CHANGED:  # an invoice changed since it was rendered: the careful path
-                        sending = outbox.claim(p.outbound_id, "claimed")
-                        if sending is None:  # cancelled or failed: counted by the outbox
+            try:
+                while True:
+                    if ahead is not None:
+                        batch, ahead = await ahead, None
+                    else:
+                        batch = next_chunk() if claims is None else await loop.run_in_executor(claims, next_chunk)
+                    if not batch:
+                        if await preparer.more():
                             continue
-                        outcome = await _send(outbox, mailer, sending, config, report, limiter, sleep)
-                    if outcome is None:
-                        lost = True
+                        break
+                    if claims is not None:
+                        ahead = loop.run_in_executor(claims, next_chunk)
+                    sent = await _send_chunk(outbox, mailer, config, report, batch, limiter, sleep, stop)
+                    if sent != "sent":
+                        lost = sent == "lost"
                         return
-                    if isinstance(outcome, list) and sending is not None:
-                        outbox.delivered(sending, outcome)
+            finally:
+                if ahead is not None:  # claimed meanwhile: given back by `release` below
+                    await asyncio.wait([ahead])
+                if claims is not None:
+                    claims.shutdown(wait=True)
     finally:
         report.rendered_in_worker += preparer.rendered_in_worker
         outbox.flush()
@@ -218,6 +225,35 @@ async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickRe
             report.aborted += f"; {outbox.waiting()} message(s) left pending for the next pass"
         report.failed += outbox.failures
         report.cancelled += outbox.cancelled
+
+
+async def _send_chunk(outbox: Outbox, mailer: Mailer, config: Config, report: TickReport, batch: list[Prepared],
+                      limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]],
+                      stop: asyncio.Event | None) -> Literal["sent", "stopped", "lost"]:
+    """Send a claimed chunk, one message at a time: "lost" when the connection is lost for good,
+    "stopped" on request (the rest stays queued)."""
+    for p in batch:
+        if stop is not None and stop.is_set():  # shutting down: the rest stays queued
+            report.aborted = "stopped on request; the rest is sent by the next run"
+            return "stopped"
+        if limiter.delay() > 0:  # wait before marking anything `sending`, what went recorded sent
+            outbox.flush()
+            await limiter.ready()
+            if stop is not None and stop.is_set():
+                report.aborted = "stopped on request; the rest is sent by the next run"
+                return "stopped"
+        sending: Prepared | None = p
+        outcome = await _send(outbox, mailer, p, config, report, limiter, sleep, mark=True)
+        if outcome is _CHANGED:  # an invoice changed since it was rendered: the careful path
+            sending = outbox.claim(p.outbound_id, "claimed")
+            if sending is None:  # cancelled or failed: counted by the outbox
+                continue
+            outcome = await _send(outbox, mailer, sending, config, report, limiter, sleep)
+        if outcome is None:
+            return "lost"
+        if isinstance(outcome, list) and sending is not None:
+            outbox.delivered(sending, outcome)
+    return "sent"
 
 
 async def deliver_one(outbox: Outbox, mailer: Mailer, outbound_id: int, config: Config, report: TickReport,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from email import message_from_bytes, policy
@@ -183,6 +183,31 @@ def test_a_failure_is_recorded_with_the_deliveries_before_it(engine: Engine, con
     outbox.close()
     assert _statuses(engine) == {"sent": 1, "failed": 1, "claimed": 3}
     assert _events(engine, "reminder_sent") == ["F-0"]
+
+
+def test_stopping_gives_back_the_chunk_claimed_ahead(engine: Engine, make_config: Callable[..., Config],
+                                                    config: Config) -> None:
+    """Two at a time (a rate limit), the next pair claimed while one is sent (in a thread on
+    PostgreSQL): stopped after three, nothing is left claimed, and the next pass sends the rest."""
+    paced: Config = make_config(smtp={"rate_per_minute": 120})
+    stop = asyncio.Event()
+
+    class Stopping(MemoryMailer):
+        async def send(self, sender: str, recipients: list[str], data: bytes,
+                       ready: Callable[[], Awaitable[None]] | None = None) -> list[str]:
+            refused = await super().send(sender, recipients, data, ready)
+            if len(self.sent) == 3:
+                stop.set()
+            return refused
+
+    mailer = Stopping()
+    report = asyncio.run(tick(engine, paced, mailer, NOW, datetime.now(UTC), sleep=_no_sleep, stop=stop))
+    assert len(report.sent) == 3 and report.aborted.startswith("stopped on request")
+    assert set(_statuses(engine)) <= {"sent", "prepared", "pending"} and _statuses(engine)["sent"] == 3
+    later = MemoryMailer()
+    asyncio.run(tick(engine, paced, later, NOW, datetime.now(UTC), sleep=_no_sleep))
+    everything = [message_from_bytes(raw)["X-Relance-Invoices"] for _, _, raw in mailer.sent + later.sent]
+    assert everything == ["F-0", "F-1", "F-2", "F-3", "F-4"] and _statuses(engine) == {"sent": 5}
 
 
 def test_a_large_batch_is_rendered_in_a_worker_process(engine: Engine, config: Config) -> None:
