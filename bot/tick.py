@@ -214,6 +214,8 @@ async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickRe
             finally:
                 if ahead is not None:  # claimed meanwhile: given back by `release` below
                     await asyncio.wait([ahead])
+                    if not ahead.cancelled():
+                        ahead.exception()  # what stops this pass is already on its way up
                 if claims is not None:
                     claims.shutdown(wait=True)
     finally:
