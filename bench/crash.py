@@ -7,7 +7,7 @@ invariants Relance promises are checked:
   body: the next start counts it sent, never sends it again);
 - every message of the mailbox stored once, and its effects applied once.
 
-    python bench/crash.py [--kills 200] [--invoices 300] [--replies 300] [--seed 1]
+    python bench/crash.py [--kills 200] [--invoices 300] [--replies 300] [--seed 1] [--rate 600]
 
 Prints the kills, duplicates, losses and the time each restart took to send again. The test suite
 runs a reduced form (tests/test_crash.py). Needs Debian's dovecot-imapd, as root."""
@@ -81,10 +81,10 @@ class Outcome:
         ]
 
 
-def _config(work: Path, smtp_port: int, imap_port: int, user: str) -> Path:
+def _config(work: Path, smtp_port: int, imap_port: int, user: str, rate: int = 600) -> Path:
     doc = merge(EXAMPLE, {
         "database": {"url": f"sqlite:///{work / 'relance.db'}"},
-        "smtp": {"host": "127.0.0.1", "port": smtp_port, "tls": "none", "username": "", "rate_per_minute": 600,
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "tls": "none", "username": "", "rate_per_minute": rate,
                  "retries": 1, "retry_backoff_seconds": 0.1, "timeout_seconds": 10},
         "imap": {"host": "127.0.0.1", "port": imap_port, "tls": "none", "username": user,
                  "password_env": "RELANCE_IMAP_PASSWORD", "folders": ["INBOX"], "idle_seconds": 5, "workers": 1},
@@ -128,7 +128,7 @@ def _reply(i: int, invoices: int) -> bytes:
             f"Bonjour, le virement pour la facture C-{n:05d} est parti ce matin. Cordialement\r\n").encode()
 
 
-def run(kills: int, invoices: int, replies: int, seed: int = 1, log: bool = True) -> Outcome:
+def run(kills: int, invoices: int, replies: int, seed: int = 1, log: bool = True, rate: int = 600) -> Outcome:
     rng = random.Random(seed)
     out = Outcome()
     sink, smtp_port = TimedSink(), free_port()
@@ -136,7 +136,7 @@ def run(kills: int, invoices: int, replies: int, seed: int = 1, log: bool = True
     smtp.start()
     with dovecot_server() as dovecot, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        config = _config(work, smtp_port, dovecot.port, dovecot.user)
+        config = _config(work, smtp_port, dovecot.port, dovecot.user, rate)
         env = {**os.environ, "RELANCE_IMAP_PASSWORD": dovecot.password}
         relance = [sys.executable, "-m", "bot.cli", "--config", str(config)]
         subprocess.run([*relance, "init"], check=True, capture_output=True, env=env, cwd=ROOT)
@@ -230,9 +230,12 @@ def main() -> None:
     ap.add_argument("--invoices", type=int, default=300)
     ap.add_argument("--replies", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rate", type=int, default=600,
+                    help="smtp.rate_per_minute; 0: as fast as the server takes them, so that kills land mid-chunk, "
+                         "with several deliveries not yet recorded")
     args = ap.parse_args()
     started = time.monotonic()
-    out = run(args.kills, args.invoices, args.replies, args.seed)
+    out = run(args.kills, args.invoices, args.replies, args.seed, rate=args.rate)
     print(f"{'ok' if out.ok else 'FAILED'} in {time.monotonic() - started:.0f} s")
     sys.exit(0 if out.ok else 1)
 
