@@ -135,6 +135,7 @@ class ChildrenPeak:
 
     def __init__(self, skip: int) -> None:
         self.skip = skip
+        self.mine = Path("/proc/self/cmdline").read_bytes()
         self.peaks: dict[int, tuple[str, float]] = {}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
@@ -151,6 +152,8 @@ class ChildrenPeak:
         while not self.done.wait(0.02):
             for pid in self._children():
                 with contextlib.suppress(OSError, ValueError):
+                    if Path(f"/proc/{pid}/cmdline").read_bytes() == self.mine:
+                        continue  # forked, not yet exec'd: what it shows is this process's memory
                     status = Path(f"/proc/{pid}/status").read_text()
                     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
                     mb = int(fields["VmHWM"].split()[0]) / 1024
