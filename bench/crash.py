@@ -9,7 +9,7 @@ promises are checked:
 - every message of the mailbox stored once, and its effects applied once.
 
     python bench/crash.py [--kills 200] [--invoices 300] [--replies 300] [--seed 1]
-                          [--database sqlite|postgresql] [--instances 1] [--faults] [--outage 60]
+                          [--database sqlite|postgresql] [--instances 1] [--faults] [--outage 60] [--rate 600]
 
 With `--database postgresql --instances 3`, three daemons share one PostgreSQL database (a
 throwaway cluster), one mailbox and one SMTP sink; each kill takes one of them at random and
@@ -135,10 +135,10 @@ def _spread(values: list[float]) -> str:
     return f"p50 {p(0.5):.2f} s, p95 {p(0.95):.2f} s, max {r[-1]:.2f} s over {len(r)}"
 
 
-def _config(work: Path, url: str, smtp_port: int, imap_port: int, user: str) -> Path:
+def _config(work: Path, url: str, smtp_port: int, imap_port: int, user: str, rate: int = 600) -> Path:
     doc = merge(EXAMPLE, {
         "database": {"url": url},
-        "smtp": {"host": "127.0.0.1", "port": smtp_port, "tls": "none", "username": "", "rate_per_minute": 600,
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "tls": "none", "username": "", "rate_per_minute": rate,
                  "retries": 1, "retry_backoff_seconds": 0.1, "timeout_seconds": 10},
         "imap": {"host": "127.0.0.1", "port": imap_port, "tls": "none", "username": user,
                  "password_env": "RELANCE_IMAP_PASSWORD", "folders": ["INBOX"], "idle_seconds": 5, "workers": 1},
@@ -195,13 +195,14 @@ def _reply(i: int, invoices: int, pad: int = 0) -> bytes:
 class Rig:
     """The servers, the daemons and the mailbox of one run."""
 
-    def __init__(self, work: Path, url: str, instances: int, dovecot: Dovecot, pg: Postgres | None) -> None:
+    def __init__(self, work: Path, url: str, instances: int, dovecot: Dovecot, pg: Postgres | None,
+                 rate: int = 600) -> None:
         self.work, self.url, self.pg, self.dovecot = work, url, pg, dovecot
         self.sink, self.smtp_port = TimedSink(), free_port()
         self.smtp: Controller | None = None
         self.smtp_start()
         self.proxy = TcpProxy(dovecot.port)  # the daemons reach Dovecot through it: it can be cut
-        self.config = _config(work, url, self.smtp_port, self.proxy.port, dovecot.user)
+        self.config = _config(work, url, self.smtp_port, self.proxy.port, dovecot.user, rate)
         self.env = {**os.environ, "RELANCE_IMAP_PASSWORD": dovecot.password}
         self.relance = [sys.executable, "-m", "bot.cli", "--config", str(self.config)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * instances
@@ -387,13 +388,13 @@ def _database(kind: str, work: Path) -> Iterator[tuple[str, Postgres | None]]:
 
 
 def run(kills: int, invoices: int, replies: int, seed: int = 1, log: bool = True, database: str = "sqlite",
-        instances: int = 1, faults: bool = False, outage: float = 60.0) -> Outcome:
+        instances: int = 1, faults: bool = False, outage: float = 60.0, rate: int = 600) -> Outcome:
     rng = random.Random(seed)
     out = Outcome(database=database, instances=instances)
     with dovecot_server() as dovecot, tempfile.TemporaryDirectory() as tmp, _database(database, Path(tmp)) as (
             url, pg):
         work = Path(tmp)
-        rig = Rig(work, url, instances, dovecot, pg)
+        rig = Rig(work, url, instances, dovecot, pg, rate)
         try:
             rig.cli("init")
             (work / "ledger.csv").write_text(_ledger(invoices))
@@ -495,6 +496,9 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=1, help="daemons on one database (several: postgresql)")
     ap.add_argument("--faults", action="store_true", help="then SMTP, IMAP and database faults (bench/faults.py)")
     ap.add_argument("--outage", type=float, default=60.0, help="seconds each server stays away in a fault")
+    ap.add_argument("--rate", type=int, default=600,
+                    help="smtp.rate_per_minute; 0: as fast as the server takes them, so that kills land mid-chunk, "
+                         "with several deliveries not yet recorded")
     args = ap.parse_args()
     if args.instances > 1 and args.database == "sqlite":
         ap.error("several instances share the work on PostgreSQL only (--database postgresql)")
@@ -502,7 +506,7 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}",
           flush=True)
     out = run(args.kills, args.invoices, args.replies, args.seed, database=args.database, instances=args.instances,
-              faults=args.faults, outage=args.outage)
+              faults=args.faults, outage=args.outage, rate=args.rate)
     print(f"load average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(f"{'ok' if out.ok else 'FAILED'} in {time.monotonic() - started:.0f} s")
     sys.exit(0 if out.ok else 1)

@@ -51,9 +51,10 @@ class Mailer(Protocol):
                    ready: Callable[[], Awaitable[None]] | None = None) -> list[str]:
         """Send `data`; return the recipients refused while others were accepted.
 
-        `ready` is awaited once the envelope is accepted, right before DATA: the outbox records the
-        message as being sent meanwhile. When it raises, nothing is sent and the exception
-        propagates."""
+        `ready` is started with the envelope (it runs while the server reads MAIL FROM) and awaited
+        once the envelope is accepted, right before DATA: the outbox records the message as being
+        sent meanwhile. When it raises, nothing is sent and the exception propagates; when the
+        envelope fails, it is cancelled if it has not started yet."""
         ...
 
 
@@ -206,6 +207,34 @@ class SmtpMailer:
                                    f"{self.cfg.host} does not offer SMTPUTF8; give an ASCII address "
                                    "(relance contact NUMBER --email ...)")
         options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
+        # Started now, it runs at the loop's next turn: once MAIL FROM is written, while the server reads it.
+        marking = asyncio.ensure_future(ready()) if ready is not None else None
+        try:
+            refused = await self._envelope(smtp, sender, recipients, options, encoding)
+        except BaseException:
+            if marking is not None:
+                await _abandon(marking)
+            raise
+        if marking is not None:
+            try:
+                await marking
+            except BaseException:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    if smtp.is_connected:
+                        await smtp.rset()
+                raise
+        try:
+            await smtp.data(data)
+        except aiosmtplib.SMTPResponseException as e:
+            raise _data_refusal(e) from e
+        except (aiosmtplib.SMTPException, OSError) as e:
+            await self._drop()
+            raise UncertainDeliveryError(f"connection lost while sending the message body: {e}") from e
+        return refused
+
+    async def _envelope(self, smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], options: list[str],
+                        encoding: str) -> list[str]:
+        """MAIL FROM and RCPT TO; returns the Cc addresses refused while the first was accepted."""
         refused: list[str] = []
         try:
             await smtp.mail(sender, options=options, encoding=encoding)
@@ -228,27 +257,21 @@ class SmtpMailer:
         except (aiosmtplib.SMTPException, OSError) as e:
             await self._drop()
             raise ServerUnavailableError(f"connection lost before the message was sent: {e}") from e
-        if ready is not None:
-            try:
-                await ready()
-            except BaseException:
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    if smtp.is_connected:
-                        await smtp.rset()
-                raise
-        try:
-            await smtp.data(data)
-        except aiosmtplib.SMTPResponseException as e:
-            raise _data_refusal(e) from e
-        except (aiosmtplib.SMTPException, OSError) as e:
-            await self._drop()
-            raise UncertainDeliveryError(f"connection lost while sending the message body: {e}") from e
         return refused
 
     async def _drop(self) -> None:
         if self._smtp is not None:
             await _close(self._smtp)
             self._smtp = None
+
+
+async def _abandon(task: asyncio.Future[None]) -> None:
+    """The envelope failed: `ready` is not run if it has not started; if it has, its end is
+    awaited (its outcome is the caller's to know) and its own error, if any, dropped."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: not reported as "never retrieved"
 
 
 async def _close(smtp: aiosmtplib.SMTP) -> None:

@@ -131,6 +131,9 @@ class Outbound(SQLModel, table=True):
     prepared_at: datetime | None = moment()  # the `now` it was rendered for (its Date:, "today" in the letter)
     prepared_paid: Decimal | None = Field(default=None, sa_column=sa.Column(  # its invoices' `paid`, summed, then
         "prepared_paid_cents", Money(), key="prepared_paid", nullable=True))
+    # When this instance marked it `sending` (time.monotonic_ns()): of the messages a dead instance's
+    # batch left `sending`, only the last marked can be in doubt (bot/outbox.py).
+    sending_seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True))
 
 
 class Reminder(SQLModel, table=True):

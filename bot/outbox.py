@@ -35,21 +35,28 @@ Sending is split so that rendering leaves the send path (bot/prepare.py):
   none is left, render again).
 - `mark_sending` is one statement per message, committed before DATA: `claimed` -> `sending`,
   again only where its invoices are still as rendered (a payment landing mid-chunk still stops
-  it), in the transaction that records the previous message sent. It runs on the driver's
-  connection (bot/driver.py) while the server reads the envelope (`Mailer.send`'s `ready`); on
-  PostgreSQL it does not wait for the disk (synchronous_commit off, as SQLite's
+  it), stamped with the order of the marks (`sending_seq`, a monotonic clock). It runs on the
+  driver's connection (bot/driver.py), while the server reads MAIL FROM (`Mailer.send`'s
+  `ready`); on PostgreSQL it does not wait for the disk (synchronous_commit off, as SQLite's
   synchronous=NORMAL): a crash of this process loses none of it, a crash of the database host
   may lose the last fraction of a second (`flush_marks` makes it wait).
+- `delivered` keeps what the server accepted; it is recorded `sent` (with its events) at the
+  start of this instance's next transaction: the next claim, a failure's record, `flush` before
+  a wait for the rate limit and at the end of the pass. A failure (4xx, 5xx, the connection lost)
+  is recorded at once, before the next mark.
 - `release`, at the end of a pass, gives back what this instance took and did not send.
 
-What a crash leaves: at most one message `sending` per SMTP connection, since a message is marked
-`sending` only after the previous one's outcome is recorded. Nothing `preparing` or `claimed` has
-reached the server (DATA waits for `sending`), so a restart puts those back (`pending`,
-`prepared`). A message left `sending` is different: nothing can tell whether the server accepted
-it, and a duplicate formal notice is worse than a late one, so it becomes `uncertain`: it counts
-as sent for the ladder (the next stage will follow in due time), and an event asks a person to
-check. A restart does this when the message's claimant is known dead (same host, process gone) or
-its claim is older than `LEASE`, which covers an instance that died on another host. A live
+What a crash leaves: a batch (one instance's pass: the same `claimed_by` and `claimed_at`, one
+SMTP connection) may leave several messages `sending`. Each was marked only once the previous
+one's outcome was known, and every outcome but a delivery is recorded before the next mark: so
+each of them but the last marked was delivered, and a restart records those `sent`. Nothing
+`preparing` or `claimed` has reached the server (DATA waits for `sending`), so a restart puts
+those back (`pending`, `prepared`). The last message marked is different: nothing can tell
+whether the server accepted it, and a duplicate formal notice is worse than a late one, so it
+becomes `uncertain` (at most one per connection): it counts as sent for the ladder (the next
+stage will follow in due time), and an event asks a person to check. A restart does this when
+the batch's claimant is known dead (same host, process gone) or its claim is older than `LEASE`,
+which covers an instance that died on another host. A live
 daemon whose pass lost the database mid-way does it for its own claims when the database is
 back (`resolve_own`).
 """
@@ -59,8 +66,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
+import time as clock
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -144,11 +153,16 @@ class Outbox:
         self.failures: list[str] = []  # messages that could not be rendered, with why
         self.cancelled = 0  # messages this instance cancelled (no longer due); not those another one took
         self._driver: DriverConnection | None = None  # held by a batch for its per-message statements
+        self._delivered: list[tuple[Prepared, tuple[str, ...]]] = []  # delivered, to record `sent` (`flush`)
+        # On PostgreSQL the next chunk is claimed in a thread (bot/tick.py): one recording of the
+        # deliveries at a time, and the counts kept right.
+        self._lock = threading.RLock()
+        self._claim_cache: dict[int, _ClaimStatements] = {}
         self._mark_statement = (
             sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"), out_t.c.status == "claimed",
                                    out_t.c.claimed_by == sa.bindparam("me"), self._still_as_rendered())
             .values(status="sending", claimed_at=sa.bindparam("wall", type_=UtcDateTime()),
-                    attempts=out_t.c.attempts + 1))
+                    sending_seq=sa.bindparam("seq"), attempts=out_t.c.attempts + 1))
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -223,42 +237,47 @@ class Outbox:
         return ids
 
     def resolve_stale(self) -> list[str]:
-        """Settle what instances that are gone left half-way (see the module docstring): `sending`
-        becomes `uncertain`, `claimed` goes back to `prepared`, `preparing` to `pending`. Returns
+        """Settle what instances that are gone left half-way (see the module docstring): of the
+        messages one batch left `sending`, those marked before its last were delivered and are
+        recorded `sent`, the last becomes `uncertain`; `claimed` goes back to `prepared`,
+        `preparing` to `pending`. Returns the Message-IDs made uncertain."""
+        return self._resolve(lambda r: _claimant_dead(r.claimed_by, self.instance)
+                             or r.claimed_at is None or r.claimed_at < self.wall_now - LEASE)
+
+    def resolve_own(self) -> list[str]:
+        """Settle what an earlier pass of this same instance left half-way when the database went
+        away under it (its last statements could not be written), as `resolve_stale` does for a
+        dead instance. Only for a caller that knows no pass of its own is running (the daemon,
+        between passes): a live instance's claims are otherwise left alone until `LEASE`. Returns
         the Message-IDs made uncertain."""
+        return self._resolve(lambda r: r.claimed_by == self.instance)
+
+    def _resolve(self, left: Callable[[Any], bool]) -> list[str]:
         with session(self.engine) as s:
             rows = s.execute(sa.select(out_t.c.id, out_t.c.message_id, out_t.c.status, out_t.c.claimed_by,
-                                       out_t.c.claimed_at)
+                                       out_t.c.claimed_at, out_t.c.sending_seq, out_t.c.stage, out_t.c.created_at,
+                                       out_t.c.prepared_at)
                              .where(out_t.c.status.in_(("sending", "claimed", "preparing")))).all()
-            stale = [r for r in rows if _claimant_dead(r.claimed_by, self.instance)
-                     or r.claimed_at is None or r.claimed_at < self.wall_now - LEASE]
+            stale = [r for r in rows if left(r)]
             for back, status in (("claimed", "prepared"), ("preparing", "pending")):
                 ids = [r.id for r in stale if r.status == back]
                 if ids:
                     s.execute(sa.update(out_t).where(out_t.c.id.in_(ids), out_t.c.status == back)
                               .values(status=status, claimed_by=None))
-            uncertain = [r for r in stale if r.status == "sending"]
+            last: dict[tuple[Any, Any], int] = {}  # per batch (instance, start): the last mark
+            for r in rows:
+                if r.status == "sending" and r.sending_seq is not None:
+                    batch = (r.claimed_by, r.claimed_at)
+                    last[batch] = max(last.get(batch, r.sending_seq), r.sending_seq)
+            delivered = [r for r in stale if r.status == "sending" and r.sending_seq is not None
+                         and r.sending_seq < last[(r.claimed_by, r.claimed_at)]]
+            self._record_sent(s, [_Sent(int(r.id), str(r.stage), tuple(self._invoices_of(s, int(r.id))),
+                                        r.created_at, r.prepared_at or self.now, "") for r in delivered])
+            done = {r.id for r in delivered}
+            uncertain = [r for r in stale if r.status == "sending" and r.id not in done]
             for r in uncertain:
                 self._finish(s, r.id, "uncertain", "delivery_uncertain",
                              reason("outbox.uncertain", instance=r.claimed_by or "?"))
-            return [r.message_id for r in uncertain]
-
-    def resolve_own(self) -> list[str]:
-        """Settle what an earlier pass of this same instance left half-way when the database went
-        away under it (its last statements could not be written): as `resolve_stale` does for a
-        dead instance, `claimed` back to `prepared`, `preparing` to `pending`, `sending` to
-        `uncertain`. Only for a caller that knows no pass of its own is running (the daemon, between
-        passes): a live instance's claims are otherwise left alone until `LEASE`. Returns the
-        Message-IDs made uncertain."""
-        with session(self.engine) as s:
-            for back, status in (("claimed", "prepared"), ("preparing", "pending")):
-                s.execute(sa.update(out_t).where(out_t.c.status == back, out_t.c.claimed_by == self.instance)
-                          .values(status=status, claimed_by=None))
-            uncertain = s.execute(sa.select(out_t.c.id, out_t.c.message_id).where(
-                out_t.c.status == "sending", out_t.c.claimed_by == self.instance)).all()
-            for r in uncertain:
-                self._finish(s, r.id, "uncertain", "delivery_uncertain", reason("outbox.uncertain",
-                                                                                 instance=self.instance))
             return [r.message_id for r in uncertain]
 
     def waiting(self) -> int:
@@ -272,6 +291,66 @@ class Outbox:
             for mine, status in (("claimed", "prepared"), ("preparing", "pending")):
                 s.execute(sa.update(out_t).where(out_t.c.status == mine, out_t.c.claimed_by == self.instance)
                           .values(status=status, claimed_by=None))
+
+    # -- recording deliveries ----------------------------------------------------------------------
+
+    def delivered(self, p: Prepared, refused_cc: Sequence[str] = ()) -> None:
+        """`p` was delivered: recorded `sent` with the next transaction this outbox commits (the
+        next claim, a failure, `flush`), not one by one. At once when the server refused one of its
+        Cc addresses: the record says so, and a crash would lose it."""
+        self._delivered.append((p, tuple(refused_cc)))
+        if refused_cc:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record `sent` what was delivered and is not yet."""
+        if self._delivered:
+            with self._recording():
+                pass
+
+    def settle(self, sent: tuple[Prepared, Sequence[str]] | None) -> None:
+        """Record a delivered message now (with any delivered before it)."""
+        if sent is not None:
+            self._delivered.append((sent[0], tuple(sent[1])))
+        self.flush()
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[Connection]:
+        """A transaction that begins by recording what was delivered since the last one."""
+        with self._lock:
+            batch = list(self._delivered)
+            with session(self.engine) as s:
+                if batch:
+                    # Only what is still this batch's `sending` (another instance may have settled a
+                    # message whose claim it judged too old): no second event for one delivery.
+                    ids = [p.outbound_id for p, _ in batch]
+                    mine = set(s.execute(sa.select(out_t.c.id).where(
+                        out_t.c.id.in_(ids), out_t.c.status == "sending",
+                        out_t.c.claimed_by == self.instance)).scalars())
+                    self._record_sent(s, [_Sent(p.outbound_id, p.stage, p.invoice_ids, p.queued_at, self.now,
+                                                join(*(reason("outbox.cc_refused", address=r) for r in refused)))
+                                          for p, refused in batch if p.outbound_id in mine])
+                yield s
+            del self._delivered[:len(batch)]
+
+    def _record_sent(self, s: Connection, sent: Sequence[_Sent]) -> None:
+        """`sent`, with one event per invoice and, for a message queued by an earlier run, its
+        stage dated by its delivery: three statements for the lot."""
+        if not sent:
+            return
+        s.execute(_SENT, [{"oid": d.outbound_id, "p_at": d.at, "p_error": plain_text(d.why) or None} for d in sent])
+        s.execute(_SENT_EVENT, [{"oid": d.outbound_id, "p_invoice": i, "p_at": d.at, "p_reason": d.why,
+                                 "p_kind": {REPLY: "reply_sent", INSTALMENT: "instalment_sent"}.get(
+                                     d.stage, "reminder_sent")}
+                                for d in sent for i in d.invoice_ids])
+        later = [{"oid": d.outbound_id, "p_at": d.at} for d in sent if d.queued_at != d.at]
+        if later:
+            s.execute(_SENT_STAGE, later)
+
+    def _invoices_of(self, s: Connection, outbound_id: int) -> list[int]:
+        ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
+                                                                 rem_t.c.skipped.is_(False))).scalars())
+        return ids + [i for i in _linked(s, outbound_id) if i not in ids]
 
     # -- preparing -------------------------------------------------------------------------------
 
@@ -353,25 +432,16 @@ class Outbox:
         go through the careful path (`claim`) and come back claimed if they still have to go.
 
         On PostgreSQL, rows another instance is claiming are skipped, not waited for."""
-        ok = self._still_as_rendered(today_only=True).label("ok")
-        with session(self.engine) as s:
-            candidates = s.execute(_skip_locked(s, sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared")
-                                                .order_by(out_t.c.id).limit(limit))).all()
+        q = self._claim_statements(limit)
+        with self._recording() as s:
+            candidates = s.execute(q.candidates if s.dialect.name != "postgresql" else q.candidates_locked).all()
             good = [r.id for r in candidates if r.ok]
             changed = [r.id for r in candidates if not r.ok]
-            rows = s.execute(sa.update(out_t).where(out_t.c.id.in_(good), out_t.c.status == "prepared")
-                             .values(status="claimed", claimed_by=self.instance, claimed_at=self.wall_now)
-                             .returning(out_t.c.id, out_t.c.message_id, out_t.c.raw, out_t.c.subject,
-                                        out_t.c.to_addr, out_t.c.cc, out_t.c.stage, out_t.c.created_at,
-                                        out_t.c.prepared_paid)).all() if good else []
+            rows = s.execute(q.claim, {"ids": good}).all() if good else []
             if changed:
-                s.execute(sa.update(out_t).where(out_t.c.id.in_(changed), out_t.c.status == "prepared")
-                          .values(status="claimed", claimed_by=self.instance, claimed_at=self.wall_now))
+                s.execute(q.set_aside, {"ids": changed})
             links: dict[int, list[Any]] = defaultdict(list)
-            for r in s.execute(sa.select(rem_t.c.outbound_id, inv_t.c.id, inv_t.c.number)
-                               .join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
-                               .where(rem_t.c.outbound_id.in_([r.id for r in rows]), rem_t.c.skipped.is_(False))
-                               .order_by(inv_t.c.due_date, inv_t.c.number)):
+            for r in s.execute(q.links, {"ids": [r.id for r in rows]}) if rows else ():
                 links[r.outbound_id].append(r)
             for r in rows:  # a reply, an instalment reminder: its invoices are those of its queued event
                 if r.stage in (REPLY, INSTALMENT):
@@ -390,21 +460,41 @@ class Outbox:
                     out.append(p)
         return sorted(out, key=lambda p: p.outbound_id)  # the order they were queued in: priority first
 
+    def _claim_statements(self, limit: int) -> _ClaimStatements:
+        """`claim_prepared`'s statements, built once a pass (building them cost more than running them)."""
+        found = self._claim_cache.get(limit)
+        if found is None:
+            ok = self._still_as_rendered(today_only=True).label("ok")
+            candidates = sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared").order_by(out_t.c.id).limit(limit)
+            ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+            mine = {"status": "claimed", "claimed_by": self.instance, "claimed_at": self.wall_now}
+            found = self._claim_cache[limit] = _ClaimStatements(
+                candidates=candidates,
+                candidates_locked=candidates.with_for_update(skip_locked=True, of=out_t),
+                claim=sa.update(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "prepared").values(**mine)
+                .returning(out_t.c.id, out_t.c.message_id, out_t.c.raw, out_t.c.subject, out_t.c.to_addr, out_t.c.cc,
+                           out_t.c.stage, out_t.c.created_at, out_t.c.prepared_paid),
+                set_aside=sa.update(out_t).where(out_t.c.id.in_(ids), out_t.c.status == "prepared").values(**mine),
+                links=sa.select(rem_t.c.outbound_id, inv_t.c.id, inv_t.c.number)
+                .join(inv_t, inv_t.c.id == rem_t.c.invoice_id)
+                .where(rem_t.c.outbound_id.in_(ids), rem_t.c.skipped.is_(False))
+                .order_by(inv_t.c.due_date, inv_t.c.number))
+        return found
+
     def close(self) -> None:
         """Give back the connection a batch held for its per-message statements."""
         if self._driver is not None:
             self._driver.close()
             self._driver = None
 
-    def mark_sending(self, p: Prepared, settle: tuple[Prepared, Sequence[str]] | None = None) -> bool:
+    def mark_sending(self, p: Prepared) -> bool:
         """`claimed` -> `sending`, committed, if its invoices are still as rendered; False sends
-        the caller to `claim` (the careful path). `settle` (the previous message, delivered) is
-        recorded in the same transaction: one commit per message, on the driver's connection."""
+        the caller to `claim` (the careful path). One statement and its commit, on the driver's
+        connection: the messages delivered before it are recorded with the next claim."""
         if self._driver is None:
             self._driver = DriverConnection(self.engine, flush_on_commit=self.flush_marks)
-        steps = self._sent_steps(*settle) if settle is not None else []
-        steps.append((self._mark_statement, {"oid": p.outbound_id, "me": self.instance, "wall": self.wall_now}))
-        return self._driver.transaction(steps)[-1] == 1
+        return self._driver.execute(self._mark_statement, {
+            "oid": p.outbound_id, "me": self.instance, "wall": self.wall_now, "seq": clock.monotonic_ns()}) == 1
 
     def claim(self, outbound_id: int, status: str = "pending") -> Prepared | None:
         """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
@@ -417,7 +507,7 @@ class Outbox:
             return None
 
     def _claim(self, outbound_id: int, status: str, to: str) -> Prepared | None:
-        with session(self.engine) as s:
+        with self._lock, session(self.engine) as s:
             ob = s.execute(sa.select(out_t).where(out_t.c.id == outbound_id)).one()
             if ob.status != status or (status in MINE and ob.claimed_by != self.instance):
                 return None
@@ -437,7 +527,7 @@ class Outbox:
             else:
                 values.update(claimed_at=self.wall_now, claimed_by=self.instance)
             if to == "sending":
-                values["attempts"] = out_t.c.attempts + 1
+                values.update(attempts=out_t.c.attempts + 1, sending_seq=clock.monotonic_ns())
             moved = cast(sa.CursorResult[Any], s.execute(
                 sa.update(out_t).where(out_t.c.id == outbound_id, out_t.c.status == status).values(**values))).rowcount
             if moved != 1:  # another instance took it between our read and our write
@@ -634,38 +724,19 @@ class Outbox:
 
     # -- outcomes --------------------------------------------------------------------------------
 
-    def settle(self, sent: tuple[Prepared, Sequence[str]] | None) -> None:
-        """Record a delivered message on its own (when no next message carries it)."""
-        if sent is not None:
-            with session(self.engine) as s:
-                for statement, values in self._sent_steps(*sent):
-                    s.execute(statement, values)
-
-    def _sent_steps(self, p: Prepared, refused_cc: Sequence[str]) -> list[tuple[Any, Any]]:
-        """The statements that record `p` delivered: run by `settle`, or with the next message's mark."""
-        why = join(*(reason("outbox.cc_refused", address=r) for r in refused_cc))
-        kind = {REPLY: "reply_sent", INSTALMENT: "instalment_sent"}.get(p.stage, "reminder_sent")
-        steps: list[tuple[Any, Any]] = [
-            (_SENT, {"oid": p.outbound_id, "p_at": self.now, "p_error": plain_text(why) or None}),
-            (_SENT_EVENT, [{"oid": p.outbound_id, "p_invoice": i, "p_kind": kind, "p_at": self.now, "p_reason": why}
-                           for i in p.invoice_ids])]
-        if p.queued_at != self.now:  # queued by an earlier run: the stage is dated by its delivery
-            steps.append((_SENT_STAGE, {"oid": p.outbound_id, "p_at": self.now}))
-        return steps
-
     def mark_deferred(self, outbound_id: int, reason: str) -> None:
         """A temporary failure: back to pending, retried by the next tick (not by this one: `take`)."""
-        with session(self.engine) as s:
+        with self._recording() as s:
             s.execute(sa.update(out_t).where(out_t.c.id == outbound_id)
                       .values(status="pending", last_error=reason, claimed_by=None, claimed_at=self.wall_now))
 
     def mark_uncertain(self, outbound_id: int, reason: str) -> None:
-        with session(self.engine) as s:
+        with self._recording() as s:
             self._finish(s, outbound_id, "uncertain", "delivery_uncertain", reason)
 
     def mark_data_error(self, outbound_id: int, reason: str) -> None:
         """The message cannot go as it is (see MessageDataError): its invoices wait for a fix."""
-        with session(self.engine) as s:
+        with self._recording() as s:
             if self._is_reply(s, outbound_id):
                 self._finish(s, outbound_id, "failed", "reply_failed", reason)
                 return
@@ -681,7 +752,7 @@ class Outbox:
 
     def mark_refused(self, outbound_id: int, reason: str) -> None:
         """The server refused the recipient for good: the invoices bounce, the contact is failing."""
-        with session(self.engine) as s:
+        with self._recording() as s:
             if self._is_reply(s, outbound_id):  # the client's sender refused: the reply fails, nothing bounces
                 self._finish(s, outbound_id, "failed", "reply_failed", reason)
                 return
@@ -693,9 +764,7 @@ class Outbox:
 
     def _finish(self, s: Connection, outbound_id: int, status: str, event: str, reason: str,
                 unlink: bool = False) -> list[int]:
-        ids = list(s.execute(sa.select(rem_t.c.invoice_id).where(rem_t.c.outbound_id == outbound_id,
-                                                                 rem_t.c.skipped.is_(False))).scalars())
-        ids += [i for i in _linked(s, outbound_id) if i not in ids]
+        ids = self._invoices_of(s, outbound_id)
         s.execute(sa.update(out_t).where(out_t.c.id == outbound_id).values(
             status=status, last_error=plain_text(reason) or None))
         record_events(s, [{"invoice_id": i, "kind": event, "at": self.now, "reason": reason,
@@ -716,6 +785,27 @@ _STORE_PREPARED = (
     .values(status="prepared", claimed_by=None, raw=sa.bindparam("p_raw"), subject=sa.bindparam("p_subject"),
             cc=sa.bindparam("p_cc"), prepared_at=sa.bindparam("p_at", type_=UtcDateTime()),
             prepared_paid=sa.bindparam("p_paid", type_=Money())))
+
+
+@dataclass(frozen=True)
+class _ClaimStatements:
+    candidates: sa.Select[Any]  # the oldest prepared, and whether each is still as rendered
+    candidates_locked: sa.Select[Any]  # the same, FOR UPDATE SKIP LOCKED (PostgreSQL)
+    claim: Any  # those still as rendered -> claimed, returning what is sent
+    set_aside: Any  # the others -> claimed, for the careful path
+    links: sa.Select[Any]  # their invoices' ids and numbers
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A delivery to record: the message, its invoices, and when."""
+
+    outbound_id: int
+    stage: str
+    invoice_ids: tuple[int, ...]
+    queued_at: datetime | None
+    at: datetime
+    why: str  # what the server said of its Cc addresses, if it refused some (a reason code)
 
 
 _SENT = (sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"))

@@ -157,7 +157,7 @@ class RateLimiter:
         self.take()
 
 
-CLAIM = 50  # messages claimed per transaction, at most; a rate limit makes it fewer (about a second's worth)
+CLAIM = 100  # messages claimed per transaction, at most; a rate limit makes it fewer (about a second's worth)
 
 
 def claim_size(rate_per_minute: int) -> int:
@@ -173,63 +173,93 @@ async def deliver(outbox: Outbox, mailer: Mailer, config: Config, report: TickRe
     """Send what waits in the outbox, oldest first, over `mailer` (already connected).
 
     Messages are rendered ahead (bot/prepare.py), claimed a chunk at a time, and each is marked
-    `sending` (after a last check of its invoices) in the same commit that records the previous
-    one as sent. Several instances on PostgreSQL share the messages this way. `preparer`: one
-    started earlier (its worker process boots while the messages are queued); by default, one of
-    this pass's own."""
+    `sending` (after a last check of its invoices) by one statement, committed while the server
+    reads its envelope; those delivered are recorded `sent` together, with the next claim.
+    Several instances on PostgreSQL share the messages this way. `preparer`: one started earlier
+    (its worker process boots while the messages are queued); by default, one of this pass's own.
+
+    On PostgreSQL the next chunk is stored and claimed in a thread while this one is sent: its
+    round trips are waited for there, not here. SQLite has one writer at a time: a claim there
+    would hold up the next mark (its busy wait sleeps by the millisecond), so it is made here."""
     limiter = RateLimiter(config.smtp.rate_per_minute, sleep=sleep)
-    delivered: tuple[Prepared, list[str]] | None = None
     size = claim_size(config.smtp.rate_per_minute)
     lost = False
     stack = contextlib.ExitStack()
     if preparer is None:
         preparer = stack.enter_context(Preparer(outbox, outbox.waiting(), parallel_from=parallel_from))
-    marks = ThreadPoolExecutor(1, thread_name_prefix="relance-marks")  # the one statement per message
+    loop = asyncio.get_running_loop()
+    claims = (ThreadPoolExecutor(1, thread_name_prefix="relance-claims")
+              if outbox.engine.dialect.name == "postgresql" else None)
+    ahead: asyncio.Future[list[Prepared]] | None = None  # the next chunk, being claimed
+
+    def next_chunk() -> list[Prepared]:
+        assert preparer is not None
+        preparer.feed()
+        return outbox.claim_prepared(size)
+
     try:
         with stack:
-            while True:
-                preparer.feed()
-                batch = outbox.claim_prepared(size)
-                if not batch:
-                    if await preparer.more():
-                        continue
-                    break
-                for p in batch:
-                    if stop is not None and stop.is_set():  # shutting down: the rest stays queued
-                        report.aborted = "stopped on request; the rest is sent by the next run"
-                        return
-                    if limiter.delay() > 0:  # wait before marking anything `sending`, the last one recorded sent
-                        outbox.settle(delivered)
-                        delivered = None
-                        await limiter.ready()
-                        if stop is not None and stop.is_set():
-                            report.aborted = "stopped on request; the rest is sent by the next run"
-                            return
-                    # Recorded `sending` (with the previous one sent) while the server reads the envelope.
-                    marking = asyncio.get_running_loop().run_in_executor(marks, outbox.mark_sending, p, delivered)
-                    delivered = None
-                    sending: Prepared | None = p
-                    outcome = await _send(outbox, mailer, p, config, report, limiter, sleep, marking)
-                    if outcome is _CHANGED:  # an invoice changed since it was rendered: the careful path
-                        sending = outbox.claim(p.outbound_id, "claimed")
-                        if sending is None:  # cancelled or failed: counted by the outbox
+            try:
+                while True:
+                    if ahead is not None:
+                        batch, ahead = await ahead, None
+                    else:
+                        batch = next_chunk() if claims is None else await loop.run_in_executor(claims, next_chunk)
+                    if not batch:
+                        if await preparer.more():
                             continue
-                        outcome = await _send(outbox, mailer, sending, config, report, limiter, sleep)
-                    if outcome is None:
-                        lost = True
+                        break
+                    if claims is not None:
+                        ahead = loop.run_in_executor(claims, next_chunk)
+                    sent = await _send_chunk(outbox, mailer, config, report, batch, limiter, sleep, stop)
+                    if sent != "sent":
+                        lost = sent == "lost"
                         return
-                    if isinstance(outcome, list) and sending is not None:
-                        delivered = (sending, outcome)
+            finally:
+                if ahead is not None:  # claimed meanwhile: given back by `release` below
+                    await asyncio.wait([ahead])
+                    if not ahead.cancelled():
+                        ahead.exception()  # what stops this pass is already on its way up
+                if claims is not None:
+                    claims.shutdown(wait=True)
     finally:
-        marks.shutdown(wait=True)
         report.rendered_in_worker += preparer.rendered_in_worker
-        outbox.settle(delivered)
+        outbox.flush()
         outbox.release()
         outbox.close()
         if lost:
             report.aborted += f"; {outbox.waiting()} message(s) left pending for the next pass"
         report.failed += outbox.failures
         report.cancelled += outbox.cancelled
+
+
+async def _send_chunk(outbox: Outbox, mailer: Mailer, config: Config, report: TickReport, batch: list[Prepared],
+                      limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]],
+                      stop: asyncio.Event | None) -> Literal["sent", "stopped", "lost"]:
+    """Send a claimed chunk, one message at a time: "lost" when the connection is lost for good,
+    "stopped" on request (the rest stays queued)."""
+    for p in batch:
+        if stop is not None and stop.is_set():  # shutting down: the rest stays queued
+            report.aborted = "stopped on request; the rest is sent by the next run"
+            return "stopped"
+        if limiter.delay() > 0:  # wait before marking anything `sending`, what went recorded sent
+            outbox.flush()
+            await limiter.ready()
+            if stop is not None and stop.is_set():
+                report.aborted = "stopped on request; the rest is sent by the next run"
+                return "stopped"
+        sending: Prepared | None = p
+        outcome = await _send(outbox, mailer, p, config, report, limiter, sleep, mark=True)
+        if outcome is _CHANGED:  # an invoice changed since it was rendered: the careful path
+            sending = outbox.claim(p.outbound_id, "claimed")
+            if sending is None:  # cancelled or failed: counted by the outbox
+                continue
+            outcome = await _send(outbox, mailer, sending, config, report, limiter, sleep)
+        if outcome is None:
+            return "lost"
+        if isinstance(outcome, list) and sending is not None:
+            outbox.delivered(sending, outcome)
+    return "sent"
 
 
 async def deliver_one(outbox: Outbox, mailer: Mailer, outbound_id: int, config: Config, report: TickReport,
@@ -260,17 +290,21 @@ _CHANGED: Final = "changed"
 
 async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, report: TickReport,
                 limiter: RateLimiter, sleep: Callable[[float], Awaitable[None]],
-                marking: asyncio.Future[bool] | None = None) -> list[str] | Literal[False, "changed"] | None:
+                mark: bool = False) -> list[str] | Literal[False, "changed"] | None:
     """Send one claimed message with retries. Returns the refused Cc addresses when delivered,
     False when it was not, None when the connection is lost for good (the batch stops).
 
-    `marking`: the message being marked `sending`, awaited before DATA; "changed" when it was not
-    (the message is left `claimed`, for the careful path)."""
+    `mark`: the message is `claimed` and marked `sending` (`Outbox.mark_sending`) while the server
+    reads its envelope, before DATA; "changed" when it was not (it is left `claimed`, for the
+    careful path)."""
     backoff = float(config.smtp.retry_backoff_seconds)
     label = f"{', '.join(p.numbers)}  {p.stage}  -> {p.envelope.recipients[0]}"
+    marked: list[bool] = []  # the mark's outcome, once made (a retry does not make it again)
 
     async def ready() -> None:
-        if marking is not None and not await marking:
+        if not marked:
+            marked.append(outbox.mark_sending(p))
+        if not marked[0]:
             raise _NotMarkedError
 
     for attempt in range(config.smtp.retries + 1):
@@ -281,13 +315,10 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
         try:
             try:
                 refused = await mailer.send(p.envelope.sender, list(p.envelope.recipients), p.data,
-                                            ready=ready if marking is not None else None)
+                                            ready=ready if mark else None)
             finally:
-                if marking is not None:  # whatever the server said, know whether the mark was made
-                    marked = await marking
-                    marking = None
-                    if not marked:
-                        return _CHANGED  # noqa: B012 - the server's answer is about a message not to send
+                if marked == [False]:  # whatever the server said: a message not to send
+                    return _CHANGED  # noqa: B012 - the server's answer is about a message not to send
         except ServerUnavailableError as e:  # about the server, not this message: stop, say it once
             outbox.mark_deferred(p.outbound_id, e.reason)
             report.aborted, report.server_unavailable = e.reason, True

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from email import message_from_bytes, policy
@@ -120,6 +120,94 @@ def test_a_dead_instance_leaves_one_message_in_doubt_and_the_rest_is_sent_once(
     sent = [message_from_bytes(raw)["X-Relance-Invoices"] for _, _, raw in mailer.sent]
     assert sorted(sent) == ["F-1", "F-2", "F-3", "F-4"]
     assert _statuses(engine) == {"uncertain": 1, "sent": 4}
+
+
+def _events(engine: Engine, kind: str) -> list[str]:
+    with engine.connect() as c:
+        return sorted(c.execute(sa.text("SELECT i.number FROM event e JOIN invoice i ON i.id = e.invoice_id "
+                                        "WHERE e.kind = :k"), {"k": kind}).scalars())
+
+
+def test_a_dead_batch_delivered_all_but_its_last_mark(engine: Engine, config: Config) -> None:
+    """Killed after two deliveries not yet recorded and a third marked: the two are recorded sent
+    (with their events), the third is in doubt, the other two are sent by the next pass; nothing
+    goes twice."""
+    dead = _outbox(engine, config, instance=f"{socket.gethostname()}:999999999")
+    with engine.connect() as c:
+        dead.queue([p.group for p in plan_groups(load(c), config, NOW)])
+    dead.store_prepared(dead.prepare(dead.take(5)))
+    chunk = dead.claim_prepared(50)
+    for p in chunk[:2]:
+        assert dead.mark_sending(p)
+        dead.delivered(p, [])
+    assert dead.mark_sending(chunk[2])
+    dead.close()
+    assert _statuses(engine) == {"sending": 3, "claimed": 2}, "deliveries are recorded together, later"
+    mailer = MemoryMailer()
+    report = asyncio.run(tick(engine, config, mailer, at("2027-04-05T10:30"), datetime.now(UTC), sleep=_no_sleep))
+    assert len(report.uncertain) == 1 and "F-2" not in str(report.sent)
+    assert sorted(message_from_bytes(raw)["X-Relance-Invoices"] for _, _, raw in mailer.sent) == ["F-3", "F-4"]
+    assert _statuses(engine) == {"sent": 4, "uncertain": 1}
+    assert _events(engine, "reminder_sent") == ["F-0", "F-1", "F-3", "F-4"]
+    assert _events(engine, "delivery_uncertain") == ["F-2"]
+
+
+def test_two_dead_batches_each_leave_their_last_mark_in_doubt(engine: Engine, config: Config) -> None:
+    """The order of the marks says something within one pass only: one message left `sending` by
+    each of two passes of the same process is in doubt, both."""
+    dead = f"{socket.gethostname()}:999999999"
+    with engine.connect() as c:
+        _outbox(engine, config, instance=dead).queue([p.group for p in plan_groups(load(c), config, NOW)])
+    for start in (0, 1):
+        one = Outbox(engine, config, Renderer(config.company), NOW, datetime(2027, 4, 5, 8, start, tzinfo=UTC),
+                     instance=dead)
+        one.store_prepared(one.prepare(one.take(1)))
+        (p,) = one.claim_prepared(1)
+        assert one.mark_sending(p)
+        one.close()
+    later = Outbox(engine, config, Renderer(config.company), NOW, datetime(2027, 4, 5, 8, 2, tzinfo=UTC))
+    assert len(later.resolve_stale()) == 2
+    assert _statuses(engine) == {"uncertain": 2, "pending": 3}
+
+
+def test_a_failure_is_recorded_with_the_deliveries_before_it(engine: Engine, config: Config) -> None:
+    """A refusal is recorded at once, and the messages delivered before it with it: a crash then
+    leaves nothing `sending`."""
+    outbox = _outbox(engine, config)
+    _prepare_all(engine, config)
+    first, second, *_ = outbox.claim_prepared(50)
+    assert outbox.mark_sending(first)
+    outbox.delivered(first, [])
+    assert outbox.mark_sending(second)
+    outbox.mark_refused(second.outbound_id, "550 5.1.1 no such mailbox")
+    outbox.close()
+    assert _statuses(engine) == {"sent": 1, "failed": 1, "claimed": 3}
+    assert _events(engine, "reminder_sent") == ["F-0"]
+
+
+def test_stopping_gives_back_the_chunk_claimed_ahead(engine: Engine, make_config: Callable[..., Config],
+                                                    config: Config) -> None:
+    """Two at a time (a rate limit), the next pair claimed while one is sent (in a thread on
+    PostgreSQL): stopped after three, nothing is left claimed, and the next pass sends the rest."""
+    paced: Config = make_config(smtp={"rate_per_minute": 120})
+    stop = asyncio.Event()
+
+    class Stopping(MemoryMailer):
+        async def send(self, sender: str, recipients: list[str], data: bytes,
+                       ready: Callable[[], Awaitable[None]] | None = None) -> list[str]:
+            refused = await super().send(sender, recipients, data, ready)
+            if len(self.sent) == 3:
+                stop.set()
+            return refused
+
+    mailer = Stopping()
+    report = asyncio.run(tick(engine, paced, mailer, NOW, datetime.now(UTC), sleep=_no_sleep, stop=stop))
+    assert len(report.sent) == 3 and report.aborted.startswith("stopped on request")
+    assert set(_statuses(engine)) <= {"sent", "prepared", "pending"} and _statuses(engine)["sent"] == 3
+    later = MemoryMailer()
+    asyncio.run(tick(engine, paced, later, NOW, datetime.now(UTC), sleep=_no_sleep))
+    everything = [message_from_bytes(raw)["X-Relance-Invoices"] for _, _, raw in mailer.sent + later.sent]
+    assert everything == ["F-0", "F-1", "F-2", "F-3", "F-4"] and _statuses(engine) == {"sent": 5}
 
 
 def test_a_large_batch_is_rendered_in_a_worker_process(engine: Engine, config: Config) -> None:
