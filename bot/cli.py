@@ -90,8 +90,8 @@ def cmd_init(app: App) -> int:
 
 def cmd_import(app: App) -> int:
     path = Path(app.args.file)
-    rows = ledger.read(path, app.config.company.language, app.config.attachments.path(app.config.source))
-    result = ledger.import_rows(app.engine(), rows, app.now, path.name)
+    result = ledger.import_file(app.engine(), path, app.config.company.language, app.now, path.name,
+                                app.config.attachments.path(app.config.source))
     print(t("{path}: {rows} rows: {created} new, {updated} updated, {unchanged} unchanged, {settled} settled",
             path=path, rows=result.rows, created=result.created, updated=result.updated,
             unchanged=result.unchanged, settled=result.settled))
