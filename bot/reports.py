@@ -5,6 +5,7 @@ Every function takes `now`; none writes to the store."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 from bot import reasons, views
 from bot.config import Config
 from bot.errors import NotFoundError
-from bot.models import Event, Inbound, Invoice, Outbound, Reminder, table
+from bot.models import Client, Event, Inbound, Invoice, Outbound, Reminder, table
 from rules.model import StageDone
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 from rules.schedule import plan
@@ -24,11 +25,45 @@ from rules.schedule import plan
 OPEN_STATES = ("active", "paused", "disputed", "plan", "bounced")
 
 
+PAGE = 2000  # invoices `relance status` reads, runs the rules over and prints at a time
+
+
 def status_rows(conn: Connection, config: Config, now: datetime,
                 numbers: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per open invoice (or per named invoice), with the contract's field names."""
+    """One row per open invoice (or per named invoice), with the contract's field names, largest
+    amount due first. All of them in memory: for a few; `status_pages` streams."""
+    if numbers is None:
+        return [row for rows in status_pages(conn, config, now) for row in rows]
+    out = _status(views.load(conn, OPEN_STATES, numbers), config, now)
+    out.sort(key=lambda x: (-Decimal(x["amount_due"]), x["due_date"], x["number"]))
+    return out
+
+
+def status_pages(conn: Connection, config: Config, now: datetime, page: int = PAGE) -> Iterator[list[dict[str, Any]]]:
+    """`status_rows` of every open invoice, in its order, `page` rows at a time: the database
+    sorts, the rules run over one page while the next waits in the cursor."""
+    for rows in views.by_amount_due(conn, OPEN_STATES, page):
+        yield _status(rows, config, now)
+
+
+def status_extent(conn: Connection) -> dict[str, int]:
+    """How wide the open invoices' columns are, counted by the database (`relance status` lines
+    its columns up before it has read them): the longest number, client and currency, the largest
+    amount due (its characters) and days overdue (from the oldest due date, see `days_overdue`),
+    and how many there are."""
+    inv, cli = table(Invoice), table(Client)
+    n, number, client, currency, top, oldest = conn.execute(
+        sa.select(sa.func.count(), sa.func.max(sa.func.length(inv.c.number)), sa.func.max(sa.func.length(cli.c.name)),
+                  sa.func.max(sa.func.length(inv.c.currency)), sa.func.max(inv.c.amount - inv.c.paid),
+                  sa.func.min(inv.c.due_date))
+        .join(cli, cli.c.id == inv.c.client_id).where(inv.c.state.in_(OPEN_STATES))).one()
+    due = Decimal(max(int(top or 0), 0)) / 100
+    return {"count": n, "number": number or 0, "client": client or 0, "currency": currency or 0,
+            "amount_due": len(str(due.quantize(Decimal("0.01")))), "oldest_due_date": oldest}
+
+
+def _status(rows: list[views.InvoiceRow], config: Config, now: datetime) -> list[dict[str, Any]]:
     cal, ladder = views.calendar(config), config.ladder
-    rows = views.load(conn, OPEN_STATES, numbers)
     today = now.astimezone(config.zone).date()
     out: list[dict[str, Any]] = []
     for r in rows:
@@ -56,7 +91,6 @@ def status_rows(conn: Connection, config: Config, now: datetime,
             "stage": ladder[last].name if last >= 0 else None, "state": state,
             "next_action": action or None, "next_action_at": at.isoformat() if at else None,
         })
-    out.sort(key=lambda x: (-Decimal(x["amount_due"]), x["due_date"], x["number"]))
     return out
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import holidays
 import sqlalchemy as sa
@@ -53,31 +54,52 @@ def calendar(config: Config) -> SendingCalendar:
                            holidays=days)  # type: ignore[arg-type]
 
 
+def _invoices() -> sa.Select[Any]:
+    inv, cli, con = table(Invoice), table(Client), table(Contact)
+    return (sa.select(inv.c.id, inv.c.number, inv.c.due_date, inv.c.issue_date, inv.c.amount, inv.c.paid,
+                      inv.c.state, inv.c.hold_until, inv.c.held_by, inv.c.client_id, inv.c.contact_id, inv.c.language,
+                      inv.c.currency, inv.c.data_error, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
+            .join(cli, cli.c.id == inv.c.client_id).join(con, con.c.id == inv.c.contact_id))
+
+
 def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterable[str] | None = None,
          due_by: date | None = None) -> list[InvoiceRow]:
     """Invoices in `states` (or the given numbers, whatever their state), with their stages done.
 
     `due_by` keeps only invoices due on or before that date (an index range scan)."""
-    inv, cli, con, rem, ob = table(Invoice), table(Client), table(Contact), table(Reminder), table(Outbound)
-    q = (sa.select(inv.c.id, inv.c.number, inv.c.due_date, inv.c.issue_date, inv.c.amount, inv.c.paid,
-                   inv.c.state, inv.c.hold_until, inv.c.held_by, inv.c.client_id, inv.c.contact_id, inv.c.language,
-                   inv.c.currency, inv.c.data_error, cli.c.name, cli.c.kind, con.c.email, con.c.failing)
-         .join(cli, cli.c.id == inv.c.client_id).join(con, con.c.id == inv.c.contact_id))
-    q = q.where(inv.c.number.in_(list(numbers)) if numbers is not None else inv.c.state.in_(list(states)))
+    inv, rem = table(Invoice), table(Reminder)
+    q = _invoices().where(inv.c.number.in_(list(numbers)) if numbers is not None else inv.c.state.in_(list(states)))
     if due_by is not None:
         q = q.where(inv.c.due_date <= due_by)
     rows = conn.execute(q).all()
+    if numbers is not None:
+        return _with_stages(conn, rows, rem.c.invoice_id.in_([r.id for r in rows]))
+    which = rem.c.invoice_id.in_(sa.select(inv.c.id).where(inv.c.state.in_(list(states)),
+                                                           *(() if due_by is None else (inv.c.due_date <= due_by,))))
+    return _with_stages(conn, rows, which)
+
+
+def by_amount_due(conn: Connection, states: Iterable[str], page: int) -> Iterator[list[InvoiceRow]]:
+    """Invoices in `states`, largest amount due first, then the oldest due date, then the number
+    (as `relance status` lists them), `page` at a time: one query sorted by the database and read
+    as it goes (a server-side cursor on PostgreSQL), and the stages of each page's invoices."""
+    inv, rem = table(Invoice), table(Reminder)
+    # Python's order of strings (code points) on PostgreSQL too, whatever the database's locale.
+    number = inv.c.number.collate("C") if conn.dialect.name == "postgresql" else inv.c.number
+    q = _invoices().where(inv.c.state.in_(list(states))).order_by(inv.c.paid - inv.c.amount, inv.c.due_date, number)
+    result = conn.execution_options(stream_results=True, yield_per=page).execute(q)
+    for rows in result.partitions(page):
+        yield _with_stages(conn, rows, rem.c.invoice_id.in_([r.id for r in rows]))
+
+
+def _with_stages(conn: Connection, rows: Sequence[sa.Row[Any]], which: sa.ColumnElement[bool]) -> list[InvoiceRow]:
+    """`rows` of `_invoices()` as the rules see them, with their stages (the reminders `which` selects)."""
+    rem, ob = table(Reminder), table(Outbound)
     done: dict[int, list[StageDone]] = defaultdict(list)
     delivered: dict[int, int] = {}
     queued: dict[int, int] = {}
     rq = (sa.select(rem.c.invoice_id, rem.c.stage_index, rem.c.at, rem.c.skipped, ob.c.status)
-          .outerjoin(ob, ob.c.id == rem.c.outbound_id))
-    if numbers is not None:
-        rq = rq.where(rem.c.invoice_id.in_([r.id for r in rows]))
-    else:
-        rq = rq.join(inv, inv.c.id == rem.c.invoice_id).where(inv.c.state.in_(list(states)))
-        if due_by is not None:
-            rq = rq.where(inv.c.due_date <= due_by)
+          .outerjoin(ob, ob.c.id == rem.c.outbound_id).where(which))
     for invoice_id, index, at, skipped, status in conn.execute(rq):
         delivered_now = skipped or status in ("sent", "uncertain")
         # For the rules, queued counts as done (never twice), but not as sent (never the next one before it).
