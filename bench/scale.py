@@ -163,7 +163,8 @@ def main() -> None:
             pg_base = stack.enter_context(postgres_cluster(fsync=True))
         print(f"database {'postgresql' if pg_base else 'sqlite'}; {os.cpu_count()} CPUs; N invoices, N/10 due; "
               f"rows/s = invoices of the ledger a second (tick: messages sent)", flush=True)
-        ok = all([run_size(n, pg_base, args.send_up_to) for n in sizes])
+        results = [run_size(n, pg_base, args.send_up_to) for n in sizes]  # every size, even after a miss
+        ok = all(results)
     print(f"peak RSS <= {TARGET_MB} MB at 1,000,000 for every command: {'yes' if ok else 'NO'}"
           if 1_000_000 in sizes else "", flush=True)
 

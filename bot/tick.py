@@ -99,7 +99,7 @@ def _due_rows(engine: Engine, config: Config, now: datetime) -> list[InvoiceRow]
     """Only invoices whose first stage can be due are read: due_date + first delay <= today."""
     first_due_by = now.astimezone(config.zone).date() - timedelta(days=config.ladder[0].delay_days)
     with engine.connect() as conn:
-        return views.load(conn, due_by=first_due_by)
+        return views.load(conn, due_by=first_due_by, stages=len(config.ladder))
 
 
 def _with_problems(planned: list[Planned], rows: list[InvoiceRow], config: Config, now: datetime) -> list[Planned]:

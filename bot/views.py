@@ -63,20 +63,25 @@ def _invoices() -> sa.Select[Any]:
 
 
 def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterable[str] | None = None,
-         due_by: date | None = None) -> list[InvoiceRow]:
+         due_by: date | None = None, stages: int | None = None) -> list[InvoiceRow]:
     """Invoices in `states` (or the given numbers, whatever their state), with their stages done.
 
-    `due_by` keeps only invoices due on or before that date (an index range scan)."""
+    `due_by` keeps only invoices due on or before that date (an index range scan). `stages` (the
+    ladder's length) keeps only those the rules could still send a stage to: not settled, not
+    waiting for a person, not past the last stage. The scheduler reads what can be due, not the
+    history of invoices whose ladder ended long ago."""
     inv, rem = table(Invoice), table(Reminder)
-    q = _invoices().where(inv.c.number.in_(list(numbers)) if numbers is not None else inv.c.state.in_(list(states)))
-    if due_by is not None:
-        q = q.where(inv.c.due_date <= due_by)
-    rows = conn.execute(q).all()
     if numbers is not None:
+        rows = conn.execute(_invoices().where(inv.c.number.in_(list(numbers)))).all()
         return _with_stages(conn, rows, rem.c.invoice_id.in_([r.id for r in rows]))
-    which = rem.c.invoice_id.in_(sa.select(inv.c.id).where(inv.c.state.in_(list(states)),
-                                                           *(() if due_by is None else (inv.c.due_date <= due_by,))))
-    return _with_stages(conn, rows, which)
+    which: list[sa.ColumnElement[bool]] = [inv.c.state.in_(list(states))]
+    if due_by is not None:
+        which.append(inv.c.due_date <= due_by)
+    if stages is not None:
+        which += [inv.c.paid < inv.c.amount, inv.c.held_by.is_(None),
+                  ~sa.exists().where(rem.c.invoice_id == inv.c.id, rem.c.stage_index >= stages - 1)]
+    rows = conn.execute(_invoices().where(*which)).all()
+    return _with_stages(conn, rows, rem.c.invoice_id.in_(sa.select(inv.c.id).where(*which)))
 
 
 def by_amount_due(conn: Connection, states: Iterable[str], page: int) -> Iterator[list[InvoiceRow]]:
