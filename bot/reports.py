@@ -146,9 +146,10 @@ class SimulatedSend:
 def simulate(conn: Connection, config: Config, start: date, end: date) -> list[SimulatedSend]:
     """Replay the ladder once a day (an hour into the sending window) from `start` to `end`.
 
-    Starts from the current ledger and what was really sent; changes nothing."""
+    Starts from the current ledger and what was really sent; changes nothing. Reads only the
+    invoices that can get a stage by `end` (not those past their last stage, settled or held)."""
     cal, ladder = views.calendar(config), config.ladder
-    rows = views.load(conn)
+    rows = views.load(conn, due_by=end - timedelta(days=ladder[0].delay_days), stages=len(ladder))
     state = {r.id: r.view for r in rows}
     by_id = {r.id: r for r in rows}
     window_start = config.window[0]
