@@ -26,7 +26,7 @@ from bot.i18n import t
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, Invoice, table
 from bot.render import Renderer, check_templates
-from bot.tick import Planned, TickReport, tick
+from bot.tick import Planned, TickReport, plan_only, tick
 from bot.tokens import credential
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 
@@ -135,8 +135,11 @@ def cmd_tick(app: App) -> int:
         problems = check_templates(cfg, renderer, app.now.date())
         if problems:
             raise RelanceError("template error, nothing sent: " + problems[0])
-    report = asyncio.run(tick(app.engine(), cfg, SmtpMailer(cfg.smtp, password), app.now, datetime.now(UTC),
-                              renderer=renderer, dry_run=app.args.dry_run))
+    if app.args.dry_run:
+        report = plan_only(app.engine(), cfg, app.now)
+    else:
+        report = asyncio.run(tick(app.engine(), cfg, SmtpMailer(cfg.smtp, password), app.now, datetime.now(UTC),
+                                  renderer=renderer))
     print_tick(report, app.args.dry_run)
     if report.aborted:
         print("relance: " + t("tick stopped: {why}", why=report.aborted), file=sys.stderr)

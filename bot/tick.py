@@ -29,7 +29,7 @@ from bot.prepare import PARALLEL_FROM, Preparer
 from bot.render import Renderer
 from bot.views import InvoiceRow
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
-from rules.schedule import Plan, plan, priority_key
+from rules.schedule import plan, priority_key
 
 
 @dataclass(frozen=True)
@@ -66,30 +66,33 @@ def plan_groups(rows: list[InvoiceRow], config: Config, now: datetime) -> list[P
     """What is due at `now`, in sending order; consolidated per client and stage when configured."""
     cal = views.calendar(config)
     ladder = config.ladder
-    due: list[tuple[InvoiceRow, Plan]] = []
+    due: list[tuple[InvoiceRow, int, tuple[int, ...]]] = []  # the row, the stage to send, those passed over
     for row in rows:
         if row.contact_failing or row.data_error:  # waits for a person to fix the address or the data
             continue
         p = plan(row.view, ladder, cal, now)
         if p.send is not None:
-            due.append((row, p))
-    due.sort(key=lambda rp: priority_key(rp[0].view.amount_due, rp[0].view.due_date, rp[0].number))
-    buckets: dict[object, list[tuple[InvoiceRow, Plan]]] = {}
-    for row, p in due:
-        key: object = ((row.client_id, row.contact_id, p.send, row.language, row.currency)
-                       if config.schedule.consolidate else row.id)
-        buckets.setdefault(key, []).append((row, p))
+            due.append((row, p.send, p.skipped))
+    due.sort(key=lambda d: priority_key(d[0].view.amount_due, d[0].view.due_date, d[0].number))
+    if config.schedule.consolidate:
+        buckets: dict[object, list[tuple[InvoiceRow, int, tuple[int, ...]]]] = {}
+        for d in due:
+            row, send = d[0], d[1]
+            buckets.setdefault((row.client_id, row.contact_id, send, row.language, row.currency), []).append(d)
+        groups = list(buckets.values())
+    else:
+        groups = [[d] for d in due]
+    del due
     out = []
-    for members in buckets.values():
-        first, fp = members[0]
-        assert fp.send is not None
+    for members in groups:
+        first, send = members[0][0], members[0][1]
         out.append(Planned(
             group=Group(
-                client_id=first.client_id, contact_id=first.contact_id, email=first.email, stage_index=fp.send,
-                invoice_ids=tuple(r.id for r, _ in members), numbers=tuple(r.number for r, _ in members),
-                skipped=tuple((r.id, p.skipped) for r, p in members if p.skipped)),
-            stage=ladder[fp.send].name,
-            amount_due=str(sum((r.view.amount_due for r, _ in members), start=Decimal("0.00"))),
+                client_id=first.client_id, contact_id=first.contact_id, email=first.email, stage_index=send,
+                invoice_ids=tuple(r.id for r, _, _ in members), numbers=tuple(r.number for r, _, _ in members),
+                skipped=tuple((r.id, skipped) for r, _, skipped in members if skipped)),
+            stage=ladder[send].name,
+            amount_due=str(sum((r.view.amount_due for r, _, _ in members), start=Decimal("0.00"))),
             client=first.client,
         ))
     return out
@@ -314,6 +317,23 @@ async def _send(outbox: Outbox, mailer: Mailer, p: Prepared, config: Config, rep
     return False  # pragma: no cover - the loop always returns
 
 
+def plan_only(engine: Engine, config: Config, now: datetime) -> TickReport:
+    """`tick --dry-run`: what is due at `now`, and what would fail; outside the sending window,
+    also when it opens and what would go then. Changes nothing."""
+    report = TickReport()
+    started = time.perf_counter()
+    rows = _due_rows(engine, config, now)
+    report.planned = _with_problems(plan_groups(rows, config, now), rows, config, now)
+    del rows
+    report.seconds["plan"] = time.perf_counter() - started
+    cal = views.calendar(config)
+    if not cal.is_allowed(now):
+        report.window_opens = opens = cal.next_allowed(now)
+        later = _due_rows(engine, config, opens)
+        report.then = _with_problems(plan_groups(later, config, opens), later, config, opens)
+    return report
+
+
 async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wall_now: datetime,
                renderer: Renderer | None = None, dry_run: bool = False,
                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -322,19 +342,12 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
 
     The mailer connects before anything is queued, so an unreachable server or a refused login
     leaves the store as it was (ConnectionFailedError propagates)."""
+    if dry_run:
+        return plan_only(engine, config, now)
     report = TickReport()
     started = time.perf_counter()
-    rows = _due_rows(engine, config, now)
-    report.planned = plan_groups(rows, config, now)
+    report.planned = plan_groups(_due_rows(engine, config, now), config, now)  # the rows are not kept
     report.seconds["plan"] = time.perf_counter() - started
-    if dry_run:
-        report.planned = _with_problems(report.planned, rows, config, now)
-        cal = views.calendar(config)
-        if not cal.is_allowed(now):
-            report.window_opens = opens = cal.next_allowed(now)
-            later = _due_rows(engine, config, opens)
-            report.then = _with_problems(plan_groups(later, config, opens), later, config, opens)
-        return report
     outbox = Outbox(engine, config, renderer or Renderer.from_config(config), now, wall_now)
     for mid in outbox.resolve_stale():
         report.uncertain.append(f"{mid}: left 'sending' by a crashed run; counted as sent")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -80,8 +80,12 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
     if stages is not None:
         which += [inv.c.paid < inv.c.amount, inv.c.held_by.is_(None),
                   ~sa.exists().where(rem.c.invoice_id == inv.c.id, rem.c.stage_index >= stages - 1)]
-    rows = conn.execute(_invoices().where(*which)).all()
-    return _with_stages(conn, rows, rem.c.invoice_id.in_(sa.select(inv.c.id).where(*which)))
+    # The stages first, then the invoices made into views as the cursor gives them: the database's
+    # rows and the views are never all in memory together.
+    done = _stages(conn, rem.c.invoice_id.in_(sa.select(inv.c.id).where(*which)))
+    result = conn.execution_options(stream_results=True, yield_per=2000).execute(_invoices().where(*which))
+    shared: dict[object, Any] = {}  # one object for what many rows repeat (a client's name, a currency)
+    return [_row(r, done, lambda v: shared.setdefault(v, v)) for r in result]
 
 
 def by_amount_due(conn: Connection, states: Iterable[str], page: int) -> Iterator[list[InvoiceRow]]:
@@ -97,33 +101,45 @@ def by_amount_due(conn: Connection, states: Iterable[str], page: int) -> Iterato
         yield _with_stages(conn, rows, rem.c.invoice_id.in_([r.id for r in rows]))
 
 
-def _with_stages(conn: Connection, rows: Sequence[sa.Row[Any]], which: sa.ColumnElement[bool]) -> list[InvoiceRow]:
-    """`rows` of `_invoices()` as the rules see them, with their stages (the reminders `which` selects)."""
+@dataclass
+class _Stages:
+    done: dict[int, list[StageDone]]
+    delivered: dict[int, int]  # highest stage sent (or uncertain, or passed over)
+    queued: dict[int, int]  # a stage recorded but still in the outbox
+
+
+def _stages(conn: Connection, which: sa.ColumnElement[bool]) -> _Stages:
+    """The stages recorded for the invoices whose reminders `which` selects."""
     rem, ob = table(Reminder), table(Outbound)
-    done: dict[int, list[StageDone]] = defaultdict(list)
-    delivered: dict[int, int] = {}
-    queued: dict[int, int] = {}
+    out = _Stages(defaultdict(list), {}, {})
     rq = (sa.select(rem.c.invoice_id, rem.c.stage_index, rem.c.at, rem.c.skipped, ob.c.status)
           .outerjoin(ob, ob.c.id == rem.c.outbound_id).where(which))
     for invoice_id, index, at, skipped, status in conn.execute(rq):
         delivered_now = skipped or status in ("sent", "uncertain")
         # For the rules, queued counts as done (never twice), but not as sent (never the next one before it).
-        done[invoice_id].append(StageDone(index, at, delivered_now))
+        out.done[invoice_id].append(StageDone(index, at, delivered_now))
         if delivered_now:
-            delivered[invoice_id] = max(index, delivered.get(invoice_id, -1))
+            out.delivered[invoice_id] = max(index, out.delivered.get(invoice_id, -1))
         else:
-            queued[invoice_id] = index
-    out = []
-    for r in rows:
-        view = InvoiceView(number=r.number, due_date=r.due_date, amount_due=max(r.amount - r.paid, Decimal(0)),
-                           state=State(r.state), hold_until=r.hold_until,
-                           held_for_person=r.held_by is not None, done=tuple(done.get(r.id, ())))
-        out.append(InvoiceRow(
-            id=r.id, client_id=r.client_id, contact_id=r.contact_id, client=r.name, client_kind=r.kind,
-            email=r.email, contact_failing=r.failing, language=r.language, currency=r.currency,
-            amount=r.amount, paid=r.paid, issue_date=r.issue_date, view=view,
-            delivered=delivered.get(r.id, -1), queued=queued.get(r.id), data_error=r.data_error))
+            out.queued[invoice_id] = index
     return out
+
+
+def _with_stages(conn: Connection, rows: Sequence[sa.Row[Any]], which: sa.ColumnElement[bool]) -> list[InvoiceRow]:
+    """`rows` of `_invoices()` as the rules see them, with their stages (the reminders `which` selects)."""
+    done = _stages(conn, which)
+    return [_row(r, done) for r in rows]
+
+
+def _row(r: sa.Row[Any], stages: _Stages, shared: Callable[[Any], Any] = lambda v: v) -> InvoiceRow:
+    view = InvoiceView(number=r.number, due_date=r.due_date, amount_due=max(r.amount - r.paid, Decimal(0)),
+                       state=State(r.state), hold_until=r.hold_until,
+                       held_for_person=r.held_by is not None, done=tuple(stages.done.get(r.id, ())))
+    return InvoiceRow(
+        id=r.id, client_id=r.client_id, contact_id=r.contact_id, client=shared(r.name), client_kind=shared(r.kind),
+        email=shared(r.email), contact_failing=r.failing, language=shared(r.language), currency=shared(r.currency),
+        amount=r.amount, paid=shared(r.paid), issue_date=shared(r.issue_date), view=view,
+        delivered=stages.delivered.get(r.id, -1), queued=stages.queued.get(r.id), data_error=r.data_error)
 
 
 def display_state(view: InvoiceView, now: datetime) -> str:
