@@ -74,18 +74,32 @@ def load(conn: Connection, states: Iterable[str] = ("active",), numbers: Iterabl
     if numbers is not None:
         rows = conn.execute(_invoices().where(inv.c.number.in_(list(numbers)))).all()
         return _with_stages(conn, rows, rem.c.invoice_id.in_([r.id for r in rows]))
+    return list(stream(conn, sendable(states, due_by, stages)))
+
+
+def stream(conn: Connection, which: list[sa.ColumnElement[bool]]) -> Iterator[InvoiceRow]:
+    """The invoices `which` selects (conditions on the invoice table), made into views as the
+    cursor gives them, after their stages: the caller keeps what it needs of each."""
+    inv, rem = table(Invoice), table(Reminder)
+    done = _stages(conn, rem.c.invoice_id.in_(sa.select(inv.c.id).where(*which)))
+    result = conn.execution_options(stream_results=True, yield_per=2000).execute(_invoices().where(*which))
+    shared: dict[object, Any] = {}  # one object for what many rows repeat (a client's name, a currency)
+    for r in result:
+        yield _row(r, done, lambda v: shared.setdefault(v, v))
+
+
+def sendable(states: Iterable[str] = ("active",), due_by: date | None = None,
+             stages: int | None = None) -> list[sa.ColumnElement[bool]]:
+    """The conditions of `load`: invoices in `states`, due by `due_by`, that the rules could still
+    send one of `stages` stages to (not settled, not waiting for a person, not past the last)."""
+    inv, rem = table(Invoice), table(Reminder)
     which: list[sa.ColumnElement[bool]] = [inv.c.state.in_(list(states))]
     if due_by is not None:
         which.append(inv.c.due_date <= due_by)
     if stages is not None:
         which += [inv.c.paid < inv.c.amount, inv.c.held_by.is_(None),
                   ~sa.exists().where(rem.c.invoice_id == inv.c.id, rem.c.stage_index >= stages - 1)]
-    # The stages first, then the invoices made into views as the cursor gives them: the database's
-    # rows and the views are never all in memory together.
-    done = _stages(conn, rem.c.invoice_id.in_(sa.select(inv.c.id).where(*which)))
-    result = conn.execution_options(stream_results=True, yield_per=2000).execute(_invoices().where(*which))
-    shared: dict[object, Any] = {}  # one object for what many rows repeat (a client's name, a currency)
-    return [_row(r, done, lambda v: shared.setdefault(v, v)) for r in result]
+    return which
 
 
 def by_amount_due(conn: Connection, states: Iterable[str], page: int) -> Iterator[list[InvoiceRow]]:
