@@ -190,11 +190,16 @@ def cmd_status(app: App) -> int:
             return 0
         widths = _status_widths(extent, app)
         print("  ".join((t(h) if h else h).ljust(w) for (_, h), w in zip(STATUS_COLUMNS, widths, strict=True)).rstrip())
+        words: dict[str, str] = {}  # a state or an action translated once, not once a row
+
+        def word(value: str) -> str:
+            return words.get(value) or words.setdefault(value, t(value))
+
         for rows in pages:
             for r in rows:
                 if r["next_action_at"]:
                     r["next_action_at"] = r["next_action_at"][:16].replace("T", " ")
-                cells = (t(str(r[k])) if k in ("state", "next_action") and r[k] is not None
+                cells = (word(str(r[k])) if k in ("state", "next_action") and r[k] is not None
                          else "" if r[k] is None else str(r[k]) for k, _ in STATUS_COLUMNS)
                 print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return 0
