@@ -422,6 +422,8 @@ class _Seen:
         mark = "?" if self.s.dialect.paramstyle == "qmark" else "%s"  # plain values: the driver's executemany
         self.s.exec_driver_sql(f"INSERT INTO relance_import_batch VALUES ({', '.join([mark] * 4)})",
                                [(r.number, r.line, r.fingerprint(), r.client_key) for r in first.values()])
+        if self.s.dialect.name == "postgresql":  # a temporary table has no statistics: without them the
+            self.s.exec_driver_sql("ANALYZE relance_import_batch")  # look-ups it joins may scan whole tables
         before = {number: (line, fp) for number, line, fp in self.s.execute(
             sa.select(seen.number, seen.line, seen.fingerprint).where(seen.number.in_(self.numbers())))}
         if before:
