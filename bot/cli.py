@@ -8,7 +8,8 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,7 @@ from bot.i18n import t
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, Invoice, table
 from bot.render import Renderer, check_templates
-from bot.tick import Planned, TickReport, tick
+from bot.tick import Planned, TickReport, plan_only, tick
 from bot.tokens import credential
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 
@@ -91,8 +92,8 @@ def cmd_init(app: App) -> int:
 
 def cmd_import(app: App) -> int:
     path = Path(app.args.file)
-    rows = ledger.read(path, app.config.company.language, app.config.attachments.path(app.config.source))
-    result = ledger.import_rows(app.engine(), rows, app.now, path.name)
+    result = ledger.import_file(app.engine(), path, app.config.company.language, app.now, path.name,
+                                app.config.attachments.path(app.config.source))
     print(t("{path}: {rows} rows: {created} new, {updated} updated, {unchanged} unchanged, {settled} settled",
             path=path, rows=result.rows, created=result.created, updated=result.updated,
             unchanged=result.unchanged, settled=result.settled))
@@ -145,8 +146,11 @@ def cmd_tick(app: App) -> int:
         problems = check_templates(cfg, renderer, app.now.date())
         if problems:
             raise RelanceError("template error, nothing sent: " + problems[0])
-    report = asyncio.run(tick(app.engine(), cfg, SmtpMailer(cfg.smtp, password), app.now, datetime.now(UTC),
-                              renderer=renderer, dry_run=app.args.dry_run))
+    if app.args.dry_run:
+        report = plan_only(app.engine(), cfg, app.now)
+    else:
+        report = asyncio.run(tick(app.engine(), cfg, SmtpMailer(cfg.smtp, password), app.now, datetime.now(UTC),
+                                  renderer=renderer))
     print_tick(report, app.args.dry_run)
     if report.aborted:
         print("relance: " + t("tick stopped: {why}", why=report.aborted), file=sys.stderr)
@@ -182,18 +186,59 @@ STATUS_COLUMNS = (("number", "NUMBER"), ("client", "CLIENT"), ("amount_due", "DU
 
 
 def cmd_status(app: App) -> int:
+    """Printed as the database hands the invoices over, a page at a time: memory does not grow
+    with the ledger."""
     if app.args.health:
         return _health(app)
     with app.engine().connect() as conn:
-        rows = reports.status_rows(conn, app.config, app.now)
-    if app.args.json:
-        emit(rows)
-    else:
-        for r in rows:
-            if r["next_action_at"]:
-                r["next_action_at"] = r["next_action_at"][:16].replace("T", " ")
-        table_out(rows, STATUS_COLUMNS)
+        pages = reports.status_pages(conn, app.config, app.now)
+        if app.args.json:
+            emit_stream(row for rows in pages for row in rows)
+            return 0
+        extent = reports.status_extent(conn)
+        if not extent["count"]:
+            print(t("(none)"))
+            return 0
+        widths = _status_widths(extent, app)
+        print("  ".join((t(h) if h else h).ljust(w) for (_, h), w in zip(STATUS_COLUMNS, widths, strict=True)).rstrip())
+        words: dict[str, str] = {}  # a state or an action translated once, not once a row
+
+        def word(value: str) -> str:
+            return words.get(value) or words.setdefault(value, t(value))
+
+        for rows in pages:
+            for r in rows:
+                if r["next_action_at"]:
+                    r["next_action_at"] = r["next_action_at"][:16].replace("T", " ")
+                cells = (word(str(r[k])) if k in ("state", "next_action") and r[k] is not None
+                         else "" if r[k] is None else str(r[k]) for k, _ in STATUS_COLUMNS)
+                print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return 0
+
+
+def _status_widths(extent: dict[str, Any], app: App) -> list[int]:
+    """The columns' widths before the rows are read: what the database counted (numbers, clients,
+    amounts, days), else the longest word the column can hold (stages, states, next actions)."""
+    stages = [s.name for s in app.config.ladder.stages]
+    late = max((app.now.astimezone(app.config.zone).date() - extent["oldest_due_date"]).days, 0)
+    longest = {
+        "number": extent["number"], "client": extent["client"], "amount_due": extent["amount_due"],
+        "currency": extent["currency"], "days_overdue": len(str(late)), "stage": max(map(len, stages)),
+        "state": max(len(t(s)) for s in reports.OPEN_STATES),
+        "next_action": max(len(t(a)) for a in (*stages, "triage", "fix_contact", "fix_data", "resume")),
+        "next_action_at": len("2027-04-12 10:00"),
+    }
+    return [max(len(t(h)) if h else 0, longest[k]) for k, h in STATUS_COLUMNS]
+
+
+def emit_stream(items: Iterable[Any]) -> None:
+    """`emit` of a list, written an item at a time (the same characters)."""
+    first = True
+    for item in items:
+        text = json.dumps(item, ensure_ascii=False, indent=2, default=str)
+        sys.stdout.write(("[\n" if first else ",\n") + textwrap.indent(text, "  "))
+        first = False
+    print("[]" if first else "\n]")
 
 
 def _health(app: App) -> int:

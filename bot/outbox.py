@@ -136,6 +136,9 @@ class Prepared:
     paid: Decimal  # what its invoices had been paid when it was rendered, summed
 
 
+QUEUE_CHUNK = 5000  # groups whose messages, reminders and events are built and written together
+
+
 class Outbox:
     # Whether the per-message commit waits for the disk on PostgreSQL (see bot/driver.py); SQLite
     # runs with synchronous=NORMAL either way. A crash of this process loses nothing without it.
@@ -175,8 +178,9 @@ class Outbox:
             if not groups:
                 return []
             try:
-                with session(self.engine) as s:
-                    return self._queue(s, groups)
+                with session(self.engine) as s:  # one transaction, written a chunk at a time
+                    return [i for start in range(0, len(groups), QUEUE_CHUNK)
+                            for i in self._queue(s, groups[start:start + QUEUE_CHUNK])]
             except (_AlreadyQueuedError, sa.exc.IntegrityError):
                 groups = self._not_queued(groups)
         if groups:

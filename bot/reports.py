@@ -5,6 +5,7 @@ Every function takes `now`; none writes to the store."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 from bot import reasons, views
 from bot.config import Config
 from bot.errors import NotFoundError
-from bot.models import Event, Inbound, Invoice, Outbound, Reminder, table
+from bot.models import Client, Event, Inbound, Invoice, Outbound, Reminder, UtcDateTime, table
 from rules.model import StageDone
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
 from rules.schedule import plan
@@ -24,11 +25,45 @@ from rules.schedule import plan
 OPEN_STATES = ("active", "paused", "disputed", "plan", "bounced")
 
 
+PAGE = 2000  # invoices `relance status` reads, runs the rules over and prints at a time
+
+
 def status_rows(conn: Connection, config: Config, now: datetime,
                 numbers: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per open invoice (or per named invoice), with the contract's field names."""
+    """One row per open invoice (or per named invoice), with the contract's field names, largest
+    amount due first. All of them in memory: for a few; `status_pages` streams."""
+    if numbers is None:
+        return [row for rows in status_pages(conn, config, now) for row in rows]
+    out = _status(views.load(conn, OPEN_STATES, numbers), config, now)
+    out.sort(key=lambda x: (-Decimal(x["amount_due"]), x["due_date"], x["number"]))
+    return out
+
+
+def status_pages(conn: Connection, config: Config, now: datetime, page: int = PAGE) -> Iterator[list[dict[str, Any]]]:
+    """`status_rows` of every open invoice, in its order, `page` rows at a time: the database
+    sorts, the rules run over one page while the next waits in the cursor."""
+    for rows in views.by_amount_due(conn, OPEN_STATES, page):
+        yield _status(rows, config, now)
+
+
+def status_extent(conn: Connection) -> dict[str, int]:
+    """How wide the open invoices' columns are, counted by the database (`relance status` lines
+    its columns up before it has read them): the longest number, client and currency, the largest
+    amount due (its characters) and days overdue (from the oldest due date, see `days_overdue`),
+    and how many there are."""
+    inv, cli = table(Invoice), table(Client)
+    n, number, client, currency, top, oldest = conn.execute(
+        sa.select(sa.func.count(), sa.func.max(sa.func.length(inv.c.number)), sa.func.max(sa.func.length(cli.c.name)),
+                  sa.func.max(sa.func.length(inv.c.currency)), sa.func.max(inv.c.amount - inv.c.paid),
+                  sa.func.min(inv.c.due_date))
+        .join(cli, cli.c.id == inv.c.client_id).where(inv.c.state.in_(OPEN_STATES))).one()
+    due = Decimal(max(int(top or 0), 0)) / 100
+    return {"count": n, "number": number or 0, "client": client or 0, "currency": currency or 0,
+            "amount_due": len(str(due.quantize(Decimal("0.01")))), "oldest_due_date": oldest}
+
+
+def _status(rows: list[views.InvoiceRow], config: Config, now: datetime) -> list[dict[str, Any]]:
     cal, ladder = views.calendar(config), config.ladder
-    rows = views.load(conn, OPEN_STATES, numbers)
     today = now.astimezone(config.zone).date()
     out: list[dict[str, Any]] = []
     for r in rows:
@@ -56,7 +91,6 @@ def status_rows(conn: Connection, config: Config, now: datetime,
             "stage": ladder[last].name if last >= 0 else None, "state": state,
             "next_action": action or None, "next_action_at": at.isoformat() if at else None,
         })
-    out.sort(key=lambda x: (-Decimal(x["amount_due"]), x["due_date"], x["number"]))
     return out
 
 
@@ -112,9 +146,10 @@ class SimulatedSend:
 def simulate(conn: Connection, config: Config, start: date, end: date) -> list[SimulatedSend]:
     """Replay the ladder once a day (an hour into the sending window) from `start` to `end`.
 
-    Starts from the current ledger and what was really sent; changes nothing."""
+    Starts from the current ledger and what was really sent; changes nothing. Reads only the
+    invoices that can get a stage by `end` (not those past their last stage, settled or held)."""
     cal, ladder = views.calendar(config), config.ladder
-    rows = views.load(conn)
+    rows = views.load(conn, due_by=end - timedelta(days=ladder[0].delay_days), stages=len(ladder))
     state = {r.id: r.view for r in rows}
     by_id = {r.id: r for r in rows}
     window_start = config.window[0]
@@ -141,33 +176,52 @@ def simulate(conn: Connection, config: Config, start: date, end: date) -> list[S
     return out
 
 
-def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
-    """Collection KPIs. Definitions are in the returned `definitions` field."""
+def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> dict[str, Any]:
+    """Collection KPIs. Definitions are in the returned `definitions` field.
+
+    One pass over the invoices, each with its first reminder, top stage and payment joined by the
+    database, read `page` rows at a time and summed as they come: memory does not grow with the
+    history (the time does, as the figures are about all of it)."""
     inv_t, rem_t, out_t, ev_t, in_t = (table(Invoice), table(Reminder), table(Outbound), table(Event),
                                        table(Inbound))
     today = now.astimezone(config.zone).date()
-    invs = conn.execute(sa.select(inv_t.c.id, inv_t.c.amount, inv_t.c.paid, inv_t.c.state,
-                                  inv_t.c.issue_date, inv_t.c.due_date)).all()
-    first_rem = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.min(rem_t.c.at))
-                                  .group_by(rem_t.c.invoice_id)).all())
-    top_stage = dict(conn.execute(sa.select(rem_t.c.invoice_id, sa.func.max(rem_t.c.stage_index))
-                                  .group_by(rem_t.c.invoice_id)).all())
-    paid_at = dict(conn.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
-                                .where(ev_t.c.kind == "paid").group_by(ev_t.c.invoice_id)).all())
-    receivable = sum((i.amount - i.paid for i in invs if i.state != "paid"), Decimal(0))
+    reminders = (sa.select(rem_t.c.invoice_id, sa.func.min(rem_t.c.at).label("first_at"),
+                           sa.func.max(rem_t.c.stage_index).label("top"))
+                 .group_by(rem_t.c.invoice_id).subquery())
+    payments = (sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at).label("paid_at"))
+                .where(ev_t.c.kind == "paid").group_by(ev_t.c.invoice_id).subquery())
+    # The aggregates come back as the columns' own types (aware datetimes on SQLite too).
+    first_at = sa.type_coerce(reminders.c.first_at, UtcDateTime())
+    paid_at_col = sa.type_coerce(payments.c.paid_at, UtcDateTime())
+    invs = (sa.select(inv_t.c.amount, inv_t.c.paid, inv_t.c.state, inv_t.c.issue_date, inv_t.c.due_date,
+                      first_at.label("first_at"), reminders.c.top, paid_at_col.label("paid_at"))
+            .outerjoin(reminders, reminders.c.invoice_id == inv_t.c.id)
+            .outerjoin(payments, payments.c.invoice_id == inv_t.c.id))
     window = 90
-    sales = sum((i.amount for i in invs if 0 <= (today - i.issue_date).days < window), Decimal(0))
-    reminded = [i for i in invs if i.id in first_rem]
-    reminded_amount = sum((i.amount for i in reminded), Decimal(0))
-    recovered = [i for i in reminded if i.state == "paid"]
-    recovered_amount = sum((min(i.paid, i.amount) for i in reminded), Decimal(0))  # partial payments count
-    delays = [(paid_at[i.id] - first_rem[i.id]).total_seconds() / 86400 for i in recovered
-              if i.id in paid_at and paid_at[i.id] >= first_rem[i.id]]
     last = len(config.ladder) - 1
+    receivable = sales = reminded_amount = recovered_amount = Decimal(0)
+    reminded = recovered = amicable = 0
+    delays: list[float] = []
     per_stage = {s.name: Decimal(0) for s in config.ladder.stages}
-    for i in recovered:
-        per_stage[config.ladder[top_stage[i.id]].name] += i.amount
-    amicable = [i for i in recovered if top_stage[i.id] < last]
+    aged = {name: Decimal("0.00") for name, _ in AGEING}
+    for i in conn.execution_options(stream_results=True, yield_per=page).execute(invs):
+        if i.state != "paid":
+            receivable += i.amount - i.paid
+            aged[_age((today - i.due_date).days)] += i.amount - i.paid
+        if 0 <= (today - i.issue_date).days < window:
+            sales += i.amount
+        if i.first_at is None:
+            continue
+        reminded += 1
+        reminded_amount += i.amount
+        recovered_amount += min(i.paid, i.amount)  # partial payments count
+        if i.state != "paid":
+            continue
+        recovered += 1
+        if i.paid_at is not None and i.paid_at >= i.first_at:
+            delays.append((i.paid_at - i.first_at).total_seconds() / 86400)
+        per_stage[config.ladder[i.top].name] += i.amount
+        amicable += i.top < last
     sent: dict[int, int] = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
                              .where(out_t.c.status.in_(("sent", "uncertain")), out_t.c.stage_index >= 0)
                              .group_by(out_t.c.stage_index)).all())
@@ -175,11 +229,11 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
     notices = sum(n for k, n in sent.items() if config.ladder[k].penalties)
     # Reminded invoices a client answered (a person, not a robot) after their first reminder: mail
     # about nothing we sent, or a second reply on the same invoice, does not raise the rate.
-    answered = {invoice_id for invoice_id, at in conn.execute(
-        sa.select(ev_t.c.invoice_id, ev_t.c.at).join(in_t, in_t.c.id == ev_t.c.inbound_id)
-        .where(ev_t.c.invoice_id.is_not(None), in_t.c.kind.is_not(None),
-               in_t.c.kind.not_in(("auto_reply", "bounce"))).distinct())
-        if invoice_id in first_rem and at >= first_rem[invoice_id]}
+    answered = conn.execute(
+        sa.select(sa.func.count(sa.distinct(ev_t.c.invoice_id))).select_from(ev_t)
+        .join(in_t, in_t.c.id == ev_t.c.inbound_id).join(reminders, reminders.c.invoice_id == ev_t.c.invoice_id)
+        .where(in_t.c.kind.is_not(None), in_t.c.kind.not_in(("auto_reply", "bounce")),
+               ev_t.c.at >= reminders.c.first_at)).scalar_one()
     costs = config.costs
     cost = (costs.email * emails + costs.formal_notice * notices).quantize(Decimal("0.01"))
 
@@ -191,14 +245,14 @@ def kpi(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
         "dso_days": f"{receivable / sales * window:.1f}" if sales else None,
         "open_receivables": str(receivable),
         "recovery_rate_pct": pct(recovered_amount, reminded_amount),
-        "reply_rate_pct": pct(len(answered), len(reminded)),
+        "reply_rate_pct": pct(answered, reminded),
         "mean_days_to_pay_after_first_reminder": f"{sum(delays) / len(delays):.1f}" if delays else None,
         "recovered_per_stage": {k: str(v) for k, v in per_stage.items()},
-        "amicable_conversion_pct": pct(len(amicable), len(recovered)),
+        "amicable_conversion_pct": pct(amicable, recovered),
         "emails_sent": emails,
         "formal_notices_sent": notices,
         "cost_of_recovery": str(cost),
-        "ageing": {k: str(v) for k, v in ageing(invs, today).items()},
+        "ageing": {k: str(v) for k, v in aged.items()},
         "definitions": {
             "dso_days": f"open receivables / invoiced amount of the last {window} days x {window}",
             "recovery_rate_pct": "amount paid on reminded invoices (partial payments included) / amount of "
@@ -220,12 +274,14 @@ def ageing(invs: Any, today: date) -> dict[str, Decimal]:
     """Open receivables by days past due: not yet due, 0-30, 31-60, 61-90, over 90."""
     out = {name: Decimal("0.00") for name, _ in AGEING}
     for i in invs:
-        if i.state == "paid":
-            continue
-        late = (today - i.due_date).days
-        name = "not_due" if late < 0 else next((n for n, top in AGEING[1:4] if top is not None and late <= top), "90+")
-        out[name] += i.amount - i.paid
+        if i.state != "paid":
+            out[_age((today - i.due_date).days)] += i.amount - i.paid
     return out
+
+
+def _age(late: int) -> str:
+    """The ageing bucket of an invoice `late` days past its due date."""
+    return "not_due" if late < 0 else next((n for n, top in AGEING[1:4] if top is not None and late <= top), "90+")
 
 
 def messages(conn: Connection, triage_only: bool = False) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -95,3 +96,72 @@ def test_reimport_is_idempotent_and_paid_settles(tmp_path: Path, engine: Engine)
         kinds = list(c.execute(sa.select(table(Event).c.kind).order_by(table(Event).c.id)).scalars())
     assert (inv.state, inv.paid, inv.amount) == ("paid", Decimal("1500.00"), Decimal("1500.00"))
     assert kinds == ["imported", "paid", "updated"]
+
+
+def _rows(n: int, first: int = 1) -> str:
+    return "".join(GOOD.replace("F-1", f"F-{i}").replace("1500.00", f"{100 + i}.00") for i in range(first, first + n))
+
+
+def test_import_streams_in_bounded_batches(tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is read and written `batch` rows at a time: the first rows are in the store before
+    the last ones are read, and no statement carries more than a batch of invoices."""
+    path = write(tmp_path, _rows(10))
+    read_so_far = [0]
+    parse = ledger.parse
+
+    def counting(*args: object, **kwargs: object) -> Iterator[ledger.Row]:
+        for row in parse(*args, **kwargs):  # type: ignore[arg-type]
+            read_so_far[0] += 1
+            yield row
+
+    monkeypatch.setattr(ledger, "parse", counting)
+    written: list[tuple[int, int]] = []  # (rows in the statement, rows read when it ran)
+
+    def spy(conn: object, cursor: object, statement: str, params: object, context: object, many: bool) -> None:
+        if statement.startswith("INSERT INTO invoice "):
+            written.append((len(params) if many else 1, read_so_far[0]))  # type: ignore[arg-type]
+
+    sa.event.listen(engine, "before_cursor_execute", spy)
+    result = ledger.import_file(engine, path, "fr", NOW, "ledger.csv", batch=3)
+    assert (result.rows, result.created) == (10, 10)
+    assert written == [(3, 3), (3, 6), (3, 9), (1, 10)]
+    with engine.connect() as c:
+        ev = table(Event)
+        assert c.execute(sa.select(sa.func.count()).select_from(ev).where(ev.c.kind == "imported")).scalar_one() == 10
+
+
+def test_streamed_import_keeps_the_whole_file_rules(tmp_path: Path, engine: Engine) -> None:
+    """Across batches: a number given again with other values is an error naming both lines (in
+    line order with the other errors) and nothing is kept of the batches already written; the
+    same row twice is one invoice."""
+    bad = write(tmp_path, _rows(5) + GOOD.replace("1500.00", "x").replace("F-1", "F-9") + _rows(1, first=2)
+                + GOOD.replace("F-1", "F-3").replace("1500.00", "1.00"))
+    with pytest.raises(ImportFileError) as e:
+        ledger.import_file(engine, bad, "fr", NOW, "ledger.csv", batch=2)
+    assert [err.removeprefix(f"{bad}:") for err in e.value.errors] == [
+        "7: amount: 'x': expected an amount >= 0 with at most two decimals, such as 1234.56 or 1234,56",
+        "9: number: F-3 already on line 4 with different values"]
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(table(Invoice))).scalar_one() == 0
+        assert c.execute(sa.select(sa.func.count()).select_from(table(Event))).scalar_one() == 0
+    good = write(tmp_path, _rows(5) + _rows(2, first=2))
+    assert ledger.import_file(engine, good, "fr", NOW, "ledger.csv", batch=2).created == 5
+    again = ledger.import_file(engine, good, "fr", NOW, "ledger.csv", batch=2)
+    assert (again.rows, again.created, again.unchanged) == (5, 0, 5)
+    paid = write(tmp_path, _rows(4) + _rows(1, first=5).replace("fr,,,business", "fr,105.00,,business"))
+    settled = ledger.import_file(engine, paid, "fr", NOW, "ledger.csv", batch=2)
+    assert (settled.updated, settled.unchanged, settled.settled) == (1, 4, 1)
+    with engine.connect() as c:
+        inv = table(Invoice)
+        assert c.execute(sa.select(inv.c.state).where(inv.c.number == "F-5")).scalar_one() == "paid"
+
+
+def test_not_utf8_names_the_byte_of_the_file(tmp_path: Path, engine: Engine) -> None:
+    """The byte counted from the start of the file, however far into it."""
+    path = tmp_path / "ledger.csv"
+    body = (HEADER + _rows(20_000)).encode()
+    path.write_bytes(body + b"F-X,Soci\xe9t\xe9,x@x.example,1.00,EUR,2027-03-01,2027-03-31,,,,\n")
+    with pytest.raises(ImportFileError) as e:
+        ledger.import_file(engine, path, "fr", NOW, "ledger.csv")
+    assert e.value.errors == [f"{path}: not UTF-8 (invalid continuation byte at byte {len(body) + 8}); "
+                              "save the file as UTF-8 CSV"]

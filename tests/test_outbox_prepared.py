@@ -251,3 +251,29 @@ def test_a_worker_process_that_dies_leaves_its_chunk_to_this_process(engine: Eng
 
     assert asyncio.run(run()) == 0
     assert _statuses(engine) == {"prepared": 5}
+
+
+def test_a_large_batch_is_queued_a_chunk_at_a_time_in_one_transaction(engine: Engine, config: Config,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The messages, reminders and events of QUEUE_CHUNK groups at most are built and written
+    together (what a batch of 100,000 holds in memory), in one transaction for the whole batch."""
+    from bot import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "QUEUE_CHUNK", 2)
+    chunks: list[int] = []
+    connections: set[int] = set()
+    write = Outbox._queue
+
+    def spy(self: Outbox, s: sa.Connection, groups: list[object]) -> list[int]:
+        chunks.append(len(groups))
+        connections.add(id(s))
+        return write(self, s, groups)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Outbox, "_queue", spy)
+    with engine.connect() as c:
+        groups = [p.group for p in plan_groups(load(c), config, NOW)]
+    ids = _outbox(engine, config).queue(groups)
+    assert len(ids) == 5 and chunks == [2, 2, 1] and len(connections) == 1
+    with engine.connect() as c:
+        rem = table(Reminder)
+        assert c.execute(sa.select(sa.func.count()).select_from(rem)).scalar_one() == 5

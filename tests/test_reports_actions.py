@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import actions, ledger, reports
+from bot import actions, ledger, reports, views
 from bot.config import Config
 from bot.errors import NotFoundError, RelanceError
 from bot.mailer import MemoryMailer
 from bot.models import Event, Outbound, Reminder, table
-from bot.tick import tick
+from bot.tick import plan_groups, tick
 from tests.conftest import at
 
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language,paid\n"
@@ -165,3 +165,26 @@ def test_missing_rate_fails_the_notice_loudly_and_simulate_warns(engine: Engine,
     fixed = make_config(penalties={"ecb_rates": {"2027-H1": "2.00"}})
     report = asyncio.run(tick(engine, fixed, mailer, at("2027-05-03T10:00"), datetime.now(UTC)))
     assert len(mailer.sent) == 6 and report.ok, "once the rate is there, the notice goes out the next pass"
+
+
+def test_the_tick_reads_only_invoices_that_can_still_get_a_stage(world: Any) -> None:
+    """An invoice past its last stage, or paid in full, is history: the scheduler's read leaves it
+    out, and plans the same as from every invoice."""
+    for day in ("2027-04-05", "2027-04-15", "2027-04-30"):  # F-1 and F-2 reach the formal notice
+        world.run(f"{day}T10:00")
+    with world.engine.begin() as c:
+        c.execute(sa.text("INSERT INTO client (id, key, name, kind) VALUES (99, 'c', 'C', 'business')"))
+        c.execute(sa.text("INSERT INTO contact (id, client_id, email, cc, failing) VALUES (99, 99, 'c@c.example',"
+                          " '', false)"))
+        c.execute(sa.text("INSERT INTO invoice (id, number, client_id, contact_id, amount_cents, paid_cents, currency,"
+                          " issue_date, due_date, language, state, row_hash) VALUES (99, 'F-3', 99, 99, 10000, 0,"
+                          " 'EUR', '2027-04-01', '2027-05-01', 'fr', 'active', '')"))
+    actions.record_payment(world.engine, "F-2", at("2027-05-02T10:00"), Decimal("499.99"), "test")
+    now = at("2027-05-20T10:00")
+    with world.engine.connect() as c:
+        everything = views.load(c, due_by=now.date())
+        sendable = views.load(c, due_by=now.date(), stages=len(world.cfg.ladder))
+    assert sorted(r.number for r in everything) == ["F-1", "F-2", "F-3"]
+    assert [r.number for r in sendable] == ["F-3"]
+    assert plan_groups(sendable, world.cfg, now) == plan_groups(everything, world.cfg, now)
+    assert [p.group.numbers for p in plan_groups(sendable, world.cfg, now)] == [("F-3",)]
