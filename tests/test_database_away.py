@@ -23,7 +23,7 @@ from bot.models import Event, Outbound, table
 from bot.outbox import Outbox
 from bot.render import Renderer
 from bot.store import TRANSIENT_DB
-from bot.tick import _due_rows, plan_groups
+from bot.tick import _plan_due
 from bot.watcher import DATABASE_BACKOFF, MAX_BACKOFF, Watcher
 from tests.conftest import at
 
@@ -85,7 +85,7 @@ def test_a_pass_the_database_left_half_way_is_settled_by_the_next(
         f"F-{n},Client {n},c{n}@client.example,100.00,EUR,2027-02-01,2027-03-01\n" for n in range(4)))
     ledger.import_rows(engine, ledger.read(path, "fr"), at("2027-03-01T08:00"), "l.csv")
     mine = Outbox(engine, cfg, Renderer.from_config(cfg), NOW, datetime.now(UTC), instance="here:1")
-    ids = mine.queue([p.group for p in plan_groups(_due_rows(engine, cfg, NOW), cfg, NOW)])
+    ids = mine.queue([p.group for p in _plan_due(engine, cfg, NOW)])
     assert len(ids) == 4
     left = {ids[0]: ("claimed", "here:1"), ids[1]: ("preparing", "here:1"), ids[2]: ("sending", "here:1"),
             ids[3]: ("claimed", "there:2")}
