@@ -10,7 +10,7 @@ from bench.crash import run
 
 
 def test_killed_at_random_it_sends_nothing_twice_and_loses_no_mail() -> None:
-    out = run(kills=6, invoices=40, replies=40, seed=7, log=False)
+    out = run(kills=4, invoices=40, replies=40, seed=7, log=False)
     print("\n".join(out.lines()))
     assert out.duplicates == [], "no reminder received twice"
     assert out.missing == [], "every reminder due was sent, or recorded uncertain"
@@ -23,7 +23,7 @@ def test_killed_at_random_it_sends_nothing_twice_and_loses_no_mail() -> None:
 def test_three_instances_on_postgresql_killed_at_random_send_nothing_twice_and_lose_no_mail() -> None:
     """Three `relance run` on one PostgreSQL database, one mailbox, one SMTP sink; one of them
     SIGKILLed at random and started again, each time; the watched folder's holder taken over."""
-    out = run(kills=8, invoices=40, replies=40, seed=3, log=False, database="postgresql", instances=3)
+    out = run(kills=5, invoices=40, replies=40, seed=3, log=False, database="postgresql", instances=3)
     print("\n".join(out.lines()))
     assert out.duplicates == [], "no reminder received twice"
     assert out.missing == [], "every reminder due was sent, or recorded uncertain"
