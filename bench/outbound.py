@@ -151,7 +151,7 @@ class ChildrenPeak:
     def _watch(self) -> None:
         while not self.done.wait(0.02):
             for pid in self._children():
-                with contextlib.suppress(OSError, ValueError):
+                with contextlib.suppress(OSError, ValueError, KeyError):  # KeyError: a process exiting
                     if Path(f"/proc/{pid}/cmdline").read_bytes() == self.mine:
                         continue  # forked, not yet exec'd: what it shows is this process's memory
                     status = Path(f"/proc/{pid}/status").read_text()
