@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
+from bench.instances import config  # noqa: E402 - the same config: a sink on loopback, no IMAP
 from bench.outbound import NOW, free_port, start_sink, stop_sink  # noqa: E402
-from tests.conftest import EXAMPLE, merge  # noqa: E402
-from tests.test_contract_like import toml_dump  # noqa: E402
 
 TARGET_MB = 300
 
@@ -57,19 +56,6 @@ def write_ledger(path: Path, n: int, due: int) -> None:
             f.write(f"F-{i:07d},Client {client} SARL,compta{client}@client{client % 997}.example,"
                     f"{rng.randint(100, 5_000_000) / 100:.2f},EUR,{due_date - timedelta(days=30)},{due_date},"
                     f"{'fr' if i % 3 else 'en'},{'consumer' if i % 10 == 0 else 'business'}\n")
-
-
-def write_config(work: Path, url: str, port: int) -> Path:
-    doc = merge(EXAMPLE, {
-        "database": {"url": url},
-        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", "username": "", "rate_per_minute": 0,
-                 "retries": 0},
-        "imap": {"folders": []},
-        "penalties": {"ecb_rates": {"2027-H1": "2.00"}},
-    })
-    path = work / "config.toml"
-    path.write_text(toml_dump(doc))
-    return path
 
 
 def measure(argv: list[str], stdout: int | None = subprocess.DEVNULL) -> tuple[float, float, float, str]:
@@ -122,7 +108,7 @@ def run_size(n: int, pg_base: str | None, send_up_to: int) -> bool:
     try:
         with database(pg_base, work) as url:
             port = free_port()
-            cfg = str(write_config(work, url, port))
+            cfg = str(config(work, url, port))
             now = ("--now", NOW.isoformat())
             csv = work / "ledger.csv"
             write_ledger(csv, n, due)

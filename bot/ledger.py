@@ -336,21 +336,7 @@ class _Counts:
 def import_rows(engine: Engine, rows: Iterable[Row], now: datetime, source: str) -> ImportResult:
     """Upsert `rows` (valid, each number once, as `read` returns them) in one transaction, `BATCH`
     at a time. Each created, changed or settled invoice gets an event."""
-    counts = _Counts()
-    errors: list[tuple[int, str]] = []
-    with session(engine) as s:
-        seen = _Seen(s)
-        batch: list[Row] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= BATCH:
-                _flush(s, seen, batch, source, errors, now, source, counts)
-                batch = []
-        _flush(s, seen, batch, source, errors, now, source, counts)
-        seen.drop()
-        if errors:  # a number twice with other values: rows that did not come from `read`
-            raise ImportFileError(source, [e for _, e in errors])
-    return counts.result()
+    return _in_batches(engine, rows, source, [], now, source, BATCH)
 
 
 def import_file(engine: Engine, path: Path, default_language: str, now: datetime, source: str,
@@ -358,12 +344,19 @@ def import_file(engine: Engine, path: Path, default_language: str, now: datetime
     """Read, check and upsert `path` `batch` rows at a time, in one transaction: when any row is
     bad, ImportFileError lists every problem in line order and nothing is imported."""
     errors: list[tuple[int, str]] = []
+    return _in_batches(engine, parse(path, default_language, errors, attachments), str(path), errors, now, source,
+                       batch)
+
+
+def _in_batches(engine: Engine, rows: Iterable[Row], name: str, errors: list[tuple[int, str]], now: datetime,
+                source: str, batch: int) -> ImportResult:
+    """`rows` written `batch` at a time in one transaction; `errors` (line, message), filled by the
+    reading of `rows` and by the writing (a number twice with other values), rolls it all back."""
     counts = _Counts()
-    name = str(path)
     with session(engine) as s:
         seen = _Seen(s)
         pending: list[Row] = []
-        for row in parse(path, default_language, errors, attachments):
+        for row in rows:
             pending.append(row)
             if len(pending) >= batch:
                 _flush(s, seen, pending, name, errors, now, source, counts)
