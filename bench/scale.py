@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +33,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import sqlalchemy as sa  # noqa: E402
 
 from bench.instances import config  # noqa: E402 - the same config: a sink on loopback, no IMAP
 from bench.outbound import NOW, free_port, start_sink, stop_sink  # noqa: E402
@@ -89,16 +87,10 @@ def database(pg_base: str | None, work: Path) -> Iterator[str]:
     if pg_base is None:
         yield f"sqlite:///{work / 'relance.db'}"
         return
-    name = "scale_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(f"{pg_base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{pg_base}/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    from tests.servers import fresh_database  # noqa: PLC0415 - PostgreSQL only
+
+    with fresh_database(pg_base, "scale_") as url:
+        yield url
 
 
 def run_size(n: int, pg_base: str | None, send_up_to: int) -> bool:

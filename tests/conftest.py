@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import tomllib
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -12,12 +11,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot import store
 from bot.config import Config, from_dict
-from tests.servers import SmtpSink, postgres_cluster, smtp_server
+from tests.servers import SmtpSink, fresh_database, postgres_cluster, smtp_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")
@@ -55,17 +53,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'relance.db'}"
         return
-    base = request.getfixturevalue("pg_base")
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(request.getfixturevalue("pg_base"), "t_") as url:
+        yield url
 
 
 @pytest.fixture

@@ -136,6 +136,25 @@ def postgres_cluster(fsync: bool = False) -> Iterator[str]:
         yield server.url
 
 
+@contextmanager
+def fresh_database(base: str, prefix: str) -> Iterator[str]:
+    """The URL of an empty database of its own on the cluster at `base`, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = prefix + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 class TcpProxy:
     """A loopback TCP proxy to `port` that a test can cut: `cut()` closes every connection that
     goes through it at that moment (both ends, as a NAT or a firewall that forgets them), and
