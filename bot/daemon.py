@@ -5,7 +5,7 @@ Shutdown, as uvicorn does it: the first SIGTERM or SIGINT stops new work and let
 flight finish (the rest stays pending for the next start); a second one exits at once (a message
 caught mid-send is then resolved as `uncertain` at the next start, see bot/outbox.py).
 
-A server going away never ends it: the SMTP server's absence stops a pass (the next comes a tick
+A server going away never ends it: the SMTP server's absence stops a pass (the next comes 30 s
 later, backing off); the IMAP watcher reconnects on its own (bot/watcher.py); while the database
 does not answer, the scheduler says so in one line a try and tries again after 5 s, doubling up
 to the tick, then settles what the interrupted pass had claimed (`Outbox.resolve_own`)."""
@@ -202,18 +202,25 @@ class Daemon:
             else:
                 if refitted:
                     log.info("%s", refitted)
-            pause = next_pass_minutes(self.config.schedule.tick_minutes, unavailable)
+            pause = next_pass_seconds(self.config.schedule.tick_minutes, unavailable)
             if unavailable:
-                log.warning("SMTP server unavailable %d pass(es) in a row: next pass in %d min", unavailable, pause)
+                log.warning("SMTP server unavailable %d pass(es) in a row: next pass in %.0f s", unavailable, pause)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=pause * 60)
+                await asyncio.wait_for(self.stop.wait(), timeout=pause)
 
 
-def next_pass_minutes(tick_minutes: int, unavailable: int) -> int:
-    """Minutes to the next pass: the tick, doubled for each pass in a row that found the server
-    unavailable after the first, at most eight times the tick (a server that sent 421 is asking
-    for room; a long outage is still retried a few times an hour with the default tick of 15)."""
-    return tick_minutes * min(1 << max(unavailable - 1, 0), 8)
+SMTP_RETRY = 30.0  # seconds before the first pass again after the SMTP server was unavailable
+
+
+def next_pass_seconds(tick_minutes: int, unavailable: int) -> float:
+    """Seconds to the next pass: the tick; after `unavailable` passes in a row found the SMTP
+    server unavailable, 30 s, doubled each time, at most eight ticks. A relay restarted or a
+    network back sends the waiting reminders within a minute, not a tick later (15 min by
+    default); a server that keeps answering 421 is asking for room, and is left alone longer each
+    time (two hours at most with the default tick). Such a pass costs one connection attempt."""
+    if not unavailable:
+        return tick_minutes * 60.0
+    return min(SMTP_RETRY * (1 << min(unavailable - 1, 16)), tick_minutes * 60.0 * 8)
 
 
 DATABASE_RETRY = 5.0  # seconds before the first try again after the database did not answer

@@ -17,16 +17,12 @@ from bot.mailbox import MemorySource
 from bot.mailer import SmtpMailer
 from bot.models import Outbound, table
 from bot.tick import tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 from tests.servers import SmtpSink
 
 LEDGER = ("number,client,email,amount,currency,issue_date,due_date\n"
           "F-1,Garage Leroux,compta@leroux.example,4800.00,EUR,2027-02-01,2027-04-01\n"
           "F-2,Boulangerie,compta@boulangerie.example,350.00,EUR,2027-02-01,2027-04-01\n")
-
-
-async def _no_sleep(_: float) -> None:
-    return None
 
 
 def test_the_digest_lists_what_waits_once_a_day(engine: Engine, smtp: tuple[SmtpSink, int],
@@ -40,7 +36,7 @@ def test_the_digest_lists_what_waits_once_a_day(engine: Engine, smtp: tuple[Smtp
 
     def run_tick(when: str) -> str:
         report = asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), at(when), datetime.now(UTC),
-                                  sleep=_no_sleep))
+                                  sleep=no_sleep))
         return report.digest
 
     assert run_tick("2027-04-05T10:00") == "", "nothing waits for a person: no digest"
@@ -82,7 +78,7 @@ def test_a_claim_that_led_to_nothing_is_recalled_in_the_next_reminder(
     ledger.import_rows(engine, ledger.read(path, "fr"), at("2027-03-01T08:00"), "ledger.csv")
 
     def run_tick(when: str) -> None:
-        asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), at(when), datetime.now(UTC), sleep=_no_sleep))
+        asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), at(when), datetime.now(UTC), sleep=no_sleep))
 
     run_tick("2027-04-05T10:00")
     (first,) = sink.messages()

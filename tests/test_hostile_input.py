@@ -23,7 +23,7 @@ from bot.errors import ImportFileError
 from bot.mailer import SmtpMailer
 from bot.models import Client, Contact, Event, Invoice, Outbound, table
 from bot.tick import TickReport, tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 from tests.servers import SmtpSink, smtp_server
 
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language,paid,pdf,client_kind,cc\n"
@@ -137,10 +137,6 @@ def outbox(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -
             cfg = make_config(smtp={"host": "127.0.0.1", "port": port, "tls": "none", "username": "",
                                     "rate_per_minute": 0, "retries": 1, "retry_backoff_seconds": "0.01"})
             self.config = cfg
-
-            async def no_sleep(_: float) -> None:
-                return None
-
             return asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), at(now), datetime.now(UTC),
                                     sleep=no_sleep))
 

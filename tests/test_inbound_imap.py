@@ -24,7 +24,7 @@ from bot.mailbox import ImapSource
 from bot.mailer import MemoryMailer
 from bot.models import Inbound, InboundRaw, Invoice, table
 from bot.tick import tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 from tests.servers import Dovecot, dovecot_server
 
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language\n"
@@ -63,7 +63,7 @@ def world(engine: Engine, dovecot: Dovecot, imap: IMAPClient, tmp_path: Path, ma
     path.write_text(HEADER + ROWS)
     ledger.import_rows(engine, ledger.read(path, "fr"), at("2027-03-01T08:00"), "l.csv")
     mailer = MemoryMailer()
-    asyncio.run(tick(engine, cfg, mailer, at("2027-04-05T10:00"), datetime.now(UTC)))
+    asyncio.run(tick(engine, cfg, mailer, at("2027-04-05T10:00"), datetime.now(UTC), sleep=no_sleep))
     sent = {message_from_bytes(raw)["X-Relance-Invoices"]: message_from_bytes(raw) for _, _, raw in mailer.sent}
 
     def sync(now: str) -> inbound.SyncReport:
@@ -121,7 +121,7 @@ def test_escalation_pauses_after_a_reply(world: Any) -> None:
     (m,) = world.messages()
     assert m["kind"] == "promise_to_pay"
     mailer = MemoryMailer()
-    asyncio.run(tick(world.engine, world.cfg, mailer, at("2027-04-15T10:00"), datetime.now(UTC)))
+    asyncio.run(tick(world.engine, world.cfg, mailer, at("2027-04-15T10:00"), datetime.now(UTC), sleep=no_sleep))
     assert [message_from_bytes(r)["X-Relance-Invoices"] for _, _, r in mailer.sent] == ["F-2027-002"]
     assert world.invoice("F-2027-001").hold_until == at("2027-05-03T00:00"), "promised date + 3 days' grace"
 

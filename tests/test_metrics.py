@@ -25,7 +25,7 @@ from bot.metrics import CONTENT_TYPE, render
 from bot.sandbox import free_port
 from bot.store import make_engine
 from bot.tick import tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 from tests.servers import SmtpSink
 from tests.test_daemon import daemon, wait_for
 from tests.test_inbound_instances import claim
@@ -58,7 +58,7 @@ def test_the_figures_come_from_the_store(engine: Engine, smtp: tuple[SmtpSink, i
     sink.refuse["c1@client.example"] = "550 5.1.1 no such user"
     sink.fail_data.append("451 4.3.0 try again later")
     now = at("2027-04-06T10:00")
-    asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), now, datetime.now(UTC)))
+    asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), now, datetime.now(UTC), sleep=no_sleep))
     inbound.sync(engine, MemorySource({"INBOX": [claim(6)]}), cfg, now, inbound.SyncReport(), threading.Event())
     errors = health.errors["imap"]
     health.beat(engine, "imap", datetime.now(UTC), "connection lost")

@@ -15,7 +15,7 @@ from bot import store
 from bot.config import Config
 from bot.mailer import MemoryMailer
 from bot.tick import tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 
 
 def test_upgrading_a_database_with_sent_reminders(db_url: str, make_config: object, tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_upgrading_a_database_with_sent_reminders(db_url: str, make_config: obje
     assert counts == [1, 1, 1] and held is None
     cfg: Config = make_config(database={"url": db_url}, company={"operator_email": "op@acme.example"})  # type: ignore[operator]
     mailer = MemoryMailer()
-    asyncio.run(tick(engine, cfg, mailer, at("2027-04-16T10:00"), datetime.now(UTC)))
+    asyncio.run(tick(engine, cfg, mailer, at("2027-04-16T10:00"), datetime.now(UTC), sleep=no_sleep))
     assert mailer.sent, "the upgraded store goes on: the second reminder goes out"
     engine.dispose()
 

@@ -16,23 +16,19 @@ from sqlalchemy.engine import Engine
 
 from bot import ledger
 from bot.config import Config
-from bot.daemon import next_pass_minutes
+from bot.daemon import next_pass_seconds
 from bot.mailer import SmtpMailer
 from bot.models import Outbound, table
 from bot.tick import TickReport, tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 from tests.servers import SmtpSink
 
 HEADER = "number,client,email,amount,currency,issue_date,due_date\n"
 
 
-async def _no_sleep(_: float) -> None:
-    return None
-
-
 def _run(engine: Engine, config: Config, now: str) -> TickReport:
     return asyncio.run(tick(engine, config, SmtpMailer(config.smtp, None), at(now), datetime.now(UTC),
-                            sleep=_no_sleep))
+                            sleep=no_sleep))
 
 
 def _pending(engine: Engine) -> int:
@@ -89,9 +85,11 @@ def test_an_unavailable_server_stops_the_batch_and_keeps_the_rest_pending(
     assert len(report.sent) == 10 and len(sink.received) == 10 and _pending(engine) == 0
 
 
-@pytest.mark.parametrize(("unavailable", "minutes"), [(0, 15), (1, 15), (2, 30), (3, 60), (4, 120), (9, 120)])
-def test_the_daemon_backs_off_while_the_server_is_unavailable(unavailable: int, minutes: int) -> None:
-    assert next_pass_minutes(15, unavailable) == minutes
+@pytest.mark.parametrize(("unavailable", "seconds"),
+                         [(0, 900), (1, 30), (2, 60), (3, 120), (6, 960), (8, 3840), (9, 7200), (40, 7200)])
+def test_the_daemon_tries_again_soon_then_backs_off_while_the_server_is_unavailable(unavailable: int,
+                                                                                      seconds: float) -> None:
+    assert next_pass_seconds(15, unavailable) == seconds
 
 
 def test_nothing_waits_for_the_rate_limiter_marked_sending(

@@ -19,7 +19,7 @@ from bot.errors import NotFoundError, RelanceError
 from bot.mailer import MemoryMailer
 from bot.models import Event, Outbound, Reminder, table
 from bot.tick import plan_groups, tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language,paid\n"
 ROWS = ("F-1,A,a@exemple.example,1000.00,EUR,2027-03-01,2027-03-31,fr,\n"
@@ -36,7 +36,7 @@ def world(engine: Engine, tmp_path: Path, make_config: Callable[..., Config]) ->
     mailer = MemoryMailer()
 
     def run(now: str) -> None:
-        asyncio.run(tick(engine, cfg, mailer, at(now), datetime.now(UTC)))
+        asyncio.run(tick(engine, cfg, mailer, at(now), datetime.now(UTC), sleep=no_sleep))
 
     def status(now: str) -> dict[str, dict[str, Any]]:
         with engine.connect() as c:
@@ -154,16 +154,16 @@ def test_missing_rate_fails_the_notice_loudly_and_simulate_warns(engine: Engine,
         'penalties.ecb_rates has no rate for 2027-H1: add "2027-H1" = "<rate>" to the table'}
     mailer = MemoryMailer()
     for now in ("2027-04-05T10:00", "2027-04-15T10:00"):  # the two reminders go out
-        asyncio.run(tick(engine, cfg, mailer, at(now), datetime.now(UTC)))
+        asyncio.run(tick(engine, cfg, mailer, at(now), datetime.now(UTC), sleep=no_sleep))
     assert len(mailer.sent) == 4
-    report = asyncio.run(tick(engine, cfg, mailer, at("2027-04-30T10:00"), datetime.now(UTC)))
+    report = asyncio.run(tick(engine, cfg, mailer, at("2027-04-30T10:00"), datetime.now(UTC), sleep=no_sleep))
     assert len(mailer.sent) == 4 and not report.ok
     assert len(report.failed) == 2 and "no rate for 2027-H1" in report.failed[0]
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(table(Reminder))).scalar_one() == 4, \
             "the failed notice's stage is freed"
     fixed = make_config(penalties={"ecb_rates": {"2027-H1": "2.00"}})
-    report = asyncio.run(tick(engine, fixed, mailer, at("2027-05-03T10:00"), datetime.now(UTC)))
+    report = asyncio.run(tick(engine, fixed, mailer, at("2027-05-03T10:00"), datetime.now(UTC), sleep=no_sleep))
     assert len(mailer.sent) == 6 and report.ok, "once the rate is there, the notice goes out the next pass"
 
 

@@ -24,7 +24,7 @@ from bot.errors import ConnectionFailedError
 from bot.mailer import MemoryMailer, SmtpMailer
 from bot.models import Event, Inbound, Invoice, table
 from bot.tick import tick
-from tests.conftest import at
+from tests.conftest import at, no_sleep
 from tests.servers import smtp_server
 from tests.test_contract_like import LEDGER
 
@@ -114,7 +114,7 @@ def test_kpi_rates_count_replies_about_reminded_invoices_and_partial_payments(
                     "F-2,B,b@exemple.example,500.00,EUR,2027-03-01,2027-03-31\n")
     ledger.import_rows(engine, ledger.read(path, "fr"), at("2027-03-01T08:00"), "l.csv")
     cfg = make_config()
-    asyncio.run(tick(engine, cfg, MemoryMailer(), at("2027-04-05T10:00"), datetime.now(UTC)))
+    asyncio.run(tick(engine, cfg, MemoryMailer(), at("2027-04-05T10:00"), datetime.now(UTC), sleep=no_sleep))
     actions.record_payment(engine, "F-1", at("2027-04-08T10:00"), ledger.parse_amount("250.00"), "test")
     in_t, ev_t, inv_t = table(Inbound), table(Event), table(Invoice)
     with engine.begin() as c:

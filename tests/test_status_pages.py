@@ -20,7 +20,7 @@ from bot.config import Config
 from bot.mailer import MemoryMailer
 from bot.models import Invoice, table
 from bot.tick import tick
-from tests.conftest import EXAMPLE, at, merge
+from tests.conftest import EXAMPLE, at, merge, no_sleep
 from tests.test_contract_like import toml_dump
 
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language,paid\n"
@@ -47,7 +47,8 @@ def ledger_db(engine: Engine, tmp_path: Path, make_config: Callable[..., Config]
     ledger.import_file(engine, path, "fr", at("2027-03-01T08:00"), "l.csv")
     cfg = make_config(database={"url": str(engine.url.render_as_string(hide_password=False))},
                       penalties={"ecb_rates": {"2027-H1": "2.00"}}, imap={"folders": []})
-    asyncio.run(tick(engine, cfg, MemoryMailer(), at("2027-04-06T10:00"), datetime.now(UTC)))  # some stages reached
+    asyncio.run(tick(engine, cfg, MemoryMailer(), at("2027-04-06T10:00"), datetime.now(UTC),  # some stages reached
+                     sleep=no_sleep))
     actions.pause(engine, "F-10", at(NOW), at("2027-05-01T00:00"), "client called", "test")
     return engine, cfg
 

@@ -16,6 +16,7 @@ from bot.config import from_dict
 from bot.mailbox import MemorySource
 from bot.mailer import MemoryMailer
 from bot.tick import tick
+from tests.conftest import no_sleep
 from tests.corpus.labelled.build import Case, load, render
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -60,7 +61,7 @@ def evaluate(work: Path) -> list[Result]:
     (work / "corpus.csv").write_text("\n".join(rows) + "\n")
     ledger.import_rows(engine, ledger.read(work / "corpus.csv", "fr"), datetime(2027, 3, 1, tzinfo=UTC), "corpus")
     mailer = MemoryMailer()
-    asyncio.run(tick(engine, cfg, mailer, datetime(2027, 4, 5, 10, tzinfo=PARIS), datetime.now(UTC)))
+    asyncio.run(tick(engine, cfg, mailer, datetime(2027, 4, 5, 10, tzinfo=PARIS), datetime.now(UTC), sleep=no_sleep))
     sent = {}
     for _, _, raw in mailer.sent:
         m = message_from_bytes(raw)
