@@ -29,7 +29,7 @@ from bot.addresses import AddressError, has_control, plain_address
 from bot.errors import ImportFileError
 from bot.i18n import language, t
 from bot.models import Client, Contact, Event, Invoice, UtcDateTime, table
-from bot.store import record_events, session
+from bot.store import record_events, refresh_statistics, session
 from rules.reasons import reason
 
 REQUIRED = ("number", "client", "email", "amount", "currency", "issue_date", "due_date")
@@ -366,6 +366,7 @@ def _in_batches(engine: Engine, rows: Iterable[Row], name: str, errors: list[tup
         if errors:  # raised inside the transaction: what the good batches wrote is rolled back
             errors.sort(key=lambda e: e[0])  # duplicates are found a batch late: back in line order
             raise ImportFileError(name, [e for _, e in errors])
+    refresh_statistics(engine, counts.created + counts.updated, "invoice", "client", "contact")
     return counts.result()
 
 

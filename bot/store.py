@@ -64,6 +64,21 @@ def make_engine(url: str) -> Engine:
         raise StoreError(f"database.url = {url!r}: {e}") from e
 
 
+BULK = 1000  # rows written at once from which PostgreSQL's statistics are refreshed (`refresh_statistics`)
+
+
+def refresh_statistics(engine: Engine, written: int, *tables: str) -> None:
+    """After `written` rows went into `tables` at once (an import, a tick's queue), PostgreSQL's
+    planner statistics are refreshed (ANALYZE, a sample: tens of milliseconds). Autovacuum would do
+    it within a minute, but the next statements come sooner: with a table still counted empty, the
+    planner hash-joins the whole invoice table for each chunk of a batch (24 ms a query instead of
+    0.3 on 100,000 invoices). SQLite's planner works without statistics: nothing to do there."""
+    if written >= BULK and engine.dialect.name == "postgresql":
+        with engine.connect() as c:
+            c.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
+            c.commit()
+
+
 def _alembic_config(engine: Engine) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(resources.files("bot") / "migrations"))

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 from sqlalchemy.engine import Engine
 
-from bot import digest, dryrun, instalments, views
+from bot import digest, dryrun, instalments, store, views
 from bot.config import Config
 from bot.errors import (
     ConnectionFailedError,
@@ -416,7 +416,8 @@ async def tick(engine: Engine, config: Config, mailer: Mailer, now: datetime, wa
             # A large batch's rendering process boots while the messages are queued.
             with Preparer(outbox, waiting + len(report.planned)) as preparer:
                 started = time.perf_counter()
-                outbox.queue([p.group for p in report.planned])
+                queued = outbox.queue([p.group for p in report.planned])
+                store.refresh_statistics(engine, len(queued), "outbound", "reminder")
                 instalments.queue(engine, config, now)
                 report.seconds["queue"] = time.perf_counter() - started
                 started = time.perf_counter()
