@@ -171,6 +171,29 @@ class ChildrenPeak:
         return sum(mb for _, mb in self.peaks.values())
 
 
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds the processes `pids` used so far, with their children that ended (a PostgreSQL
+    server's backends are counted by the postmaster once they exit)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(postmaster: int | None) -> list[int]:
+    """A PostgreSQL server's processes on this machine: its postmaster and what it started."""
+    if postmaster is None:
+        return []
+    out = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                out.append(int(stat.parent.name))
+    return out
+
+
 def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -186,16 +209,20 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="relance-bench-"))
     port = free_port()
+    postmaster = None
     with contextlib.ExitStack() as stack:
         if args.postgres:
             sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-            from tests.servers import postgres_cluster  # noqa: PLC0415 - only this option needs it
+            from tests.servers import postgres_server  # noqa: PLC0415 - only this option needs it
 
-            args.database = stack.enter_context(postgres_cluster(fsync=True)) + "/postgres"
-        run(args, work, port)
+            server = stack.enter_context(postgres_server(fsync=True))
+            args.database = server.url + "/postgres"
+            postmaster = int((Path(server.base) / "data" / "postmaster.pid").read_text().split()[0])
+        run(args, work, port, postmaster)
 
 
-def run(args: argparse.Namespace, work: Path, port: int) -> None:
+def run(args: argparse.Namespace, work: Path, port: int, postmaster: int | None = None) -> None:
+    """`postmaster`: the PostgreSQL server's, when it runs on this machine (its CPU is counted)."""
     Outbox.flush_marks = args.flush_marks
     try:
         url = args.database or f"sqlite:///{work / 'bench.db'}"
@@ -235,6 +262,7 @@ def run(args: argparse.Namespace, work: Path, port: int) -> None:
         reset_peak_rss()
         load_before = load()
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sink_cpu, db_cpu = cpu_of([sink.pid]), cpu_of(server_pids(postmaster))
         started, started_cpu = time.perf_counter(), time.process_time()
         with ChildrenPeak(skip=sink.pid) as started_here:
             report = asyncio.run(tick(engine, cfg, SmtpMailer(cfg.smtp, None), NOW, datetime.now(UTC),
@@ -244,8 +272,12 @@ def run(args: argparse.Namespace, work: Path, port: int) -> None:
         worker = resource.getrusage(resource.RUSAGE_CHILDREN)  # the rendering worker, joined (the sink runs on)
         worker_cpu = worker.ru_utime + worker.ru_stime - children.ru_utime - children.ru_stime
         require(len(report.sent) == args.due, repr((len(report.sent), report.failed[:3], report.aborted)))
+        sink_cpu, db_cpu = cpu_of([sink.pid]) - sink_cpu, cpu_of(server_pids(postmaster)) - db_cpu
 
+        bare_sink_cpu, bare_db_cpu = cpu_of([sink.pid]), cpu_of(server_pids(postmaster))
         bare_s, bare_cpu = asyncio.run(bare_loop(port, engine, cfg.company.email))
+        bare_sink_cpu = cpu_of([sink.pid]) - bare_sink_cpu
+        bare_db_cpu = cpu_of(server_pids(postmaster)) - bare_db_cpu
         load_after = load()
         received = stop_sink(sink)
         require(received == 2 * args.due, repr(received))
@@ -271,6 +303,18 @@ def run(args: argparse.Namespace, work: Path, port: int) -> None:
         print(f"ratio whole tick / bare       {bare_s / tick_s:10.2f}")
         print(f"CPU a message, tick           {tick_cpu * ms:10.3f} ms this process, {worker_cpu * ms:.3f} ms its "
               f"rendering worker; bare loop {bare_cpu * ms:.3f} ms")
+        # On a machine with few CPUs the SMTP server and the database share them with the sending:
+        # every process's CPU, and the least time a tick could take if it used every CPU all along.
+        every = tick_cpu + worker_cpu + sink_cpu + db_cpu
+        db = f", PostgreSQL {db_cpu * ms:.3f}" if postmaster else ""
+        print(f"CPU a message, every process  {every * ms:10.3f} ms in the tick (this process {tick_cpu * ms:.3f}, "
+              f"rendering worker {worker_cpu * ms:.3f}, SMTP sink {sink_cpu * ms:.3f}{db}); bare loop "
+              f"{(bare_cpu + bare_sink_cpu + bare_db_cpu) * ms:.3f} ms (itself {bare_cpu * ms:.3f}, SMTP sink "
+              f"{bare_sink_cpu * ms:.3f}{f', PostgreSQL {bare_db_cpu * ms:.3f}' if postmaster else ''})")
+        cpus = os.cpu_count() or 1
+        print(f"tick if CPU-bound on {cpus} CPUs  {every / cpus:6.2f} s   (every process's CPU / {cpus}; it took "
+              f"{tick_s:.2f} s): whole tick / bare at most {bare_s / (every / cpus):.2f} on this machine"
+              f"{'' if postmaster or args.database is None else ' (the database not counted)'}")
         print(f"peak RSS, whole run           {peak_mb:10.0f} MB (this process: import, every-invoice pass, tick)")
         others = ", ".join(f"{name} {mb:.0f} MB" for name, mb in sorted(started_here.peaks.values()))
         print(f"peak RSS, tick                {tick_peak_mb:10.0f} MB this process + {started_here.total_mb:.0f} MB "

@@ -11,9 +11,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot import ledger
+from bot import ledger, store
 from bot.errors import ImportFileError
 from bot.models import Event, Invoice, table
+from tests.servers import fresh_database
 
 HEADER = "number,client,email,amount,currency,issue_date,due_date,language,paid,pdf,client_kind\n"
 GOOD = "F-1,Société Exemple,compta@exemple.example,1500.00,EUR,2027-03-01,2027-03-31,fr,,,business\n"
@@ -165,3 +166,21 @@ def test_not_utf8_names_the_byte_of_the_file(tmp_path: Path, engine: Engine) -> 
         ledger.import_file(engine, path, "fr", NOW, "ledger.csv")
     assert e.value.errors == [f"{path}: not UTF-8 (invalid continuation byte at byte {len(body) + 8}); "
                               "save the file as UTF-8 CSV"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("rows", "analyzed"), [(store.BULK - 1, False), (store.BULK, True)])
+def test_a_bulk_import_refreshes_the_planner_statistics(tmp_path: Path, pg_base: str, rows: int,
+                                                        analyzed: bool) -> None:
+    """After a large import the next statements are planned on what the tables hold, not on the
+    empty tables autovacuum last saw (it would look again within a minute)."""
+    with fresh_database(pg_base, "t_") as url:
+        engine = store.make_engine(url)
+        try:
+            store.migrate(engine)
+            ledger.import_file(engine, write(tmp_path, _rows(rows)), "fr", NOW, "ledger.csv")
+            with engine.connect() as c:
+                tuples = c.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'invoice'").scalar_one()
+            assert (tuples == rows) is analyzed, tuples
+        finally:
+            engine.dispose()
