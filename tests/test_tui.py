@@ -727,3 +727,43 @@ async def test_the_reader_loads_once_the_first_page_is_shown(engine: Engine, mak
     async with running(app):
         assert understand._date_parser.cache_info().currsize == 1, "the reader has read a made-up reply"
     assert events(engine) == events_before
+
+
+async def test_what_the_start_loaded_is_out_of_the_collectors_full_passes_while_the_app_runs(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """Once the start's work is done (the first page, the reader), what it loaded is frozen out of
+    the garbage collector's full passes (each walked it all, 90 ms in the middle of a key press on
+    a big store); when the app ends it is given back, so that a session's cycles are freed."""
+    import gc
+
+    app = seeded_app(engine, make_config(), tmp_path)
+    assert gc.get_freeze_count() == 0
+    async with running(app):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+async def test_an_app_ended_before_its_reader_loaded_freezes_nothing(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader still loading when the app ends: nothing is frozen when it is done (it would be
+    for the life of the process: the next app's session, the next test)."""
+    import asyncio
+    import gc
+    import threading
+
+    from bot import decisions
+
+    loaded = threading.Event()
+
+    def slow_warm_up(*args: Any) -> None:
+        loaded.wait(5)
+
+    monkeypatch.setattr(decisions, "warm_up", slow_warm_up)
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with app.run_test(size=(140, 40)) as pilot:
+        while not app.warmed:  # the first page and the counts are in: the reader is loading
+            await pilot.pause(0.01)
+    loaded.set()
+    for _ in range(50):  # the worker ends, and says so to an app that has ended
+        await asyncio.sleep(0.01)
+    assert gc.get_freeze_count() == 0
