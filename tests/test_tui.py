@@ -713,6 +713,33 @@ async def test_a_click_after_a_row_left_selects_the_row_under_the_pointer(
         assert cursor_key(app) == left[1]
 
 
+
+async def test_a_row_leaving_renders_again_only_the_lines_that_changed(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a decision takes a row out, the rows below move up showing what they showed: their
+    lines are kept (tui/table.py), only the header and the row the cursor lands on are rendered
+    from their cells again (DataTable rendered every visible line again, 10 ms of a decision)."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(12)))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
+    rendered: list[object] = []
+    render_row = DataTable._render_line_in_row
+
+    def counted(table: DataTable[Any], row_key: Any, *args: Any, **kwargs: Any) -> Any:
+        if table.id == "queue":
+            rendered.append(row_key.value)
+        return render_row(table, row_key, *args, **kwargs)
+
+    monkeypatch.setattr(DataTable, "_render_line_in_row", counted)
+    async with running(app) as pilot:
+        assert len(app.items) == 13
+        rendered.clear()
+        await pilot.press("d")  # the dispute, on the first row, dismissed: twelve rows move up
+        await settle(pilot)
+        assert len(app.items) == 12
+        assert rendered == [None, cursor_key(app)]  # the header (its key's value is None), the cursor's row
+
 async def test_the_reader_loads_once_the_first_page_is_shown(engine: Engine, make_config: Callable[..., Config],
                                                              tmp_path: Path) -> None:
     """What the first decision would load (the classifier, dateparser's locales: most of a second)
