@@ -15,6 +15,7 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from textual.cache import LRUCache
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import DataTable
 
@@ -28,6 +29,7 @@ class KeptTable(DataTable[Any]):
         super().__init__(*args, **kwargs)
         self._kept: LRUCache[tuple[Any, ...], tuple[int, int, Lines]] = LRUCache(8192)
         self._kept_lines: LRUCache[tuple[Any, ...], tuple[int, Strip]] = LRUCache(4096)
+        self._style_of_repaint: Style | None = None
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
@@ -38,6 +40,21 @@ class KeptTable(DataTable[Any]):
         super().notify_style_update()
         self._kept.clear()
         self._kept_lines.clear()
+
+    @property
+    def rich_style(self) -> Style:
+        if self._style_of_repaint is not None:
+            return self._style_of_repaint
+        return super().rich_style
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # DataTable asks for its style on every line, each time walking its ancestors up to the
+        # screen (30 µs, 1 ms for a screenful): it cannot change in the middle of one repaint.
+        self._style_of_repaint = super().rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._style_of_repaint = None
 
     def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
         try:
