@@ -713,6 +713,33 @@ async def test_a_click_after_a_row_left_selects_the_row_under_the_pointer(
         assert cursor_key(app) == left[1]
 
 
+
+async def test_a_row_leaving_renders_again_only_the_lines_that_changed(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a decision takes a row out, the rows below move up showing what they showed: their
+    lines are kept (tui/table.py), only the header and the row the cursor lands on are rendered
+    from their cells again (DataTable rendered every visible line again, 10 ms of a decision)."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(12)))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
+    rendered: list[object] = []
+    render_row = DataTable._render_line_in_row
+
+    def counted(table: DataTable[Any], row_key: Any, *args: Any, **kwargs: Any) -> Any:
+        if table.id == "queue":
+            rendered.append(row_key.value)
+        return render_row(table, row_key, *args, **kwargs)
+
+    monkeypatch.setattr(DataTable, "_render_line_in_row", counted)
+    async with running(app) as pilot:
+        assert len(app.items) == 13
+        rendered.clear()
+        await pilot.press("d")  # the dispute, on the first row, dismissed: twelve rows move up
+        await settle(pilot)
+        assert len(app.items) == 12
+        assert rendered == [None, cursor_key(app)]  # the header (its key's value is None), the cursor's row
+
 async def test_the_reader_loads_once_the_first_page_is_shown(engine: Engine, make_config: Callable[..., Config],
                                                              tmp_path: Path) -> None:
     """What the first decision would load (the classifier, dateparser's locales: most of a second)
@@ -727,3 +754,43 @@ async def test_the_reader_loads_once_the_first_page_is_shown(engine: Engine, mak
     async with running(app):
         assert understand._date_parser.cache_info().currsize == 1, "the reader has read a made-up reply"
     assert events(engine) == events_before
+
+
+async def test_what_the_start_loaded_is_out_of_the_collectors_full_passes_while_the_app_runs(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """Once the start's work is done (the first page, the reader), what it loaded is frozen out of
+    the garbage collector's full passes (each walked it all, 90 ms in the middle of a key press on
+    a big store); when the app ends it is given back, so that a session's cycles are freed."""
+    import gc
+
+    app = seeded_app(engine, make_config(), tmp_path)
+    assert gc.get_freeze_count() == 0
+    async with running(app):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+async def test_an_app_ended_before_its_reader_loaded_freezes_nothing(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader still loading when the app ends: nothing is frozen when it is done (it would be
+    for the life of the process: the next app's session, the next test)."""
+    import asyncio
+    import gc
+    import threading
+
+    from bot import decisions
+
+    loaded = threading.Event()
+
+    def slow_warm_up(*args: Any) -> None:
+        loaded.wait(5)
+
+    monkeypatch.setattr(decisions, "warm_up", slow_warm_up)
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with app.run_test(size=(140, 40)) as pilot:
+        while not app.warmed:  # the first page and the counts are in: the reader is loading
+            await pilot.pause(0.01)
+    loaded.set()
+    for _ in range(50):  # the worker ends, and says so to an app that has ended
+        await asyncio.sleep(0.01)
+    assert gc.get_freeze_count() == 0

@@ -1,11 +1,12 @@
-"""The tables of the triage screen: Textual's DataTable, with each cell rendered once per content.
+"""The tables of the triage screen: Textual's DataTable, with each line and each cell rendered once
+per content.
 
 DataTable keeps what it rendered under a count of every change made to the table, so one cell
-updated or one row removed (a decision) renders every visible cell again: some 300 cells on a
-160×48 screen, 30 to 40 ms of the key press. Here a cell's rendering is kept under what decides
-it (its row and column, its text, width, height, style, cursor and hover); when rows move (one
-removed above), only the position a mouse click reads in it (its row and column index, Rich
-meta data) is written again."""
+updated or one row removed (a decision) renders every visible line again, each from its cells:
+34 lines and some 300 cells on a 160×48 screen, 10 ms of the key press for lines that show what
+they showed. Here a line's rendering, and a cell's, is kept under what decides it (its row and
+column, its text, width, style, cursor and hover); when rows move (one removed above), only the
+position a mouse click reads in it (its row index, Rich meta data) is written again."""
 
 from __future__ import annotations
 
@@ -14,25 +15,80 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from textual.cache import LRUCache
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import DataTable
 
 Lines = list[list[Segment]]
 
 
 class KeptTable(DataTable[Any]):
-    """A DataTable whose cells are rendered again only when what they show changed."""
+    """A DataTable whose lines and cells are rendered again only when what they show changed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._kept: LRUCache[tuple[Any, ...], tuple[int, int, Lines]] = LRUCache(8192)
+        self._kept_lines: LRUCache[tuple[Any, ...], tuple[int, Strip]] = LRUCache(4096)
+        self._style_of_repaint: Style | None = None
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
         self._kept.clear()
+        self._kept_lines.clear()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._kept.clear()
+        self._kept_lines.clear()
+
+    @property
+    def rich_style(self) -> Style:
+        if self._style_of_repaint is not None:
+            return self._style_of_repaint
+        return super().rich_style
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # DataTable asks for its style on every line, each time walking its ancestors up to the
+        # screen (30 µs, 1 ms for a screenful): it cannot change in the middle of one repaint.
+        self._style_of_repaint = super().rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._style_of_repaint = None
+
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        try:
+            row_key, line_no = self._get_offsets(y)
+        except LookupError:  # below the last row: as DataTable does
+            return super()._render_line(y, x1, x2, base_style)
+        row, row_index = self.rows.get(row_key), self._row_locations.get(row_key)  # None for the header
+        if row is None or row_index is None or row.label is not None or row.auto_height:
+            return super()._render_line(y, x1, x2, base_style)
+        values = self._data[row_key]
+        columns = self.ordered_columns
+        cells = tuple(values.get(c.key) for c in columns)
+        if not all(isinstance(v, str) for v in cells):  # a Rich renderable is no key: as DataTable does
+            return super()._render_line(y, x1, x2, base_style)
+        cursor, hover = self.cursor_coordinate, self.hover_coordinate
+        # What the line shows besides its cells: the cursor and hover on this row (or their column,
+        # for a column cursor), the rows and columns held fixed, the zebra stripe.
+        key = (row_key, line_no, cells, tuple(c.get_render_width(self) for c in columns), x1, x2, self.size.width,
+               base_style, self.cursor_type, self.show_cursor, self._show_hover_cursor, self._pseudo_class_state,
+               cursor.row == row_index, cursor.column, hover.row == row_index, hover.column, row.height,
+               self.fixed_columns, row_index < self.fixed_rows, self.zebra_stripes and row_index % 2,
+               self.show_row_labels and self._labelled_row_exists, self._row_label_column_width)
+        found = self._kept_lines.get(key)
+        if found is None:
+            strip = super()._render_line(y, x1, x2, base_style)
+        else:
+            at_row, strip = found
+            if at_row == row_index:
+                return strip
+            where = Style.from_meta({"row": row_index})  # merged into each segment's meta: its column stays
+            strip = Strip([Segment(s.text, s.style + where if s.style else s.style, s.control) for s in strip],
+                          strip.cell_length)
+        self._kept_lines[key] = (row_index, strip)
+        return strip
 
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> Lines:
