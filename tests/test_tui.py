@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 
-from bot import actions, inbound, ledger, reports
+from bot import actions, inbound, ledger, reports, triage
 from bot.config import Config
 from bot.mailbox import MemorySource
 from tui.app import RelanceApp
@@ -794,3 +794,26 @@ async def test_an_app_ended_before_its_reader_loaded_freezes_nothing(
     for _ in range(50):  # the worker ends, and says so to an app that has ended
         await asyncio.sleep(0.01)
     assert gc.get_freeze_count() == 0
+
+
+async def test_a_message_leaving_a_full_page_is_replaced_by_the_next_one(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """A decision on a full page brings in the item after the page: the page keeps its length, the
+    screen its layout, and the item is not missed until the next page is read."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(5)))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
+    app.page_size = 4
+    with engine.connect() as conn:
+        whole = [i.key for i in triage.page(conn, triage.Filters(), 0, 10)]
+    assert len(whole) == 6
+    async with running(app) as pilot:
+        table = app.query_one("#queue", DataTable)
+        assert list(app.items) == whole[:4] and table.row_count == 4
+        height = table.virtual_size.height
+        await pilot.press("d")  # the first row dismissed: the fifth item comes in at the end
+        await settle(pilot)
+        assert list(app.items) == whole[1:5] and table.row_count == 4
+        assert [str(k.value) for k in table.rows] == whole[1:5]
+        assert table.virtual_size.height == height

@@ -66,6 +66,7 @@ def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[st
 
 class RelanceApp(Decisions):
     TITLE = "Relance"
+    page_size = PAGE
     CSS = """
     /* Fixed sizes: a row added or removed repaints the table, not the screen (an auto height lays
        out every widget again, 10 to 15 ms of each decision). */
@@ -177,7 +178,7 @@ class RelanceApp(Decisions):
         """Read one page of the queue and show it; then how many wait, in all and per kind."""
         with self.engine.connect() as conn:
             marker = triage.marker(conn)
-            rows = triage.page(conn, self.filters, self.offset["queue"], PAGE)
+            rows = triage.page(conn, self.filters, self.offset["queue"], self.page_size)
             if get_current_worker().is_cancelled:  # a newer read (the next letter typed) replaces this one
                 return
             self.call_from_thread(self._queue_read, rows, marker)
@@ -232,7 +233,7 @@ class RelanceApp(Decisions):
     def load_invoices(self) -> None:
         with self.engine.connect() as conn:
             rows = triage.invoice_page(conn, self.config, self.clock(), self.sort, self.descending,
-                                       self.offset["invoices"], PAGE, self.filters.search)
+                                       self.offset["invoices"], self.page_size, self.filters.search)
             total = triage.invoice_count(conn, self.filters.search)
         self.call_from_thread(self._invoices_read, rows, total)
 
@@ -419,7 +420,7 @@ class RelanceApp(Decisions):
 
     def action_page(self, step: int) -> None:
         which = "invoices" if self._pane() == "invoices-pane" else "queue"
-        new = self.offset[which] + step * PAGE
+        new = self.offset[which] + step * self.page_size
         if 0 <= new < max(self.total[which], 1):
             self.offset[which] = new
             (self.load_invoices if which == "invoices" else self.load_queue)()

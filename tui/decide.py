@@ -39,6 +39,8 @@ class Decisions(App[None]):
     filters: triage.Filters
     selected: set[str]
     seen_marker: tuple[int, int, int] | None
+    offset: dict[str, int]  # where each table's page starts in its list
+    page_size: int  # rows a page of a table holds
 
     # What the screen provides (tui.app.RelanceApp).
     def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
@@ -142,13 +144,17 @@ class Decisions(App[None]):
         The counts follow once the person pauses (`recount_soon`)."""
         with self.engine.connect() as conn:
             item = triage.one(conn, key) if key else None
+            # A message that leaves a full page is replaced by the one after the page: the page keeps
+            # its length, and the screen its layout (the table's height, its scroll bar).
+            after = (triage.page(conn, self.filters, self.offset["queue"] + self.page_size - 1, 1)
+                     if key in self.items and item is None and len(self.items) >= self.page_size else [])
             row = triage.invoice_row(conn, self.config, self.clock(), number) if number else None
             marker = triage.marker(conn)
-        self.call_from_thread(self._changed, line, key, item, number, row, marker)
+        self.call_from_thread(self._changed, line, key, item, number, row, marker, after)
         self.call_from_thread(self.recount_soon)
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
-                 row: dict[str, Any] | None, marker: tuple[int, int, int]) -> None:
+                 row: dict[str, Any] | None, marker: tuple[int, int, int], after: list[triage.Item]) -> None:
         self.query_one("#done", Static).update(line, layout=False)  # one line, always
         screen = self.get_screen("item")
         if isinstance(screen, ItemScreen) and screen.is_mounted:
@@ -160,6 +166,11 @@ class Decisions(App[None]):
                 table.remove_row(key)
                 del self.items[key]
                 self.selected.discard(key)
+                keys = [str(c.key.value) for c in table.ordered_columns]
+                for more in after:
+                    if more.key not in self.items:  # not already shown (the list changed meanwhile)
+                        self.items[more.key] = more
+                        table.add_row(*self._queue_cells(more, keys), key=more.key)
             else:
                 self.items[key] = item
                 keys = [str(c.key.value) for c in table.ordered_columns]
