@@ -56,7 +56,9 @@ whether the server accepted it, and a duplicate formal notice is worse than a la
 becomes `uncertain` (at most one per connection): it counts as sent for the ladder (the next
 stage will follow in due time), and an event asks a person to check. A restart does this when
 the batch's claimant is known dead (same host, process gone) or its claim is older than `LEASE`,
-which covers an instance that died on another host. A live
+which covers an instance that died on another host. A pass that outlives a third of the lease
+(a large batch, a low rate limit) renews it (`lease_at`) as it claims its next chunk: another
+instance leaves a live pass's messages alone however long it sends. A live
 daemon whose pass lost the database mid-way does it for its own claims when the database is
 back (`resolve_own`).
 """
@@ -71,7 +73,7 @@ import time as clock
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -145,12 +147,17 @@ class Outbox:
     flush_marks = False
 
     def __init__(self, engine: Engine, config: Config, renderer: Renderer, now: datetime,
-                 wall_now: datetime, instance: str | None = None) -> None:
+                 wall_now: datetime, instance: str | None = None,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        """`wall_now`: when the pass started (its claims are dated by it); `wall_clock`: the time
+        now, when the pass renews its lease."""
         self.engine = engine
         self.config = config
         self.renderer = renderer
         self.now = now
         self.wall_now = wall_now
+        self.wall_clock = wall_clock
+        self._leased = wall_now  # when this pass last renewed its lease
         self.instance = instance or instance_name()
         self.ladder = config.ladder
         self.failures: list[str] = []  # messages that could not be rendered, with why
@@ -246,7 +253,7 @@ class Outbox:
         recorded `sent`, the last becomes `uncertain`; `claimed` goes back to `prepared`,
         `preparing` to `pending`. Returns the Message-IDs made uncertain."""
         return self._resolve(lambda r: _claimant_dead(r.claimed_by, self.instance)
-                             or r.claimed_at is None or r.claimed_at < self.wall_now - LEASE)
+                             or _alive_at(r) < self.wall_now - LEASE)
 
     def resolve_own(self) -> list[str]:
         """Settle what an earlier pass of this same instance left half-way when the database went
@@ -259,8 +266,8 @@ class Outbox:
     def _resolve(self, left: Callable[[Any], bool]) -> list[str]:
         with session(self.engine) as s:
             rows = s.execute(sa.select(out_t.c.id, out_t.c.message_id, out_t.c.status, out_t.c.claimed_by,
-                                       out_t.c.claimed_at, out_t.c.sending_seq, out_t.c.stage, out_t.c.created_at,
-                                       out_t.c.prepared_at)
+                                       out_t.c.claimed_at, out_t.c.lease_at, out_t.c.sending_seq, out_t.c.stage,
+                                       out_t.c.created_at, out_t.c.prepared_at)
                              .where(out_t.c.status.in_(("sending", "claimed", "preparing")))).all()
             stale = [r for r in rows if left(r)]
             for back, status in (("claimed", "prepared"), ("preparing", "pending")):
@@ -444,6 +451,7 @@ class Outbox:
             rows = s.execute(q.claim, {"ids": good}).all() if good else []
             if changed:
                 s.execute(q.set_aside, {"ids": changed})
+            self._renew_lease(s)
             links: dict[int, list[Any]] = defaultdict(list)
             for r in s.execute(q.links, {"ids": [r.id for r in rows]}) if rows else ():
                 links[r.outbound_id].append(r)
@@ -463,6 +471,15 @@ class Outbox:
                 if p is not None:
                     out.append(p)
         return sorted(out, key=lambda p: p.outbound_id)  # the order they were queued in: priority first
+
+    def _renew_lease(self, s: Connection) -> None:
+        """Once a third of `LEASE` went by since the last time: what this pass holds (being prepared,
+        claimed, being sent) is dated alive now, so that no other instance takes it back."""
+        alive = self.wall_clock()
+        if alive - self._leased >= LEASE / 3:
+            s.execute(sa.update(out_t).where(out_t.c.claimed_by == self.instance,
+                                             out_t.c.status.in_((*MINE, "sending"))).values(lease_at=alive))
+            self._leased = alive
 
     def _claim_statements(self, limit: int) -> _ClaimStatements:
         """`claim_prepared`'s statements, built once a pass (building them cost more than running them)."""
@@ -851,6 +868,12 @@ class _AlreadyQueuedError(Exception):
 
 class _ClaimedElsewhereError(Exception):
     """Another instance claimed the message between our read and our write."""
+
+
+def _alive_at(r: Any) -> datetime:
+    """When a held message's claimant last showed it was alive: its claim, or a later renewal (a
+    renewal older than the claim is a previous pass's)."""
+    return max((d for d in (r.claimed_at, r.lease_at) if d is not None), default=datetime.min.replace(tzinfo=UTC))
 
 
 def _claimant_dead(claimed_by: str | None, me: str) -> bool:

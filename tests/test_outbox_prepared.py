@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -168,6 +168,30 @@ def test_two_dead_batches_each_leave_their_last_mark_in_doubt(engine: Engine, co
     later = Outbox(engine, config, Renderer(config.company), NOW, datetime(2027, 4, 5, 8, 2, tzinfo=UTC))
     assert len(later.resolve_stale()) == 2
     assert _statuses(engine) == {"uncertain": 2, "pending": 3}
+
+
+def test_a_pass_longer_than_the_lease_keeps_its_messages(engine: Engine, config: Config) -> None:
+    """An instance on another host sends for longer than LEASE (a large batch, a low rate limit):
+    it renews its lease as it claims, so another instance neither gives its claims back nor calls
+    the message it is sending in doubt; once it stops renewing, they are settled as a dead one's."""
+    start = datetime(2027, 4, 5, 8, 0, tzinfo=UTC)
+    alive = [start]
+    long = Outbox(engine, config, Renderer(config.company), NOW, start, instance="elsewhere:1",
+                  wall_clock=lambda: alive[0])
+    with engine.connect() as c:
+        long.queue([p.group for p in plan_groups(load(c), config, NOW)])
+    long.store_prepared(long.prepare(long.take(5)))
+    (first,) = long.claim_prepared(1)
+    assert long.mark_sending(first)
+    alive[0] = start + timedelta(minutes=20)
+    assert len(long.claim_prepared(1)) == 1  # the pass goes on, twenty minutes in
+    other = Outbox(engine, config, Renderer(config.company), NOW, start + timedelta(minutes=21), instance="here:2")
+    assert other.resolve_stale() == []
+    assert _statuses(engine) == {"sending": 1, "claimed": 1, "prepared": 3}
+    later = Outbox(engine, config, Renderer(config.company), NOW, start + timedelta(minutes=36), instance="here:2")
+    assert len(later.resolve_stale()) == 1  # it stopped renewing 16 minutes ago
+    assert _statuses(engine) == {"uncertain": 1, "prepared": 4}
+    long.close()
 
 
 def test_a_failure_is_recorded_with_the_deliveries_before_it(engine: Engine, config: Config) -> None:
