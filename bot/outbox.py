@@ -379,7 +379,7 @@ class Outbox:
             chunk = oldest.cte("chunk")
             return sorted(s.execute(
                 sa.update(out_t).where(out_t.c.id == chunk.c.id, out_t.c.status == "pending")
-                .values(status="preparing", claimed_by=self.instance, claimed_at=self.wall_now)
+                .values(status="preparing", claimed_by=self.instance, claimed_at=self.wall_now, lease_at=None)
                 .returning(out_t.c.id)).scalars())
 
     def prepare(self, ids: Sequence[int]) -> list[Prepared | int]:
@@ -488,7 +488,7 @@ class Outbox:
             ok = self._still_as_rendered(today_only=True).label("ok")
             candidates = sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared").order_by(out_t.c.id).limit(limit)
             ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
-            mine = {"status": "claimed", "claimed_by": self.instance, "claimed_at": self.wall_now}
+            mine = {"status": "claimed", "claimed_by": self.instance, "claimed_at": self.wall_now, "lease_at": None}
             found = self._claim_cache[limit] = _ClaimStatements(
                 candidates=candidates,
                 candidates_locked=candidates.with_for_update(skip_locked=True, of=out_t),
@@ -546,7 +546,7 @@ class Outbox:
             if to == "prepared":  # anyone's to claim
                 values["claimed_by"] = None
             else:
-                values.update(claimed_at=self.wall_now, claimed_by=self.instance)
+                values.update(claimed_at=self.wall_now, claimed_by=self.instance, lease_at=None)
             if to == "sending":
                 values.update(attempts=out_t.c.attempts + 1, sending_seq=clock.monotonic_ns())
             moved = cast(sa.CursorResult[Any], s.execute(
@@ -871,8 +871,8 @@ class _ClaimedElsewhereError(Exception):
 
 
 def _alive_at(r: Any) -> datetime:
-    """When a held message's claimant last showed it was alive: its claim, or a later renewal (a
-    renewal older than the claim is a previous pass's)."""
+    """When a held message's claimant last showed it was alive: its claim, or its renewal since (a
+    claim clears the previous claimant's, whose clock may be ahead of this one's)."""
     return max((d for d in (r.claimed_at, r.lease_at) if d is not None), default=datetime.min.replace(tzinfo=UTC))
 
 

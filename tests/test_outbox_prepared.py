@@ -194,6 +194,24 @@ def test_a_pass_longer_than_the_lease_keeps_its_messages(engine: Engine, config:
     long.close()
 
 
+def test_a_claim_starts_its_own_lease(engine: Engine, config: Config) -> None:
+    """A renewal left by an earlier claimant (whose clock may run ahead) does not keep a later,
+    dead claimant's messages held."""
+    start = datetime(2027, 4, 5, 8, 0, tzinfo=UTC)
+    dead = Outbox(engine, config, Renderer(config.company), NOW, start, instance="elsewhere:1")
+    with engine.connect() as c:
+        dead.queue([p.group for p in plan_groups(load(c), config, NOW)])
+    with engine.begin() as c:  # renewed by another host whose clock was a day ahead, then given back
+        c.execute(sa.update(table(Outbound)).values(lease_at=start + timedelta(days=1)))
+    dead.store_prepared(dead.prepare(dead.take(5)))
+    (p,) = dead.claim_prepared(1)
+    assert dead.mark_sending(p)
+    dead.close()
+    later = Outbox(engine, config, Renderer(config.company), NOW, start + timedelta(minutes=16), instance="here:2")
+    assert len(later.resolve_stale()) == 1
+    assert _statuses(engine) == {"uncertain": 1, "prepared": 4}
+
+
 def test_a_failure_is_recorded_with_the_deliveries_before_it(engine: Engine, config: Config) -> None:
     """A refusal is recorded at once, and the messages delivered before it with it: a crash then
     leaves nothing `sending`."""
