@@ -56,9 +56,10 @@ whether the server accepted it, and a duplicate formal notice is worse than a la
 becomes `uncertain` (at most one per connection): it counts as sent for the ladder (the next
 stage will follow in due time), and an event asks a person to check. A restart does this when
 the batch's claimant is known dead (same host, process gone) or its claim is older than `LEASE`,
-which covers an instance that died on another host. A pass that outlives a third of the lease
-(a large batch, a low rate limit) renews it (`lease_at`) as it claims its next chunk: another
-instance leaves a live pass's messages alone however long it sends. A live
+which covers an instance that died on another host. That age is the row's `lease_at`: when its
+claimant last took it, claimed it or marked it, by the claimant's clock (`claimed_at` stays the
+pass's start, which names the batch): a pass that sends for longer than the lease (a large batch,
+a low rate limit) keeps what it holds, the message it is sending above all. A live
 daemon whose pass lost the database mid-way does it for its own claims when the database is
 back (`resolve_own`).
 """
@@ -149,15 +150,14 @@ class Outbox:
     def __init__(self, engine: Engine, config: Config, renderer: Renderer, now: datetime,
                  wall_now: datetime, instance: str | None = None,
                  wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        """`wall_now`: when the pass started (its claims are dated by it); `wall_clock`: the time
-        now, when the pass renews its lease."""
+        """`wall_now`: when the pass started (its claims are named by it); `wall_clock`: the time
+        now, that dates each claim's lease (`lease_at`)."""
         self.engine = engine
         self.config = config
         self.renderer = renderer
         self.now = now
         self.wall_now = wall_now
         self.wall_clock = wall_clock
-        self._leased = wall_now  # when this pass last renewed its lease
         self.instance = instance or instance_name()
         self.ladder = config.ladder
         self.failures: list[str] = []  # messages that could not be rendered, with why
@@ -172,7 +172,8 @@ class Outbox:
             sa.update(out_t).where(out_t.c.id == sa.bindparam("oid"), out_t.c.status == "claimed",
                                    out_t.c.claimed_by == sa.bindparam("me"), self._still_as_rendered())
             .values(status="sending", claimed_at=sa.bindparam("wall", type_=UtcDateTime()),
-                    sending_seq=sa.bindparam("seq"), attempts=out_t.c.attempts + 1))
+                    lease_at=sa.bindparam("alive", type_=UtcDateTime()), sending_seq=sa.bindparam("seq"),
+                    attempts=out_t.c.attempts + 1))
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -379,7 +380,8 @@ class Outbox:
             chunk = oldest.cte("chunk")
             return sorted(s.execute(
                 sa.update(out_t).where(out_t.c.id == chunk.c.id, out_t.c.status == "pending")
-                .values(status="preparing", claimed_by=self.instance, claimed_at=self.wall_now, lease_at=None)
+                .values(status="preparing", claimed_by=self.instance, claimed_at=self.wall_now,
+                        lease_at=self.wall_clock())
                 .returning(out_t.c.id)).scalars())
 
     def prepare(self, ids: Sequence[int]) -> list[Prepared | int]:
@@ -448,10 +450,10 @@ class Outbox:
             candidates = s.execute(q.candidates if s.dialect.name != "postgresql" else q.candidates_locked).all()
             good = [r.id for r in candidates if r.ok]
             changed = [r.id for r in candidates if not r.ok]
-            rows = s.execute(q.claim, {"ids": good}).all() if good else []
+            alive = self.wall_clock()
+            rows = s.execute(q.claim, {"ids": good, "alive": alive}).all() if good else []
             if changed:
-                s.execute(q.set_aside, {"ids": changed})
-            self._renew_lease(s)
+                s.execute(q.set_aside, {"ids": changed, "alive": alive})
             links: dict[int, list[Any]] = defaultdict(list)
             for r in s.execute(q.links, {"ids": [r.id for r in rows]}) if rows else ():
                 links[r.outbound_id].append(r)
@@ -472,15 +474,6 @@ class Outbox:
                     out.append(p)
         return sorted(out, key=lambda p: p.outbound_id)  # the order they were queued in: priority first
 
-    def _renew_lease(self, s: Connection) -> None:
-        """Once a third of `LEASE` went by since the last time: what this pass holds (being prepared,
-        claimed, being sent) is dated alive now, so that no other instance takes it back."""
-        alive = self.wall_clock()
-        if alive - self._leased >= LEASE / 3:
-            s.execute(sa.update(out_t).where(out_t.c.claimed_by == self.instance,
-                                             out_t.c.status.in_((*MINE, "sending"))).values(lease_at=alive))
-            self._leased = alive
-
     def _claim_statements(self, limit: int) -> _ClaimStatements:
         """`claim_prepared`'s statements, built once a pass (building them cost more than running them)."""
         found = self._claim_cache.get(limit)
@@ -488,7 +481,8 @@ class Outbox:
             ok = self._still_as_rendered(today_only=True).label("ok")
             candidates = sa.select(out_t.c.id, ok).where(out_t.c.status == "prepared").order_by(out_t.c.id).limit(limit)
             ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
-            mine = {"status": "claimed", "claimed_by": self.instance, "claimed_at": self.wall_now, "lease_at": None}
+            mine = {"status": "claimed", "claimed_by": self.instance, "claimed_at": self.wall_now,
+                    "lease_at": sa.bindparam("alive", type_=UtcDateTime())}
             found = self._claim_cache[limit] = _ClaimStatements(
                 candidates=candidates,
                 candidates_locked=candidates.with_for_update(skip_locked=True, of=out_t),
@@ -515,7 +509,8 @@ class Outbox:
         if self._driver is None:
             self._driver = DriverConnection(self.engine, flush_on_commit=self.flush_marks)
         return self._driver.execute(self._mark_statement, {
-            "oid": p.outbound_id, "me": self.instance, "wall": self.wall_now, "seq": clock.monotonic_ns()}) == 1
+            "oid": p.outbound_id, "me": self.instance, "wall": self.wall_now, "alive": self.wall_clock(),
+            "seq": clock.monotonic_ns()}) == 1
 
     def claim(self, outbound_id: int, status: str = "pending") -> Prepared | None:
         """The careful path: re-read the invoices, drop those no longer due, render, mark `sending`.
@@ -546,7 +541,7 @@ class Outbox:
             if to == "prepared":  # anyone's to claim
                 values["claimed_by"] = None
             else:
-                values.update(claimed_at=self.wall_now, claimed_by=self.instance, lease_at=None)
+                values.update(claimed_at=self.wall_now, claimed_by=self.instance, lease_at=self.wall_clock())
             if to == "sending":
                 values.update(attempts=out_t.c.attempts + 1, sending_seq=clock.monotonic_ns())
             moved = cast(sa.CursorResult[Any], s.execute(
@@ -748,7 +743,8 @@ class Outbox:
     def mark_deferred(self, outbound_id: int, reason: str) -> None:
         """A temporary failure: back to pending, retried by the next tick (not by this one: `take`)."""
         with self._recording() as s:
-            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id)
+            # Only while this instance holds it: one it lost (its lease judged run out) is another's now.
+            s.execute(sa.update(out_t).where(out_t.c.id == outbound_id, out_t.c.claimed_by == self.instance)
                       .values(status="pending", last_error=reason, claimed_by=None, claimed_at=self.wall_now))
 
     def mark_uncertain(self, outbound_id: int, reason: str) -> None:
@@ -871,9 +867,9 @@ class _ClaimedElsewhereError(Exception):
 
 
 def _alive_at(r: Any) -> datetime:
-    """When a held message's claimant last showed it was alive: its claim, or its renewal since (a
-    claim clears the previous claimant's, whose clock may be ahead of this one's)."""
-    return max((d for d in (r.claimed_at, r.lease_at) if d is not None), default=datetime.min.replace(tzinfo=UTC))
+    """When a held message's claimant last took, claimed or marked it (`lease_at`; its claim for a
+    row from before the lease was recorded)."""
+    return r.lease_at or r.claimed_at or datetime.min.replace(tzinfo=UTC)
 
 
 def _claimant_dead(claimed_by: str | None, me: str) -> bool:

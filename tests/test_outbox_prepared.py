@@ -172,8 +172,9 @@ def test_two_dead_batches_each_leave_their_last_mark_in_doubt(engine: Engine, co
 
 def test_a_pass_longer_than_the_lease_keeps_its_messages(engine: Engine, config: Config) -> None:
     """An instance on another host sends for longer than LEASE (a large batch, a low rate limit):
-    it renews its lease as it claims, so another instance neither gives its claims back nor calls
-    the message it is sending in doubt; once it stops renewing, they are settled as a dead one's."""
+    what it takes, claims and marks is dated by its clock then, so another instance neither gives
+    its claims back nor calls the message it is sending in doubt; once it stops, they are settled
+    as a dead one's."""
     start = datetime(2027, 4, 5, 8, 0, tzinfo=UTC)
     alive = [start]
     long = Outbox(engine, config, Renderer(config.company), NOW, start, instance="elsewhere:1",
@@ -183,25 +184,32 @@ def test_a_pass_longer_than_the_lease_keeps_its_messages(engine: Engine, config:
     long.store_prepared(long.prepare(long.take(5)))
     (first,) = long.claim_prepared(1)
     assert long.mark_sending(first)
-    alive[0] = start + timedelta(minutes=20)
-    assert len(long.claim_prepared(1)) == 1  # the pass goes on, twenty minutes in
-    other = Outbox(engine, config, Renderer(config.company), NOW, start + timedelta(minutes=21), instance="here:2")
-    assert other.resolve_stale() == []
-    assert _statuses(engine) == {"sending": 1, "claimed": 1, "prepared": 3}
-    later = Outbox(engine, config, Renderer(config.company), NOW, start + timedelta(minutes=36), instance="here:2")
-    assert len(later.resolve_stale()) == 1  # it stopped renewing 16 minutes ago
-    assert _statuses(engine) == {"uncertain": 1, "prepared": 4}
+    long.delivered(first)
+    alive[0] = start + timedelta(minutes=20)  # twenty minutes into the pass, a chunk
+    assert len(long.claim_prepared(1)) == 1
+    alive[0] = start + timedelta(minutes=22)  # and the next, its first message being sent
+    (second,) = long.claim_prepared(1)
+    assert long.mark_sending(second)
+    for minute in (21, 23):
+        other = Outbox(engine, config, Renderer(config.company), NOW, start + timedelta(minutes=minute),
+                       instance="here:2")
+        assert other.resolve_stale() == []
+        assert _statuses(engine) == {"sent": 1, "sending": 1, "claimed": 1, "prepared": 2}, minute
+    later = Outbox(engine, config, Renderer(config.company), NOW, start + timedelta(minutes=38), instance="here:2")
+    assert len(later.resolve_stale()) == 1  # it stopped 16 minutes ago
+    assert _statuses(engine) == {"sent": 1, "uncertain": 1, "prepared": 3}
     long.close()
 
 
 def test_a_claim_starts_its_own_lease(engine: Engine, config: Config) -> None:
-    """A renewal left by an earlier claimant (whose clock may run ahead) does not keep a later,
+    """A lease left by an earlier claimant (whose clock may run ahead) does not keep a later,
     dead claimant's messages held."""
     start = datetime(2027, 4, 5, 8, 0, tzinfo=UTC)
-    dead = Outbox(engine, config, Renderer(config.company), NOW, start, instance="elsewhere:1")
+    dead = Outbox(engine, config, Renderer(config.company), NOW, start, instance="elsewhere:1",
+                  wall_clock=lambda: start)
     with engine.connect() as c:
         dead.queue([p.group for p in plan_groups(load(c), config, NOW)])
-    with engine.begin() as c:  # renewed by another host whose clock was a day ahead, then given back
+    with engine.begin() as c:  # dated by another host whose clock was a day ahead, then given back
         c.execute(sa.update(table(Outbound)).values(lease_at=start + timedelta(days=1)))
     dead.store_prepared(dead.prepare(dead.take(5)))
     (p,) = dead.claim_prepared(1)
