@@ -134,7 +134,7 @@ class Outbound(SQLModel, table=True):
     # When this instance marked it `sending` (time.monotonic_ns()): of the messages a dead instance's
     # batch left `sending`, only the last marked can be in doubt (bot/outbox.py).
     sending_seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True))
-    # When its claimant last showed it was alive, if its pass outlived the lease (bot/outbox.py):
+    # When its claimant last took, claimed or marked it, by its clock: its lease (bot/outbox.py).
     # `claimed_at` stays the pass's start, which names its batch.
     lease_at: datetime | None = moment()
 

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 from bot import actions, inbound, ledger, reports, triage
 from bot.config import Config
 from bot.mailbox import MemorySource
+from bot.models import Inbound, table
 from tui.app import RelanceApp
 from tui.reply import ReplyEditor
 from tui.screens import Help, ItemScreen, Prompt
@@ -817,3 +818,30 @@ async def test_a_message_leaving_a_full_page_is_replaced_by_the_next_one(
         assert list(app.items) == whole[1:5] and table.row_count == 4
         assert [str(k.value) for k in table.rows] == whole[1:5]
         assert table.virtual_size.height == height
+
+
+async def test_two_decisions_that_crossed_leave_the_page_full(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """Two quick decisions whose workers both read the same next item: the second one brings none
+    (it is already shown), and the page, one short of a full page with more items waiting, is read
+    again rather than left short."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(5)))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
+    app.page_size = 4
+    with engine.connect() as conn:
+        whole = [i.key for i in triage.page(conn, triage.Filters(), 0, 10)]
+    async with running(app) as pilot:
+        await settle(pilot)
+        first = whole[0]
+        in_t = table(Inbound)
+        with engine.begin() as conn:  # decided elsewhere: it has left triage
+            conn.execute(sa.update(in_t).where(in_t.c.id == int(first[1:])).values(status="applied"))
+        with engine.connect() as conn:
+            marker = triage.marker(conn)
+            now_first = [i.key for i in triage.page(conn, triage.Filters(), 0, 4)]
+        assert first not in now_first
+        app._changed("done", first, None, None, None, marker, [])  # its replacement went to the other decision
+        await settle(pilot)
+        assert list(app.items) == now_first

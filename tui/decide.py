@@ -40,6 +40,7 @@ class Decisions(App[None]):
     selected: set[str]
     seen_marker: tuple[int, int, int] | None
     offset: dict[str, int]  # where each table's page starts in its list
+    total: dict[str, int]  # how long each table's list is
     page_size: int  # rows a page of a table holds
 
     # What the screen provides (tui.app.RelanceApp).
@@ -53,6 +54,9 @@ class Decisions(App[None]):
         raise NotImplementedError
 
     def _show_preview(self) -> None:
+        raise NotImplementedError
+
+    def load_queue(self) -> Any:  # a worker
         raise NotImplementedError
 
     def _counted(self, total: int, per_kind: dict[str, int]) -> None:
@@ -166,11 +170,14 @@ class Decisions(App[None]):
                 table.remove_row(key)
                 del self.items[key]
                 self.selected.discard(key)
+                self.total["queue"] -= 1
                 keys = [str(c.key.value) for c in table.ordered_columns]
                 for more in after:
                     if more.key not in self.items:  # not already shown (the list changed meanwhile)
                         self.items[more.key] = more
                         table.add_row(*self._queue_cells(more, keys), key=more.key)
+                if len(self.items) < min(self.page_size, self.total["queue"] - self.offset["queue"]):
+                    self.load_queue()  # two decisions crossed (both read the same next item): read the page
             else:
                 self.items[key] = item
                 keys = [str(c.key.value) for c in table.ordered_columns]

@@ -1,7 +1,7 @@
-"""outbound.lease_at: when the instance that holds the message (`claimed_by`) last showed it was
-alive. `claimed_at` stays the start of its pass, which names the batch whose last mark may be in
-doubt after a crash; a pass longer than the lease renews `lease_at`, so that another instance does
-not take its claims back while it still sends them (bot/outbox.py).
+"""outbound.lease_at: when the instance that holds the message (`claimed_by`) last took, claimed
+or marked it, by its own clock. Another instance judges a claimant on another host dead by it.
+`claimed_at` stays the start of its pass, which names the batch whose last mark may be in doubt
+after a crash: a pass longer than the lease keeps what it holds (bot/outbox.py).
 
 Revision ID: 0012
 Revises: 0011
