@@ -797,17 +797,27 @@ async def test_an_app_ended_before_its_reader_loaded_freezes_nothing(
     assert gc.get_freeze_count() == 0
 
 
-async def test_a_message_leaving_a_full_page_is_replaced_by_the_next_one(
-        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
-    """A decision on a full page brings in the item after the page: the page keeps its length, the
-    screen its layout, and the item is not missed until the next page is read."""
-    cfg = make_config()
+def _four_a_page(engine: Engine, cfg: Config, tmp_path: Path) -> RelanceApp:
+    """Six items waiting (the seeded ones and five newsletters), four to a page."""
     seed(engine, cfg, tmp_path)
     deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(5)))
     app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
     app.page_size = 4
+    return app
+
+
+def _queue_keys(engine: Engine, n: int) -> list[str]:
+    """The first `n` items of the queue, as the store orders them."""
     with engine.connect() as conn:
-        whole = [i.key for i in triage.page(conn, triage.Filters(), 0, 10)]
+        return [i.key for i in triage.page(conn, triage.Filters(), 0, n)]
+
+
+async def test_a_message_leaving_a_full_page_is_replaced_by_the_next_one(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """A decision on a full page brings in the item after the page: the page keeps its length, the
+    screen its layout, and the item is not missed until the next page is read."""
+    app = _four_a_page(engine, make_config(), tmp_path)
+    whole = _queue_keys(engine, 10)
     assert len(whole) == 6
     async with running(app) as pilot:
         table = app.query_one("#queue", DataTable)
@@ -825,13 +835,8 @@ async def test_two_decisions_that_crossed_leave_the_page_full(
     """Two quick decisions whose workers both read the same next item: the second one brings none
     (it is already shown), and the page, one short of a full page with more items waiting, is read
     again rather than left short."""
-    cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(5)))
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
-    app.page_size = 4
-    with engine.connect() as conn:
-        whole = [i.key for i in triage.page(conn, triage.Filters(), 0, 10)]
+    app = _four_a_page(engine, make_config(), tmp_path)
+    whole = _queue_keys(engine, 10)
     async with running(app) as pilot:
         await settle(pilot)
         first = whole[0]
@@ -840,7 +845,7 @@ async def test_two_decisions_that_crossed_leave_the_page_full(
             conn.execute(sa.update(in_t).where(in_t.c.id == int(first[1:])).values(status="applied"))
         with engine.connect() as conn:
             marker = triage.marker(conn)
-            now_first = [i.key for i in triage.page(conn, triage.Filters(), 0, 4)]
+        now_first = _queue_keys(engine, 4)
         assert first not in now_first
         app._changed("done", first, None, None, None, marker, [])  # its replacement went to the other decision
         await settle(pilot)
