@@ -88,25 +88,24 @@ def _rows(c: Connection, scope: Scope) -> dict[str, dict[int, dict[str, Any]]]:
     """The values of every row in scope: the named invoices, the invoices of their clients and of
     the messages (a message's effects and a new address reach a client's other invoices), their
     contacts, the messages."""
-    client_ids = set(c.execute(sa.select(inv_t.c.client_id).where(inv_t.c.number.in_(scope.invoices))).scalars())
-    linked = set(c.execute(sa.select(ev_t.c.invoice_id).where(ev_t.c.inbound_id.in_(scope.inbounds),
-                                                                ev_t.c.invoice_id.is_not(None))).scalars())
-    for sug in c.execute(sa.select(in_t.c.suggested).where(in_t.c.id.in_(scope.inbounds))).scalars():
-        client_ids |= set(c.execute(sa.select(inv_t.c.client_id).where(
-            inv_t.c.number.in_(json.loads(sug or "[]")))).scalars())
-    client_ids |= set(c.execute(sa.select(inv_t.c.client_id).where(inv_t.c.id.in_(linked))).scalars())
-    out: dict[str, dict[int, dict[str, Any]]] = {}
-    where = {"invoice": inv_t.c.client_id.in_(client_ids), "contact": con_t.c.client_id.in_(client_ids),
-             "inbound": in_t.c.id.in_(scope.inbounds)}
-    for name, cols in COLUMNS.items():
-        tb = TABLES[name]
-        out[name] = {int(r.id): {k: _dump(getattr(r, k)) for k in cols}
-                     for r in c.execute(sa.select(tb.c.id, *(tb.c[k] for k in cols)).where(where[name]))}
+    # Five statements at most, each a few rows (a decision in the triage screen reads this twice
+    # within its key press): the clients are a subquery, not a round trip.
+    def rows(name: str, where: Any) -> dict[int, dict[str, Any]]:
+        tb, cols = TABLES[name], COLUMNS[name]
+        return {int(r.id): {k: _dump(getattr(r, k)) for k in cols}
+                for r in c.execute(sa.select(tb.c.id, *(tb.c[k] for k in cols)).where(where))}
+
+    out = {"inbound": rows("inbound", in_t.c.id.in_(scope.inbounds)) if scope.inbounds else {}}
+    numbers = set(scope.invoices).union(*(json.loads(m["suggested"] or "[]") for m in out["inbound"].values()))
+    linked = sa.select(ev_t.c.invoice_id).where(ev_t.c.inbound_id.in_(scope.inbounds), ev_t.c.invoice_id.is_not(None))
+    clients = sa.select(inv_t.c.client_id).where(sa.or_(inv_t.c.number.in_(sorted(numbers)), inv_t.c.id.in_(linked)))
+    out["invoice"] = rows("invoice", inv_t.c.client_id.in_(clients))
+    out["contact"] = rows("contact", con_t.c.client_id.in_(clients))
     out["ignored"] = {int(r.id): {"address": r.address} for r in c.execute(
-        sa.select(ign_t.c.id, ign_t.c.address).where(ign_t.c.address.in_(scope.senders)))}
-    sent = replies.outbound_ids(c, scope.inbounds, scope.invoices)
+        sa.select(ign_t.c.id, ign_t.c.address).where(ign_t.c.address.in_(scope.senders)))} if scope.senders else {}
     out["outbound"] = {int(r.id): {"status": r.status} for r in c.execute(
-        sa.select(out_t.c.id, out_t.c.status).where(out_t.c.id.in_(sent)))}
+        sa.select(out_t.c.id, out_t.c.status).where(out_t.c.id.in_(replies.outbound_query(scope.inbounds,
+                                                                                          scope.invoices))))}
     return out
 
 

@@ -301,12 +301,13 @@ def invoice_ids(c: Connection, outbound_id: int) -> list[int]:
         ev_t.c.outbound_id == outbound_id, ev_t.c.kind == "reply_queued", ev_t.c.invoice_id.is_not(None))).scalars()]
 
 
-def outbound_ids(c: Connection, inbound_ids: Sequence[int], numbers: Sequence[str]) -> list[int]:
-    """The replies to these messages or about these invoices (what a decision's undo may cancel)."""
+def outbound_query(inbound_ids: Sequence[int], numbers: Sequence[str]) -> sa.Select[tuple[int | None]]:
+    """The replies to these messages or about these invoices (what a decision's undo may cancel), as
+    a subquery."""
     about = sa.select(inv_t.c.id).where(inv_t.c.number.in_(list(numbers)))
-    return sorted({int(i) for i in c.execute(sa.select(ev_t.c.outbound_id).where(
+    return sa.select(ev_t.c.outbound_id).where(
         ev_t.c.kind == "reply_queued", ev_t.c.outbound_id.is_not(None),
-        sa.or_(ev_t.c.inbound_id.in_(list(inbound_ids)), ev_t.c.invoice_id.in_(about)))).scalars()})
+        sa.or_(ev_t.c.inbound_id.in_(list(inbound_ids)), ev_t.c.invoice_id.in_(about)))
 
 
 def cancel(s: Connection, outbound_id: int, now: datetime, actor: str) -> None:

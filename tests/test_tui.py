@@ -20,7 +20,6 @@ from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 from bot import actions, inbound, ledger, reports, triage
 from bot.config import Config
 from bot.mailbox import MemorySource
-from bot.models import Inbound, table
 from tui.app import RelanceApp
 from tui.reply import ReplyEditor
 from tui.screens import Help, ItemScreen, Prompt
@@ -830,23 +829,27 @@ async def test_a_message_leaving_a_full_page_is_replaced_by_the_next_one(
         assert table.virtual_size.height == height
 
 
-async def test_two_decisions_that_crossed_leave_the_page_full(
+async def test_a_run_of_decisions_past_the_spares_reads_the_page_again_once_the_person_pauses(
         engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
-    """Two quick decisions whose workers both read the same next item: the second one brings none
-    (it is already shown), and the page, one short of a full page with more items waiting, is read
-    again rather than left short."""
-    app = _four_a_page(engine, make_config(), tmp_path)
-    whole = _queue_keys(engine, 10)
+    """The page is read with as many items again after it: a decision brings the next one in with
+    no query. Once a run of decisions has used them up, the page shrinks, and is read again (with
+    new spares) when the person pauses, not in the middle of the run."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "News", *(NEWS % (i, i) for i in range(12)))
+    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=60)
+    app.page_size = 4
+    whole = _queue_keys(engine, 20)
+    assert len(whole) == 13
     async with running(app) as pilot:
+        assert list(app.items) == whole[:4] and [i.key for i in app.spares] == whole[4:8]
+        for n in range(1, 5):
+            await pilot.press("d")
+            await settle(pilot)
+            assert list(app.items) == whole[n:n + 4]
+        await pilot.press("d")  # no spare left: the page is one short
         await settle(pilot)
-        first = whole[0]
-        in_t = table(Inbound)
-        with engine.begin() as conn:  # decided elsewhere: it has left triage
-            conn.execute(sa.update(in_t).where(in_t.c.id == int(first[1:])).values(status="applied"))
-        with engine.connect() as conn:
-            marker = triage.marker(conn)
-        now_first = _queue_keys(engine, 4)
-        assert first not in now_first
-        app._changed("done", first, None, None, None, marker, [])  # its replacement went to the other decision
+        assert list(app.items) == whole[5:8] and not app.spares
+        app._paused()  # the person paused (here, before the minute the test set)
         await settle(pilot)
-        assert list(app.items) == now_first
+        assert list(app.items) == whole[5:9] and [i.key for i in app.spares] == whole[9:13]

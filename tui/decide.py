@@ -42,6 +42,7 @@ class Decisions(App[None]):
     offset: dict[str, int]  # where each table's page starts in its list
     total: dict[str, int]  # how long each table's list is
     page_size: int  # rows a page of a table holds
+    spares: list[triage.Item]  # the queue's items after the page, in order
 
     # What the screen provides (tui.app.RelanceApp).
     def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
@@ -148,17 +149,13 @@ class Decisions(App[None]):
         The counts follow once the person pauses (`recount_soon`)."""
         with self.engine.connect() as conn:
             item = triage.one(conn, key) if key else None
-            # A message that leaves a full page is replaced by the one after the page: the page keeps
-            # its length, and the screen its layout (the table's height, its scroll bar).
-            after = (triage.page(conn, self.filters, self.offset["queue"] + self.page_size - 1, 1)
-                     if key in self.items and item is None and len(self.items) >= self.page_size else [])
             row = triage.invoice_row(conn, self.config, self.clock(), number) if number else None
             marker = triage.marker(conn)
-        self.call_from_thread(self._changed, line, key, item, number, row, marker, after)
+        self.call_from_thread(self._changed, line, key, item, number, row, marker)
         self.call_from_thread(self.recount_soon)
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
-                 row: dict[str, Any] | None, marker: tuple[int, int, int], after: list[triage.Item]) -> None:
+                 row: dict[str, Any] | None, marker: tuple[int, int, int]) -> None:
         self.query_one("#done", Static).update(line, layout=False)  # one line, always
         screen = self.get_screen("item")
         if isinstance(screen, ItemScreen) and screen.is_mounted:
@@ -171,13 +168,14 @@ class Decisions(App[None]):
                 del self.items[key]
                 self.selected.discard(key)
                 self.total["queue"] -= 1
-                keys = [str(c.key.value) for c in table.ordered_columns]
-                for more in after:
-                    if more.key not in self.items:  # not already shown (the list changed meanwhile)
+                # A message that leaves a full page is replaced by the first one after the page: the
+                # page keeps its length, and the screen its layout (the table's height, its scroll bar).
+                while self.spares and len(self.items) < self.page_size:
+                    more = self.spares.pop(0)
+                    if more.key not in self.items:
                         self.items[more.key] = more
+                        keys = [str(c.key.value) for c in table.ordered_columns]
                         table.add_row(*self._queue_cells(more, keys), key=more.key)
-                if len(self.items) < min(self.page_size, self.total["queue"] - self.offset["queue"]):
-                    self.load_queue()  # two decisions crossed (both read the same next item): read the page
             else:
                 self.items[key] = item
                 keys = [str(c.key.value) for c in table.ordered_columns]
