@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from bot import plans, versions
 from bot.addresses import AddressError, plain_address
 from bot.errors import NotFoundError, RelanceError, StaleError
-from bot.i18n import t
+from bot.i18n import money, t
 from bot.models import Contact, Event, Inbound, Invoice, table
 from bot.store import record_event, session
 from rules.reasons import join
@@ -153,20 +153,25 @@ def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal |
         due = inv.amount - inv.paid
         pay = due if amount is None else amount
         if pay <= 0:
-            raise RelanceError(f"--amount {pay}: expected an amount greater than zero")
+            raise RelanceError(t("{amount}: expected an amount greater than zero", amount=money(pay, inv.currency)))
         if pay > due:
-            raise RelanceError(f"--amount {pay}: more than the {due} {inv.currency} due on {number}")
+            raise RelanceError(t("{amount}: more than the {due} due on {number}", amount=money(pay, inv.currency),
+                                 due=money(due, inv.currency), number=number))
         paid = inv.paid + pay
         settled = paid >= inv.amount
         values: dict[str, Any] = {"paid": paid, "state": "paid" if settled else inv.state}
         if not settled and (hold := plans.hold_after(s, int(inv.id), paid)) is not None:
             values["hold_until"] = hold
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(**values))
-        record_event(s, invoice_id=int(inv.id), kind="paid" if settled else kind, at=now, actor=actor,
-                     reason=coded("payment.credit_note" if kind == "credit_note" else "payment.recorded",
-                                  amount=str(pay), currency=inv.currency),
+        # "paid" is money received that settled it; a credit note stays a credit note (not recovered).
+        record_event(s, invoice_id=int(inv.id), kind="paid" if settled and kind == "payment" else kind, at=now,
+                     actor=actor, reason=coded("payment.credit_note" if kind == "credit_note" else "payment.recorded",
+                                               amount=str(pay), currency=inv.currency),
                      data={"amount": str(pay), "as": kind})
-    return f"{number}: {pay} {inv.currency} recorded, " + ("paid in full" if settled else f"{due - pay} still due")
+    what = t("credit note of {amount}", amount=money(pay, inv.currency)) if kind == "credit_note" else money(
+        pay, inv.currency)
+    return t("{number}: {what} recorded, {rest}", number=number, what=what,
+             rest=t("nothing left due") if settled else t("{due} still due", due=money(due - pay, inv.currency)))
 
 
 def change_contact(engine: Engine, number: str, email: str, now: datetime, actor: str,

@@ -30,12 +30,13 @@ from bot import actions, plans, replies, versions
 from bot.config import Config
 from bot.errors import NotFoundError, RelanceError, StaleError
 from bot.i18n import t
-from bot.models import Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, table
+from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, table
 from bot.store import record_event, record_events, session
 from rules.plan import Instalment
 from rules.reasons import join, reason
 
 inv_t, con_t, in_t, ev_t, ign_t = table(Invoice), table(Contact), table(Inbound), table(Event), table(IgnoredSender)
+cli_t = table(Client)
 out_t = table(Outbound)
 
 # The columns a decision may change, per table, and how their values go to JSON and back.
@@ -269,6 +270,11 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
     the rest still due and chased)."""
     if how not in SETTLEMENTS:
         raise RelanceError(t("{value}: expected one of {choices}", value=repr(how), choices=", ".join(SETTLEMENTS)))
+    with engine.connect() as c:
+        inv = actions.locked_invoice(c, number, seen)
+    if inv.state != "disputed":
+        raise RelanceError(t("{number} is not disputed ({state}): no dispute to settle", number=inv.number,
+                             state=t(inv.state)))
     if how == "resume":
         return actions.resume(engine, number, now, actor, seen, reason=why or reason("dispute.settled"))
     with engine.connect() as c:
@@ -307,11 +313,17 @@ def dismiss(engine: Engine, inbound_ids: Iterable[int], now: datetime, actor: st
 
 def ignore_sender(engine: Engine, address: str, now: datetime, actor: str, why: str = "") -> str:
     """Mail from `address` never waits for a person again (a newsletter): the address is kept, and
-    its messages waiting now are dismissed."""
+    its messages waiting now are dismissed. Refused for a client's address (its mail is read all the
+    same: a payment, a dispute or a bounce from it must reach a person)."""
     address = address.strip().lower()
     if "@" not in address:
         raise RelanceError(t("{value}: expected an email address", value=repr(address)))
     with session(engine) as s:
+        client = s.execute(sa.select(cli_t.c.name).join(con_t, con_t.c.client_id == cli_t.c.id)
+                           .where(sa.func.lower(con_t.c.email) == address)).scalar()
+        if client is not None:  # a client's mail is read whatever the list says: ignoring it would hide it
+            raise RelanceError(t("{address} is the address of {client}: a client cannot be ignored; dismiss "
+                                 "this message instead (d)", address=address, client=client))
         if s.execute(sa.select(ign_t.c.id).where(ign_t.c.address == address)).first() is None:
             s.execute(sa.insert(ign_t).values(address=address, at=now, actor=actor, reason=why[:500]))
         waiting = list(s.execute(sa.select(in_t.c.id).where(in_t.c.status == "triage",

@@ -6,6 +6,8 @@ otherwise. (The language of the reminders themselves is each client's, from the 
 from __future__ import annotations
 
 import os
+import re
+from decimal import Decimal
 from typing import Any
 
 FR: dict[str, str] = {
@@ -289,6 +291,54 @@ def money(amount: Any, currency: str = "EUR") -> str:
     return str(format_currency(amount, currency, locale=_LOCALES[language()]))
 
 
+# An amount at the start of what a person typed: grouped by spaces (`1 500,00`), or digits with `.`
+# and `,` (`1,500.00`, `1500,5`), a currency after it or not; then the rest (a reason).
+_AMOUNT = re.compile(r"\s*([-+]?(?:\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?|\d[\d.,]*))\s*(?:€|EUR\b)?\s*(.*)",
+                     re.DOTALL | re.IGNORECASE)
+
+
+def amount(text: str) -> Decimal:
+    """An amount as a person types it, read in their language first: `1 500,00` and `1500,5` (fr),
+    `1,500.00` (en); `1,500` is 1.5 in French and 1500 in English. Refused, saying what was
+    expected, when it is not an amount, has more than two decimals, or is not above zero."""
+    found = _AMOUNT.fullmatch(text)
+    if found is None or found.group(2).strip():
+        raise _refused(t("{value}: expected an amount such as 250.00", value=repr(text.strip())))
+    return _amount(found.group(1), text)
+
+
+def amount_then(text: str) -> tuple[Decimal, str]:
+    """The amount a person typed first, and what they wrote after it (`1 500,00 geste commercial`)."""
+    found = _AMOUNT.match(text)
+    if found is None:
+        raise _refused(t("{value}: expected an amount such as 250.00", value=repr(text.strip())))
+    return _amount(found.group(1), text), found.group(2).strip()
+
+
+def _refused(message: str) -> Exception:
+    from bot.errors import RelanceError  # noqa: PLC0415 - bot.errors reads its messages from here
+
+    return RelanceError(message)
+
+
+def _amount(digits: str, text: str) -> Decimal:
+    from babel.numbers import NumberFormatError, parse_decimal  # noqa: PLC0415
+
+    grouped = re.sub(r"[ \u00a0\u202f]", "\u202f", digits)
+    for lang in dict.fromkeys((language(), "fr", "en")):
+        try:
+            value = parse_decimal(grouped if lang == "fr" else grouped.replace("\u202f", ","),
+                                  locale=_LOCALES[lang], strict=True)
+        except NumberFormatError:
+            continue
+        if value <= 0:
+            raise _refused(t("{value}: expected an amount above zero", value=repr(text.strip())))
+        if value != value.quantize(Decimal("0.01")):
+            raise _refused(t("{value}: expected an amount with two decimals at most", value=repr(text.strip())))
+        return value.quantize(Decimal("0.01"))
+    raise _refused(t("{value}: expected an amount such as 250.00", value=repr(text.strip())))
+
+
 def day(value: Any) -> str:
     """A date, short and unambiguous: `6 avr. 2027` / `6 Apr 2027`."""
     from babel.dates import format_date  # noqa: PLC0415
@@ -355,6 +405,18 @@ FR.update({
         "cet élément ne concerne pas une seule facture : ouvrez-le (Entrée) ou rattachez-le (a)",
     "not a message: nothing to read or dismiss": "pas un message : rien à lire ni à écarter",
     "{value}: expected an amount such as 250.00": "{value} : attendu : un montant comme 250,00",
+    "{address} is the address of {client}: a client cannot be ignored; dismiss this message instead (d)":
+        "{address} est l'adresse de {client} : un client ne peut pas être ignoré ; classez plutôt ce message (d)",
+    "{amount}: expected an amount greater than zero": "{amount} : attendu : un montant supérieur à zéro",
+    "{amount}: more than the {due} due on {number}": "{amount} : plus que les {due} dus sur {number}",
+    "credit note of {amount}": "avoir de {amount}",
+    "{number}: {what} recorded, {rest}": "{number} : {what} enregistré ; {rest}",
+    "nothing left due": "plus rien n'est dû",
+    "{due} still due": "reste dû : {due}",
+    "{number} is not disputed ({state}): no dispute to settle":
+        "{number} n'est pas en litige ({state}) : aucun litige à régler",
+    "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
+    "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",
     "confirmed from the triage screen": "confirmé depuis l'écran de tri",
     "kind corrected to {kind}": "type corrigé en {kind}", "assigned to {numbers}": "rattaché à {numbers}",

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.errors import RelanceError
-from bot.i18n import t
+from bot.i18n import amount, t
 from bot.models import Event, table
 from rules.plan import Instalment
 
@@ -38,21 +38,20 @@ class Step:
 
 def parse(text: str) -> tuple[Instalment, ...]:
     """Instalments as a person types them: "400 2027-05-01, 600 2027-06-01" (amount then date,
-    comma- or semicolon-separated; `,` or `.` as decimal point inside an amount without spaces)."""
+    comma- or semicolon-separated; the amount as bot.i18n.amount reads it: `1 500,00`, `1500.5`)."""
     out = []
     for part in (p.strip() for p in text.replace(";", "\n").replace(", ", "\n").splitlines()):
         if not part:
             continue
-        words = part.split()
-        if len(words) != 2:
-            raise RelanceError(t("{value}: expected an amount and a date (400.00 2027-05-01)", value=repr(part)))
+        sum_, _, when = part.rpartition(" ")  # the amount may hold spaces (1 500,00), the date does not
         try:
-            amount = Decimal(words[0].replace(",", ".")).quantize(Decimal("0.01"))
-            due = date.fromisoformat(words[1])
-        except (ArithmeticError, ValueError):
+            due = date.fromisoformat(when)
+        except ValueError:
             raise RelanceError(t("{value}: expected an amount and a date (400.00 2027-05-01)",
                                  value=repr(part))) from None
-        out.append(Instalment(amount, due))
+        if not sum_.strip():
+            raise RelanceError(t("{value}: expected an amount and a date (400.00 2027-05-01)", value=repr(part)))
+        out.append(Instalment(amount(sum_), due))
     return tuple(out)
 
 

@@ -193,7 +193,15 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
     # The aggregates come back as the columns' own types (aware datetimes on SQLite too).
     first_at = sa.type_coerce(reminders.c.first_at, UtcDateTime())
     paid_at_col = sa.type_coerce(payments.c.paid_at, UtcDateTime())
-    invs = (sa.select(inv_t.c.amount, inv_t.c.paid, inv_t.c.state, inv_t.c.issue_date, inv_t.c.due_date,
+    # What was given up by credit notes (a dispute settled) is not recovered: per invoice, from their
+    # events (`as` credit_note: those that settled an invoice were once written as kind "paid").
+    credited: dict[int, Decimal] = {}
+    for invoice_id, data in conn.execute(sa.select(ev_t.c.invoice_id, ev_t.c.data).where(
+            ev_t.c.kind.in_(("credit_note", "paid")), ev_t.c.data.like('%"credit_note"%'))):
+        doc = json.loads(data or "{}")
+        if doc.get("as") == "credit_note" and invoice_id is not None:
+            credited[invoice_id] = credited.get(invoice_id, Decimal(0)) + Decimal(doc.get("amount", "0"))
+    invs = (sa.select(inv_t.c.id, inv_t.c.amount, inv_t.c.paid, inv_t.c.state, inv_t.c.issue_date, inv_t.c.due_date,
                       first_at.label("first_at"), reminders.c.top, paid_at_col.label("paid_at"))
             .outerjoin(reminders, reminders.c.invoice_id == inv_t.c.id)
             .outerjoin(payments, payments.c.invoice_id == inv_t.c.id))
@@ -214,13 +222,14 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
             continue
         reminded += 1
         reminded_amount += i.amount
-        recovered_amount += min(i.paid, i.amount)  # partial payments count
-        if i.state != "paid":
+        given_up = credited.get(i.id, Decimal(0))
+        recovered_amount += max(min(i.paid, i.amount) - given_up, Decimal(0))  # partial payments count
+        if i.state != "paid" or given_up >= i.amount:  # open, or withdrawn by a credit note
             continue
         recovered += 1
         if i.paid_at is not None and i.paid_at >= i.first_at:
             delays.append((i.paid_at - i.first_at).total_seconds() / 86400)
-        per_stage[config.ladder[i.top].name] += i.amount
+        per_stage[config.ladder[i.top].name] += i.amount - given_up
         amicable += i.top < last
     sent: dict[int, int] = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
                              .where(out_t.c.status.in_(("sent", "uncertain")), out_t.c.stage_index >= 0)
@@ -255,8 +264,8 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
         "ageing": {k: str(v) for k, v in aged.items()},
         "definitions": {
             "dso_days": f"open receivables / invoiced amount of the last {window} days x {window}",
-            "recovery_rate_pct": "amount paid on reminded invoices (partial payments included) / amount of "
-                                 "reminded invoices",
+            "recovery_rate_pct": "amount paid on reminded invoices (partial payments included, credit notes "
+                                 "left out) / amount of reminded invoices",
             "reply_rate_pct": "reminded invoices a client answered after the first reminder (robots left out) / "
                               "reminded invoices",
             "amicable_conversion_pct": "reminded invoices paid before the last stage / reminded invoices paid",

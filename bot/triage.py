@@ -27,11 +27,11 @@ from sqlalchemy.engine import Connection
 from bot import reasons, reports, versions
 from bot.config import Config
 from bot.errors import NotFoundError
-from bot.models import CENT, Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
+from bot.models import CENT, Client, Contact, Event, Inbound, Invoice, Outbound, Reminder, table
 from bot.store import inbound_raw
 
 inv_t, cli_t, con_t, ev_t, in_t = table(Invoice), table(Client), table(Contact), table(Event), table(Inbound)
-ign_t, rem_t = table(IgnoredSender), table(Reminder)
+rem_t = table(Reminder)
 DEAD_ENDS = {"disputed": "dispute", "plan": "payment_plan", "bounced": "bounce"}
 OPEN_STATES = reports.OPEN_STATES  # what `relance status` lists
 
@@ -102,7 +102,9 @@ def _messages(f: Filters, only: int | None = None) -> sa.Select[Any]:
                    in_t.c.reason.label("reason"), in_t.c.confidence.label("confidence"),
                    in_t.c.suggested.label("suggested"))
          .outerjoin(linked, linked.c.inbound_id == in_t.c.id)
-         .where(in_t.c.status == "triage", sa.func.lower(in_t.c.from_addr).not_in(sa.select(ign_t.c.address))))
+         # Every message in triage shows, an ignored sender's too: the pipeline files an ignored
+         # sender's mail unread, unless it is a client's or speaks of a payment (bot/apply.py).
+         .where(in_t.c.status == "triage"))
     if only is not None:
         q = q.where(in_t.c.id == only)
     if f.kind:
@@ -125,7 +127,7 @@ def _messages(f: Filters, only: int | None = None) -> sa.Select[Any]:
 def _bare_messages(f: Filters) -> sa.Select[Any]:
     """The messages part without what is at stake: enough to count them (a fifth of the time)."""
     q = (sa.select(sa.literal("m").label("sort"), in_t.c.id.label("id"), in_t.c.kind.label("kind"))
-         .where(in_t.c.status == "triage", sa.func.lower(in_t.c.from_addr).not_in(sa.select(ign_t.c.address))))
+         .where(in_t.c.status == "triage"))
     if f.kind:
         q = q.where(in_t.c.kind == f.kind)
     if f.mailbox:
@@ -226,6 +228,16 @@ def one(conn: Connection, key: str) -> Item | None:
     rows = conn.execute(sa.select(u)).all()
     items = _items(conn, rows)
     return items[0] if items else None
+
+
+def dead_ends(conn: Connection, numbers: Sequence[str]) -> list[Item]:
+    """The invoices among `numbers` that wait in the queue themselves (a dispute, a plan, a bounce,
+    a hold with no message left to read): what a decision on their message may leave behind. One
+    look-up by number first, the queue's query only for an invoice in such a state."""
+    maybe = conn.execute(sa.select(inv_t.c.number).where(
+        inv_t.c.number.in_(list(numbers)),
+        sa.or_(inv_t.c.state.in_(list(DEAD_ENDS)), inv_t.c.held_by.is_not(None)))).scalars().all()
+    return [item for n in maybe if (item := one(conn, f"i{n}")) is not None]
 
 
 def _items(conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[Item]:

@@ -64,7 +64,9 @@ def test_settling_a_dispute_three_ways(engine: Engine, make_config: Callable[...
         rows = dict(c.execute(sa.text("SELECT number, state || ' ' || paid_cents FROM invoice")).all())
         kinds = [k for (k,) in c.execute(sa.text("SELECT kind FROM event WHERE actor = 'cli:test' ORDER BY id"))]
     assert rows == {"F-1": "paid 10000", "F-2": "active 10000"}
-    assert kinds == ["paid", "credit_note", "resumed"]
+    assert kinds == ["credit_note", "credit_note", "resumed"], "a credit note, even one that settles, is no payment"
+    with pytest.raises(RelanceError, match="not disputed"):
+        desk.settle_dispute(engine, "F-2", "resume", NOW, "cli:test", "")
 
 
 def test_undo_puts_back_what_a_decision_changed_and_nothing_else(engine: Engine, make_config: Callable[..., Config],
@@ -113,8 +115,10 @@ def test_the_command_line_makes_the_same_decisions(engine: Engine, db_url: str, 
     assert main(["undo", *base, *now]) == 0, "the plan"
     with engine.connect() as c:
         assert [i.key for i in triage.page(c, triage.Filters(), 0, 10)] == ["m2", "m1"]
-    assert main(["ignore", *base, "a@client.example", *now]) == 0
-    assert "ignored (1 message(s) dismissed)" in capsys.readouterr().out
+    assert main(["ignore", *base, "a@client.example", *now]) == 1, "a client's address"
+    assert "cannot be ignored" in capsys.readouterr().err
+    assert main(["ignore", *base, "news@letter.example", *now]) == 0
+    assert "ignored (0 message(s) dismissed)" in capsys.readouterr().out
     assert main(["plan", *base, "F-9", "--reject", *now]) == 1
 
 

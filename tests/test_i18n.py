@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.i18n import FR, language, t
+from bot.errors import RelanceError
+from bot.i18n import FR, amount, amount_then, language, t
 from rules.reasons import join, reason
 
 
@@ -175,3 +177,28 @@ def test_every_code_the_code_writes_is_in_the_catalog() -> None:
              for m in re.findall(r'coded\(\s*"([a-z_]+\.[a-z_.]+)" if', p.read_text(encoding="utf-8"))}
     assert len(used) > 40, "the scan finds the codes"
     assert sorted(used - set(CATALOG)) == []
+
+
+@pytest.mark.parametrize(("lang", "typed", "expected"), [
+    ("fr", "1 500,00", "1500.00"), ("fr", "1\u202f500,00 €", "1500.00"), ("fr", "1500,5", "1500.50"),
+    ("fr", "1,500", "1.50"), ("en", "1,500", "1500.00"), ("fr", "1,500.00", "1500.00"),
+    ("en", "1,500.00 EUR", "1500.00"), ("en", "250", "250.00"), ("fr", "12 345 678,9", "12345678.90"),
+])
+def test_an_amount_as_a_person_types_it(monkeypatch: pytest.MonkeyPatch, lang: str, typed: str, expected: str) -> None:
+    monkeypatch.setenv("RELANCE_LANG", lang)
+    assert amount(typed) == Decimal(expected)
+
+
+@pytest.mark.parametrize(("typed", "why"), [
+    ("", "expected an amount"), ("abc", "expected an amount"), ("-5", "above zero"), ("0,00", "above zero"),
+    ("12.345,6", "expected an amount"), ("1.005", "two decimals"), ("250 euros de plus", "expected an amount"),
+])
+def test_what_is_not_an_amount_is_refused_and_says_why(monkeypatch: pytest.MonkeyPatch, typed: str, why: str) -> None:
+    monkeypatch.setenv("RELANCE_LANG", "en")
+    with pytest.raises(RelanceError, match=why):
+        amount(typed)
+
+
+def test_an_amount_then_why() -> None:
+    assert amount_then("1 500,00 geste commercial") == (Decimal("1500.00"), "geste commercial")
+    assert amount_then("30 € goodwill") == (Decimal("30.00"), "goodwill")

@@ -75,7 +75,7 @@ def test_partial_then_full_payment(world: Any) -> None:
     msg = actions.record_payment(world.engine, "F-1", at("2027-04-01T10:00"), Decimal("400.00"), "test")
     assert "600.00 still due" in msg
     assert world.status("2027-04-01T10:00")["F-1"]["amount_due"] == "600.00"
-    with pytest.raises(RelanceError, match="more than the 600.00 EUR due"):
+    with pytest.raises(RelanceError, match="more than the €600.00 due"):
         actions.record_payment(world.engine, "F-1", at("2027-04-01T10:00"), Decimal("700.00"), "test")
     actions.record_payment(world.engine, "F-1", at("2027-04-02T10:00"), None, "test")
     assert "F-1" not in world.status("2027-04-02T10:00")
@@ -138,6 +138,23 @@ def test_kpis(world: Any) -> None:
     assert k["recovered_per_stage"] == {"reminder": "500.00", "second_reminder": "0", "formal_notice": "1000.00"}
     assert k["amicable_conversion_pct"] == "50.0"
     assert k["cost_of_recovery"] == "0.58"  # 4 x 0.02 + 1 x 0.50
+    assert k["open_receivables"] == "0"
+
+
+def test_a_credit_note_is_not_recovered_money(world: Any) -> None:
+    """A dispute settled by a credit note for all that was due (cancel) settles the invoice but
+    recovers nothing: the KPIs count money received, not money given up."""
+    from bot import desk
+
+    world.run("2027-04-05T10:00")  # both reminded
+    actions.record_payment(world.engine, "F-2", at("2027-04-09T10:00"), None, "test")
+    with world.engine.begin() as c:
+        c.execute(sa.text("UPDATE invoice SET state = 'disputed' WHERE number = 'F-1'"))
+    desk.settle_dispute(world.engine, "F-1", "cancel", at("2027-04-10T10:00"), "test", "wrong client")
+    with world.engine.connect() as c:
+        k = reports.kpi(c, world.cfg, at("2027-05-10T10:00"))
+    assert k["recovery_rate_pct"] == "33.3"  # F-2's 500 of the 1,500 reminded
+    assert k["recovered_per_stage"]["reminder"] == "500.00"
     assert k["open_receivables"] == "0"
 
 

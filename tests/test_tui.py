@@ -219,10 +219,11 @@ async def test_confirmed_dispute_never_leaves_a_dead_end(engine: Engine, make_co
         await pilot.press("c")
         await settle(pilot)
         assert row(engine, "SELECT state FROM invoice WHERE number = 'F-1'") == ("disputed",)
-        await pilot.press("g")
-        await settle(pilot)
-        assert list(app.items) == ["iF-1"], "the disputed invoice waits for a person"
-        assert await answer(pilot, "s", "30.00 goodwill gesture") == "resume "
+        assert list(app.items) == ["iF-1"], "the disputed invoice waits for a person, with no key pressed"
+        assert await answer(pilot, "s", "1 030,00 goodwill gesture") == "resume "
+        assert "above what is due" in str(app.query_one("#done").render()) or row(
+            engine, "SELECT state FROM invoice WHERE number = 'F-1'") == ("disputed",)
+        assert await answer(pilot, "s", "30,00 goodwill gesture") == "resume "
         assert list(app.items) == []
     assert row(engine, "SELECT state, paid_cents FROM invoice WHERE number = 'F-1'") == ("active", 3000)
     kinds = [k for k, _ in events(engine)]
@@ -288,6 +289,24 @@ async def test_dismiss_noise_in_bulk_and_ignore_a_sender(engine: Engine, make_co
     with engine.connect() as c:
         from bot import triage
         assert [i.key for i in triage.page(c, triage.Filters(), 0, 10)] == ["m1"], "and it never shows"
+
+
+async def test_a_clients_address_cannot_be_ignored_and_its_mail_always_shows(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """i on a client's dispute is refused, saying why (its mail is read whatever the list says); a
+    message waiting from an address on the list (listed before it was a client's) still shows."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("i")
+        await settle(pilot)
+        assert "m1" in app.items and "cannot be ignored" in str(app.query_one("#done").render())
+    assert row(engine, "SELECT count(*) FROM ignored_sender") == (0,)
+    with engine.begin() as c:
+        c.execute(sa.text("INSERT INTO ignored_sender (address, at, actor, reason) "
+                          "VALUES ('a@client.example', :at, 'cli:anne', '')"), {"at": NOW})
+    with engine.connect() as c:
+        assert "m1" in [i.key for i in triage.page(c, triage.Filters(), 0, 10)]
+        assert triage.totals(c, triage.Filters())[1].get("dispute") == 1
 
 
 async def test_correct_the_kind(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from textual import work
@@ -16,7 +16,8 @@ from textual.widgets import DataTable, Static, TabbedContent
 from bot import actions, decisions, desk, plans, replies, reports, triage
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
-from bot.i18n import money, t
+from bot.i18n import amount as parse_amount
+from bot.i18n import amount_then, money, t
 from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
@@ -122,11 +123,15 @@ class Decisions(App[None]):
         """Run a decision in a worker; show what was done (or why not) in the line above the footer.
         `many`: it changes several rows of the page (a bulk dismissal): the page is read again.
         `otherwise`: what to offer when the decision is refused for want of something (a prompt)."""
-        self._decide(action, why, scope, run, self._current_key(), self._current_number(), many, otherwise)
+        key = self._current_key()
+        item = self.items.get(key or "")
+        concerned = tuple(dict.fromkeys((*scope.invoices, *((item.numbers or item.suggested) if item else ()))))
+        self._decide(action, why, scope, run, key, self._current_number(), concerned, many, otherwise)
 
     @work(thread=True, group="act")
     def _decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
-                number: str | None, many: bool, otherwise: Callable[[], None] | None) -> None:
+                number: str | None, concerned: tuple[str, ...], many: bool,
+                otherwise: Callable[[], None] | None) -> None:
         try:
             done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
         except StaleError as e:
@@ -140,22 +145,25 @@ class Decisions(App[None]):
         except Exception as e:
             self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
             return
-        self._after(t("done by {actor}: {what} (u: undo)", actor=self.actor, what=done.text), key, number)
+        self._after(t("done by {actor}: {what} (u: undo)", actor=self.actor, what=done.text), key, number,
+                    concerned)
         if many:
             self.call_from_thread(self.refresh_all)
 
-    def _after(self, line: str, key: str | None, number: str | None) -> None:
+    def _after(self, line: str, key: str | None, number: str | None, concerned: tuple[str, ...]) -> None:
         """Read again only what the decision changed: the item and the invoice acted on; show them.
-        The counts follow once the person pauses (`recount_soon`)."""
+        An invoice the decision left in a dead end (a dispute confirmed) comes into the queue at
+        once. The counts follow once the person pauses (`recount_soon`)."""
         with self.engine.connect() as conn:
             item = triage.one(conn, key) if key else None
+            arrived = triage.dead_ends(conn, concerned) if concerned else []
             row = triage.invoice_row(conn, self.config, self.clock(), number) if number else None
             marker = triage.marker(conn)
-        self.call_from_thread(self._changed, line, key, item, number, row, marker)
+        self.call_from_thread(self._changed, line, key, item, number, row, marker, arrived)
         self.call_from_thread(self.recount_soon)
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
-                 row: dict[str, Any] | None, marker: tuple[int, int, int]) -> None:
+                 row: dict[str, Any] | None, marker: tuple[int, int, int], arrived: list[triage.Item]) -> None:
         self.query_one("#done", Static).update(line, layout=False)  # one line, always
         screen = self.get_screen("item")
         if isinstance(screen, ItemScreen) and screen.is_mounted:
@@ -191,6 +199,8 @@ class Decisions(App[None]):
                 keys = [str(c.key.value) for c in table.ordered_columns]
                 for k, v in zip(keys, self._invoice_cells(row, keys), strict=True):
                     table.update_cell(number, k, v)
+        if any(a.key not in self.items for a in arrived):  # in its place in the queue's order: read the page
+            self.load_queue()
         self._show_preview()
 
     def _refused(self, why: str, stale: bool) -> None:
@@ -279,11 +289,7 @@ class Decisions(App[None]):
         due = self._due(number)
 
         def then(answer: str) -> None:
-            try:
-                amount = Decimal(answer.replace(" ", "").replace("\u202f", "").replace(",", ".")).quantize(
-                    Decimal("0.01"))
-            except InvalidOperation:
-                raise RelanceError(t("{value}: expected an amount such as 250.00", value=repr(answer))) from None
+            amount = parse_amount(answer)
             self.decide("paid", t("{amount} received", amount=amount), desk.Scope(invoices=(number,)),
                         lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen))
 
@@ -407,11 +413,10 @@ class Decisions(App[None]):
             how, _, why = answer.partition(" ")
             credit = None
             if how not in desk.SETTLEMENTS:
-                try:
-                    credit = Decimal(how.replace(",", ".")).quantize(Decimal("0.01"))
-                except InvalidOperation:
+                if not how[:1].isdigit():
                     raise RelanceError(t("{value}: expected one of {choices}", value=repr(how),
-                                         choices="resume, cancel, 250.00")) from None
+                                         choices="resume, cancel, 250.00"))
+                credit, why = amount_then(answer)  # "1 500,00 commercial gesture": the amount, then why
                 how = "credit"
             scope = desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ())
 
