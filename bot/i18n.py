@@ -315,6 +315,13 @@ def amount_then(text: str) -> tuple[Decimal, str]:
     return _amount(found.group(1), text), found.group(2).strip()
 
 
+def amount_typed(value: Decimal) -> str:
+    """An amount as `amount` reads it back, to prefill a prompt: `12 500,50` (fr), `12,500.50` (en)."""
+    from babel.numbers import format_decimal  # noqa: PLC0415
+
+    return str(format_decimal(value, "#,##0.00", locale=_LOCALES[language()]))
+
+
 def _refused(message: str) -> Exception:
     from bot.errors import RelanceError  # noqa: PLC0415 - bot.errors reads its messages from here
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.errors import RelanceError
-from bot.i18n import amount, t
+from bot.i18n import amount, amount_typed, t
 from bot.models import Event, table
 from rules.plan import Instalment
 
@@ -57,7 +57,8 @@ def parse(text: str) -> tuple[Instalment, ...]:
 
 def format_steps(steps: Sequence[Instalment]) -> str:
     """The text `parse` reads back: what the prompt is prefilled with."""
-    return ", ".join(f"{s.amount or ''} {s.due.isoformat() if s.due else ''}".strip() for s in steps)
+    return ", ".join(f"{amount_typed(s.amount) if s.amount else ''} {s.due.isoformat() if s.due else ''}".strip()
+                     for s in steps)
 
 
 def steps_for(instalments: Sequence[Instalment], due: Decimal, today: date, grace_days: int,

@@ -250,7 +250,11 @@ def _items(conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[Item]:
             .where(ev_t.c.inbound_id.in_(msg_ids), inv_t.c.state != "paid").distinct()):
         by_msg.setdefault(inbound_id, []).append((invoice_id, number))
     numbers = dict(conn.execute(sa.select(inv_t.c.id, inv_t.c.number).where(inv_t.c.id.in_(inv_ids))).all())
-    every = {i for pairs in by_msg.values() for i, _ in pairs} | set(inv_ids)
+    # A message only suggested for an invoice is acted on through it too: its version is read as well.
+    hinted = {n for r in rows if r.sort == "m" and not by_msg.get(r.id) for n in json.loads(r.suggested or "[]")}
+    suggested = dict(conn.execute(sa.select(inv_t.c.number, inv_t.c.id).where(inv_t.c.number.in_(hinted))).all()
+                     ) if hinted else {}
+    every = {i for pairs in by_msg.values() for i, _ in pairs} | set(inv_ids) | set(suggested.values())
     ver = versions.of(conn, every)
     out = []
     for r in rows:
@@ -262,7 +266,9 @@ def _items(conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[Item]:
             stake=(Decimal(int(r.stake or 0)) / 100).quantize(CENT),
             due_date=_day(r.due_date), reason=r.reason or "",
             confidence=Decimal(str(r.confidence)) if r.confidence is not None else None,
-            suggested=tuple(json.loads(r.suggested or "[]")), versions={n: ver[i] for i, n in pairs}))
+            suggested=tuple(json.loads(r.suggested or "[]")),
+            versions={n: ver[i] for i, n in pairs} if pairs or r.sort == "i" else {
+                n: ver[suggested[n]] for n in json.loads(r.suggested or "[]") if n in suggested}))
     return out
 
 

@@ -397,6 +397,41 @@ async def test_the_loser_of_a_concurrent_change_is_told(engine: Engine, make_con
     assert events(engine) == []
 
 
+async def test_the_item_screen_acts_on_what_it_shows(engine: Engine, make_config: Callable[..., Config],
+                                                     tmp_path: Path) -> None:
+    """On the item screen, an action applies to the invoice it shows, with the version it was read
+    with: another person's payment since (the queue's poll has read it) refuses the resume, and the
+    screen is read again; a decision made there shows its effect there. Opened from the invoices,
+    the same keys act on the invoice."""
+    from tui.screens import ItemScreen
+
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("enter")  # the dispute on F-1
+        await settle(pilot)
+        assert isinstance(app.screen, ItemScreen)
+        actions.record_payment(engine, "F-1", NOW, Decimal("60.00"), "tui:colleague")
+        app.refresh_all()  # what the poll does when the store moved: the queue's version of F-1 is the new one
+        await settle(pilot)
+        assert app.items["m1"].versions["F-1"] != app.screen.invoices[0]["version"]
+        await pilot.press("r")
+        await settle(pilot)
+        assert "changed meanwhile" in str(app.screen.query_one("#done").render())
+        assert app.screen.invoices[0]["paid"] == "60.00", "read again"
+        await pilot.press("r")  # now on what it shows
+        await settle(pilot)
+        assert "done by tui:test" in str(app.screen.query_one("#done").render())
+        assert app.screen.invoices[0]["state"] == "active", "the screen shows the decision's effect"
+        await pilot.press("escape", "2")
+        await settle(pilot)
+        app.query_one("#invoices", DataTable).move_cursor(row=list(app.invoices).index("F-2"))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ItemScreen) and app.screen.key == "iF-2"
+        assert await answer(pilot, "m", "100,00") == "900.00"
+    assert row(engine, "SELECT paid_cents FROM invoice WHERE number = 'F-2'") == (10000,)
+
+
 async def test_undo_is_refused_when_the_row_changed_since(engine: Engine, make_config: Callable[..., Config],
                                                           tmp_path: Path) -> None:
     app = seeded_app(engine, make_config(), tmp_path)

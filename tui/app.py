@@ -391,18 +391,26 @@ class RelanceApp(Decisions):
             self._open(item.key, item.inbound_id, item.numbers or item.suggested)
 
     @work(thread=True, group="open")
-    def _open(self, key: str | None, inbound_id: int | None, numbers: tuple[str, ...]) -> None:
+    def _open(self, key: str | None, inbound_id: int | None, numbers: tuple[str, ...], line: str = "") -> None:
         with self.engine.connect() as conn:
             message = triage.message(conn, inbound_id) if inbound_id is not None else None
             docs = [triage.invoice(conn, self.config, n, self.clock()) for n in numbers]
-        self.call_from_thread(self._show_item, key or f"i{numbers[0]}", message, docs)
+        self.call_from_thread(self._show_item, key or f"i{numbers[0]}", message, docs, line)
 
-    def _show_item(self, key: str, message: dict[str, Any] | None, docs: list[dict[str, Any]]) -> None:
+    def _show_item(self, key: str, message: dict[str, Any] | None, docs: list[dict[str, Any]], line: str = "") -> None:
         screen = self.get_screen("item")
         assert isinstance(screen, ItemScreen)
-        screen.show(key, message, docs)
+        screen.show(key, message, docs, line)
         if self.screen is not screen:
             self.push_screen(screen)
+
+    def reopen(self, line: str) -> None:
+        """The item shown read again (after a decision on it, or one refused as stale): it shows what
+        the next decision will apply to."""
+        screen = self.screen
+        if isinstance(screen, ItemScreen) and screen.key:
+            inbound_id = int(screen.message["id"]) if screen.message else None
+            self._open(screen.key, inbound_id, tuple(d["number"] for d in screen.invoices), line)
 
     def action_save_attachment(self) -> None:
         """w: the next attachment of the message shown, saved privately; text is shown in place, other

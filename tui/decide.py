@@ -17,7 +17,7 @@ from bot import actions, decisions, desk, plans, replies, reports, triage
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
 from bot.i18n import amount as parse_amount
-from bot.i18n import amount_then, money, t
+from bot.i18n import amount_then, amount_typed, money, t
 from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
@@ -70,6 +70,9 @@ class Decisions(App[None]):
     def recount_soon(self) -> None:
         raise NotImplementedError
 
+    def reopen(self, line: str) -> None:
+        raise NotImplementedError
+
     # Where the cursor is -------------------------------------------------------------------------
 
     def _pane(self) -> str:
@@ -92,7 +95,16 @@ class Decisions(App[None]):
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def _target(self) -> tuple[str, int | None, int | None] | None:
-        """The invoice an action applies to (number, its version read, the message if any)."""
+        """The invoice an action applies to (number, its version read, the message if any): on the
+        item screen, the invoice it shows, with the version it was read with."""
+        screen = self.screen
+        if isinstance(screen, ItemScreen):
+            if len(screen.invoices) != 1:
+                self.notify(t("this item concerns no single invoice: open it (Enter) or assign it (a)"),
+                            severity="warning")
+                return None
+            doc = screen.invoices[0]
+            return str(doc["number"]), doc.get("version"), int(screen.message["id"]) if screen.message else None
         if self._pane() == "invoices-pane":
             number = self._current_number()
             if number is None:
@@ -202,12 +214,14 @@ class Decisions(App[None]):
         if any(a.key not in self.items for a in arrived):  # in its place in the queue's order: read the page
             self.load_queue()
         self._show_preview()
+        self.reopen(line)
 
     def _refused(self, why: str, stale: bool) -> None:
         self.notify(why, severity="error", timeout=8)
         self.query_one("#done", Static).update(why)
         if stale:
             self.refresh_all()
+            self.reopen(why)
 
     def ask(self, question: str, value: str, then: Callable[[str], None],
             on_change: Callable[[str], None] | None = None,
@@ -294,7 +308,7 @@ class Decisions(App[None]):
                         lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen))
 
         self.ask(t("amount received for {number} (due {due}); Enter; Escape cancels", number=number,
-                   due=money(due) if due is not None else "?"), str(due or ""), then)
+                   due=money(due) if due is not None else "?"), amount_typed(due) if due else "", then)
 
     def _due(self, number: str) -> Decimal | None:
         if number in self.invoices:

@@ -139,6 +139,7 @@ class ItemScreen(Screen[None]):
         self.invoices: list[dict[str, Any]] = []
         self.show_original = False
         self.showing_sent = self.attachment = 0
+        self.line = ""
         translated(self)
 
     def compose(self) -> ComposeResult:
@@ -150,10 +151,13 @@ class ItemScreen(Screen[None]):
         yield Static("", id="done", markup=False)
         yield SteadyFooter()
 
-    def show(self, key: str, message: dict[str, Any] | None, invoices: list[dict[str, Any]]) -> None:
-        """Another item in the same screen (built once: a new screen per item costs a tenth of a second)."""
+    def show(self, key: str, message: dict[str, Any] | None, invoices: list[dict[str, Any]], line: str = "") -> None:
+        """Another item in the same screen (built once: a new screen per item costs a tenth of a second),
+        or the same one read again after a decision (`line`: what was done). The actions taken here
+        apply to what it shows: the invoices' versions it was read with (bot.versions)."""
         self.key, self.message, self.invoices, self.show_original = key, message, invoices, False
         self.showing_sent = self.attachment = 0
+        self.line = line
         if self.is_mounted:
             self._paint()
 
@@ -166,7 +170,7 @@ class ItemScreen(Screen[None]):
         if message is not None:
             self.query_one("#message", Static).update(self._message_text())
         self.query_one("#invoice", Static).update(self._invoices_text())
-        self.query_one("#done", Static).update("")
+        self.query_one("#done", Static).update(self.line)
         for pane in self.query(VerticalScroll):
             if pane.scroll_offset:  # scrolling to where it is would lay the screen out once more
                 pane.scroll_home(animate=False)
