@@ -112,12 +112,23 @@ def _rows(c: Connection, scope: Scope) -> dict[str, dict[int, dict[str, Any]]]:
 
 def decide(engine: Engine, now: datetime, actor: str, action: str, why: str, scope: Scope,
            run: Callable[[], str]) -> Done:
-    """Run `run` (an action in its own transaction) and record it as one undoable decision."""
+    """Run `run` (an action in its own transaction) and record it as one undoable decision.
+
+    What someone else (the daemon, another person) changed on the same rows while it ran would be
+    counted in the decision's "after" and put back by its undo: their events since the "before"
+    was read are kept with the decision, and its undo is refused."""
     with engine.connect() as c:
+        mark = int(c.execute(sa.select(sa.func.max(ev_t.c.id))).scalar() or 0)  # before the rows: see above
         before = _rows(c, scope)
     text = run()
     with session(engine) as s:
         after = _rows(s, scope)
+        invoices = [int(i) for i in before["invoice"].keys() | after["invoice"].keys()]
+        meanwhile = [{"event": int(r.id), "actor": r.actor, "kind": r.kind} for r in s.execute(
+            sa.select(ev_t.c.id, ev_t.c.actor, ev_t.c.kind).where(
+                ev_t.c.id > mark, ev_t.c.actor != actor,
+                sa.or_(ev_t.c.invoice_id.in_(invoices), ev_t.c.inbound_id.in_(scope.inbounds)))
+            .order_by(ev_t.c.id))]
         changes: dict[str, dict[str, Any]] = {}
         for name in before.keys() | after.keys():
             for rid in before.get(name, {}).keys() | after.get(name, {}).keys():
@@ -130,7 +141,8 @@ def decide(engine: Engine, now: datetime, actor: str, action: str, why: str, sco
         decision = s.execute(sa.insert(ev_t).values(
             invoice_id=int(first_invoice) if first_invoice else None, kind="decision", at=now, actor=actor,
             reason=why[:1000], inbound_id=scope.inbounds[0] if scope.inbounds else None,
-            data=json.dumps({"action": action, "text": text, "changes": changes}, ensure_ascii=False))
+            data=json.dumps({"action": action, "text": text, "changes": changes, "meanwhile": meanwhile},
+                            ensure_ascii=False))
             .returning(ev_t.c.id)).scalar_one()
     return Done(text, int(decision))
 
@@ -161,6 +173,11 @@ def undo(engine: Engine, now: datetime, actor: str, decision: int | None = None)
             raise RelanceError(t("decision #{id} was already undone", id=decision))
         doc = json.loads(row.data)
         changes: dict[str, dict[str, Any]] = doc["changes"]
+        if doc.get("meanwhile"):  # its "before" and "after" hold someone else's change too
+            first = doc["meanwhile"][0]
+            raise RelanceError(t("{actor} changed the same invoices while decision #{id} ran ({kind}): its undo "
+                                 "would undo theirs too; nothing undone, change them by hand", actor=first["actor"],
+                                 id=decision, kind=t(first["kind"])))
         _check_unchanged(s, changes)
         for rid, change in changes.get("outbound", {}).items():  # a reply it queued: cancelled, unless gone
             if change["before"] is None:

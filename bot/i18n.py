@@ -422,6 +422,9 @@ FR.update({
     "{due} still due": "reste dû : {due}",
     "{number} is not disputed ({state}): no dispute to settle":
         "{number} n'est pas en litige ({state}) : aucun litige à régler",
+    "{actor} changed the same invoices while decision #{id} ran ({kind}): its undo would undo theirs too; nothing "
+    "undone, change them by hand": "{actor} a modifié les mêmes factures pendant la décision n° {id} ({kind}) : "
+    "l'annuler annulerait aussi sa modification ; rien n'est annulé, corrigez-les à la main",
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
     "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",

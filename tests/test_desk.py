@@ -84,6 +84,25 @@ def test_undo_puts_back_what_a_decision_changed_and_nothing_else(engine: Engine,
         assert c.execute(sa.text("SELECT state FROM invoice WHERE number = 'F-2'")).scalar() == "active"
 
 
+def test_an_undo_never_puts_back_what_someone_else_changed_while_the_decision_ran(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """The daemon records a payment on F-2 between the decision's first read and its last: the
+    decision keeps who changed what meanwhile, and its undo is refused rather than taking the
+    payment back."""
+    seed(engine, make_config(), tmp_path)
+
+    def pause_while_the_bank_pays() -> str:
+        text = actions.pause(engine, "F-2", NOW, None, "holiday", "tui:alice")
+        actions.record_payment(engine, "F-2", NOW, Decimal("30.00"), "relance")  # another connection, meanwhile
+        return text
+
+    desk.decide(engine, NOW, "tui:alice", "pause", "holiday", desk.Scope(invoices=("F-2",)), pause_while_the_bank_pays)
+    with pytest.raises(RelanceError, match="relance changed the same invoices"):
+        desk.undo(engine, NOW, "tui:alice")
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT paid_cents, state FROM invoice WHERE number = 'F-2'")).one() == (3000, "paused")
+
+
 def test_the_version_check_refuses_a_stale_decision(engine: Engine, make_config: Callable[..., Config],
                                                     tmp_path: Path) -> None:
     seed(engine, make_config(), tmp_path)
