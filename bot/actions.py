@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from bot import plans, versions
 from bot.addresses import AddressError, plain_address
 from bot.errors import NotFoundError, RelanceError, StaleError
-from bot.i18n import money, t
+from bot.i18n import day, money, t
 from bot.models import Contact, Event, Inbound, Invoice, table
 from bot.store import record_event, session
 from rules.reasons import join
@@ -65,14 +65,15 @@ def pause(engine: Engine, number: str, now: datetime, until: datetime | None, re
         inv = locked_invoice(s, number, seen)
         number = str(inv.number)  # as stored, whatever the case it was typed in
         if inv.state == "paid":
-            raise RelanceError(f"{number} is paid: there is nothing to pause")
+            raise RelanceError(t("{number} is paid: there is nothing to pause", number=number))
         if until is not None and until <= now:
-            raise RelanceError(f"--until {until:%Y-%m-%d}: that is not in the future")
+            raise RelanceError(t("{day}: that is not in the future", day=day(until.date())))
         values = {"hold_until": until} if until else {"state": "paused", "hold_until": None}
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(**values))
         record_event(s, invoice_id=int(inv.id), kind="paused", at=now, actor=actor, reason=reason,
                      data={"until": until.isoformat() if until else None})
-    return f"{number} paused " + (f"until {until:%Y-%m-%d %H:%M %Z}" if until else "until resumed")
+    return (t("{number} paused until {day}", number=number, day=day(until.date())) if until
+            else t("{number} paused until resumed", number=number))
 
 
 def resume(engine: Engine, number: str, now: datetime, actor: str, seen: int | None = None,
@@ -82,7 +83,7 @@ def resume(engine: Engine, number: str, now: datetime, actor: str, seen: int | N
         inv = locked_invoice(s, number, seen)
         number = str(inv.number)  # as stored, whatever the case it was typed in
         if inv.state == "paid":
-            raise RelanceError(f"{number} is paid: there is nothing to resume")
+            raise RelanceError(t("{number} is paid: there is nothing to resume", number=number))
         # A person says go on: a data error (fix_data) is theirs to have fixed, e.g. in the configuration.
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None,
                                                                        data_error=None))
@@ -91,7 +92,7 @@ def resume(engine: Engine, number: str, now: datetime, actor: str, seen: int | N
                                                                                   failure_reason=None))
         record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
                      reason=join(coded("state.was", state=inv.state), reason))
-    return f"{number} resumed"
+    return t("{number} resumed", number=number)
 
 
 def release_holds(s: Connection, inbound_id: int, now: datetime, actor: str) -> list[str]:
@@ -129,7 +130,7 @@ def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str, wh
         if in_triage and row.status != "triage":
             raise StaleError(t("message #{id} was decided meanwhile: nothing done, read it again", id=inbound_id))
         if row.status == "applied":  # closed already, or applied by the bot: nothing waits
-            return f"#{inbound_id} was not waiting for a person: nothing changed"
+            return t("#{id} was not waiting for a person: nothing changed", id=inbound_id)
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
             status="applied", reason=coded("person.decided_why", actor=actor, why=why) if why
             else coded("person.decided", actor=actor)))
@@ -139,7 +140,7 @@ def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str, wh
         for invoice_id in sorted(invoices) or [None]:
             record_event(s, invoice_id=invoice_id, kind="triage_closed", at=now, actor=actor, inbound_id=inbound_id,
                          reason=row.subject[:200])
-    return f"#{inbound_id} closed"
+    return t("#{id} closed", id=inbound_id)
 
 
 def record_payment(engine: Engine, number: str, now: datetime, amount: Decimal | None, actor: str,
@@ -206,4 +207,4 @@ def change_contact(engine: Engine, number: str, email: str, now: datetime, actor
                          reason=join(coded("contact.changed", old=old.email, new=email),
                                      coded("contact.resumed") if state == "bounced" else ""),
                          data={"from": old.email, "to": email})
-    return f"{', '.join(n for _, n, _ in moved)}: contact {email}"
+    return t("{numbers}: new address {email}", numbers=", ".join(n for _, n, _ in moved), email=email)

@@ -425,6 +425,18 @@ FR.update({
     "{actor} changed the same invoices while decision #{id} ran ({kind}): its undo would undo theirs too; nothing "
     "undone, change them by hand": "{actor} a modifié les mêmes factures pendant la décision n° {id} ({kind}) : "
     "l'annuler annulerait aussi sa modification ; rien n'est annulé, corrigez-les à la main",
+    "{number} is paid: there is nothing to pause": "{number} est payée : il n'y a rien à mettre en pause",
+    "{number} is paid: there is nothing to resume": "{number} est payée : il n'y a rien à reprendre",
+    "{day}: that is not in the future": "{day} : cette date n'est pas à venir",
+    "{number} paused until {day}": "{number} en pause jusqu'au {day}",
+    "{number} paused until resumed": "{number} en pause jusqu'à la reprise",
+    "{number} resumed": "{number} reprise",
+    "#{id} was not waiting for a person: nothing changed": "n° {id} n'attendait personne : rien n'a changé",
+    "#{id} closed": "n° {id} classé",
+    "{numbers}: new address {email}": "{numbers} : nouvelle adresse {email}",
+    "a pause says why: the date, then the reason": "une pause dit pourquoi : la date, puis la raison",
+    "{day}: more than a year ahead; a longer hold is a dispute or a plan":
+        "{day} : plus d'un an à l'avance ; une attente plus longue est un litige ou un échéancier",
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
     "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",

@@ -255,8 +255,14 @@ async def test_pause_until_a_date_with_a_reason(engine: Engine, make_config: Cal
     async with running(app) as pilot:
         await pilot.press("2")
         await settle(pilot)
+        await answer(pilot, "p", "2027-04-20")
+        assert "says why" in str(app.query_one("#done").render()), "no reason: refused"
+        await answer(pilot, "p", "2099-04-20 later")
+        assert "more than a year ahead" in str(app.query_one("#done").render())
+        assert events(engine) == []
         prefilled = await answer(pilot, "p", "2027-04-20 client on holiday, called")
         assert prefilled.startswith("2027-04-16"), "today + pause.payment_claim_days"
+        assert "F-2 paused until 20 Apr 2027" in str(app.query_one("#done").render())
     hold = row(engine, "SELECT hold_until FROM invoice WHERE number = 'F-2'")[0]
     assert str(hold)[:10] == "2027-04-19", "midnight in Paris is 22:00 UTC the day before"
     assert ("paused", "client on holiday, called") in events(engine)

@@ -17,7 +17,7 @@ from bot import actions, decisions, desk, plans, replies, reports, triage
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
 from bot.i18n import amount as parse_amount
-from bot.i18n import amount_then, amount_typed, money, t
+from bot.i18n import amount_then, amount_typed, day, money, t
 from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
@@ -479,6 +479,11 @@ class Decisions(App[None]):
                 until = datetime.combine(date.fromisoformat(when), time(0, 0), self.config.zone)
             except ValueError:
                 raise RelanceError(t("{value}: expected a date as YYYY-MM-DD, then why", value=repr(when))) from None
+            if not why.strip():
+                raise RelanceError(t("a pause says why: the date, then the reason"))
+            if until.date() > today + timedelta(days=366):
+                raise RelanceError(t("{day}: more than a year ahead; a longer hold is a dispute or a plan",
+                                     day=day(until.date())))
             self.decide("pause", why, desk.Scope(invoices=(number,)),
                         lambda: actions.pause(self.engine, number, self._now(), until, why, self.actor, seen))
 
