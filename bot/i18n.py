@@ -437,6 +437,8 @@ FR.update({
     "a pause says why: the date, then the reason": "une pause dit pourquoi : la date, puis la raison",
     "{day}: more than a year ahead; a longer hold is a dispute or a plan":
         "{day} : plus d'un an à l'avance ; une attente plus longue est un litige ou un échéancier",
+    "{value}: expected key=value (kind, client, lang, box)": "{value} : attendu : clé=valeur (kind, client, lang, box)",
+    "lang={value}: expected fr or en": "lang={value} : attendu : fr ou en",
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
     "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",

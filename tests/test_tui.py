@@ -338,7 +338,7 @@ async def test_confirming_a_promise_with_no_date_asks_for_it(engine: Engine, mak
         await pilot.press("c")
         await settle(pilot)
         assert isinstance(app.screen, Prompt), "the date is asked"
-        assert app.screen.query_one(Input).value == "promise_to_pay "
+        assert app.screen.query_one(Input).value == "promise to pay "
         app.screen.query_one(Input).value = "promise_to_pay 2027-04-20"
         await pilot.press("enter")
         await settle(pilot)
@@ -578,6 +578,33 @@ async def test_search_narrows_the_queue(engine: Engine, make_config: Callable[..
         assert list(app.items) == ["m2", "m1"]
         await answer(pilot, "f", "kind=payment_plan")
         assert list(app.items) == ["m2"]
+        await answer(pilot, "f", "kind=dispute client=Client A")  # a value runs to the next key: spaces and all
+        assert list(app.items) == ["m1"] and app.filters.client == "Client A"
+        await answer(pilot, "f", "colour=red")
+        assert "expected key=value" in str(app.query_one("#done").render()) and list(app.items) == ["m1"]
+
+
+@pytest.mark.parametrize(("lang", "typed", "expected"), [
+    ("fr", "type=échéancier client=Dupont et Fils lang=fr", {"kind": "payment_plan", "client": "Dupont et Fils",
+                                                              "lang": "fr"}),
+    ("en", "kind=payment plan box=INBOX", {"kind": "payment_plan", "box": "INBOX"}),
+    ("en", "", {}),
+])
+def test_filters_as_a_person_types_them(monkeypatch: pytest.MonkeyPatch, lang: str, typed: str,
+                                        expected: dict[str, str]) -> None:
+    from tui.app import filters_typed
+
+    monkeypatch.setenv("RELANCE_LANG", lang)
+    assert filters_typed(typed) == expected
+
+
+@pytest.mark.parametrize("typed", ["kind=invoice", "lang=de", "client Dupont", "colour=red"])
+def test_a_filter_that_cannot_be_read_is_refused(typed: str) -> None:
+    from bot.errors import RelanceError
+    from tui.app import filters_typed
+
+    with pytest.raises(RelanceError):
+        filters_typed(typed)
 
 
 async def test_french_follows_the_config(engine: Engine, make_config: Callable[..., Config], tmp_path: Path,

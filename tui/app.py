@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import getpass
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -31,10 +32,11 @@ from textual.worker import get_current_worker
 
 from bot import decisions, reports, triage
 from bot.config import Config
+from bot.errors import RelanceError
 from bot.i18n import day, moment, money, stage, stage_labels, t, words
 from bot.reasons import render as t_reason
 from bot.store import Engine
-from tui.decide import Decisions
+from tui.decide import Decisions, kind_typed
 from tui.footer import SteadyFooter
 from tui.kpis import kpi_text
 from tui.screens import Help, ItemScreen, translated
@@ -50,6 +52,31 @@ QUEUE_COLUMNS = (("stake", "STAKE", 12), ("kind", "KIND", 18), ("client", "CLIEN
                  ("late", "LATE", 6), ("from", "FROM", 26), ("received", "RECEIVED", 17), ("why", "WHY", 60))
 INVOICE_COLUMNS = (("number", "NUMBER", 12), ("amount_due", "DUE", 13), ("days_overdue", "LATE", 6),
                    ("state", "STATE", 12), ("client", "CLIENT", 20), ("stage", "STAGE", 16), ("next", "NEXT", 18))
+
+
+FILTER_KEYS = {"kind": "kind", "type": "kind", "client": "client", "lang": "lang", "langue": "lang", "box": "box",
+               "boite": "box", "boîte": "box"}
+
+
+def filters_typed(text: str) -> dict[str, str]:
+    """`kind=litige client=Client B lang=fr box=INBOX` as a person types it: a value runs to the
+    next `key=` (a client's name has spaces); an unknown key, kind or language is refused, saying
+    what is expected, rather than dropped."""
+    found: dict[str, str] = {}
+    if not text.strip():
+        return found
+    parts = re.split(r"(?:^|\s+)(\w+)=", " " + text.strip())
+    if parts[0].strip():
+        raise RelanceError(t("{value}: expected key=value (kind, client, lang, box)", value=repr(parts[0].strip())))
+    for key, typed in zip(parts[1::2], parts[2::2], strict=True):
+        name = FILTER_KEYS.get(key.lower())
+        if name is None:
+            raise RelanceError(t("{value}: expected key=value (kind, client, lang, box)", value=repr(key)))
+        value = kind_typed(typed) if name == "kind" else typed.strip()
+        if name == "lang" and value not in ("fr", "en"):
+            raise RelanceError(t("lang={value}: expected fr or en", value=value))
+        found[name] = value
+    return found
 
 
 def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[str, str, int]]:
@@ -463,11 +490,11 @@ class RelanceApp(Decisions):
 
     def action_filter(self) -> None:
         f = self.filters
-        current = " ".join(f"{k}={v}" for k, v in (("kind", f.kind), ("client", f.client), ("lang", f.language),
-                                                   ("box", f.mailbox)) if v)
+        current = " ".join(f"{k}={v}" for k, v in (("kind", words(f.kind) if f.kind else ""), ("client", f.client),
+                                                   ("lang", f.language), ("box", f.mailbox)) if v)
 
         def then(answer: str) -> None:
-            found = dict(w.split("=", 1) for w in answer.split() if "=" in w)
+            found = filters_typed(answer)
             self.filters = triage.Filters(found.get("kind", ""), found.get("client", ""), found.get("lang", ""),
                                           found.get("box", ""), self.filters.search)
             self.offset["queue"] = 0

@@ -4,6 +4,7 @@ the item acted on, the line above the footer saying what was done or why not."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -17,7 +18,7 @@ from bot import actions, decisions, desk, plans, replies, reports, triage
 from bot.config import Config
 from bot.errors import RelanceError, StaleError
 from bot.i18n import amount as parse_amount
-from bot.i18n import amount_then, amount_typed, day, money, t
+from bot.i18n import amount_then, amount_typed, day, money, t, words
 from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
@@ -26,6 +27,20 @@ from tui.reply import Answer, ReplyEditor
 from tui.screens import ItemScreen, Prompt
 
 KINDS = tuple(k.value for k in Kind)
+
+
+def kind_typed(text: str) -> str:
+    """A kind as a person types it: its name in their language (`litige`, `promise to pay`) or its code."""
+    wanted = " ".join(text.lower().replace("_", " ").split())
+    names = {k: (k.replace("_", " "), words(k).lower()) for k in KINDS}
+    for k, said in names.items():
+        if wanted in said:
+            return k
+    begun = [k for k, said in names.items() if wanted and any(n.startswith(wanted) for n in said)]
+    if len(begun) == 1:  # the start of one name only: `échéancier` for `échéancier proposé`
+        return begun[0]
+    raise RelanceError(t("unknown kind {kind} (one of {kinds})", kind=repr(text.strip()),
+                         kinds=", ".join(words(k) for k in KINDS)))
 
 
 class Decisions(App[None]):
@@ -256,20 +271,17 @@ class Decisions(App[None]):
         item, inbound_id = found
 
         def then(answer: str) -> None:
-            words = answer.split()
-            if not words or words[0] not in KINDS:
-                raise RelanceError(t("unknown kind {kind} (one of {kinds})", kind=repr(answer),
-                                     kinds=", ".join(KINDS)))
-            try:
-                until = date.fromisoformat(words[1]) if len(words) > 1 else None
-            except ValueError:
-                raise RelanceError(t("{value}: expected a date as YYYY-MM-DD", value=repr(words[1]))) from None
-            self.decide("label", t("kind corrected to {kind}", kind=words[0]), desk.Scope(inbounds=(inbound_id,)),
-                        lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(words[0]),
+            typed = re.fullmatch(r"(.*?)\s*(\d{4}-\d{2}-\d{2})?\s*", answer, re.DOTALL)
+            assert typed is not None  # every text matches: the date is optional
+            kind, when = kind_typed(typed.group(1)), typed.group(2)
+            until = date.fromisoformat(when) if when else None
+            self.decide("label", t("kind corrected to {kind}", kind=words(kind)), desk.Scope(inbounds=(inbound_id,)),
+                        lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(kind),
                                                 self.actor, until, in_triage=True))
 
-        self.ask(t("kind ({kinds}), a promise's date after it; Enter; Escape cancels", kinds=", ".join(KINDS)),
-                 item.kind + (" " if item.kind == Kind.PROMISE_TO_PAY.value else ""), then)
+        self.ask(t("kind ({kinds}), a promise's date after it; Enter; Escape cancels",
+                   kinds=", ".join(words(k) for k in KINDS)),
+                 words(item.kind) + (" " if item.kind == Kind.PROMISE_TO_PAY.value else ""), then)
 
     def action_assign(self) -> None:
         found = self._message()
