@@ -17,8 +17,9 @@ from bot.actions import release_holds
 from bot.apply import Effects, Lookups
 from bot.config import Config
 from bot.errors import NotFoundError, RelanceError, StaleError
-from bot.i18n import t
+from bot.i18n import t, words
 from bot.models import Event, Inbound, Invoice, table
+from bot.reasons import render
 from bot.store import db_text, inbound_raw, record_events, session
 from bot.understand import understand_batch
 from rules.classify import Kind, Understanding
@@ -70,7 +71,8 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
         effects.flush()
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
             status=status, reason=db_text(join(found.reason, why))[:1000], suggested="[]"))
-    return f"#{inbound_id} {u.understanding.kind.value} -> {', '.join(numbers)}: {status}"
+    return t("#{id} {kind} -> {numbers}: {status}", id=inbound_id, kind=words(u.understanding.kind.value),
+             numbers=", ".join(numbers), status=words(status))
 
 
 # A made-up reply that takes the reader's whole path: a promise, with dates in French and English.
@@ -141,9 +143,14 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
             kind=kind.value, confidence=Decimal(1), label=kind.value, labelled_by=actor, labelled_at=now,
             status="applied", suggested="[]", reason=db_text(reason("person.labelled", kind=kind.value,
                                                                    actor=actor))[:1000]))
-    out = f"#{inbound_id} labelled {kind.value} (read as {row.kind})"
+        # The ladder goes on only for what the decision left active (a dispute confirmed stays disputed).
+        going = sorted(s.execute(sa.select(inv_t.c.number).where(inv_t.c.number.in_(released),
+                                                                 inv_t.c.state == "active")).scalars())
+    out = t("#{id} labelled {kind}", id=inbound_id, kind=words(kind.value))
+    if row.kind and row.kind != kind.value:
+        out += " " + t("(read as {kind})", kind=words(row.kind))
     if numbers:
-        out += f" for {', '.join(numbers)}" + (f": {done}" if done else "")
-    if released:
-        out += f"; the ladder goes on for {', '.join(released)}"
+        out += " " + t("for {numbers}", numbers=", ".join(numbers)) + (f": {render(done)}" if done else "")
+    if going:
+        out += "; " + t("the ladder goes on for {numbers}", numbers=", ".join(going))
     return out

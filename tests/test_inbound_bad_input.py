@@ -372,7 +372,7 @@ def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tm
     with pytest.raises(NotFoundError, match="no invoice F-0000"):
         decisions.assign(engine, cfg, NOW, row["id"], ["F-0000"], "cli:anne")
     line = decisions.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
-    assert line == f"#{row['id']} payment_claim -> F-9301: applied"
+    assert line == f"#{row['id']} payment claimed -> F-9301: applied"
     with engine.connect() as c:
         (after,) = reports.messages(c)
         hold, held_by = c.execute(sa.select(table(Invoice).c.hold_until, table(Invoice).c.held_by)).one()

@@ -60,7 +60,7 @@ def test_a_reply_waits_for_a_person_who_labels_it_and_the_classifier_learns(cli:
         "nothing goes to the client who answered"
 
     r = cli("label", str(m["id"]), "payment_claim", *NOW)
-    assert r.returncode == 0 and "labelled payment_claim" in r.stdout, r.stderr
+    assert r.returncode == 0 and "labelled payment claimed" in r.stdout, r.stderr
     (after,) = json.loads(cli("messages", "--json", *NOW).stdout)
     assert (after["kind"], after["status"]) == ("payment_claim", "applied")
     assert status(cli)["F-1001"]["state"] == "paused", "now held for payment_claim_days"

@@ -219,6 +219,9 @@ async def test_confirmed_dispute_never_leaves_a_dead_end(engine: Engine, make_co
         await pilot.press("c")
         await settle(pilot)
         assert row(engine, "SELECT state FROM invoice WHERE number = 'F-1'") == ("disputed",)
+        line = str(app.query_one("#done").render())
+        assert "labelled dispute" in line and '{"code"' not in line, "words, not a stored code"
+        assert "ladder goes on" not in line, "F-1 stays disputed"
         assert list(app.items) == ["iF-1"], "the disputed invoice waits for a person, with no key pressed"
         assert await answer(pilot, "s", "1 030,00 goodwill gesture") == "resume "
         assert "above what is due" in str(app.query_one("#done").render()) or row(
