@@ -315,6 +315,13 @@ def amount_then(text: str) -> tuple[Decimal, str]:
     return _amount(found.group(1), text), found.group(2).strip()
 
 
+def number(value: Any) -> str:
+    """A figure (a rate, a count of days) in the reader's language: `33,3` (fr), `33.3` (en)."""
+    from babel.numbers import format_decimal  # noqa: PLC0415
+
+    return str(format_decimal(Decimal(str(value)), "#,##0.#", locale=_LOCALES[language()]))
+
+
 def amount_typed(value: Decimal) -> str:
     """An amount as `amount` reads it back, to prefill a prompt: `12 500,50` (fr), `12,500.50` (en)."""
     from babel.numbers import format_decimal  # noqa: PLC0415
@@ -444,6 +451,8 @@ FR.update({
     "(read as {kind})": "(le bot avait lu {kind})",
     "for {numbers}": "pour {numbers}",
     "the ladder goes on for {numbers}": "les relances reprennent pour {numbers}",
+    "not due yet": "pas encore échues",
+    "{days} days late": "{days} jours de retard",
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
     "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",

@@ -620,6 +620,27 @@ async def test_french_follows_the_config(engine: Engine, make_config: Callable[.
         assert "Annuler" in [b.description for b in app._bindings.key_to_bindings["u"]]
 
 
+async def test_the_kpis_scroll_at_80x24_and_read_in_french(engine: Engine, make_config: Callable[..., Config],
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KPIs are longer than an 80x24 pane: the keys scroll them to the last section; in French,
+    figures and ageing buckets read in French (no `not_due`, no decimal point)."""
+    from textual.containers import VerticalScroll
+
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app, size=(80, 24)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        pane = app.query_one("#kpi-scroll", VerticalScroll)
+        assert pane.max_scroll_y > 0 and pane.has_focus
+        await pilot.press("end")
+        await settle(pilot)
+        assert pane.scroll_y == pane.max_scroll_y
+        text = str(app.query_one("#kpis").render())
+    assert "pas encore échues" in text and "not_due" not in text
+    assert "DSO (jours)" in text and "90,0" not in text and "90.0" not in text
+
+
 async def test_kpis_as_numbers_and_bars(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
     app = seeded_app(engine, make_config(), tmp_path)
     async with running(app) as pilot:

@@ -26,6 +26,7 @@ from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.timer import Timer
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
@@ -102,6 +103,7 @@ class RelanceApp(Decisions):
     #where { height: 1; padding: 0 1; color: $text-muted; }
     #done { height: 1; padding: 0 1; background: $boost; }
     #kpis { padding: 0 1; }
+    #kpi-scroll { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open"),
@@ -172,7 +174,7 @@ class RelanceApp(Decisions):
             with TabPane(t("Invoices"), id="invoices-pane"):
                 yield KeptTable(id="invoices", cursor_type="row")
                 yield Static("", id="invoices-where", markup=False)
-            with TabPane(t("KPIs"), id="kpi-pane"):
+            with TabPane(t("KPIs"), id="kpi-pane"), VerticalScroll(id="kpi-scroll"):  # 23 lines: more than 80x24 shows
                 yield Static("", id="kpis")
         yield Static("", id="done", markup=False)
         yield SteadyFooter()
@@ -200,6 +202,10 @@ class RelanceApp(Decisions):
             for key, title, width in fits(columns, self.size.width):
                 table.add_column(t(title), key=key, width=width)
         self.query_one("#preview").display = self.size.height >= 20
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Enter opens an item from the tables: not a key to show on the item screen itself."""
+        return not (action == "open" and isinstance(self.screen, ItemScreen))
 
     # Reading the store (thread workers) -----------------------------------------------------------
 
@@ -404,6 +410,8 @@ class RelanceApp(Decisions):
             self.load_invoices()
         if pane in ("queue-pane", "invoices-pane"):
             self.query_one("#queue" if pane == "queue-pane" else "#invoices", DataTable).focus()
+        if pane == "kpi-pane":  # the arrows and page keys scroll what does not fit
+            self.query_one("#kpi-scroll").focus()
 
     # Moving around ------------------------------------------------------------------------------
 

@@ -5,27 +5,31 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from bot.i18n import money, stage, t, words
+from bot.i18n import money, number, stage, t, words
 
 
 def kpi_text(k: dict[str, Any], labels: dict[str, tuple[str, str]], per_kind: dict[str, int]) -> str:
     """The KPIs of `relance kpi` in words, amounts in the reader's language; stages by their labels."""
     def pct(v: str | None) -> str:
-        return f"{v} %" if v is not None else "—"
+        return f"{number(v)} %" if v is not None else "—"
 
-    lines = [f"[b]{t('DSO (days)')}[/b]: {k['dso_days'] or '—'}",
+    def figure(v: str | None) -> str:
+        return number(v) if v else "—"
+
+    lines = [f"[b]{t('DSO (days)')}[/b]: {figure(k['dso_days'])}",
              f"[b]{t('open receivables')}[/b]: {money(Decimal(k['open_receivables']))}",
              f"[b]{t('recovery rate')}[/b]: {pct(k['recovery_rate_pct'])}",
              f"[b]{t('reply rate')}[/b]: {pct(k['reply_rate_pct'])}",
              f"[b]{t('days to pay after the first reminder')}[/b]: "
-             f"{k['mean_days_to_pay_after_first_reminder'] or '—'}",
+             f"{figure(k['mean_days_to_pay_after_first_reminder'])}",
              f"[b]{t('amicable conversion')}[/b]: {pct(k['amicable_conversion_pct'])}",
              f"[b]{t('cost of recovery')}[/b]: {money(Decimal(k['cost_of_recovery']))}", "",
              f"[b]{t('recovered per stage')}[/b]"]
     lines += _bars({stage(n, labels): Decimal(v) for n, v in k["recovered_per_stage"].items()})
     if "ageing" in k:
         lines += ["", f"[b]{t('ageing of open receivables')}[/b]"]
-        lines += _bars({b: Decimal(v) for b, v in k["ageing"].items()})
+        lines += _bars({t("not due yet") if b == "not_due" else t("{days} days late", days=b): Decimal(v)
+                        for b, v in k["ageing"].items()})
     lines += ["", f"[b]{t('waiting per kind')}[/b]"]
     lines += [f"  {words(kind):<24} {n}" for kind, n in sorted(per_kind.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)

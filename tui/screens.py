@@ -126,8 +126,11 @@ class ItemScreen(Screen[None]):
     ItemScreen Horizontal { height: 1fr; }
     ItemScreen VerticalScroll { width: 1fr; border: round $accent; padding: 0 1; }
     """
+    # Back, undo and help first: the footer keeps them at 80 columns (the queue's keys follow).
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Back"),
+        Binding("u", "app.undo", "Undo"),
+        Binding("question_mark", "app.help", "Help"),
         Binding("o", "original", "Original"),
         Binding("v", "sent", "Reminder as sent"),
     ]
