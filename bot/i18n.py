@@ -453,6 +453,7 @@ FR.update({
     "the ladder goes on for {numbers}": "les relances reprennent pour {numbers}",
     "not due yet": "pas encore échues",
     "{days} days late": "{days} jours de retard",
+    "nothing to undo in this session": "rien à annuler dans cette session",
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
     "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",

@@ -441,6 +441,24 @@ async def test_the_item_screen_acts_on_what_it_shows(engine: Engine, make_config
     assert row(engine, "SELECT paid_cents FROM invoice WHERE number = 'F-2'") == (10000,)
 
 
+async def test_undo_stays_within_the_session(engine: Engine, make_config: Callable[..., Config],
+                                             tmp_path: Path) -> None:
+    """u undoes this session's decisions, latest first: yesterday's pause, made in another session,
+    is not taken back by a key pressed today (`relance undo ID` does that, knowingly)."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        app.query_one("#invoices", DataTable).move_cursor(row=list(app.invoices).index("F-2"))
+        await answer(pilot, "p", "2027-04-20 on holiday")
+    again = RelanceApp(engine, make_config(), clock=lambda: NOW, actor="tui:test")
+    async with running(again) as pilot:
+        await pilot.press("u")
+        await settle(pilot)
+        assert "nothing to undo in this session" in str(again.query_one("#done").render())
+    assert row(engine, "SELECT count(*) FROM event WHERE kind = 'undone'") == (0,)
+
+
 async def test_undo_is_refused_when_the_row_changed_since(engine: Engine, make_config: Callable[..., Config],
                                                           tmp_path: Path) -> None:
     app = seeded_app(engine, make_config(), tmp_path)

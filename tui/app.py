@@ -146,6 +146,7 @@ class RelanceApp(Decisions):
         # The items after the page, read with it (the same query, as fast for twice the rows): one
         # comes in at the end when a decision takes a row out, with no query in the key press.
         self.spares: list[triage.Item] = []
+        self.decided: list[int] = []
         self.invoices: dict[str, dict[str, Any]] = {}
         self.filters = triage.Filters()
         self.offset = {"queue": 0, "invoices": 0}

@@ -59,6 +59,7 @@ class Decisions(App[None]):
     total: dict[str, int]  # how long each table's list is
     page_size: int  # rows a page of a table holds
     spares: list[triage.Item]  # the queue's items after the page, in order
+    decided: list[int]  # the decisions made in this session, oldest first: what `u` undoes
 
     # What the screen provides (tui.app.RelanceApp).
     def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
@@ -161,6 +162,7 @@ class Decisions(App[None]):
                 otherwise: Callable[[], None] | None) -> None:
         try:
             done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
+            self.decided.append(done.decision)
         except StaleError as e:
             self.call_from_thread(self._refused, str(e), True)
             return
@@ -548,8 +550,14 @@ class Decisions(App[None]):
 
     @work(thread=True, group="act")
     def _undo(self) -> None:
+        """The last decision of this session (one from an earlier day is undone from the command
+        line, `relance undo ID`, knowingly)."""
+        if not self.decided:
+            self.call_from_thread(self._refused, t("nothing to undo in this session"), False)
+            return
         try:
-            text = desk.undo(self.engine, self.clock(), self.actor)
+            text = desk.undo(self.engine, self.clock(), self.actor, self.decided[-1])
+            self.decided.pop()
         except RelanceError as e:
             self.call_from_thread(self._refused, str(e), isinstance(e, StaleError))
             return
