@@ -982,3 +982,13 @@ async def test_a_run_of_decisions_past_the_spares_reads_the_page_again_once_the_
         app._paused()  # the person paused (here, before the minute the test set)
         await settle(pilot)
         assert list(app.items) == whole[5:9] and [i.key for i in app.spares] == whole[9:13]
+
+
+def test_the_reason_shows_on_a_wide_screen_cut_to_what_is_left() -> None:
+    from tui.app import INVOICE_COLUMNS, QUEUE_COLUMNS, fits
+
+    wide = fits(QUEUE_COLUMNS, 160)
+    assert wide[-1][0] == "why" and 20 <= wide[-1][2] < 60, "WHY takes what is left"
+    assert sum(c[2] + 2 for c in wide) + 4 <= 160
+    assert "why" not in [c[0] for c in fits(QUEUE_COLUMNS, 80)]
+    assert fits(INVOICE_COLUMNS, 160)[-1] == ("next", "NEXT", 28), "a stage and its date, whole"

@@ -49,10 +49,10 @@ POLL_SECONDS = 2.0
 # are a 50 ms query, which would otherwise share the CPU with the repaint of the row acted on.
 COUNT_AFTER_SECONDS = 0.5
 # Queue columns, widest screen first; narrow screens keep the first ones (what is at stake and what it is).
-QUEUE_COLUMNS = (("stake", "STAKE", 12), ("kind", "KIND", 18), ("client", "CLIENT", 18), ("invoices", "INVOICES", 12),
+QUEUE_COLUMNS = (("stake", "STAKE", 12), ("kind", "KIND", 22), ("client", "CLIENT", 18), ("invoices", "INVOICES", 12),
                  ("late", "LATE", 6), ("from", "FROM", 26), ("received", "RECEIVED", 17), ("why", "WHY", 60))
 INVOICE_COLUMNS = (("number", "NUMBER", 12), ("amount_due", "DUE", 13), ("days_overdue", "LATE", 6),
-                   ("state", "STATE", 12), ("client", "CLIENT", 20), ("stage", "STAGE", 16), ("next", "NEXT", 18))
+                   ("state", "STATE", 12), ("client", "CLIENT", 20), ("stage", "STAGE", 16), ("next", "NEXT", 28))
 
 
 FILTER_KEYS = {"kind": "kind", "type": "kind", "client": "client", "lang": "lang", "langue": "lang", "box": "box",
@@ -81,15 +81,23 @@ def filters_typed(text: str) -> dict[str, str]:
 
 
 def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[str, str, int]]:
-    """The columns that fit in `width` cells, in order: the others collapse."""
+    """The columns that fit in `width` cells, in order: the others collapse. The last column (the
+    queue's WHY, the invoices' NEXT) takes what is left when that is at least `LAST_AT_LEAST`
+    cells, so that a reason shows, cut, rather than not at all."""
     out: list[tuple[str, str, int]] = []
     used = 4
-    for c in columns:
+    for i, c in enumerate(columns):
         if used + c[2] + 2 > width and out:
+            left = width - used - 2
+            if i == len(columns) - 1 and left >= LAST_AT_LEAST:
+                out.append((c[0], c[1], left))
             break
         out.append(c)
         used += c[2] + 2
     return out
+
+
+LAST_AT_LEAST = 20
 
 
 class RelanceApp(Decisions):
