@@ -145,7 +145,8 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
                                                                    actor=actor))[:1000]))
         # The ladder goes on only for what the decision left active (a dispute confirmed stays disputed).
         going = sorted(s.execute(sa.select(inv_t.c.number).where(inv_t.c.number.in_(released),
-                                                                 inv_t.c.state == "active")).scalars())
+                                                                 inv_t.c.state == "active")).scalars()
+                       ) if released else []  # an empty IN would walk every active invoice on SQLite
     out = t("#{id} labelled {kind}", id=inbound_id, kind=words(kind.value))
     if row.kind and row.kind != kind.value:
         out += " " + t("(read as {kind})", kind=words(row.kind))
