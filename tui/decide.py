@@ -89,6 +89,9 @@ class Decisions(App[None]):
     def reopen(self, line: str) -> None:
         raise NotImplementedError
 
+    def _fill_queue(self, rows: list[triage.Item], keep: str | None) -> None:
+        raise NotImplementedError
+
     # Where the cursor is -------------------------------------------------------------------------
 
     def _pane(self) -> str:
@@ -200,7 +203,19 @@ class Decisions(App[None]):
         self.seen_marker = marker
         if key is not None and key in self.items:
             table = self.query_one("#queue", DataTable)
-            if item is None:
+            new = [a for a in arrived if a.key not in self.items]
+            if item is None and new:
+                # The message leaves an invoice in a dead end (a dispute confirmed): the invoice takes
+                # its row, where it sorts too (the same amount at stake, the same due date), with no
+                # query; the page read next (a pause, the poll) puts any other order right.
+                rows = list(self.items.values())
+                at = list(self.items).index(key)
+                rows[at:at + 1] = new
+                self.selected.discard(key)
+                self.total["queue"] += len(new) - 1
+                self.spares = rows[self.page_size:] + self.spares
+                self._fill_queue(rows[:self.page_size], keep=new[0].key)
+            elif item is None:
                 table.remove_row(key)
                 del self.items[key]
                 self.selected.discard(key)
@@ -228,8 +243,6 @@ class Decisions(App[None]):
                 keys = [str(c.key.value) for c in table.ordered_columns]
                 for k, v in zip(keys, self._invoice_cells(row, keys), strict=True):
                     table.update_cell(number, k, v)
-        if any(a.key not in self.items for a in arrived):  # in its place in the queue's order: read the page
-            self.load_queue()
         self._show_preview()
         self.reopen(line)
 

@@ -31,10 +31,9 @@ class KeptTable(DataTable[Any]):
         self._kept_lines: LRUCache[tuple[Any, ...], tuple[int, Strip]] = LRUCache(4096)
         self._style_of_repaint: Style | None = None
 
-    def _clear_caches(self) -> None:
-        super()._clear_caches()
-        self._kept.clear()
-        self._kept_lines.clear()
+    # DataTable clears its caches on every change (a row removed, the table cleared and filled again):
+    # these are kept, as what they are kept under says all that a line shows; a page read again
+    # renders only the lines that changed. They are bounded (LRU); a change of style empties them.
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
