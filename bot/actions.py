@@ -182,8 +182,8 @@ def change_contact(engine: Engine, number: str, email: str, now: datetime, actor
     try:  # kept as the ledger stores addresses, so that replies find the client
         email = plain_address(email.strip())
     except AddressError as e:
-        raise RelanceError(f"--email {email!r}: expected a plain email address such as compta@client.example "
-                           f"({e})") from None
+        raise RelanceError(t("{value}: expected a plain email address such as compta@client.example ({why})",
+                             value=repr(email), why=str(e))) from None
     with session(engine) as s:
         inv = locked_invoice(s, number, seen)
         number = str(inv.number)  # as stored, whatever the case it was typed in

@@ -362,7 +362,11 @@ class RelanceApp(Decisions):
         first = self.offset["invoices"] + 1 if rows else 0
         self.query_one("#invoices-where", Static).update(
             t("{first}–{last} of {total}", first=first, last=self.offset["invoices"] + len(rows),
-              total=self.total["invoices"]) + f" · {t('Sort')}: {self.sort} {'↓' if self.descending else '↑'}")
+              total=self.total["invoices"]) + f" · {t('Sort')}: {self._sort_name()} {'↓' if self.descending else '↑'}")
+
+    def _sort_name(self) -> str:
+        """The column the invoices are sorted by, by its header (DUE, not amount_due)."""
+        return t(next((title for key, title, _ in INVOICE_COLUMNS if key == self.sort), self.sort.upper()))
 
     @staticmethod
     def _place(table: DataTable[Any], keys: list[str], keep: str | None, index: int) -> None:
@@ -532,8 +536,8 @@ class RelanceApp(Decisions):
         self.refresh_all()
 
     def action_help(self) -> None:
-        keys = [(b.key, t(b.description)) for b in self.BINDINGS if isinstance(b, Binding)]
-        keys += [("o", t("Original")), ("v", t("Reminder as sent")), ("escape", t("Back")), ("tab", "→")]
+        keys = [(self.get_key_display(b), t(b.description)) for b in self.BINDINGS if isinstance(b, Binding)]
+        keys += [("o", t("Original")), ("v", t("Reminder as sent")), ("esc", t("Back")), ("tab", "→")]
         self.push_screen(Help(keys))
 
 def run(engine: Engine, config: Config, actor: str, now: datetime | None = None, name: str | None = None) -> None:

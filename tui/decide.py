@@ -343,9 +343,16 @@ class Decisions(App[None]):
         item = self.items.get(self._current_key() or "")
         if item is not None and item.key == f"i{number}":
             return item.stake
+        found = self._status_row(number)
+        return Decimal(found["amount_due"]) if found else None
+
+    def _status_row(self, number: str) -> dict[str, Any] | None:
+        """`relance status`'s row of an open invoice (from the invoices tab when it holds it)."""
+        if number in self.invoices:
+            return self.invoices[number]
         with self.engine.connect() as conn:  # one row by its unique key: no worker needed
             rows = reports.status_rows(conn, self.config, self._now(), [number])
-        return Decimal(rows[0]["amount_due"]) if rows else None
+        return rows[0] if rows else None
 
     def action_accept_plan(self) -> None:
         target = self._target()
@@ -477,7 +484,8 @@ class Decisions(App[None]):
         if target is None:
             return
         number, seen, inbound_id = target
-        email = self.invoices[number]["email"] if number in self.invoices else ""
+        found = self._status_row(number)
+        email = found["email"] if found else ""
 
         def then(answer: str) -> None:
             def run() -> str:
