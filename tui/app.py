@@ -212,10 +212,6 @@ class RelanceApp(Decisions):
                 table.add_column(t(title), key=key, width=width)
         self.query_one("#preview").display = self.size.height >= 20
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Enter opens an item from the tables: not a key to show on the item screen itself."""
-        return not (action == "open" and isinstance(self.screen, ItemScreen))
-
     # Reading the store (thread workers) -----------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="queue")
