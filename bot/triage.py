@@ -449,7 +449,7 @@ def invoice(conn: Connection, config: Config, number: str, now: datetime) -> dic
     line += [(m["received_at"] or "", "reply", m["kind"] or "", m["from"], m["subject"]) for m in doc["messages"]]
     line += [(e["at"], "event", e["kind"], e["actor"], reasons.render(e["reasons"])) for e in doc["events"]
              if e["kind"] != "decision"]
-    doc["timeline"] = sorted(line, key=lambda x: x[0])
+    doc["timeline"] = sorted(line, key=lambda x: (not x[0], x[0]))  # what has no date (yet) comes last
     out_t = table(Outbound)
     others = conn.execute(  # a person's replies and the instalment reminders of a plan, as sent
         sa.select(out_t.c.message_id).join(ev_t, ev_t.c.outbound_id == out_t.c.id)

@@ -488,6 +488,19 @@ async def test_a_daemon_change_shows_without_a_key(engine: Engine, make_config: 
         assert cursor_key(app) == "m1", "the cursor stays on the item it was on"
 
 
+def test_the_timeline_puts_what_has_no_date_last(engine: Engine, make_config: Callable[..., Config],
+                                                tmp_path: Path) -> None:
+    """A reply whose date is not known (no Date header it could read) ends the timeline rather
+    than heading it with a blank time."""
+    cfg = make_config()
+    seed(engine, cfg, tmp_path)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE inbound SET received_at = NULL"))
+    with engine.connect() as c:
+        timeline = triage.invoice(c, cfg, "F-1", NOW)["timeline"]
+    assert [w for _, w, *_ in timeline][-1] == "reply" and timeline[0][0], "dated entries first"
+
+
 async def test_item_view_shows_the_reply_the_reading_and_the_timeline(
         engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
     app = seeded_app(engine, make_config(), tmp_path)
