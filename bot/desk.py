@@ -289,15 +289,13 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
         raise RelanceError(t("{value}: expected one of {choices}", value=repr(how), choices=", ".join(SETTLEMENTS)))
     with engine.connect() as c:
         inv = actions.locked_invoice(c, number, seen)
+        seen = versions.of(c, [int(inv.id)])[int(inv.id)] if seen is None else seen
     if inv.state != "disputed":
         raise RelanceError(t("{number} is not disputed ({state}): no dispute to settle", number=inv.number,
                              state=t(inv.state)))
     if how == "resume":
         return actions.resume(engine, number, now, actor, seen, reason=why or reason("dispute.settled"))
-    with engine.connect() as c:
-        inv = actions.locked_invoice(c, number, seen)
-        due = inv.amount - inv.paid
-        seen = versions.of(c, [int(inv.id)])[int(inv.id)] if seen is None else seen
+    due = inv.amount - inv.paid
     amount = due if how == "cancel" else credit
     if amount is None:
         raise RelanceError(t("a credit note needs its amount"))

@@ -301,18 +301,27 @@ def amount(text: str) -> Decimal:
     """An amount as a person types it, read in their language first: `1 500,00` and `1500,5` (fr),
     `1,500.00` (en); `1,500` is 1.5 in French and 1500 in English. Refused, saying what was
     expected, when it is not an amount, has more than two decimals, or is not above zero."""
-    found = _AMOUNT.fullmatch(text)
-    if found is None or found.group(2).strip():
-        raise _refused(t("{value}: expected an amount such as 250.00", value=repr(text.strip())))
-    return _amount(found.group(1), text)
+    digits, rest = _split(text)
+    if rest:
+        raise _not_an_amount(text)
+    return _amount(digits, text)
 
 
 def amount_then(text: str) -> tuple[Decimal, str]:
     """The amount a person typed first, and what they wrote after it (`1 500,00 geste commercial`)."""
-    found = _AMOUNT.match(text)
+    digits, rest = _split(text)
+    return _amount(digits, text), rest
+
+
+def _split(text: str) -> tuple[str, str]:
+    found = _AMOUNT.match(text)  # its last group takes the rest: a match is whole
     if found is None:
-        raise _refused(t("{value}: expected an amount such as 250.00", value=repr(text.strip())))
-    return _amount(found.group(1), text), found.group(2).strip()
+        raise _not_an_amount(text)
+    return found.group(1), found.group(2).strip()
+
+
+def _not_an_amount(text: str) -> Exception:
+    return _refused(t("{value}: expected an amount such as 250.00", value=repr(text.strip())))
 
 
 def number(value: Any) -> str:
@@ -350,7 +359,7 @@ def _amount(digits: str, text: str) -> Decimal:
         if value != value.quantize(Decimal("0.01")):
             raise _refused(t("{value}: expected an amount with two decimals at most", value=repr(text.strip())))
         return value.quantize(Decimal("0.01"))
-    raise _refused(t("{value}: expected an amount such as 250.00", value=repr(text.strip())))
+    raise _not_an_amount(text)
 
 
 def day(value: Any) -> str:

@@ -67,17 +67,21 @@ def filters_typed(text: str) -> dict[str, str]:
     if not text.strip():
         return found
     parts = re.split(r"(?:^|\s+)(\w+)=", " " + text.strip())
-    if parts[0].strip():
-        raise RelanceError(t("{value}: expected key=value (kind, client, lang, box)", value=repr(parts[0].strip())))
-    for key, typed in zip(parts[1::2], parts[2::2], strict=True):
+    for key, typed in (("", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)):
         name = FILTER_KEYS.get(key.lower())
-        if name is None:
-            raise RelanceError(t("{value}: expected key=value (kind, client, lang, box)", value=repr(key)))
+        if name is None:  # a word before the first key=, or a key of no filter
+            if key or typed.strip():
+                raise RelanceError(t("{value}: expected key=value (kind, client, lang, box)",
+                                     value=repr(key or typed.strip())))
+            continue
         value = kind_typed(typed) if name == "kind" else typed.strip()
         if name == "lang" and value not in ("fr", "en"):
             raise RelanceError(t("lang={value}: expected fr or en", value=value))
         found[name] = value
     return found
+
+
+LAST_AT_LEAST = 20
 
 
 def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[str, str, int]]:
@@ -95,9 +99,6 @@ def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[st
         out.append(c)
         used += c[2] + 2
     return out
-
-
-LAST_AT_LEAST = 20
 
 
 class RelanceApp(Decisions):

@@ -338,10 +338,8 @@ class Decisions(App[None]):
                    due=money(due) if due is not None else "?"), amount_typed(due) if due else "", then)
 
     def _due(self, number: str) -> Decimal | None:
-        if number in self.invoices:
-            return Decimal(self.invoices[number]["amount_due"])
         item = self.items.get(self._current_key() or "")
-        if item is not None and item.key == f"i{number}":
+        if number not in self.invoices and item is not None and item.key == f"i{number}":
             return item.stake
         found = self._status_row(number)
         return Decimal(found["amount_due"]) if found else None
