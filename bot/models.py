@@ -73,7 +73,6 @@ class Client(SQLModel, table=True):
 
 
 class Contact(SQLModel, table=True):
-    __table_args__ = (sa.UniqueConstraint("client_id", "email"),)
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = Field(foreign_key="client.id", index=True)
     email: str = Field(index=True)  # a reply's sender finds its client's open invoices
@@ -81,13 +80,21 @@ class Contact(SQLModel, table=True):
     failing: bool = False
     failure_reason: str | None = None
 
+    # The few failing addresses, for the triage queue (their invoices wait for a new one).
+    __table_args__ = (sa.UniqueConstraint("client_id", "email"),
+                      sa.Index("ix_contact_failing", "id", sqlite_where=sa.text("failing = 1"),
+                               postgresql_where=sa.text("failing")))
+
 
 class Invoice(SQLModel, table=True):
-    __table_args__ = (sa.Index("ix_invoice_state_due_date", "state", "due_date"),)
+    __table_args__ = (sa.Index("ix_invoice_state_due_date", "state", "due_date"),
+                      # The triage queue reads the few invoices whose data waits for a fix by it.
+                      sa.Index("ix_invoice_data_error", "state", sqlite_where=sa.text("data_error IS NOT NULL"),
+                               postgresql_where=sa.text("data_error IS NOT NULL")))
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(sa_column=sa.Column(sa.String(100), unique=True, nullable=False))
     client_id: int = Field(foreign_key="client.id", index=True)
-    contact_id: int = Field(foreign_key="contact.id")
+    contact_id: int = Field(foreign_key="contact.id", index=True)  # a failing address finds its invoices
     amount: Decimal = money("amount_cents")
     paid: Decimal = money("paid_cents")
     currency: str = "EUR"

@@ -57,6 +57,11 @@ CATALOG: dict[str, tuple[str, str]] = {
                        "distribution retardée, le serveur réessaie : rien à faire pour l'instant"),
     "bounce.fix_contact": ("delivery failure: fix the contact, then resume",
                            "échec de distribution : corrigez le contact, puis reprenez"),
+    # Why an invoice with no message waits in the triage queue (bot/triage.py).
+    "queue.address_fails": ("{email} fails ({why}): give a new address",
+                            "{email} ne répond plus ({why}) : donnez une nouvelle adresse"),
+    "queue.data_error": ("its last reminder could not be sent ({why}): fix the data, then resume",
+                         "sa dernière relance n'a pas pu partir ({why}) : corrigez les données, puis reprenez"),
     "bounce.gave_up": ("delivery failure: the server gave up on {addresses}",
                        "échec de distribution : le serveur a renoncé à {addresses}"),
     "bounce.reported": ("delivery failure reported by the recipient's server",

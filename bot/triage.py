@@ -29,10 +29,12 @@ from bot.config import Config
 from bot.errors import NotFoundError
 from bot.models import CENT, Client, Contact, Event, Inbound, Invoice, Outbound, Reminder, table
 from bot.store import inbound_raw
+from rules.reasons import reason
 
 inv_t, cli_t, con_t, ev_t, in_t = table(Invoice), table(Client), table(Contact), table(Event), table(Inbound)
 rem_t = table(Reminder)
 DEAD_ENDS = {"disputed": "dispute", "plan": "payment_plan", "bounced": "bounce"}
+INVOICE_KINDS = (*DEAD_ENDS.values(), "held", "fix_data")  # what an invoice waits in the queue as
 OPEN_STATES = reports.OPEN_STATES  # what `relance status` lists
 
 
@@ -136,26 +138,39 @@ def _bare_messages(f: Filters) -> sa.Select[Any]:
 
 
 def _invoices(f: Filters, only: int | None = None) -> list[sa.Select[Any]]:
-    """Invoices in a dead end with no message waiting for them: a dispute, a plan or a bounce (an
-    event of a message in triage concerns them otherwise), or held for a message no longer in
-    triage. Two selects, so that each reads its own index (state; held_by) on a big store."""
-    if f.mailbox or (f.kind and f.kind not in (*DEAD_ENDS.values(), "held")):
+    """Invoices that wait for a person with no message in triage about them: a dispute, a plan or a
+    bounce (an event of a message in triage concerns them otherwise); held for a message no longer
+    in triage; active, but their address fails (`bounce`: a new address) or their last reminder
+    failed on their data (`fix_data`). One select each, so that each reads its own index (state;
+    held_by; the partial indexes of failing contacts and of data errors) on a big store."""
+    if f.mailbox or (f.kind and f.kind not in INVOICE_KINDS):
         return []
     waiting = (sa.select(ev_t.c.id).join(in_t, in_t.c.id == ev_t.c.inbound_id)
                .where(ev_t.c.invoice_id == inv_t.c.id, in_t.c.status == "triage").exists())
     holder = sa.select(in_t.c.status).where(in_t.c.id == inv_t.c.held_by).scalar_subquery()
     dead = sa.case(*((inv_t.c.state == s, k) for s, k in DEAD_ENDS.items()), else_="held")
+    # coalesce(state): SQLite, without statistics, would walk the state index instead
+    active = sa.func.coalesce(inv_t.c.state, "") == "active"
+    # coalesce(held_by): "held_by IS NULL" would walk the held_by index over nearly every invoice
+    unheld = sa.and_(active, sa.func.coalesce(inv_t.c.held_by, 0) == 0, ~waiting)
+    failing = sa.case((con_t.c.failing, sa.func.coalesce(con_t.c.failure_reason, "")))  # why the address fails
+    parts: list[tuple[Any, Any, Any]] = [  # kind, which invoices, why (the server's or the mailer's own words)
+        (dead, sa.and_(inv_t.c.state.in_(list(DEAD_ENDS)), ~waiting), failing),
+        (sa.literal("held"), sa.and_(inv_t.c.held_by.is_not(None), active, sa.func.coalesce(holder, "") != "triage"),
+         sa.null()),
+        # IN: the few failing contacts first (their partial index), then their invoices
+        (sa.literal("bounce"), sa.and_(inv_t.c.contact_id.in_(sa.select(con_t.c.id).where(con_t.c.failing)), unheld),
+         failing),
+        (sa.literal("fix_data"), sa.and_(inv_t.c.data_error.is_not(None), unheld, ~con_t.c.failing),
+         inv_t.c.data_error)]
     out = []
-    for kind, where in ((dead, sa.and_(inv_t.c.state.in_(list(DEAD_ENDS)), ~waiting)),
-                        # coalesce(state): SQLite, without statistics, would walk the state index instead
-                        (sa.literal("held"), sa.and_(inv_t.c.held_by.is_not(None),
-                                                     sa.func.coalesce(inv_t.c.state, "") == "active",
-                                                     sa.func.coalesce(holder, "") != "triage"))):
+    for kind, where, why in parts:
         q = (sa.select(sa.literal("i").label("sort"), inv_t.c.id.label("id"), kind.label("kind"),
                        con_t.c.email.label("sender"), inv_t.c.number.label("subject"), cli_t.c.name.label("client"),
                        sa.null().label("received_at"),
                        (_cents(inv_t.c.amount) - _cents(inv_t.c.paid)).label("stake"),
-                       inv_t.c.due_date.label("due_date"), sa.literal("").label("reason"),
+                       inv_t.c.due_date.label("due_date"),
+                       why.label("reason"),
                        sa.null().label("confidence"), sa.literal("[]").label("suggested"))
              .join(cli_t, cli_t.c.id == inv_t.c.client_id).join(con_t, con_t.c.id == inv_t.c.contact_id).where(where))
         if only is not None:
@@ -234,9 +249,10 @@ def dead_ends(conn: Connection, numbers: Sequence[str]) -> list[Item]:
     """The invoices among `numbers` that wait in the queue themselves (a dispute, a plan, a bounce,
     a hold with no message left to read): what a decision on their message may leave behind. One
     look-up by number first, the queue's query only for an invoice in such a state."""
-    maybe = conn.execute(sa.select(inv_t.c.number).where(
+    maybe = conn.execute(sa.select(inv_t.c.number).join(con_t, con_t.c.id == inv_t.c.contact_id).where(
         inv_t.c.number.in_(list(numbers)),
-        sa.or_(inv_t.c.state.in_(list(DEAD_ENDS)), inv_t.c.held_by.is_not(None)))).scalars().all()
+        sa.or_(inv_t.c.state.in_(list(DEAD_ENDS)), inv_t.c.held_by.is_not(None), inv_t.c.data_error.is_not(None),
+               con_t.c.failing))).scalars().all()
     return [item for n in maybe if (item := one(conn, f"i{n}")) is not None]
 
 
@@ -264,12 +280,24 @@ def _items(conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[Item]:
             numbers=tuple(n for _, n in pairs), kind=r.kind or "", sender=r.sender or "", subject=r.subject or "",
             client=r.client or "", received_at=_aware(r.received_at),
             stake=(Decimal(int(r.stake or 0)) / 100).quantize(CENT),
-            due_date=_day(r.due_date), reason=r.reason or "",
+            due_date=_day(r.due_date), reason=_reason(r),
             confidence=Decimal(str(r.confidence)) if r.confidence is not None else None,
             suggested=tuple(json.loads(r.suggested or "[]")),
             versions={n: ver[i] for i, n in pairs} if pairs or r.sort == "i" else {
                 n: ver[suggested[n]] for n in json.loads(r.suggested or "[]") if n in suggested}))
     return out
+
+
+def _reason(r: sa.Row[Any]) -> str:
+    """A message's reason as stored; an invoice's, for why it waits (the server's or the mailer's
+    own words in it, as they came)."""
+    if r.sort == "m":
+        return str(r.reason or "")
+    if r.kind == "bounce" and r.reason is not None:
+        return reason("queue.address_fails", email=r.sender or "", why=r.reason or "?")
+    if r.kind == "fix_data":
+        return reason("queue.data_error", why=r.reason or "?")
+    return ""
 
 
 def _aware(v: Any) -> datetime | None:

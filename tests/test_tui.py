@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 from bot import actions, inbound, ledger, reports, triage
 from bot.config import Config
 from bot.mailbox import MemorySource
+from bot.reasons import render
 from tui.app import RelanceApp
 from tui.reply import ReplyEditor
 from tui.screens import Help, ItemScreen, Prompt
@@ -250,6 +251,42 @@ async def test_new_address_after_a_bounce(engine: Engine, make_config: Callable[
         await settle(pilot)
     assert row(engine, "SELECT i.state, c.email, c.failing FROM invoice i JOIN contact c ON c.id = i.contact_id "
                        "WHERE i.number = 'F-2'") == ("bounced", "b@client.example", True)
+
+
+async def test_an_invoice_whose_address_or_data_fails_waits_in_the_queue(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """Nothing waits forgotten: an active invoice whose address fails, or whose last reminder failed
+    on its data, gets no reminder until a person acts, so it is in the queue with why (the server's
+    words kept), and leaves it once fixed (a new address; resume after the data is fixed)."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    (tmp_path / "l3.csv").write_text("number,client,email,amount,currency,issue_date,due_date\n"
+                                     "F-3,Client C,c@client.example,300.00,EUR,2027-03-01,2027-03-31\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l3.csv", "fr"), NOW, "l3.csv")
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE contact SET failing = true, failure_reason = '550 5.1.1 no such user' "
+                          "WHERE email = 'b@client.example'"))
+        c.execute(sa.text("UPDATE invoice SET data_error = 'Subject: control character' WHERE number = 'F-3'"))
+    with engine.connect() as c:
+        assert triage.counts(c) == {"dispute": 1, "bounce": 1, "fix_data": 1}
+        assert [i.key for i in triage.page(c, triage.Filters(kind="fix_data"), 0, 10)] == ["iF-3"]
+    async with running(app) as pilot:
+        assert set(app.items) == {"m1", "iF-2", "iF-3"}
+        why = {k: triage_reason(app, k) for k in ("iF-2", "iF-3")}
+        assert why["iF-2"] == "b@client.example fails (550 5.1.1 no such user): give a new address"
+        assert why["iF-3"].startswith("its last reminder could not be sent (Subject: control character)")
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("iF-2"))
+        await answer(pilot, "e", "compta@clientb.example")
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("iF-3"))
+        await pilot.press("r")
+        await settle(pilot)
+        assert set(app.items) == {"m1"}
+    assert row(engine, "SELECT data_error, state FROM invoice WHERE number = 'F-3'") == (None, "active")
+    with engine.connect() as c:
+        assert triage.counts(c) == {"dispute": 1}
+
+
+def triage_reason(app: RelanceApp, key: str) -> str:
+    return render(app.items[key].reason)
 
 
 async def test_pause_until_a_date_with_a_reason(engine: Engine, make_config: Callable[..., Config],

@@ -37,7 +37,7 @@ from bot.errors import RelanceError
 from bot.i18n import day, moment, money, stage, stage_labels, t, words
 from bot.reasons import render as t_reason
 from bot.store import Engine
-from tui.decide import Decisions, kind_typed
+from tui.decide import KINDS, Decisions, kind_typed
 from tui.footer import SteadyFooter
 from tui.kpis import kpi_text
 from tui.screens import Help, ItemScreen, translated
@@ -59,6 +59,9 @@ FILTER_KEYS = {"kind": "kind", "type": "kind", "client": "client", "lang": "lang
                "boite": "box", "boîte": "box"}
 
 
+QUEUE_KINDS = tuple(dict.fromkeys((*KINDS, *triage.INVOICE_KINDS)))  # what the queue's kind filter takes
+
+
 def filters_typed(text: str) -> dict[str, str]:
     """`kind=litige client=Client B lang=fr box=INBOX` as a person types it: a value runs to the
     next `key=` (a client's name has spaces); an unknown key, kind or language is refused, saying
@@ -74,7 +77,7 @@ def filters_typed(text: str) -> dict[str, str]:
                 raise RelanceError(t("{value}: expected key=value (kind, client, lang, box)",
                                      value=repr(key or typed.strip())))
             continue
-        value = kind_typed(typed) if name == "kind" else typed.strip()
+        value = kind_typed(typed, QUEUE_KINDS) if name == "kind" else typed.strip()
         if name == "lang" and value not in ("fr", "en"):
             raise RelanceError(t("lang={value}: expected fr or en", value=value))
         found[name] = value

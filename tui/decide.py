@@ -29,10 +29,11 @@ from tui.screens import ItemScreen, Prompt
 KINDS = tuple(k.value for k in Kind)
 
 
-def kind_typed(text: str) -> str:
-    """A kind as a person types it: its name in their language (`litige`, `promise to pay`) or its code."""
+def kind_typed(text: str, kinds: tuple[str, ...] = KINDS) -> str:
+    """A kind as a person types it: its name in their language (`litige`, `promise to pay`) or its
+    code; one of `kinds` (a message's, unless said)."""
     wanted = " ".join(text.lower().replace("_", " ").split())
-    names = {k: (k.replace("_", " "), words(k).lower()) for k in KINDS}
+    names = {k: (k.replace("_", " "), words(k).lower()) for k in kinds}
     for k, said in names.items():
         if wanted in said:
             return k
@@ -40,7 +41,7 @@ def kind_typed(text: str) -> str:
     if len(begun) == 1:  # the start of one name only: `échéancier` for `échéancier proposé`
         return begun[0]
     raise RelanceError(t("unknown kind {kind} (one of {kinds})", kind=repr(text.strip()),
-                         kinds=", ".join(words(k) for k in KINDS)))
+                         kinds=", ".join(words(k) for k in kinds)))
 
 
 class Decisions(App[None]):
