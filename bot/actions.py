@@ -119,7 +119,7 @@ def release_holds(s: Connection, inbound_id: int, now: datetime, actor: str) -> 
 
 def close_message(engine: Engine, inbound_id: int, now: datetime, actor: str, why: str = "",
                   in_triage: bool = False) -> str:
-    """A person has dealt with a message waiting in triage (`why`: "noise" when dismissed as such).
+    """A person has dealt with a message waiting in triage (`why`: `decision.dismiss` for noise).
     `in_triage`: refused when the message no longer waits (someone else decided meanwhile)."""
     in_t, ev_t = table(Inbound), table(Event)
     with session(engine) as s:

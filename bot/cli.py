@@ -30,6 +30,7 @@ from bot.render import Renderer, check_templates
 from bot.tick import Planned, TickReport, plan_only, tick
 from bot.tokens import credential
 from rules.penalties import ContractRateTooLowError, MissingRateError, compute
+from rules.reasons import reason
 
 
 def parse_now(text: str | None, config: Config) -> datetime:
@@ -570,14 +571,15 @@ def cmd_undo(app: App) -> int:
 
 def decided(app: App, action: str, scope: desk.Scope, run: Callable[[], str]) -> int:
     """A decision the way the triage UI records it: undoable with `relance undo`."""
-    print(desk.decide(app.engine(), app.now, app.actor, action, app.args.reason or action, scope, run).text)
+    why = app.args.reason or reason("decision.command", action=action)
+    print(desk.decide(app.engine(), app.now, app.actor, action, why, scope, run).text)
     return 0
 
 
 def cmd_dismiss(app: App) -> int:
     ids = tuple(app.args.ids)
     return decided(app, "dismiss", desk.Scope(inbounds=ids), lambda: desk.dismiss(
-        app.engine(), ids, app.now, app.actor, app.args.reason or "noise"))
+        app.engine(), ids, app.now, app.actor, app.args.reason or reason("decision.dismiss")))
 
 
 def cmd_ignore(app: App) -> int:
@@ -796,8 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relance: {e}", file=sys.stderr)
         return 1
     except sa.exc.SQLAlchemyError as e:  # unreachable server, locked file, a schema older than the code...
-        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-        print(f"relance: database error: {reason} (if the schema is behind, run `relance init`)", file=sys.stderr)
+        why = str(getattr(e, "orig", None) or e).splitlines()[0]
+        print(f"relance: database error: {why} (if the schema is behind, run `relance init`)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

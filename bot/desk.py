@@ -240,7 +240,7 @@ def accept_plan(engine: Engine, config: Config, number: str, instalments: Sequen
                                 config.zone)
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(
             state="active", hold_until=steps[0].hold_until, held_by=None))
-        plans.record(s, int(inv.id), steps, inv.paid, now, actor, why, inbound_id)
+        plans.record(s, int(inv.id), steps, inv.paid, now, actor, join(plans.accepted(steps), why), inbound_id)
         if inbound_id is not None:
             s.execute(sa.update(in_t).where(in_t.c.id == inbound_id, in_t.c.status == "triage").values(
                 status="applied", reason=reason("plan.accepted_by", actor=actor)))
@@ -309,14 +309,14 @@ def settle_dispute(engine: Engine, number: str, how: str, now: datetime, actor: 
     return text
 
 
-def dismiss(engine: Engine, inbound_ids: Iterable[int], now: datetime, actor: str, why: str = "noise") -> str:
+def dismiss(engine: Engine, inbound_ids: Iterable[int], now: datetime, actor: str, why: str = "") -> str:
     """Messages that need nothing (noise): decided, the holds they put on invoices lifted. One that
     someone else decided meanwhile is left as they decided it (and said so); refused only when
     that is true of every one."""
     ids, done, stale = list(inbound_ids), 0, None
     for i in ids:
         try:
-            actions.close_message(engine, i, now, actor, why, in_triage=True)
+            actions.close_message(engine, i, now, actor, why or reason("decision.dismiss"), in_triage=True)
             done += 1
         except StaleError as e:
             stale = e

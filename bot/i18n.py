@@ -331,6 +331,24 @@ def number(value: Any) -> str:
     return str(format_decimal(Decimal(str(value)), "#,##0.#", locale=_LOCALES[language()]))
 
 
+def figure(value: Any) -> str:
+    """A decimal as it came (a classifier's margin, `0.059`), in the reader's format: `0,059` (fr).
+    Text that is not a number is returned as it is."""
+    from babel.numbers import format_decimal  # noqa: PLC0415
+
+    try:
+        return str(format_decimal(Decimal(str(value)), "#,##0.0##", locale=_LOCALES[language()]))
+    except ArithmeticError:
+        return str(value)
+
+
+def percent(value: Any) -> str:
+    """A share (`0.2`) as a person reads it: `20 %` (fr), `20%` (en)."""
+    from babel.numbers import format_percent  # noqa: PLC0415
+
+    return str(format_percent(Decimal(str(value)), locale=_LOCALES[language()]))
+
+
 def amount_typed(value: Decimal) -> str:
     """An amount as `amount` reads it back, to prefill a prompt: `12 500,50` (fr), `12,500.50` (en)."""
     from babel.numbers import format_decimal  # noqa: PLC0415
@@ -470,13 +488,6 @@ FR.update({
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
     "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",
-    "confirmed from the triage screen": "confirmé depuis l'écran de tri",
-    "kind corrected to {kind}": "type corrigé en {kind}", "assigned to {numbers}": "rattaché à {numbers}",
-    "{amount} received": "{amount} reçu", "plan accepted: {answer}": "échéancier accepté : {answer}",
-    "plan declined": "échéancier refusé", "reply {template}": "réponse {template}",
-    "dispute settled: {how}": "litige réglé : {how}", "new address {address}": "nouvelle adresse {address}",
-    "resumed from the triage screen": "reprise depuis l'écran de tri", "noise": "bruit",
-    "ignore {address}": "ignorer {address}",
     "{n} selected": "{n} sélectionné(s)",
     "reading: {kind}, confidence {confidence}": "lecture : {kind}, confiance {confidence}",
     "evidence:": "indices :", "attachments:": "pièces jointes :", "timeline:": "chronologie :",
@@ -521,6 +532,7 @@ FR.update({
     "payment": "paiement", "credit_note": "avoir", "contact_changed": "contact changé",
     "plan_accepted": "échéancier accepté", "plan_ended": "échéancier terminé", "undone": "annulé",
     "triage_closed": "traité", "message_assigned": "rattaché", "reminder_sent": "relance envoyée",
+    "cancel": "facture annulée", "credit": "avoir",
 })
 
 # Codes (kinds, states, event kinds) in words, for screens; the command line's tables keep the codes
@@ -530,7 +542,7 @@ WORDS_EN = {
     "auto_reply": "auto-reply", "bounce": "undelivered", "human_reply": "reply", "fix_contact": "fix the contact",
     "message_assigned": "assigned", "triage_closed": "decided", "contact_changed": "contact changed",
     "plan_accepted": "plan accepted", "plan_ended": "plan ended", "credit_note": "credit note",
-    "reminder_sent": "reminder sent",
+    "reminder_sent": "reminder sent", "cancel": "invoice cancelled", "credit": "credit note",
 }
 
 

@@ -23,6 +23,7 @@ from bot.errors import RelanceError
 from bot.i18n import amount, amount_typed, t
 from bot.models import Event, table
 from rules.plan import Instalment
+from rules.reasons import reason
 
 ev_t = table(Event)
 
@@ -59,6 +60,11 @@ def format_steps(steps: Sequence[Instalment]) -> str:
     """The text `parse` reads back: what the prompt is prefilled with."""
     return ", ".join(f"{amount_typed(s.amount) if s.amount else ''} {s.due.isoformat() if s.due else ''}".strip()
                      for s in steps)
+
+
+def accepted(steps: Sequence[Step]) -> str:
+    """Why a plan's event was recorded, as data: how many instalments, the first's date."""
+    return reason("plan.accepted", n=len(steps), until=steps[0].due.isoformat())
 
 
 def steps_for(instalments: Sequence[Instalment], due: Decimal, today: date, grace_days: int,

@@ -7,9 +7,10 @@ before codes) is shown as it is; a code this version does not know shows as its 
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
-from bot.i18n import day, language, words
+from bot.i18n import amount_typed, day, figure, language, money, words
 from rules.reasons import pieces
 
 __all__ = ["CATALOG", "pieces", "plain_cue", "plain_text", "render"]
@@ -77,7 +78,7 @@ CATALOG: dict[str, tuple[str, str]] = {
                                "une promesse sans date à venir : à décider"),
     "triage.human_reply": ("a client's reply: read it and decide", "réponse d'un client : à lire pour décider"),
     "triage.not_sure": ("not sure it is a {kind} (margin {margin} < {threshold}): a person decides",
-                        "pas sûr que ce soit : {kind} (écart {margin} < {threshold}) : à décider"),
+                        "pas sûr que ce soit : {kind} (marge {margin} < {threshold}) : à décider"),
     "triage.reread": ("read again as {kind} for {numbers} (was {old} for {old_numbers}); the first reading's "
                       "effects stay: decide",
                       "relu comme {kind} pour {numbers} (avant : {old} pour {old_numbers}) ; les effets de la "
@@ -111,14 +112,29 @@ CATALOG: dict[str, tuple[str, str]] = {
                           "{stage} : démarrage tardif, {due} est due à la place"),
     "outbox.cc_refused": ("cc refused: {address}", "copie refusée : {address}"),
     "plan.undone": ("undone", "annulé"),
+    "plan.accepted": ("plan of {n} instalment(s) accepted, the first on {until}",
+                      "échéancier de {n} échéance(s) accepté, la première le {until}"),
+    # Why a person decided, as the triage screen records it (the decision event; bot/desk.py).
+    "decision.confirm": ("reading confirmed", "lecture confirmée"),
+    "decision.label": ("kind corrected to {kind}", "nature corrigée : {kind}"),
+    "decision.assign": ("assigned to {numbers}", "rattaché à {numbers}"),
+    "decision.paid": ("{amount} received", "{amount} reçu(s)"),
+    "decision.accept_plan": ("plan of {n} instalment(s) accepted", "échéancier de {n} échéance(s) accepté"),
+    "decision.reply": ("reply {template}", "réponse {template}"),
+    "decision.settle": ("dispute settled: {how}", "litige réglé : {how}"),
+    "decision.contact": ("new address {address}", "nouvelle adresse {address}"),
+    "decision.resume": ("resumed", "reprise"),
+    "decision.dismiss": ("noise", "bruit"),
+    "decision.ignore": ("ignore {address}", "ignorer {address}"),
+    "decision.command": ("{action}, on the command line", "{action}, en ligne de commande"),
     "plan.accepted_by": ("plan accepted by {actor}", "échéancier accepté par {actor}"),
     "plan.declined": ("plan declined", "échéancier refusé"),
     "plan.declined_by": ("plan declined by {actor}", "échéancier refusé par {actor}"),
     "dispute.settled": ("dispute settled", "litige réglé"),
     "dispute.credit_note": ("dispute settled with a credit note", "litige réglé par un avoir"),
     "decision.undone": ("undid {action}: {text}", "annulé : {action} : {text}"),
-    "payment.recorded": ("{amount} {currency} recorded", "{amount} {currency} enregistré(s)"),
-    "payment.credit_note": ("{amount} {currency} credit note", "avoir de {amount} {currency}"),
+    "payment.recorded": ("{amount} recorded", "{amount} enregistré(s)"),
+    "payment.credit_note": ("{amount} credit note", "avoir de {amount}"),
     "contact.changed": ("{old} -> {new}", "{old} -> {new}"),
     "contact.resumed": ("resumed", "reprise"),
     "reply.cancelled": ("undone before it was sent", "annulée avant d'être envoyée"),
@@ -139,8 +155,11 @@ CATALOG: dict[str, tuple[str, str]] = {
     "outbox.failing": ("contact {address} is failing", "le contact {address} est en échec"),
 }
 DATES = {"until"}  # ISO dates, written as a person reads them
-KINDS = {"kind", "old", "state"}  # codes of kinds and states, in words
+KINDS = {"kind", "old", "state", "how", "action"}  # codes of kinds, states, settlements, actions, in words
 NESTED = {"why"}  # a stored reason inside another
+FIGURES = {"margin", "threshold"}  # decimals (a classifier's margin), in the reader's format
+# "amount" (with "currency" when the piece has it): an amount in the reader's format; as stored
+# (`400.00 EUR`) in plain text.
 
 
 def _value(key: str, value: Any, plain: bool) -> str:
@@ -156,6 +175,8 @@ def _value(key: str, value: Any, plain: bool) -> str:
             return text
     if key in KINDS:
         return words(text)
+    if key in FIGURES:
+        return figure(text)
     return text
 
 
@@ -167,11 +188,22 @@ def _one(piece: dict[str, Any] | str, plain: bool) -> str:
     if sentences is None:
         return code
     template = sentences[0] if plain or language() != "fr" else sentences[1]
-    values = {k: _value(k, v, plain) for k, v in piece.items() if k != "code"}
+    values = {k: _value(k, v, plain) for k, v in piece.items() if k not in ("code", "currency")}
+    if "amount" in piece:
+        values["amount"] = _amount(str(piece["amount"]), str(piece.get("currency", "")), plain)
     try:
         return str(template.format(**values))
     except (KeyError, IndexError):  # a parameter missing: the code rather than a half sentence
         return code
+
+
+def _amount(value: str, currency: str, plain: bool) -> str:
+    if plain:
+        return f"{value} {currency}".strip()
+    try:
+        return money(Decimal(value), currency) if currency else amount_typed(Decimal(value))
+    except (ArithmeticError, ValueError, KeyError):  # not an amount, or a currency babel does not know
+        return f"{value} {currency}".strip()
 
 
 def render(stored: str | list[Any]) -> str:

@@ -839,10 +839,10 @@ async def test_the_reply_is_edited_in_the_persons_editor(engine: Engine, make_co
     assert sent["To"] == "a@client.example"
 
 
-async def test_the_why_the_screen_writes_for_a_person_is_in_their_language(
+async def test_the_why_the_screen_writes_is_data_each_reader_reads_in_their_language(
         engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """r with the UI in French: the decision's why is French ("reprise depuis l'écran de tri"), as
-    what the person would have typed; in English it stays English."""
+    """r, then a payment of 50, with the UI in French: the whys are stored as codes, not French
+    prose, so a colleague reading in English reads them in English; amounts in the reader's format."""
     monkeypatch.setenv("RELANCE_LANG", "fr")
     cfg = make_config()
     seed(engine, cfg, tmp_path)
@@ -852,7 +852,13 @@ async def test_the_why_the_screen_writes_for_a_person_is_in_their_language(
         await pilot.press("down")
         await pilot.press("r")
         await settle(pilot)
-    assert ("decision", "reprise depuis l'écran de tri") in events(engine), events(engine)
+        await answer(pilot, "m", "50")
+    stored = [why for kind, why in events(engine) if kind in ("decision", "payment")]
+    assert all(why.startswith('{"code"') for why in stored), stored
+    said = {lang: [(monkeypatch.setenv("RELANCE_LANG", lang), render(why))[1] for why in stored]
+            for lang in ("fr", "en")}
+    assert said["fr"][:1] == ["reprise"] and said["en"][:1] == ["resumed"], said
+    assert "50,00\u00a0€ enregistré(s)" in said["fr"] and "€50.00 recorded" in said["en"], said
 
 
 async def test_the_counts_follow_a_decision_once_the_person_pauses(

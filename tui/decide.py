@@ -23,6 +23,7 @@ from bot.store import Engine
 from bot.understand import find_dates
 from rules.classify import Kind
 from rules.plan import Instalment, instalments
+from rules.reasons import reason
 from tui.reply import Answer, ReplyEditor
 from tui.screens import ItemScreen, Prompt
 
@@ -274,7 +275,7 @@ class Decisions(App[None]):
         found = self._message()
         if found is not None and found[0].kind in KINDS:
             item, inbound_id = found
-            self.decide("confirm", t("confirmed from the triage screen"), desk.Scope(inbounds=(inbound_id,)),
+            self.decide("confirm", reason("decision.confirm"), desk.Scope(inbounds=(inbound_id,)),
                         lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(item.kind),
                                                 self.actor, in_triage=True),
                         # a promise with no date read: the person gives it
@@ -291,7 +292,7 @@ class Decisions(App[None]):
             assert typed is not None  # every text matches: the date is optional
             kind, when = kind_typed(typed.group(1)), typed.group(2)
             until = date.fromisoformat(when) if when else None
-            self.decide("label", t("kind corrected to {kind}", kind=words(kind)), desk.Scope(inbounds=(inbound_id,)),
+            self.decide("label", reason("decision.label", kind=kind), desk.Scope(inbounds=(inbound_id,)),
                         lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(kind),
                                                 self.actor, until, in_triage=True))
 
@@ -308,7 +309,7 @@ class Decisions(App[None]):
         def then(answer: str) -> None:
             numbers = answer.replace(",", " ").split()
             if numbers:
-                self.decide("assign", t("assigned to {numbers}", numbers=", ".join(numbers)),
+                self.decide("assign", reason("decision.assign", numbers=", ".join(numbers)),
                             desk.Scope(invoices=tuple(numbers), inbounds=(inbound_id,)),
                             lambda: decisions.assign(self.engine, self.config, self._now(), inbound_id, numbers,
                                                      self.actor, in_triage=True))
@@ -332,7 +333,7 @@ class Decisions(App[None]):
 
         def then(answer: str) -> None:
             amount = parse_amount(answer)
-            self.decide("paid", t("{amount} received", amount=amount), desk.Scope(invoices=(number,)),
+            self.decide("paid", reason("decision.paid", amount=str(amount)), desk.Scope(invoices=(number,)),
                         lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen))
 
         self.ask(t("amount received for {number} (due {due}); Enter; Escape cancels", number=number,
@@ -360,26 +361,26 @@ class Decisions(App[None]):
         number, seen, inbound_id = target
         proposed = self._proposed(inbound_id)
 
-        def accept(answer: str, steps: tuple[Instalment, ...], reply: Answer | None) -> None:
+        def accept(steps: tuple[Instalment, ...], reply: Answer | None) -> None:
             def run() -> str:
                 composed = (replies.prepare(self.engine, self.config, inbound_id, reply.template, reply.text,
                                             self._now(), instalments=steps)
                             if reply is not None and inbound_id is not None else None)
                 return desk.accept_plan(self.engine, self.config, number, steps, self._now(), self.actor,
-                                        f"plan accepted: {answer}", inbound_id, seen, reply=composed)
+                                        "", inbound_id, seen, reply=composed)
 
-            self.decide("accept_plan", t("plan accepted: {answer}", answer=answer),
+            self.decide("accept_plan", reason("decision.accept_plan", n=len(steps)),
                         desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
 
         def then(answer: str) -> None:
             steps = plans.parse(answer)
             if inbound_id is None:  # from the invoices: no message to answer
-                accept(answer, steps, None)
+                accept(steps, None)
                 return
 
             def written(reply: Answer | None) -> None:
                 if reply is not None:
-                    accept(answer, steps, reply if reply.reply else None)
+                    accept(steps, reply if reply.reply else None)
 
             self.push_screen(ReplyEditor(self._drafts(inbound_id, steps), "accept_plan", decline=True), written)
 
@@ -409,7 +410,7 @@ class Decisions(App[None]):
                 return desk.reject_plan(self.engine, number, self._now(), self.actor, why, inbound_id, seen,
                                         reply=composed)
 
-            self.decide("reject_plan", why or t("plan declined"),
+            self.decide("reject_plan", why or reason("plan.declined"),
                         desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
 
         def then(answer: str) -> None:
@@ -443,9 +444,10 @@ class Decisions(App[None]):
 
         def written(reply: Answer | None) -> None:
             if reply is not None:
-                self.decide("reply", t("reply {template}", template=reply.template), desk.Scope(inbounds=(inbound_id,)),
+                why = reason("decision.reply", template=reply.template)
+                self.decide("reply", why, desk.Scope(inbounds=(inbound_id,)),
                             lambda: desk.reply(self.engine, self.config, inbound_id, reply.template, reply.text,
-                                               self._now(), self.actor, f"reply {reply.template}"))
+                                               self._now(), self.actor, why))
 
         self.push_screen(ReplyEditor(self._drafts(inbound_id), replies.FOR_KIND.get(item.kind, "ack_claim")),
                          written)
@@ -473,7 +475,7 @@ class Decisions(App[None]):
                     actions.close_message(self.engine, inbound_id, self._now(), self.actor, "dispute settled")
                 return text
 
-            self.decide("settle", why or t("dispute settled: {how}", how=how), scope, run)
+            self.decide("settle", why or reason("decision.settle", how=how), scope, run)
 
         self.ask(t("dispute on {number}: resume, cancel, or a credit note amount; then why; Enter", number=number),
                  "resume ", then)
@@ -493,7 +495,7 @@ class Decisions(App[None]):
                     actions.close_message(self.engine, inbound_id, self._now(), self.actor, "new address")
                 return text
 
-            self.decide("contact", t("new address {address}", address=answer),
+            self.decide("contact", reason("decision.contact", address=answer),
                         desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
 
         self.ask(t("new address for {number} (was {email}); Enter; Escape cancels", number=number, email=email or "?"),
@@ -528,7 +530,7 @@ class Decisions(App[None]):
         target = self._target()
         if target is not None:
             number, seen, _ = target
-            self.decide("resume", t("resumed from the triage screen"), desk.Scope(invoices=(number,)),
+            self.decide("resume", reason("decision.resume"), desk.Scope(invoices=(number,)),
                         lambda: actions.resume(self.engine, number, self._now(), self.actor, seen))
 
     def action_select(self) -> None:
@@ -551,7 +553,7 @@ class Decisions(App[None]):
                 return
             keys = [found[0].key]
         ids = tuple(self.items[k].inbound_id or 0 for k in keys if k in self.items and self.items[k].inbound_id)
-        self.decide("dismiss", t("noise"), desk.Scope(inbounds=ids),
+        self.decide("dismiss", reason("decision.dismiss"), desk.Scope(inbounds=ids),
                     lambda: desk.dismiss(self.engine, ids, self._now(), self.actor), many=len(ids) > 1)
         self.selected.clear()
 
@@ -562,7 +564,8 @@ class Decisions(App[None]):
         address = found[0].sender.lower()
         with self.engine.connect() as conn:
             waiting = tuple(desk.waiting_from(conn, address))
-        self.decide("ignore", t("ignore {address}", address=address), desk.Scope(inbounds=waiting, senders=(address,)),
+        self.decide("ignore", reason("decision.ignore", address=address),
+                    desk.Scope(inbounds=waiting, senders=(address,)),
                     lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True)
 
     def action_undo(self) -> None:

@@ -17,7 +17,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
-from bot.i18n import day, moment, money, stage, t, words
+from bot.i18n import day, moment, money, percent, stage, t, words
 from bot.reasons import render as t_reason
 from tui.footer import SteadyFooter
 
@@ -192,7 +192,7 @@ class ItemScreen(Screen[None]):
         head = [f"[b]{escape(m['subject'] or '')}[/b]", f"{escape(m['from'])} · {moment(m['received_at'], self.zone)}"
                 f" · {escape(m['folder'] or '')}", ""]
         body = [escape(m["text"] or ""), ""]
-        conf = f"{float(m['confidence']):.0%}" if m["confidence"] is not None else "?"
+        conf = percent(m["confidence"]) if m["confidence"] is not None else "?"
         reading = [f"[b]{t('reading: {kind}, confidence {confidence}', kind=words(m['kind'] or '?'), confidence=conf)}"
                    "[/b]", t(_reason(m["reason"]))]
         said = evidence(m["cues"])
