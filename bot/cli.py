@@ -22,7 +22,7 @@ from bot import actions, desk, ledger, plans, reasons, replies, reports, store
 from bot import config as configuration
 from bot.config import Config, Secret
 from bot.dryrun import Waiting
-from bot.errors import ConfigError, ImportFileError, RelanceError
+from bot.errors import ConfigError, DateNeededError, ImportFileError, RelanceError
 from bot.i18n import t
 from bot.mailer import SmtpMailer
 from bot.models import Inbound, Invoice, table
@@ -529,7 +529,10 @@ def cmd_label(app: App) -> int:
     from rules.classify import Kind  # noqa: PLC0415
 
     until = parse_day(app.args.until, "--until") if app.args.until else None
-    print(decisions.label(app.engine(), app.config, app.now, app.args.id, Kind(app.args.kind), app.actor, until))
+    try:
+        print(decisions.label(app.engine(), app.config, app.now, app.args.id, Kind(app.args.kind), app.actor, until))
+    except DateNeededError as e:
+        raise RelanceError(f"{e} (--until YYYY-MM-DD)") from None
     return 0
 
 

@@ -16,7 +16,7 @@ from bot import learn
 from bot.actions import release_holds
 from bot.apply import Effects, Lookups
 from bot.config import Config
-from bot.errors import NotFoundError, RelanceError, StaleError
+from bot.errors import DateNeededError, NotFoundError, RelanceError, StaleError
 from bot.i18n import day as day_words
 from bot.i18n import t, words
 from bot.models import Event, Inbound, Invoice, table
@@ -115,8 +115,8 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
         raise RelanceError(t("{day}: that is not in the future", day=day_words(until)))
     day = until or (u.understanding.date if u.understanding.kind is kind else None)
     if kind is Kind.PROMISE_TO_PAY and numbers and (day is None or day < today):
-        raise RelanceError(t("message #{id}: no date to come was read for this promise: give its date "
-                             "(--until YYYY-MM-DD)", id=inbound_id))
+        raise DateNeededError(t("message #{id}: no date to come was read for this promise: give its date",
+                                id=inbound_id))
     person = Understanding(kind, Decimal(1), (f"labelled {kind.value} by {actor}",), date=day)
     done = ""
     with session(engine) as s:

@@ -96,3 +96,8 @@ class TokenError(RelanceError):
 class StaleError(RelanceError):
     """Someone else (a person, or the daemon) changed an invoice or a message after it was read for
     a decision: nothing was changed; read it again and decide anew (the lost-update check)."""
+
+
+class DateNeededError(RelanceError):
+    """A promise to pay was labelled with no date to come: the caller asks for one (the command
+    line names its flag, the triage screen its prompt)."""

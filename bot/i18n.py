@@ -483,8 +483,8 @@ FR.update({
     "nothing to undo in this session": "rien à annuler dans cette session",
     "{value}: expected a plain email address such as compta@client.example ({why})":
         "{value} : attendu : une adresse électronique simple comme compta@client.example ({why})",
-    "message #{id}: no date to come was read for this promise: give its date (--until YYYY-MM-DD)":
-        "message n° {id} : aucune date à venir n'a été lue pour cette promesse : donnez-la (--until AAAA-MM-JJ)",
+    "message #{id}: no date to come was read for this promise: give its date":
+        "message n° {id} : aucune date à venir n'a été lue pour cette promesse : donnez-la",
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
     "{value}: expected an amount with two decimals at most": "{value} : attendu : un montant à deux décimales au plus",
     "{value}: expected a date as YYYY-MM-DD, then why": "{value} : attendu : une date AAAA-MM-JJ, puis le motif",

@@ -59,6 +59,9 @@ def test_a_reply_waits_for_a_person_who_labels_it_and_the_classifier_learns(cli:
     assert [str(x["To"]) for x in cli.sink.messages()] == ["Example Ltd <ap@example-ltd.example>"], \
         "nothing goes to the client who answered"
 
+    r = cli("label", str(m["id"]), "promise_to_pay", *NOW)
+    assert r.returncode == 1 and "no date to come" in r.stderr and "(--until YYYY-MM-DD)" in r.stderr, \
+        "the command line names the flag that gives the date"
     r = cli("label", str(m["id"]), "payment_claim", *NOW)
     assert r.returncode == 0 and "labelled payment claimed" in r.stdout, r.stderr
     (after,) = json.loads(cli("messages", "--json", *NOW).stdout)

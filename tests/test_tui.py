@@ -378,6 +378,8 @@ async def test_confirming_a_promise_with_no_date_asks_for_it(engine: Engine, mak
         await pilot.press("c")
         await settle(pilot)
         assert isinstance(app.screen, Prompt), "the date is asked"
+        said = str(app.query_one("#done").render())
+        assert "no date to come" in said and "--until" not in said, "the prompt asks it, not a command-line flag"
         assert app.screen.query_one(Input).value == "promise to pay "
         app.screen.query_one(Input).value = "promise_to_pay 2027-04-20"
         await pilot.press("enter")
