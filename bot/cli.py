@@ -442,6 +442,8 @@ def cmd_kpi(app: App) -> int:
         if isinstance(value, dict):  # amounts per stage: one line each
             for sub, v in value.items():
                 print(f"{key + '.' + sub:>40}: {v}")
+        elif isinstance(value, list):  # a weekly series, the oldest week first (from weeks_from)
+            print(f"{key:>40}: {' '.join(str(v) for v in value)}")
         else:
             print(f"{key:>40}: {'n/a' if value is None else value}")
     return 0

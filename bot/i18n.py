@@ -416,6 +416,10 @@ def stage_labels(stages: Any) -> dict[str, tuple[str, str]]:
 FR.update({
     # The triage UI (tui/): keys, columns, prompts and the lines that confirm a decision.
     "STAKE": "ENJEU", "PAGE": "PAGE", "AMOUNT": "MONTANT", "PAID": "PAYÉ", "DUE DATE": "ÉCHÉANCE",
+    "[b]recovered per week[/b], {n} weeks from {day}: {total} in all, {last} the last week":
+        "[b]recouvré par semaine[/b], {n} semaines depuis le {day} : {total} en tout, {last} la dernière semaine",
+    "[b]replies per week[/b], {n} weeks from {day}: {total} in all, {last} the last week":
+        "[b]réponses par semaine[/b], {n} semaines depuis le {day} : {total} en tout, {last} la dernière semaine",
     "Queue": "À décider", "Invoices": "Factures", "KPIs": "Indicateurs", "held": "bloquée",
     "Open": "Ouvrir", "Confirm": "Confirmer", "Mark paid": "Paiement", "Accept plan": "Accepter l'échéancier",
     "Reject plan": "Refuser l'échéancier", "Settle dispute": "Régler le litige", "New address": "Nouvelle adresse",

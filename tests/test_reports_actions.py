@@ -139,6 +139,10 @@ def test_kpis(world: Any) -> None:
     assert k["amicable_conversion_pct"] == "50.0"
     assert k["cost_of_recovery"] == "0.58"  # 4 x 0.02 + 1 x 0.50
     assert k["open_receivables"] == "0"
+    # F-2's 500 settled 31 days before (the 5th week back), F-1's 1,000 five days before (this week)
+    assert k["weeks_from"] == "2027-02-16"
+    assert k["recovered_per_week"] == ["0.00"] * 7 + ["500.00", "0.00", "0.00", "0.00", "1000.00"]
+    assert k["replies_per_week"] == [0] * 12
 
 
 def test_a_credit_note_is_not_recovered_money(world: Any) -> None:

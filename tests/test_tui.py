@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
+from textual.widgets import DataTable, Input, Select, Sparkline, Static, TabbedContent, TextArea
 
 from bot import actions, inbound, ledger, reports, triage
 from bot.config import Config
@@ -717,6 +717,11 @@ async def test_kpis_as_numbers_and_bars(engine: Engine, make_config: Callable[..
         await pilot.press("3")
         await settle(pilot)
         text = str(app.query_one("#kpis").render())
+        replies = str(app.query_one("#replies_per_week-title", Static).render())
+        spark = app.query_one("#replies_per_week", Sparkline)
+        assert list(spark.data or []) == [0] * 11 + [1], "the client's dispute, this week"
+        assert "replies per week, 12 weeks from 13 Jan 2027: 1 in all, 1 the last week" in replies
+        assert len(app.query_one("#recovered_per_week", Sparkline).data or []) == 12
     assert "open receivables: €1,000.00" in text
     assert "0-30" in text and "█" in text, "ageing as a small bar chart"
 

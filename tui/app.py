@@ -28,7 +28,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.timer import Timer
-from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Sparkline, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from bot import decisions, reports, triage
@@ -39,7 +39,7 @@ from bot.reasons import render as t_reason
 from bot.store import Engine
 from tui.decide import KINDS, Decisions, kind_typed
 from tui.footer import SteadyFooter
-from tui.kpis import kpi_text
+from tui.kpis import kpi_text, series_points, series_title
 from tui.screens import Help, ItemScreen, translated
 from tui.table import KeptTable
 
@@ -85,6 +85,7 @@ def filters_typed(text: str) -> dict[str, str]:
 
 
 LAST_AT_LEAST = 20
+WEEKLY = ("recovered_per_week", "replies_per_week")  # the KPIs' weekly series, as sparklines
 
 
 def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[str, str, int]]:
@@ -116,6 +117,8 @@ class RelanceApp(Decisions):
     #done { height: 1; padding: 0 1; background: $boost; }
     #kpis { padding: 0 1; }
     #kpi-scroll { height: 1fr; }
+    .series-title { padding: 1 1 0 1; }
+    Sparkline { height: 3; width: 48; margin: 0 2; }  /* 4 cells a week */
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open"),
@@ -187,8 +190,11 @@ class RelanceApp(Decisions):
             with TabPane(t("Invoices"), id="invoices-pane"):
                 yield KeptTable(id="invoices", cursor_type="row")
                 yield Static("", id="invoices-where", markup=False)
-            with TabPane(t("KPIs"), id="kpi-pane"), VerticalScroll(id="kpi-scroll"):  # 23 lines: more than 80x24 shows
+            with TabPane(t("KPIs"), id="kpi-pane"), VerticalScroll(id="kpi-scroll"):  # longer than 80x24 shows
                 yield Static("", id="kpis")
+                for key in WEEKLY:
+                    yield Static("", id=f"{key}-title", classes="series-title")
+                    yield Sparkline([], id=key)
         yield Static("", id="done", markup=False)
         yield SteadyFooter()
 
@@ -315,7 +321,13 @@ class RelanceApp(Decisions):
     def load_kpis(self) -> None:
         with self.engine.connect() as conn:
             doc = reports.kpi(conn, self.config, self.clock())
-        self.call_from_thread(self.query_one("#kpis", Static).update, kpi_text(doc, self.labels, self.per_kind))
+        self.call_from_thread(self._show_kpis, doc)
+
+    def _show_kpis(self, doc: dict[str, Any]) -> None:
+        self.query_one("#kpis", Static).update(kpi_text(doc, self.labels, self.per_kind))
+        for key in WEEKLY:
+            self.query_one(f"#{key}-title", Static).update(series_title(doc, key))
+            self.query_one(f"#{key}", Sparkline).data = series_points(doc, key)
 
     # Filling the tables -------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
-"""The KPI screen: `relance kpi` as numbers, and small bar charts where a picture reads faster."""
+"""The KPI screen: `relance kpi` as numbers, small bar charts where a picture reads faster, and
+the weekly series (money recovered, replies) as sparklines under their titles."""
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from bot.i18n import money, number, stage, t, words
+from bot.i18n import day, money, number, stage, t, words
 
 
 def kpi_text(k: dict[str, Any], labels: dict[str, tuple[str, str]], per_kind: dict[str, int]) -> str:
@@ -40,3 +42,20 @@ def _bars(values: dict[str, Decimal], width: int = 30) -> list[str]:
     top = max(values.values(), default=Decimal(0)) or Decimal(1)
     return [f"  {name:<18} {'█' * int(v * width / top):<{width}} {money(v)}" for name, v in values.items()]
 
+
+
+def series_title(k: dict[str, Any], key: str) -> str:
+    """The title over a weekly sparkline: what it counts, since when, its total and its latest week."""
+    values = k[key]
+    start = day(date.fromisoformat(k["weeks_from"]))
+    if key == "recovered_per_week":
+        amounts = [Decimal(v) for v in values]
+        return t("[b]recovered per week[/b], {n} weeks from {day}: {total} in all, {last} the last week",
+                 n=len(values), day=start, total=money(sum(amounts, Decimal(0))), last=money(amounts[-1]))
+    return t("[b]replies per week[/b], {n} weeks from {day}: {total} in all, {last} the last week",
+             n=len(values), day=start, total=sum(values), last=values[-1])
+
+
+def series_points(k: dict[str, Any], key: str) -> list[int]:
+    """A series as the sparkline's bar heights (cents for money: exact, and only their ratio shows)."""
+    return [int(Decimal(v) * 100) for v in k[key]] if key == "recovered_per_week" else [int(v) for v in k[key]]
