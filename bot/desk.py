@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from bot import actions, plans, replies, versions
 from bot.config import Config
 from bot.errors import NotFoundError, RelanceError, StaleError
-from bot.i18n import t
+from bot.i18n import day, t
 from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, table
 from bot.store import record_event, record_events, session
 from rules.plan import Instalment
@@ -247,7 +247,7 @@ def accept_plan(engine: Engine, config: Config, number: str, instalments: Sequen
             actions.release_holds(s, inbound_id, now, actor)
         sent = replies.record(s, reply, now, actor, why) if reply is not None else None
     text = t("{number}: plan of {n} instalment(s) accepted, next on {day}", number=number, n=len(steps),
-             day=steps[0].due.isoformat())
+             day=day(steps[0].due))
     return text + (f"; {replies.queued_text(sent)}" if sent is not None else "")
 
 

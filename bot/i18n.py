@@ -429,7 +429,8 @@ FR.update({
     "Save attachment": "Enregistrer la pièce jointe",
     "{first}–{last} of {total}": "{first}–{last} sur {total}",
     "nothing waits for a person": "rien n'attend de décision",
-    "done by {actor}: {what} (u: undo)": "fait par {actor} : {what} (u : annuler)",
+    # The line above the footer: the undo key first, so that 80 columns always show it.
+    "u: undo · {what} · by {actor}": "u : annuler · {what} · par {actor}",
     "amount received for {number} (due {due}); Enter; Escape cancels":
         "montant reçu pour {number} ({due} dû) ; Entrée ; Échap annule",
     "instalments for {number}: amount date, amount date…; Enter; Escape cancels":

@@ -284,8 +284,8 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
             "ageing": "amount still due on open invoices, by days past the due date",
             "recovered_per_week": f"amount of reminded invoices settled (credit notes left out) in each of the "
                                   f"last {WEEKS} weeks (7 days each, the latest ending today), from weeks_from",
-            "replies_per_week": f"messages from people (auto-replies and bounces left out) that reached the inbox in each of the "
-                                f"last {WEEKS} weeks, from weeks_from",
+            "replies_per_week": f"messages from people (auto-replies and bounces left out) that reached the "
+                                f"inbox in each of the last {WEEKS} weeks, from weeks_from",
             "cost_of_recovery": "costs.email x emails + costs.formal_notice x formal notices "
                                 "(+ triage minutes once the inbound side records them)",
         },

@@ -468,7 +468,7 @@ async def test_the_item_screen_acts_on_what_it_shows(engine: Engine, make_config
         assert app.screen.invoices[0]["paid"] == "60.00", "read again"
         await pilot.press("r")  # now on what it shows
         await settle(pilot)
-        assert "done by tui:test" in str(app.screen.query_one("#done").render())
+        assert "· by tui:test" in str(app.screen.query_one("#done").render())
         assert app.screen.invoices[0]["state"] == "active", "the screen shows the decision's effect"
         await pilot.press("escape", "2")
         await settle(pilot)

@@ -73,7 +73,7 @@ def test_accept_a_plan_in_a_real_terminal(tmp_path: Path, session: str, make_con
     subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
     wait_for(session, "Nous acceptons l")  # the reply, in the client's language (the ledger's default, fr)
     subprocess.run(["tmux", "send-keys", "-t", session, "C-s"], check=True)
-    wait_for(session, "done by tui:alice: F-2: plan of 2 instalment(s) accepted")
+    wait_for(session, "u: undo · F-2: plan of 2 instalment(s) accepted")
     subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
     with engine.connect() as c:
         kind, actor, at = c.execute(sa.text("SELECT kind, actor, at FROM event WHERE kind = 'plan_accepted'")).one()

@@ -179,7 +179,7 @@ class Decisions(App[None]):
         except Exception as e:
             self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
             return
-        self._after(t("done by {actor}: {what} (u: undo)", actor=self.actor, what=done.text), key, number,
+        self._after(t("u: undo · {what} · by {actor}", actor=self.actor, what=done.text), key, number,
                     concerned)
         if many:
             self.call_from_thread(self.refresh_all)
