@@ -243,6 +243,11 @@ async def test_new_address_after_a_bounce(engine: Engine, make_config: Callable[
     async with running(app) as pilot:
         assert "iF-2" in app.items
         app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("iF-2"))
+        await pilot.press("e")
+        await settle(pilot)
+        assert isinstance(app.screen, Prompt) and "(was b@client.example)" in app.screen.question, \
+            "the address it replaces, read in a worker: the invoices tab was never opened"
+        await pilot.press("escape")
         await answer(pilot, "e", "compta@clientb.example")
         assert "iF-2" not in app.items
         assert row(engine, "SELECT i.state, c.email FROM invoice i JOIN contact c ON c.id = i.contact_id "

@@ -329,37 +329,53 @@ class Decisions(App[None]):
         if target is None:
             return
         number, seen, _ = target
-        due = self._due(number)
 
         def then(answer: str) -> None:
             amount = parse_amount(answer)
             self.decide("paid", reason("decision.paid", amount=str(amount)), desk.Scope(invoices=(number,)),
                         lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen))
 
-        self.ask(t("amount received for {number} (due {due}); Enter; Escape cancels", number=number,
-                   due=money(due) if due is not None else "?"), amount_typed(due) if due else "", then)
+        def asked(row: dict[str, Any] | None) -> None:
+            due = Decimal(row["amount_due"]) if row else None
+            self.ask(t("amount received for {number} (due {due}); Enter; Escape cancels", number=number,
+                       due=money(due, row["currency"]) if row and due is not None else "?"),
+                     amount_typed(due) if due else "", then)
 
-    def _due(self, number: str) -> Decimal | None:
-        item = self.items.get(self._current_key() or "")
-        if number not in self.invoices and item is not None and item.key == f"i{number}":
-            return item.stake
-        found = self._status_row(number)
-        return Decimal(found["amount_due"]) if found else None
+        self._status_row(number, asked)
 
-    def _status_row(self, number: str) -> dict[str, Any] | None:
-        """`relance status`'s row of an open invoice (from the invoices tab when it holds it)."""
+    def _status_row(self, number: str, then: Callable[[dict[str, Any] | None], None]) -> None:
+        """`relance status`'s row of an open invoice (None when it is not open) to `then`: from the
+        invoices tab when it holds it, else read in a worker."""
         if number in self.invoices:
-            return self.invoices[number]
-        with self.engine.connect() as conn:  # one row by its unique key: no worker needed
-            rows = reports.status_rows(conn, self.config, self._now(), [number])
-        return rows[0] if rows else None
+            then(self.invoices[number])
+            return
+
+        def read() -> dict[str, Any] | None:
+            with self.engine.connect() as conn:
+                rows = reports.status_rows(conn, self.config, self._now(), [number])
+            return rows[0] if rows else None
+
+        self.read_then(read, then)
+
+    def read_then(self, read: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        """What a prompt needs from the store, read in a worker (the UI never waits on the
+        database); `then` gets it on the UI thread. A refusal is shown as a decision's is."""
+        self._read_then(read, then)
+
+    @work(thread=True, group="read")
+    def _read_then(self, read: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        try:
+            found = read()
+        except RelanceError as e:
+            self.call_from_thread(self._refused, str(e), False)
+            return
+        self.call_from_thread(then, found)
 
     def action_accept_plan(self) -> None:
         target = self._target()
         if target is None:
             return
         number, seen, inbound_id = target
-        proposed = self._proposed(inbound_id)
 
         def accept(steps: tuple[Instalment, ...], reply: Answer | None) -> None:
             def run() -> str:
@@ -384,11 +400,13 @@ class Decisions(App[None]):
 
             self.push_screen(ReplyEditor(self._drafts(inbound_id, steps), "accept_plan", decline=True), written)
 
-        self.ask(t("instalments for {number}: amount date, amount date…; Enter; Escape cancels", number=number),
-                 proposed, then)
+        self.read_then(lambda: self._proposed(inbound_id), lambda proposed: self.ask(
+            t("instalments for {number}: amount date, amount date…; Enter; Escape cancels", number=number),
+            proposed, then))
 
     def _proposed(self, inbound_id: int | None) -> str:
-        """The instalments the client proposed, as read in the message (amounts and dates in order)."""
+        """The instalments the client proposed, as read in the message (amounts and dates in order;
+        a worker calls it)."""
         if inbound_id is None:
             return ""
         with self.engine.connect() as conn:
@@ -485,21 +503,22 @@ class Decisions(App[None]):
         if target is None:
             return
         number, seen, inbound_id = target
-        found = self._status_row(number)
-        email = found["email"] if found else ""
 
         def then(answer: str) -> None:
+            why = reason("decision.contact", address=answer)
+
             def run() -> str:
                 text = actions.change_contact(self.engine, number, answer, self._now(), self.actor, seen)
                 if inbound_id is not None:
-                    actions.close_message(self.engine, inbound_id, self._now(), self.actor, "new address")
+                    actions.close_message(self.engine, inbound_id, self._now(), self.actor, why)
                 return text
 
-            self.decide("contact", reason("decision.contact", address=answer),
-                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
+            self.decide("contact", why, desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()),
+                        run)
 
-        self.ask(t("new address for {number} (was {email}); Enter; Escape cancels", number=number, email=email or "?"),
-                 "", then)
+        self._status_row(number, lambda row: self.ask(
+            t("new address for {number} (was {email}); Enter; Escape cancels", number=number,
+              email=row["email"] if row else "?"), "", then))
 
     def action_pause(self) -> None:
         target = self._target()
@@ -562,11 +581,14 @@ class Decisions(App[None]):
         if found is None:
             return
         address = found[0].sender.lower()
-        with self.engine.connect() as conn:
-            waiting = tuple(desk.waiting_from(conn, address))
-        self.decide("ignore", reason("decision.ignore", address=address),
-                    desk.Scope(inbounds=waiting, senders=(address,)),
-                    lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True)
+
+        def read() -> tuple[int, ...]:
+            with self.engine.connect() as conn:
+                return tuple(desk.waiting_from(conn, address))
+
+        self.read_then(read, lambda waiting: self.decide(
+            "ignore", reason("decision.ignore", address=address), desk.Scope(inbounds=waiting, senders=(address,)),
+            lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True))
 
     def action_undo(self) -> None:
         self._undo()
