@@ -106,6 +106,12 @@ def build(url: str, invoices: int, messages: int) -> None:
             c.execute(sa.insert(ev_t), evs[i:i + 5000])
         c.execute(sa.text("UPDATE invoice SET held_by = (SELECT max(e.inbound_id) FROM event e JOIN inbound m "
                           "ON m.id = e.inbound_id WHERE e.invoice_id = invoice.id AND m.status = 'triage')"))
+        # What also waits for a person with no message: a reminder that failed on its data (1 invoice
+        # in 500), an address that fails (1 contact in 700).
+        c.execute(sa.text("UPDATE invoice SET data_error = 'Subject: control character' "
+                          "WHERE id % 500 = 7 AND held_by IS NULL"))
+        c.execute(sa.text("UPDATE contact SET failing = true, failure_reason = '550 5.1.1 no such user' "
+                          "WHERE id % 700 = 3"))
     engine.dispose()
 
 
