@@ -175,6 +175,11 @@ class RelanceApp(Decisions):
         self.width_seen = 0
         self.invoices_shown = False
         self.labels = stage_labels(config.stages)
+        # What the preview and each queue line last showed, by the item read (items are immutable: a
+        # new read is a new object). DataTable sets its cursor on every row added, which calls the
+        # preview: a page filled again would render it a hundred times, and every line anew.
+        self._previewed: object = None
+        self._cells: dict[str, tuple[triage.Item, tuple[Any, ...], list[str]]] = {}
         translated(self)
 
     # Layout ------------------------------------------------------------------------------------
@@ -334,12 +339,19 @@ class RelanceApp(Decisions):
     def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
         today = self.clock().astimezone(self.config.zone).date()
         mark = "● " if item.key in self.selected else ""
+        seen = (tuple(keys), mark, today)
+        kept = self._cells.get(item.key)
+        if kept is not None and kept[0] is item and kept[1] == seen:
+            return kept[2]
+        if len(self._cells) > 4 * PAGE:
+            self._cells.clear()
         cells = {"stake": mark + money(item.stake), "kind": words(item.kind), "client": item.client,
                  "invoices": ", ".join(item.numbers or item.suggested),
                  "late": str(max((today - item.due_date).days, 0)) if item.due_date else "",
                  "from": item.sender, "received": moment(item.received_at, self.config.zone),
                  "why": t_reason(item.reason)}
-        return [cells[k] for k in keys]
+        self._cells[item.key] = (item, seen, [cells[k] for k in keys])
+        return self._cells[item.key][2]
 
     def _fill_queue(self, rows: list[triage.Item], keep: str | None) -> None:
         table = self.query_one("#queue", DataTable)
@@ -403,6 +415,9 @@ class RelanceApp(Decisions):
 
     def _show_preview(self) -> None:
         item = self.items.get(self._current_key() or "")
+        if item is self._previewed:
+            return
+        self._previewed = item
         text = "" if item is None else (
             f"[b]{escape(item.subject)}[/b] · {escape(item.sender)}\n{escape(t_reason(item.reason))}")
         self.query_one("#preview", Static).update(text, layout=False)  # its size is fixed: no layout
