@@ -3,6 +3,7 @@ store: each action's change, its event (who and why) and its undo."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -530,6 +531,38 @@ async def test_a_daemon_change_shows_without_a_key(engine: Engine, make_config: 
                 break
         assert list(app.items) == ["m2", "m1"]
         assert cursor_key(app) == "m1", "the cursor stays on the item it was on"
+
+
+async def test_while_the_daemon_writes_the_screen_reads_again_a_tenth_of_the_time(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """A change seen by the poll is read at once; the next one waits ten times what those reads took
+    (here they are said to take 0.5 s: 5 s), so a daemon that writes all the time does not keep the
+    CPU from the person's keys. Nothing is lost: it shows once that time is over."""
+    cfg = make_config()
+    app = seeded_app(engine, cfg, tmp_path, poll_seconds=0.05)
+    async with running(app) as pilot:
+        app.took["queue"] = 0.5  # what the last read took
+        deliver(engine, cfg, "Plans", PLAN)
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if "m2" in app.items:
+                break
+        assert "m2" in app.items, "the first change shows within the poll"
+        assert app.next_auto_read - time.monotonic() > 4
+        with engine.begin() as c:  # the daemon goes on: another change
+            c.execute(sa.text("UPDATE invoice SET paid_cents = 1000 WHERE number = 'F-1'"))
+            c.execute(sa.text("INSERT INTO event (invoice_id, kind, at, actor, reason, data) "
+                              "SELECT id, 'payment', :at, 'relance', '', '{}' FROM invoice WHERE number = 'F-1'"),
+                      {"at": NOW})
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert app.items["m1"].stake == Decimal("100.00"), "not read again yet"
+        app.next_auto_read = 0.0  # the time is over
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if app.items["m1"].stake != Decimal("100.00"):
+                break
+        assert app.items["m1"].stake == Decimal("90.00")
 
 
 def test_the_timeline_puts_what_has_no_date_last(engine: Engine, make_config: Callable[..., Config],

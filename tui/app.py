@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -45,6 +46,10 @@ from tui.table import KeptTable
 
 PAGE = 100
 POLL_SECONDS = 2.0
+# While the daemon writes (a tick sending a thousand reminders moves the marker all the time), the
+# screen reads what it shows again at most once in READ_SHARE times what that read took: on a big
+# store a page and its counts take 0.3 s, the KPIs seconds; the person's keys keep the CPU.
+READ_SHARE = 10
 # After a decision the counts are read again once the person pauses this long: on a big store they
 # are a 50 ms query, which would otherwise share the CPU with the repaint of the row acted on.
 COUNT_AFTER_SECONDS = 0.5
@@ -170,6 +175,8 @@ class RelanceApp(Decisions):
         self.sort, self.descending = "amount_due", True
         self.selected: set[str] = set()
         self.seen_marker: tuple[int, int, int] | None = None
+        self.took: dict[str, float] = {}  # how long the last read of each part took (s): the queue, the KPIs...
+        self.next_auto_read = 0.0  # time.monotonic() before which a change seen by the poll waits
         self.count_timer: Timer | None = None
         self.warmed = False
         self.width_seen = 0
@@ -232,6 +239,7 @@ class RelanceApp(Decisions):
     @work(thread=True, exclusive=True, group="queue")
     def load_queue(self) -> None:
         """Read one page of the queue and show it; then how many wait, in all and per kind."""
+        began = time.monotonic()
         with self.engine.connect() as conn:
             marker = triage.marker(conn)
             rows = triage.page(conn, self.filters, self.offset["queue"], 2 * self.page_size)
@@ -239,6 +247,7 @@ class RelanceApp(Decisions):
                 return
             self.call_from_thread(self._queue_read, rows, marker)
             counted = triage.totals(conn, self.filters)
+        self.took["queue"] = time.monotonic() - began
         self.call_from_thread(self._counted, *counted)
 
     def recount_soon(self) -> None:
@@ -296,10 +305,12 @@ class RelanceApp(Decisions):
 
     @work(thread=True, exclusive=True, group="invoices")
     def load_invoices(self) -> None:
+        began = time.monotonic()
         with self.engine.connect() as conn:
             rows = triage.invoice_page(conn, self.config, self.clock(), self.sort, self.descending,
                                        self.offset["invoices"], self.page_size, self.filters.search)
             total = triage.invoice_count(conn, self.filters.search)
+        self.took["invoices"] = time.monotonic() - began
         self.call_from_thread(self._invoices_read, rows, total)
 
     def _invoices_read(self, rows: list[dict[str, Any]], total: int) -> None:
@@ -310,10 +321,21 @@ class RelanceApp(Decisions):
     def poll(self) -> None:
         """A change by the daemon or another person shows without a key: read the marker, and the
         page when it moved."""
+        if time.monotonic() < self.next_auto_read:  # the last reads were long: a run of changes waits a little
+            return
         with self.engine.connect() as conn:
             marker = triage.marker(conn)
         if self.seen_marker is not None and marker != self.seen_marker:
-            self.call_from_thread(self.refresh_all)
+            self.call_from_thread(self._moved)
+
+    def _moved(self) -> None:
+        self.next_auto_read = time.monotonic() + READ_SHARE * self._read_took()
+        self.refresh_all()
+
+    def _read_took(self) -> float:
+        """How long what refresh_all reads took last time (the parts it would read again)."""
+        kpis = self.took.get("kpis", 0.0) if self.query_one(TabbedContent).active == "kpi-pane" else 0.0
+        return self.took.get("queue", 0.0) + (self.took.get("invoices", 0.0) if self.invoices_shown else 0.0) + kpis
 
     def refresh_all(self) -> None:
         self.load_queue()
@@ -324,8 +346,10 @@ class RelanceApp(Decisions):
 
     @work(thread=True, exclusive=True, group="kpi")
     def load_kpis(self) -> None:
+        began = time.monotonic()
         with self.engine.connect() as conn:
             doc = reports.kpi(conn, self.config, self.clock())
+        self.took["kpis"] = time.monotonic() - began
         self.call_from_thread(self._show_kpis, doc)
 
     def _show_kpis(self, doc: dict[str, Any]) -> None:
