@@ -31,12 +31,13 @@ from bot.config import Config
 from bot.errors import DeliveryError, PermanentDeliveryError
 from bot.i18n import t
 from bot.mailer import Mailer, UncertainDeliveryError
-from bot.models import Client, Event, Inbound, Invoice, Outbound, table
+from bot.models import Client, Contact, Event, Inbound, Invoice, Outbound, table
 from bot.outbox import instance_name
 from bot.render import LOCALES, Rendered, make_environment
 from bot.store import session
 
 inv_t, cli_t, in_t, ev_t, out_t = table(Invoice), table(Client), table(Inbound), table(Event), table(Outbound)
+con_t = table(Contact)
 WAITING_STATES = ("disputed", "plan", "bounced")
 
 
@@ -46,27 +47,41 @@ class Waiting:
     client: str
     amount_due: Decimal
     currency: str
-    why: str  # held | disputed | plan | bounced
+    why: str  # held | disputed | plan | bounced (or an active invoice whose address fails) | fix_data
     since: datetime | None
+
+
+def _why(r: Any) -> str:
+    if r.state in WAITING_STATES:
+        return str(r.state)
+    if r.held_by is not None:
+        return "held"
+    return "bounced" if r.failing else "fix_data"
 
 
 def waiting(engine: Engine) -> tuple[list[Waiting], list[dict[str, Any]]]:
     """(invoices waiting for a person, largest amount first; messages in triage, oldest first)."""
     with engine.connect() as c:
+        # Active invoices that get no reminder until a person acts: held for a reply, an address that
+        # fails (a new one is needed), a reminder that failed on its data (the data is to be fixed).
         rows = c.execute(sa.select(inv_t.c.id, inv_t.c.number, inv_t.c.amount, inv_t.c.paid, inv_t.c.currency,
-                                   inv_t.c.state, inv_t.c.held_by, cli_t.c.name)
-                         .join(cli_t, cli_t.c.id == inv_t.c.client_id)
+                                   inv_t.c.state, inv_t.c.held_by, inv_t.c.data_error, con_t.c.failing, cli_t.c.name)
+                         .join(cli_t, cli_t.c.id == inv_t.c.client_id).join(con_t, con_t.c.id == inv_t.c.contact_id)
                          .where(sa.or_(inv_t.c.state.in_(WAITING_STATES),
-                                       sa.and_(inv_t.c.state == "active", inv_t.c.held_by.is_not(None))))).all()
+                                       sa.and_(inv_t.c.state == "active",
+                                               sa.or_(inv_t.c.held_by.is_not(None), inv_t.c.data_error.is_not(None),
+                                                      inv_t.c.contact_id.in_(
+                                                          sa.select(con_t.c.id).where(con_t.c.failing))))))).all()
         since = dict(c.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
                                .where(ev_t.c.invoice_id.in_([r.id for r in rows]),
-                                      ev_t.c.kind.in_(("paused", "disputed", "plan", "bounced", "message_bounce")))
+                                      ev_t.c.kind.in_(("paused", "disputed", "plan", "bounced", "message_bounce",
+                                                       "reminder_failed")))
                                .group_by(ev_t.c.invoice_id)).all())
         messages = [dict(m._mapping) for m in c.execute(
             sa.select(in_t.c.id, in_t.c.from_addr, in_t.c.subject, in_t.c.kind, in_t.c.received_at, in_t.c.suggested)
             .where(in_t.c.status == "triage").order_by(in_t.c.received_at, in_t.c.id))]
-    invoices = [Waiting(r.number, r.name, max(r.amount - r.paid, Decimal(0)), r.currency,
-                        r.state if r.state in WAITING_STATES else "held", since.get(r.id)) for r in rows]
+    invoices = [Waiting(r.number, r.name, max(r.amount - r.paid, Decimal(0)), r.currency, _why(r), since.get(r.id))
+                for r in rows]
     invoices.sort(key=lambda w: (-w.amount_due, w.number))
     for m in messages:
         m["suggested"] = json.loads(m["suggested"] or "[]")

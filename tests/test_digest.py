@@ -95,3 +95,25 @@ def test_a_claim_that_led_to_nothing_is_recalled_in_the_next_reminder(
     text = second.get_body(("plain",)).get_content()
     assert "Deuxième relance" in str(second["Subject"])
     assert "Vous nous avez indiqué le 6 avril 2027 que le règlement avait été effectué" in text, text
+
+
+def test_an_address_or_data_that_fails_is_in_the_digest(engine: Engine, make_config: Callable[..., Config],
+                                                        tmp_path: Path) -> None:
+    """Active invoices that get no reminder until a person acts (their address fails, or their last
+    reminder failed on its data) are listed, in words in both languages: nothing waits unsaid."""
+    from bot import digest
+
+    path = tmp_path / "ledger.csv"
+    path.write_text(LEDGER + "F-3,Atelier Roux,compta@roux.example,120.00,EUR,2027-02-01,2027-04-01\n",
+                    encoding="utf-8")
+    ledger.import_rows(engine, ledger.read(path, "fr"), at("2027-03-01T08:00"), "ledger.csv")
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE contact SET failing = true WHERE email = 'compta@leroux.example'"))
+        c.execute(sa.text("UPDATE invoice SET data_error = 'Subject: control character' WHERE number = 'F-2'"))
+    invoices, _ = digest.waiting(engine)
+    assert [(w.number, w.why) for w in invoices] == [("F-1", "bounced"), ("F-2", "fix_data")]
+    cfg = make_config()
+    fr = digest.render(cfg, invoices, [], at("2027-04-06T10:00"), "fr").text
+    en = digest.render(cfg, invoices, [], at("2027-04-06T10:00"), "en").text
+    assert "adresse en échec" in fr and "données à corriger" in fr
+    assert "address failing" in en and "its data to fix" in en
