@@ -264,12 +264,13 @@ async def measure(url: str, keys: int) -> dict[str, object]:
             while str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value).startswith("i"):
                 await pilot.press("down")  # an invoice in a dead end (a dispute confirmed): c reads messages
                 await pilot.pause()
-            before = str(app.query_one("#done").render())
+            before, decided = str(app.query_one("#done").render()), len(app.decided)
             keep("confirm", await timed(app, pilot, paints, "c", lambda: ready["confirm"]))
             line = str(app.query_one("#done").render())
             if line == before:
                 raise SystemExit(f"confirm showed nothing (the line above the footer still says {line!r})")
-            done, refused = done + line.startswith("done by"), refused + (not line.startswith("done by"))
+            recorded = len(app.decided) - decided  # a decision recorded (else refused, and said why)
+            done, refused = done + recorded, refused + (1 - recorded)
         out["confirmed"], out["refused"] = done, refused
         for name, values in took.items():
             quantiles(out, name, values)

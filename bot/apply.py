@@ -283,8 +283,10 @@ class Effects:
     """The effects of understood messages on their invoices, as events, per `[pause]`. Invoices are
     read once per batch and written once at the end, so two messages about one invoice see each other."""
 
-    def __init__(self, s: Connection, config: Config, now: datetime, lookups: Lookups) -> None:
-        self.s, self.config, self.now, self.lookups = s, config, now, lookups
+    def __init__(self, s: Connection, config: Config, now: datetime, lookups: Lookups, actor: str = "relance"
+                 ) -> None:
+        """`actor`: who the events are recorded for (the bot, or the person whose decision applies them)."""
+        self.s, self.config, self.now, self.lookups, self.actor = s, config, now, lookups, actor
         self.policy = policy(config)
         self.invoices: dict[str, dict[str, Any]] = {}
         self.changed: dict[str, set[str]] = {}
@@ -366,4 +368,4 @@ class Effects:
             self.s.execute(sa.update(con_t).where(con_t.c.id == sa.bindparam("v_id")).values(
                 failing=True, failure_reason=sa.bindparam("v_reason")),
                 [{"v_id": c, "v_reason": why} for c, why in sorted(self.failing.items())])
-        record_events(self.s, self.events)
+        record_events(self.s, [{"actor": self.actor, **e} for e in self.events])

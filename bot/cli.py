@@ -534,7 +534,7 @@ def cmd_label(app: App) -> int:
     try:
         print(decisions.label(app.engine(), app.config, app.now, app.args.id, Kind(app.args.kind), app.actor, until))
     except DateNeededError as e:
-        raise RelanceError(f"{e} (--until YYYY-MM-DD)") from None
+        raise RelanceError(f"{e} {t('(--until YYYY-MM-DD)')}") from None
     return 0
 
 
@@ -649,7 +649,7 @@ def cmd_reply(app: App) -> int:
                                     a.reason or ""))
         return replies.queued_text(queued[0])
 
-    print(desk.decide(engine, app.now, app.actor, "reply", a.reason or f"reply {a.template}",
+    print(desk.decide(engine, app.now, app.actor, "reply", a.reason or reason("decision.reply", template=a.template),
                       desk.Scope(inbounds=(inbound_id,)), run).text)
     if not a.send:
         return 0

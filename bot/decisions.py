@@ -64,7 +64,7 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
     with session(engine) as s:
         _still_waiting(s, inbound_id, in_triage)
         release_holds(s, inbound_id, now, actor)  # the holds on the client's invoices; the assigned ones decide anew
-        effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
+        effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed), actor)
         status, why = effects.apply(u, u.understanding, found)
         for inv in effects.load(numbers):
             effects.events.append({"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id, "actor": actor,
@@ -136,7 +136,7 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
                                                       ev_t.c.kind == "triage_closed")).first() is not None
         alone = row.kind == kind.value and row.status == "applied" and not closed
         if numbers and kind is not Kind.HUMAN_REPLY and not alone:
-            effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed))
+            effects = Effects(s, config, now, Lookups(s, [u.parsed], u.tokens, u.failed), actor)
             _, done = effects.apply(u, person, Match(tuple(numbers), "person", True, reason(
                 "person.labelled_for", actor=actor, numbers=", ".join(numbers))))
             effects.flush()

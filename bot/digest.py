@@ -25,7 +25,7 @@ from babel.dates import format_datetime
 from babel.numbers import format_currency
 from sqlalchemy.engine import Engine
 
-from bot import views
+from bot import triage, views
 from bot.compose import compose
 from bot.config import Config
 from bot.errors import DeliveryError, PermanentDeliveryError
@@ -70,8 +70,7 @@ def waiting(engine: Engine) -> tuple[list[Waiting], list[dict[str, Any]]]:
                          .where(sa.or_(inv_t.c.state.in_(WAITING_STATES),
                                        sa.and_(inv_t.c.state == "active",
                                                sa.or_(inv_t.c.held_by.is_not(None), inv_t.c.data_error.is_not(None),
-                                                      inv_t.c.contact_id.in_(
-                                                          sa.select(con_t.c.id).where(con_t.c.failing))))))).all()
+                                                      triage.address_fails()))))).all()
         since = dict(c.execute(sa.select(ev_t.c.invoice_id, sa.func.max(ev_t.c.at))
                                .where(ev_t.c.invoice_id.in_([r.id for r in rows]),
                                       ev_t.c.kind.in_(("paused", "disputed", "plan", "bounced", "message_bounce",

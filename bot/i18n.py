@@ -416,8 +416,8 @@ def stage_labels(stages: Any) -> dict[str, tuple[str, str]]:
 FR.update({
     # The triage UI (tui/): keys, columns, prompts and the lines that confirm a decision.
     "STAKE": "ENJEU", "PAGE": "PAGE", "AMOUNT": "MONTANT", "PAID": "PAYÉ", "DUE DATE": "ÉCHÉANCE",
-    "[b]recovered per week[/b], {n} weeks from {day}: {total} in all, {last} the last week":
-        "[b]recouvré par semaine[/b], {n} semaines depuis le {day} : {total} en tout, {last} la dernière semaine",
+    "[b]settled per week[/b], {n} weeks from {day}: {total} in all, {last} the last week":
+        "[b]soldé par semaine[/b], {n} semaines depuis le {day} : {total} en tout, {last} la dernière semaine",
     "[b]replies per week[/b], {n} weeks from {day}: {total} in all, {last} the last week":
         "[b]réponses par semaine[/b], {n} semaines depuis le {day} : {total} en tout, {last} la dernière semaine",
     "Queue": "À décider", "Invoices": "Factures", "KPIs": "Indicateurs", "held": "bloquée",
@@ -488,6 +488,7 @@ FR.update({
     "nothing to undo in this session": "rien à annuler dans cette session",
     "{value}: expected a plain email address such as compta@client.example ({why})":
         "{value} : attendu : une adresse électronique simple comme compta@client.example ({why})",
+    "(--until YYYY-MM-DD)": "(--until AAAA-MM-JJ)",
     "message #{id}: no date to come was read for this promise: give its date":
         "message n° {id} : aucune date à venir n'a été lue pour cette promesse : donnez-la",
     "{value}: expected an amount above zero": "{value} : attendu : un montant supérieur à zéro",
@@ -548,6 +549,7 @@ WORDS_EN = {
     "message_assigned": "assigned", "triage_closed": "decided", "contact_changed": "contact changed",
     "plan_accepted": "plan accepted", "plan_ended": "plan ended", "credit_note": "credit note",
     "reminder_sent": "reminder sent", "cancel": "invoice cancelled", "credit": "credit note",
+    "fix_data": "fix the data",
 }
 
 

@@ -155,7 +155,16 @@ CATALOG: dict[str, tuple[str, str]] = {
     "outbox.failing": ("contact {address} is failing", "le contact {address} est en échec"),
 }
 DATES = {"until"}  # ISO dates, written as a person reads them
-KINDS = {"kind", "old", "state", "how", "action"}  # codes of kinds, states, settlements, actions, in words
+KINDS = {"kind", "old", "state", "how"}  # codes of kinds, states and settlements, in words
+# A person's decisions (bot/desk.py's `action`), in words.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "confirm": ("reading confirmed", "lecture confirmée"), "label": ("kind corrected", "nature corrigée"),
+    "assign": ("assignment", "rattachement"), "paid": ("payment recorded", "paiement enregistré"),
+    "accept_plan": ("plan accepted", "échéancier accepté"), "reject_plan": ("plan declined", "échéancier refusé"),
+    "reply": ("reply", "réponse"), "settle": ("dispute settled", "litige réglé"),
+    "contact": ("new address", "nouvelle adresse"), "pause": ("pause", "pause"), "resume": ("resumed", "reprise"),
+    "dismiss": ("dismissed as noise", "écarté comme bruit"), "ignore": ("sender ignored", "expéditeur ignoré"),
+}
 NESTED = {"why"}  # a stored reason inside another
 FIGURES = {"margin", "threshold"}  # decimals (a classifier's margin), in the reader's format
 # "amount" (with "currency" when the piece has it): an amount in the reader's format; as stored
@@ -175,6 +184,9 @@ def _value(key: str, value: Any, plain: bool) -> str:
             return text
     if key in KINDS:
         return words(text)
+    if key == "action":
+        said = ACTIONS.get(text)
+        return text if said is None else said[1] if language() == "fr" else said[0]
     if key in FIGURES:
         return figure(text)
     return text

@@ -212,7 +212,8 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
     delays: list[float] = []
     per_stage = {s.name: Decimal(0) for s in config.ladder.stages}
     aged = {name: Decimal("0.00") for name, _ in AGEING}
-    weekly = [Decimal("0.00")] * WEEKS  # recovered in each of the last WEEKS weeks, the latest last
+    first_day = today - timedelta(days=7 * WEEKS - 1)  # the weekly series: WEEKS weeks, the last ending today
+    weekly = [Decimal("0.00")] * WEEKS  # the amount settled in each week
     for i in conn.execution_options(stream_results=True, yield_per=page).execute(invs):
         if i.state != "paid":
             receivable += i.amount - i.paid
@@ -232,8 +233,8 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
             delays.append((i.paid_at - i.first_at).total_seconds() / 86400)
         per_stage[config.ladder[i.top].name] += i.amount - given_up
         amicable += i.top < last
-        if i.paid_at is not None and 0 <= (ago := (today - i.paid_at.astimezone(config.zone).date()).days) < 7 * WEEKS:
-            weekly[WEEKS - 1 - ago // 7] += i.amount - given_up
+        if i.paid_at is not None and (week := _week(first_day, i.paid_at.astimezone(config.zone).date())) is not None:
+            weekly[week] += i.amount - given_up
     sent: dict[int, int] = dict(conn.execute(sa.select(out_t.c.stage_index, sa.func.count())
                              .where(out_t.c.status.in_(("sent", "uncertain")), out_t.c.stage_index >= 0)
                              .group_by(out_t.c.stage_index)).all())
@@ -247,11 +248,11 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
         .where(in_t.c.kind.is_not(None), in_t.c.kind.not_in(("auto_reply", "bounce")),
                ev_t.c.at >= reminders.c.first_at)).scalar_one()
     replies = [0] * WEEKS  # messages from people (robots and bounces left out) in each of those weeks
-    since = datetime.combine(today - timedelta(days=7 * WEEKS - 1), time(0), config.zone)
+    since = datetime.combine(first_day, time(0), config.zone)
     for (at,) in conn.execute(sa.select(in_t.c.stored_at).where(  # when it reached us (a Date header may lie)
             in_t.c.stored_at >= since, in_t.c.kind.is_not(None), in_t.c.kind.not_in(("auto_reply", "bounce")))):
-        if 0 <= (ago := (today - at.astimezone(config.zone).date()).days) < 7 * WEEKS:
-            replies[WEEKS - 1 - ago // 7] += 1
+        if (week := _week(first_day, at.astimezone(config.zone).date())) is not None:
+            replies[week] += 1
     costs = config.costs
     cost = (costs.email * emails + costs.formal_notice * notices).quantize(Decimal("0.01"))
 
@@ -271,8 +272,8 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
         "formal_notices_sent": notices,
         "cost_of_recovery": str(cost),
         "ageing": {k: str(v) for k, v in aged.items()},
-        "weeks_from": (today - timedelta(days=7 * WEEKS - 1)).isoformat(),
-        "recovered_per_week": [str(v) for v in weekly],
+        "weeks_from": first_day.isoformat(),
+        "settled_per_week": [str(v) for v in weekly],
         "replies_per_week": replies,
         "definitions": {
             "dso_days": f"open receivables / invoiced amount of the last {window} days x {window}",
@@ -282,7 +283,7 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
                               "reminded invoices",
             "amicable_conversion_pct": "reminded invoices paid before the last stage / reminded invoices paid",
             "ageing": "amount still due on open invoices, by days past the due date",
-            "recovered_per_week": f"amount of reminded invoices settled (credit notes left out) in each of the "
+            "settled_per_week": f"amount of reminded invoices settled (credit notes left out) in each of the "
                                   f"last {WEEKS} weeks (7 days each, the latest ending today), from weeks_from",
             "replies_per_week": f"messages from people (auto-replies and bounces left out) that reached the "
                                 f"inbox in each of the last {WEEKS} weeks, from weeks_from",
@@ -293,6 +294,12 @@ def kpi(conn: Connection, config: Config, now: datetime, page: int = 5000) -> di
 
 
 WEEKS = 12  # the weekly series of the KPIs
+
+
+def _week(first_day: date, day: date) -> int | None:
+    """Which of the WEEKS weeks from `first_day` holds `day` (0 the oldest), or None."""
+    days = (day - first_day).days
+    return days // 7 if 0 <= days < 7 * WEEKS else None
 
 AGEING = (("not_due", None), ("0-30", 30), ("31-60", 60), ("61-90", 90), ("90+", None))
 

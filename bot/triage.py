@@ -137,6 +137,12 @@ def _bare_messages(f: Filters) -> sa.Select[Any]:
     return q
 
 
+def address_fails() -> sa.ColumnElement[bool]:
+    """An invoice whose contact's address fails: the few failing contacts first (their partial
+    index), then their invoices (by contact). Where the queue and the operator's digest agree."""
+    return inv_t.c.contact_id.in_(sa.select(con_t.c.id).where(con_t.c.failing))
+
+
 def _invoices(f: Filters, only: int | None = None) -> list[sa.Select[Any]]:
     """Invoices that wait for a person with no message in triage about them: a dispute, a plan or a
     bounce (an event of a message in triage concerns them otherwise); held for a message no longer
@@ -159,8 +165,7 @@ def _invoices(f: Filters, only: int | None = None) -> list[sa.Select[Any]]:
         (sa.literal("held"), sa.and_(inv_t.c.held_by.is_not(None), active, sa.func.coalesce(holder, "") != "triage"),
          sa.null()),
         # IN: the few failing contacts first (their partial index), then their invoices
-        (sa.literal("bounce"), sa.and_(inv_t.c.contact_id.in_(sa.select(con_t.c.id).where(con_t.c.failing)), unheld),
-         failing),
+        (sa.literal("bounce"), sa.and_(address_fails(), unheld), failing),
         (sa.literal("fix_data"), sa.and_(inv_t.c.data_error.is_not(None), unheld, ~con_t.c.failing),
          inv_t.c.data_error)]
     out = []
@@ -322,6 +327,13 @@ def marker(conn: Connection) -> tuple[int, int, int]:
             int(conn.execute(sa.select(sa.func.max(in_t.c.id))).scalar() or 0),
             int(conn.execute(sa.select(sa.func.count()).select_from(in_t).where(in_t.c.status == "triage"))
                 .scalar_one()))
+
+
+def others_since(conn: Connection, event_id: int, actor: str) -> bool:
+    """Whether anyone but `actor` recorded an event after `event_id` (a range of the primary key:
+    the few events since)."""
+    return conn.execute(sa.select(ev_t.c.id).where(ev_t.c.id > event_id, ev_t.c.actor != actor).limit(1)
+                        ).first() is not None
 
 
 # The invoices table: every open invoice, a page at a time, sortable by any column.

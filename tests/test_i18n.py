@@ -171,12 +171,48 @@ def test_every_code_the_code_writes_is_in_the_catalog() -> None:
     from bot.reasons import CATALOG
 
     root = Path(__file__).resolve().parent.parent
-    used = {m for p in [*(root / "bot").glob("*.py"), *(root / "rules").glob("*.py")]
+    used = {m for p in [*(root / "bot").glob("*.py"), *(root / "rules").glob("*.py"), *(root / "tui").glob("*.py")]
             for m in re.findall(r'\b(?:reason|coded)\(\s*"([a-z_]+\.[a-z_.]+)"', p.read_text(encoding="utf-8"))}
     used |= {m for p in [*(root / "bot").glob("*.py"), *(root / "rules").glob("*.py")]
              for m in re.findall(r'coded\(\s*"([a-z_]+\.[a-z_.]+)" if', p.read_text(encoding="utf-8"))}
     assert len(used) > 40, "the scan finds the codes"
     assert sorted(used - set(CATALOG)) == []
+
+
+@pytest.mark.parametrize(("stored", "english", "french", "plain"), [
+    (reason("payment.recorded", amount="1234.50", currency="EUR"), "€1,234.50 recorded",
+     "1\u202f234,50\u00a0€ enregistré(s)", "1234.50 EUR recorded"),
+    (reason("plan.instalment", index=1, amount="400.00", until="2027-04-30"), "instalment 1: 400.00 due on 30 Apr 2027",
+     "échéance 1 : 400,00 au 30 avr. 2027", "instalment 1: 400.00 due on 2027-04-30"),
+    (reason("triage.not_sure", kind="dispute", margin="0.059", threshold="0.2"),
+     "not sure it is a dispute (margin 0.059 < 0.2): a person decides",
+     "pas sûr que ce soit : contestation (marge 0,059 < 0,2) : à décider",
+     "not sure it is a dispute (margin 0.059 < 0.2): a person decides"),
+    (reason("decision.undone", action="paid", text="F-1: €5.00 recorded"),
+     "undid payment recorded: F-1: €5.00 recorded",
+     "annulé : paiement enregistré : F-1: €5.00 recorded", "undid paid: F-1: €5.00 recorded"),
+    (reason("decision.command", action="dismiss"), "dismissed as noise, on the command line",
+     "écarté comme bruit, en ligne de commande", "dismiss, on the command line"),
+])
+def test_amounts_figures_and_actions_in_reasons_read_in_the_readers_language(
+        monkeypatch: pytest.MonkeyPatch, stored: str, english: str, french: str, plain: str) -> None:
+    from bot.reasons import plain_text, render
+
+    monkeypatch.setenv("RELANCE_LANG", "fr")
+    assert render(stored) == french
+    monkeypatch.setenv("RELANCE_LANG", "en")
+    assert render(stored) == english
+    assert plain_text(stored) == plain, "--json keeps the values as stored"
+
+
+def test_a_why_too_long_for_its_column_is_kept_as_a_sentence_not_cut_json() -> None:
+    from bot.desk import _fits
+
+    why = reason("decision.assign", numbers=", ".join(f"FAC-2027-{i:05d}" for i in range(80)))
+    kept = _fits(why)
+    assert len(why) > 1000 and len(kept) == 1000
+    assert kept.startswith("assigned to FAC-2027-00000, ") and kept.endswith("…")
+    assert _fits(reason("decision.confirm")) == reason("decision.confirm")
 
 
 @pytest.mark.parametrize(("lang", "typed", "expected"), [

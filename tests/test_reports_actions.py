@@ -141,7 +141,7 @@ def test_kpis(world: Any) -> None:
     assert k["open_receivables"] == "0"
     # F-2's 500 settled 31 days before (the 5th week back), F-1's 1,000 five days before (this week)
     assert k["weeks_from"] == "2027-02-16"
-    assert k["recovered_per_week"] == ["0.00"] * 7 + ["500.00", "0.00", "0.00", "0.00", "1000.00"]
+    assert k["settled_per_week"] == ["0.00"] * 7 + ["500.00", "0.00", "0.00", "0.00", "1000.00"]
     assert k["replies_per_week"] == [0] * 12
 
 

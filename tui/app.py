@@ -90,7 +90,7 @@ def filters_typed(text: str) -> dict[str, str]:
 
 
 LAST_AT_LEAST = 20
-WEEKLY = ("recovered_per_week", "replies_per_week")  # the KPIs' weekly series, as sparklines
+WEEKLY = ("settled_per_week", "replies_per_week")  # the KPIs' weekly series, as sparklines
 
 
 def fits(columns: tuple[tuple[str, str, int], ...], width: int) -> list[tuple[str, str, int]]:
@@ -176,7 +176,8 @@ class RelanceApp(Decisions):
         self.selected: set[str] = set()
         self.seen_marker: tuple[int, int, int] | None = None
         self.took: dict[str, float] = {}  # how long the last read of each part took (s): the queue, the KPIs...
-        self.next_auto_read = 0.0  # time.monotonic() before which a change seen by the poll waits
+        self.last_auto_read = 0.0  # time.monotonic() when the poll last had the screen read again
+        self.next_auto_read = 0.0  # before which a change seen by the poll waits
         self.count_timer: Timer | None = None
         self.warmed = False
         self.width_seen = 0
@@ -329,7 +330,8 @@ class RelanceApp(Decisions):
             self.call_from_thread(self._moved)
 
     def _moved(self) -> None:
-        self.next_auto_read = time.monotonic() + READ_SHARE * self._read_took()
+        self.last_auto_read = time.monotonic()
+        self.next_auto_read = self.last_auto_read + READ_SHARE * self._read_took()
         self.refresh_all()
 
     def _read_took(self) -> float:
@@ -467,6 +469,8 @@ class RelanceApp(Decisions):
     @on(TabbedContent.TabActivated)
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         pane = event.pane.id
+        # The wait before the next read follows what the screen now shows (the KPIs take seconds).
+        self.next_auto_read = self.last_auto_read + READ_SHARE * self._read_took()
         if pane == "kpi-pane":
             self.load_kpis()
         if pane == "invoices-pane" and not self.invoices_shown:

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static, TabbedContent
 
 from bot import actions, decisions, desk, plans, replies, reports, triage
 from bot.config import Config
-from bot.errors import RelanceError, StaleError
+from bot.errors import DateNeededError, RelanceError, StaleError
 from bot.i18n import amount as parse_amount
 from bot.i18n import amount_then, amount_typed, day, money, t, words
 from bot.store import Engine
@@ -62,6 +62,15 @@ class Decisions(App[None]):
     page_size: int  # rows a page of a table holds
     spares: list[triage.Item]  # the queue's items after the page, in order
     decided: list[int]  # the decisions made in this session, oldest first: what `u` undoes
+
+    def call_from_thread(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A worker's result shown on the UI thread; dropped when the app is ending (its widgets are
+        being taken down: a read that finishes after `q` has nothing left to show on)."""
+        def shown(*a: Any, **k: Any) -> Any:
+            if self._exit or self._closing:
+                return None
+            return callback(*a, **k)
+        return super().call_from_thread(shown, *args, **kwargs)
 
     # What the screen provides (tui.app.RelanceApp).
     def _queue_cells(self, item: triage.Item, keys: list[str]) -> list[str]:
@@ -151,58 +160,77 @@ class Decisions(App[None]):
 
     # Acting -------------------------------------------------------------------------------------
 
+    def _at(self) -> tuple[str | None, str | None]:
+        """The queue's row and the invoices' row under the cursors: what a decision reads again."""
+        return self._current_key(), self._current_number()
+
     def decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], many: bool = False,
-               otherwise: Callable[[], None] | None = None) -> None:
+               otherwise: Callable[[], None] | None = None, at: tuple[str | None, str | None] | None = None
+               ) -> None:
         """Run a decision in a worker; show what was done (or why not) in the line above the footer.
         `many`: it changes several rows of the page (a bulk dismissal): the page is read again.
-        `otherwise`: what to offer when the decision is refused for want of something (a prompt)."""
-        key = self._current_key()
+        `otherwise`: what to offer when the decision is refused for want of a date (a prompt).
+        `at`: the rows the key was pressed on (`_at`), when the decision comes later than the key
+        (after a read in a worker): the cursor may have moved since."""
+        key, number = at or self._at()
         item = self.items.get(key or "")
         concerned = tuple(dict.fromkeys((*scope.invoices, *((item.numbers or item.suggested) if item else ()))))
-        self._decide(action, why, scope, run, key, self._current_number(), concerned, many, otherwise)
+        self._decide(action, why, scope, run, key, number, concerned, many, otherwise, self.seen_marker)
 
     @work(thread=True, group="act")
     def _decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
                 number: str | None, concerned: tuple[str, ...], many: bool,
-                otherwise: Callable[[], None] | None) -> None:
+                otherwise: Callable[[], None] | None, seen: tuple[int, int, int] | None) -> None:
         try:
             done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
             self.decided.append(done.decision)
         except StaleError as e:
             self.call_from_thread(self._refused, str(e), True)
             return
-        except RelanceError as e:
+        except DateNeededError as e:
             self.call_from_thread(self._refused, str(e), False)
             if otherwise is not None:
                 self.call_from_thread(otherwise)
+            return
+        except RelanceError as e:
+            self.call_from_thread(self._refused, str(e), False)
             return
         except Exception as e:
             self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
             return
         self._after(t("u: undo · {what} · by {actor}", actor=self.actor, what=done.text), key, number,
-                    concerned)
+                    concerned, seen)
         if many:
             self.call_from_thread(self.refresh_all)
 
-    def _after(self, line: str, key: str | None, number: str | None, concerned: tuple[str, ...]) -> None:
+    def _after(self, line: str, key: str | None, number: str | None, concerned: tuple[str, ...],
+               seen: tuple[int, int, int] | None) -> None:
         """Read again only what the decision changed: the item and the invoice acted on; show them.
         An invoice the decision left in a dead end (a dispute confirmed) comes into the queue at
-        once. The counts follow once the person pauses (`recount_soon`)."""
+        once. The counts follow once the person pauses (`recount_soon`).
+        The change marker moves past the decision only when nothing else changed since the screen
+        was read (`seen`): no event by another actor, no new message, the messages in triage fewer
+        by the one decided; else the poll reads the page again, and shows the other change."""
         with self.engine.connect() as conn:
             item = triage.one(conn, key) if key else None
             arrived = triage.dead_ends(conn, concerned) if concerned else []
             row = triage.invoice_row(conn, self.config, self.clock(), number) if number else None
             marker = triage.marker(conn)
-        self.call_from_thread(self._changed, line, key, item, number, row, marker, arrived)
+            left = 1 if key and key[0] == "m" and item is None else 0
+            alone = (seen is not None and marker[1] == seen[1] and marker[2] == seen[2] - left
+                     and not triage.others_since(conn, seen[0], self.actor))
+        self.call_from_thread(self._changed, line, key, item, number, row, marker if alone else None, arrived)
         self.call_from_thread(self.recount_soon)
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
-                 row: dict[str, Any] | None, marker: tuple[int, int, int], arrived: list[triage.Item]) -> None:
+                 row: dict[str, Any] | None, marker: tuple[int, int, int] | None, arrived: list[triage.Item]
+                 ) -> None:
         self.query_one("#done", Static).update(line, layout=False)  # one line, always
         screen = self.get_screen("item")
         if isinstance(screen, ItemScreen) and screen.is_mounted:
             screen.query_one("#done", Static).update(line, layout=False)
-        self.seen_marker = marker
+        if marker is not None:
+            self.seen_marker = marker
         if key is not None and key in self.items:
             table = self.query_one("#queue", DataTable)
             new = [a for a in arrived if a.key not in self.items]
@@ -329,13 +357,18 @@ class Decisions(App[None]):
         if target is None:
             return
         number, seen, _ = target
+        at, currency = self._at(), ""
 
         def then(answer: str) -> None:
             amount = parse_amount(answer)
-            self.decide("paid", reason("decision.paid", amount=str(amount)), desk.Scope(invoices=(number,)),
-                        lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen))
+            self.decide("paid", reason("decision.paid", amount=str(amount), currency=currency),
+                        desk.Scope(invoices=(number,)),
+                        lambda: actions.record_payment(self.engine, number, self._now(), amount, self.actor, seen),
+                        at=at)
 
         def asked(row: dict[str, Any] | None) -> None:
+            nonlocal currency
+            currency = row["currency"] if row else ""
             due = Decimal(row["amount_due"]) if row else None
             self.ask(t("amount received for {number} (due {due}); Enter; Escape cancels", number=number,
                        due=money(due, row["currency"]) if row and due is not None else "?"),
@@ -369,6 +402,9 @@ class Decisions(App[None]):
         except RelanceError as e:
             self.call_from_thread(self._refused, str(e), False)
             return
+        except Exception as e:  # the store away (locked, a server gone): said, and the app goes on
+            self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", False)
+            return
         self.call_from_thread(then, found)
 
     def action_accept_plan(self) -> None:
@@ -376,6 +412,7 @@ class Decisions(App[None]):
         if target is None:
             return
         number, seen, inbound_id = target
+        at = self._at()
 
         def accept(steps: tuple[Instalment, ...], reply: Answer | None) -> None:
             def run() -> str:
@@ -386,7 +423,7 @@ class Decisions(App[None]):
                                         "", inbound_id, seen, reply=composed)
 
             self.decide("accept_plan", reason("decision.accept_plan", n=len(steps)),
-                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run)
+                        desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()), run, at=at)
 
         def then(answer: str) -> None:
             steps = plans.parse(answer)
@@ -490,7 +527,8 @@ class Decisions(App[None]):
             def run() -> str:
                 text = desk.settle_dispute(self.engine, number, how, self._now(), self.actor, why, credit, seen)
                 if inbound_id is not None and self.items.get(f"m{inbound_id}"):
-                    actions.close_message(self.engine, inbound_id, self._now(), self.actor, "dispute settled")
+                    actions.close_message(self.engine, inbound_id, self._now(), self.actor,
+                                          reason("dispute.settled"))
                 return text
 
             self.decide("settle", why or reason("decision.settle", how=how), scope, run)
@@ -503,6 +541,7 @@ class Decisions(App[None]):
         if target is None:
             return
         number, seen, inbound_id = target
+        at = self._at()
 
         def then(answer: str) -> None:
             why = reason("decision.contact", address=answer)
@@ -513,8 +552,9 @@ class Decisions(App[None]):
                     actions.close_message(self.engine, inbound_id, self._now(), self.actor, why)
                 return text
 
+            # The client's other invoices on the old address move too (and leave the queue): many.
             self.decide("contact", why, desk.Scope(invoices=(number,), inbounds=(inbound_id,) if inbound_id else ()),
-                        run)
+                        run, many=True, at=at)
 
         self._status_row(number, lambda row: self.ask(
             t("new address for {number} (was {email}); Enter; Escape cancels", number=number,
@@ -581,6 +621,7 @@ class Decisions(App[None]):
         if found is None:
             return
         address = found[0].sender.lower()
+        at = self._at()
 
         def read() -> tuple[int, ...]:
             with self.engine.connect() as conn:
@@ -588,7 +629,7 @@ class Decisions(App[None]):
 
         self.read_then(read, lambda waiting: self.decide(
             "ignore", reason("decision.ignore", address=address), desk.Scope(inbounds=waiting, senders=(address,)),
-            lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True))
+            lambda: desk.ignore_sender(self.engine, address, self._now(), self.actor), many=True, at=at))
 
     def action_undo(self) -> None:
         self._undo()

@@ -48,9 +48,9 @@ def series_title(k: dict[str, Any], key: str) -> str:
     """The title over a weekly sparkline: what it counts, since when, its total and its latest week."""
     values = k[key]
     start = day(date.fromisoformat(k["weeks_from"]))
-    if key == "recovered_per_week":
+    if key == "settled_per_week":
         amounts = [Decimal(v) for v in values]
-        return t("[b]recovered per week[/b], {n} weeks from {day}: {total} in all, {last} the last week",
+        return t("[b]settled per week[/b], {n} weeks from {day}: {total} in all, {last} the last week",
                  n=len(values), day=start, total=money(sum(amounts, Decimal(0))), last=money(amounts[-1]))
     return t("[b]replies per week[/b], {n} weeks from {day}: {total} in all, {last} the last week",
              n=len(values), day=start, total=sum(values), last=values[-1])
@@ -58,4 +58,4 @@ def series_title(k: dict[str, Any], key: str) -> str:
 
 def series_points(k: dict[str, Any], key: str) -> list[int]:
     """A series as the sparkline's bar heights (cents for money: exact, and only their ratio shows)."""
-    return [int(Decimal(v) * 100) for v in k[key]] if key == "recovered_per_week" else [int(v) for v in k[key]]
+    return [int(Decimal(v) * 100) for v in k[key]] if key == "settled_per_week" else [int(v) for v in k[key]]
