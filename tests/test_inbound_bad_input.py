@@ -381,8 +381,9 @@ def test_a_person_confirms_the_suggested_invoice(engine: Engine, cfg: Config, tm
     assert (after["status"], after["invoices"], after["suggested"]) == ("applied", ["F-9301"], [])
     assert after["reason"].startswith("assigned by cli:anne to F-9301")
     assert hold == NOW + timedelta(days=cfg.pause.payment_claim_days) and held_by is None
+    # What the person's assignment applies is recorded as theirs (an undo tells it from others' changes).
     assert [tuple(k) for k in kinds] == [("held", "relance"), ("paused", "relance"), ("released", "cli:anne"),
-                                         ("message_payment_claim", "relance"), ("paused", "relance"),
+                                         ("message_payment_claim", "cli:anne"), ("paused", "cli:anne"),
                                          ("message_assigned", "cli:anne")]
     with pytest.raises(RelanceError, match="already applied to F-9301"):
         decisions.assign(engine, cfg, NOW, row["id"], ["F-9301"], "cli:anne")
