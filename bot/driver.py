@@ -51,9 +51,9 @@ class DriverConnection:
     """One pooled connection, used through its driver's cursor, in autocommit mode.
 
     `flush_on_commit=False` (PostgreSQL): a commit returns once the server has the transaction,
-    without waiting for its disk (`synchronous_commit = off`), as SQLite in WAL mode with
-    `synchronous=NORMAL` does (bot/store.py): what is committed outlives the crash of this
-    process; a crash of the database server's host may lose the last fraction of a second."""
+    without waiting for its disk (`synchronous_commit = off`): what is committed outlives the
+    crash of this process, not a crash of the PostgreSQL server (its last fraction of a second of
+    commits is lost). The outbox flushes (bot/outbox.py `flush_marks`)."""
 
     def __init__(self, engine: Engine, flush_on_commit: bool = True) -> None:
         self.engine = engine

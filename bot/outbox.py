@@ -37,9 +37,9 @@ Sending is split so that rendering leaves the send path (bot/prepare.py):
   again only where its invoices are still as rendered (a payment landing mid-chunk still stops
   it), stamped with the order of the marks (`sending_seq`, a monotonic clock). It runs on the
   driver's connection (bot/driver.py), while the server reads MAIL FROM (`Mailer.send`'s
-  `ready`); on PostgreSQL it does not wait for the disk (synchronous_commit off, as SQLite's
-  synchronous=NORMAL): a crash of this process loses none of it, a crash of the database host
-  may lose the last fraction of a second (`flush_marks` makes it wait).
+  `ready`); on PostgreSQL it waits for the disk (`flush_marks`): a mark lost would put a message
+  the server accepted back to be sent again, and a PostgreSQL server that crashes (an immediate
+  shutdown, the OOM killer), not only its host, loses the last commits that did not wait.
 - `delivered` keeps what the server accepted; it is recorded `sent` (with its events) at the
   start of this instance's next transaction: the next claim, a failure's record, `flush` before
   a wait for the rate limit and at the end of the pass. A failure (4xx, 5xx, the connection lost)
@@ -144,8 +144,11 @@ QUEUE_CHUNK = 5000  # groups whose messages, reminders and events are built and 
 
 class Outbox:
     # Whether the per-message commit waits for the disk on PostgreSQL (see bot/driver.py); SQLite
-    # runs with synchronous=NORMAL either way. A crash of this process loses nothing without it.
-    flush_marks = False
+    # runs with synchronous=NORMAL either way. Without it a crash of this process loses nothing,
+    # but a crash of the PostgreSQL server loses the last marks: their messages, already accepted,
+    # would be sent again (the fault harness saw it: bench/faults.py, "database away"). It costs
+    # about a sixth of the sending rate on the bench (bench/outbound.py --async-marks).
+    flush_marks = True
 
     def __init__(self, engine: Engine, config: Config, renderer: Renderer, now: datetime,
                  wall_now: datetime, instance: str | None = None,
