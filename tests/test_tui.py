@@ -57,6 +57,13 @@ def seeded_app(engine: Engine, cfg: Config, tmp_path: Path, **kw: Any) -> Relanc
     return RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", **kw)
 
 
+def with_plan(engine: Engine, cfg: Config, tmp_path: Path, **kw: Any) -> RelanceApp:
+    """The seeded store, with client B's plan proposal for F-2 waiting too (m2, first: most at stake)."""
+    seed(engine, cfg, tmp_path)
+    deliver(engine, cfg, "Plans", PLAN)
+    return RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", **kw)
+
+
 @asynccontextmanager
 async def running(app: RelanceApp, size: tuple[int, int] = (140, 40)) -> AsyncIterator[Pilot[None]]:
     async with app.run_test(size=size) as pilot:
@@ -116,9 +123,7 @@ async def test_resume_acts_on_the_row_under_the_cursor_and_undo_reverts_it(
         engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
     """r on the dispute resumes F-1 (the invoice of that row), with who and why; u puts it back."""
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = with_plan(engine, cfg, tmp_path)
     async with running(app) as pilot:
         assert list(app.items) == ["m2", "m1"], "the plan on 900.00 first: the most at stake"
         await pilot.press("down")
@@ -140,9 +145,7 @@ async def test_a_confirmed_reading_can_be_undone(engine: Engine, make_config: Ca
     """c then u: the plan the reading applied is undone. The effects of a person's decision are
     recorded as theirs, not the bot's: the undo does not take them for someone else's change."""
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = with_plan(engine, cfg, tmp_path)
     async with running(app) as pilot:
         assert cursor_key(app) == "m2"
         await pilot.press("c")
@@ -166,9 +169,7 @@ async def test_a_change_made_just_before_a_decision_still_shows(
     """The daemon pays 10 on F-1 after the screen was read, the person confirms another item before
     the poll saw it: the decision does not mark the screen as up to date, and the poll shows it."""
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", poll_seconds=0.3)
+    app = with_plan(engine, cfg, tmp_path, poll_seconds=0.3)
     async with running(app) as pilot:
         app.next_auto_read = time.monotonic() + 1.0  # the poll waits: the decision comes first
         with engine.begin() as c:
@@ -209,9 +210,7 @@ async def test_a_decision_read_in_a_worker_applies_to_the_row_the_key_was_presse
         engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """m reads what is due in a worker before it asks; the cursor moves meanwhile: the payment is
     for the row m was pressed on, and that row is the one read again."""
-    cfg = make_config()
-    app = seeded_app(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
+    app = with_plan(engine, make_config(), tmp_path)
     slow = reports.status_rows
 
     def status_rows(*a: Any, **k: Any) -> Any:
@@ -251,9 +250,7 @@ async def test_accept_a_plan_with_the_instalments_read_in_the_reply(engine: Engi
     """y: the instalments the client proposed are prefilled; once accepted the invoice waits for each
     in turn, a payment moves the hold on, and the message leaves the queue."""
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = with_plan(engine, cfg, tmp_path)
     async with running(app) as pilot:
         assert cursor_key(app) == "m2"
         assert await answer(pilot, "y") == "400.00 2027-04-30, 500.00 2027-05-31"
@@ -274,9 +271,7 @@ async def test_accept_a_plan_with_the_instalments_read_in_the_reply(engine: Engi
 async def test_reject_a_plan_and_undo(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
     """n, why, then Ctrl+W in the reply editor: declined without a reply; u puts the proposal back."""
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = with_plan(engine, cfg, tmp_path)
     async with running(app) as pilot:
         await answer(pilot, "n", "we need the whole amount")
         assert isinstance(app.screen, ReplyEditor), "a declined plan offers its reply"
@@ -756,9 +751,7 @@ async def test_small_terminal_collapses_columns_and_help_lists_every_key(
 
 async def test_search_narrows_the_queue(engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = with_plan(engine, cfg, tmp_path)
     async with running(app) as pilot:
         await pilot.press("slash", "F", "-", "1")  # the queue follows as the number is typed
         await settle(pilot)
@@ -874,9 +867,7 @@ async def test_decline_a_plan_with_a_reply_then_undo_cancels_the_reply(
     declined and the reply waits in the outbox, both one decision with who and why; u cancels the
     reply (not sent yet) and puts the proposal back."""
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = with_plan(engine, cfg, tmp_path)
     async with running(app) as pilot:
         await answer(pilot, "n", "too long")
         area = app.screen.query_one(TextArea)
@@ -971,9 +962,7 @@ async def test_the_why_the_screen_writes_is_data_each_reader_reads_in_their_lang
     prose, so a colleague reading in English reads them in English; amounts in the reader's format."""
     monkeypatch.setenv("RELANCE_LANG", "fr")
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test")
+    app = with_plan(engine, cfg, tmp_path)
     async with running(app) as pilot:
         await pilot.press("down")
         await pilot.press("r")
@@ -992,9 +981,7 @@ async def test_the_counts_follow_a_decision_once_the_person_pauses(
     """After a decision the row changes at once; the counts (a query over the whole queue) are read
     again after a pause with no decision, and then say what the store says."""
     cfg = make_config()
-    seed(engine, cfg, tmp_path)
-    deliver(engine, cfg, "Plans", PLAN)
-    app = RelanceApp(engine, cfg, clock=lambda: NOW, actor="tui:test", count_after_seconds=0)
+    app = with_plan(engine, cfg, tmp_path, count_after_seconds=0)
     async with running(app) as pilot:
         assert str(app.query_one("#where").render()) == "1–2 of 2"
         await pilot.press("down", "d")  # the dispute, dismissed as noise: it leaves the queue
