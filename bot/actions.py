@@ -87,9 +87,12 @@ def resume(engine: Engine, number: str, now: datetime, actor: str, seen: int | N
         # A person says go on: a data error (fix_data) is theirs to have fixed, e.g. in the configuration.
         s.execute(sa.update(inv_t).where(inv_t.c.id == inv.id).values(state="active", hold_until=now, held_by=None,
                                                                        data_error=None))
-        # Its address is said to work again (bounced, or failing for another of the client's invoices).
-        s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id, con_t.c.failing).values(
-            failing=False, failure_reason=None))
+        # Resumed where it waited on its address (bounced, or active and in the queue for a failing
+        # address): the address is said to work again. A paused or disputed invoice resumed says
+        # nothing of it; `contact` gives a new one.
+        if inv.state == "bounced" or (inv.state == "active" and inv.held_by is None):
+            s.execute(sa.update(con_t).where(con_t.c.id == inv.contact_id, con_t.c.failing).values(
+                failing=False, failure_reason=None))
         record_event(s, invoice_id=int(inv.id), kind="resumed", at=now, actor=actor,
                      reason=join(coded("state.was", state=inv.state), reason))
     return t("{number} resumed", number=number)

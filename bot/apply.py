@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from bot.config import Config
 from bot.logs import Line
 from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, Reminder, table
+from bot.reasons import fit
 from bot.store import db_text, record_events, session
 from bot.understand import Parsed, Understood
 from rules.classify import Kind, Understanding
@@ -91,7 +92,7 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
         effects.load([n for m in found_all.values() if m.sure for n in m.numbers])
         for u in batch:
             if u.parsed is None or u.understanding is None:
-                rows.append({"_id": u.id, "status": "quarantined", "reason": db_text(u.failure)[:1000]})
+                rows.append({"_id": u.id, "status": "quarantined", "reason": fit(db_text(u.failure))})
                 lines.append(Line(f"quarantined  #{u.id}: {u.failure}", inbound_id=u.id, status="quarantined"))
                 continue
             p, understood, found = u.parsed, u.understanding, found_all[u.id]
@@ -110,7 +111,7 @@ def apply_batch(engine: Engine, config: Config, now: datetime, batch: Sequence[U
                 "from_addr": db_text(p.sender)[:250], "subject": db_text(p.subject)[:500],
                 "received_at": p.received_at if p.received_at and p.received_at.tzinfo else None,
                 "kind": understood.kind.value, "confidence": understood.confidence, "status": status,
-                "reason": db_text(why)[:1000], "text": db_text(p.facts.text)[:20000],
+                "reason": fit(db_text(why)), "text": db_text(p.facts.text)[:20000],
                 "cues": json.dumps([*understood.cues, f"match: {found.method}: {found.reason}"], ensure_ascii=False),
                 "suggested": json.dumps(list(found.numbers) if found.numbers and not found.sure else [])})
             lines.append(Line(f"{status:<11} {understood.kind.value:<15} {', '.join(found.numbers) or '-':<20} "
@@ -338,7 +339,7 @@ class Effects:
         for e in effects:
             inv = self.invoices[e.number]
             base = {"invoice_id": inv["id"], "at": now, "inbound_id": inbound_id}
-            self.events.append({**base, "kind": e.event, "reason": e.reason[:1000]})
+            self.events.append({**base, "kind": e.event, "reason": fit(e.reason)})
             if e.hold_until is not None:
                 new = max(e.hold_until, inv["hold_until"]) if inv["hold_until"] else e.hold_until
                 self._set(inv, hold_until=new)

@@ -20,7 +20,7 @@ from bot.errors import DateNeededError, NotFoundError, RelanceError, StaleError
 from bot.i18n import day as day_words
 from bot.i18n import t, words
 from bot.models import Event, Inbound, Invoice, table
-from bot.reasons import render
+from bot.reasons import fit, render
 from bot.store import db_text, inbound_raw, record_events, session
 from bot.understand import understand_batch
 from rules.classify import Kind, Understanding
@@ -71,7 +71,7 @@ def assign(engine: Engine, config: Config, now: datetime, inbound_id: int, numbe
                                    "kind": "message_assigned", "reason": found.reason})
         effects.flush()
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
-            status=status, reason=db_text(join(found.reason, why))[:1000], suggested="[]"))
+            status=status, reason=fit(db_text(join(found.reason, why))), suggested="[]"))
     return t("#{id} {kind} -> {numbers}: {status}", id=inbound_id, kind=words(u.understanding.kind.value),
              numbers=", ".join(numbers), status=words(status))
 
@@ -142,8 +142,8 @@ def label(engine: Engine, config: Config, now: datetime, inbound_id: int, kind: 
             effects.flush()
         s.execute(sa.update(in_t).where(in_t.c.id == inbound_id).values(
             kind=kind.value, confidence=Decimal(1), label=kind.value, labelled_by=actor, labelled_at=now,
-            status="applied", suggested="[]", reason=db_text(reason("person.labelled", kind=kind.value,
-                                                                   actor=actor))[:1000]))
+            status="applied", suggested="[]", reason=fit(db_text(reason("person.labelled", kind=kind.value,
+                                                                       actor=actor)))))
         # The ladder goes on only for what the decision left active (a dispute confirmed stays disputed).
         going = sorted(s.execute(sa.select(inv_t.c.number).where(inv_t.c.number.in_(released),
                                                                  inv_t.c.state == "active")).scalars()

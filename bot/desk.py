@@ -31,7 +31,7 @@ from bot.config import Config
 from bot.errors import NotFoundError, RelanceError, StaleError
 from bot.i18n import day, t
 from bot.models import Client, Contact, Event, IgnoredSender, Inbound, Invoice, Outbound, table
-from bot.reasons import plain_text
+from bot.reasons import fit
 from bot.store import record_event, record_events, session
 from rules.plan import Instalment
 from rules.reasons import join, reason
@@ -57,6 +57,7 @@ class Done:
 
     text: str
     decision: int
+    mark: int = 0  # the latest event before it ran: what the screen compares with what it read
 
 
 def _dump(v: Any) -> Any:
@@ -111,12 +112,6 @@ def _rows(c: Connection, scope: Scope) -> dict[str, dict[int, dict[str, Any]]]:
     return out
 
 
-def _fits(why: str, limit: int = 1000) -> str:
-    """A why that fits its column. A coded one cut short would show as its JSON: one that is too
-    long (assigned to eighty invoices) is kept as its English sentence, cut."""
-    return why if len(why) <= limit else plain_text(why)[:limit - 1] + "…"
-
-
 def decide(engine: Engine, now: datetime, actor: str, action: str, why: str, scope: Scope,
            run: Callable[[], str]) -> Done:
     """Run `run` (an action in its own transaction) and record it as one undoable decision.
@@ -147,11 +142,11 @@ def decide(engine: Engine, now: datetime, actor: str, action: str, why: str, sco
         first_invoice = next(iter(changes.get("invoice", {})), None)
         decision = s.execute(sa.insert(ev_t).values(
             invoice_id=int(first_invoice) if first_invoice else None, kind="decision", at=now, actor=actor,
-            reason=_fits(why), inbound_id=scope.inbounds[0] if scope.inbounds else None,
+            reason=fit(why), inbound_id=scope.inbounds[0] if scope.inbounds else None,
             data=json.dumps({"action": action, "text": text, "changes": changes, "meanwhile": meanwhile},
                             ensure_ascii=False))
             .returning(ev_t.c.id)).scalar_one()
-    return Done(text, int(decision))
+    return Done(text, int(decision), mark)
 
 
 def last_decision(conn: Connection, actor: str) -> int | None:

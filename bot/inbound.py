@@ -35,6 +35,7 @@ from bot.logs import Line
 from bot.mailbox import Fetched, MailSource
 from bot.models import Client, Contact, Inbound, InboundRaw, Invoice, Mailbox, table
 from bot.pool import understood_batches
+from bot.reasons import fit
 from bot.store import db_text, session
 from bot.understand import first_line
 
@@ -264,5 +265,5 @@ def _quarantine(engine: Engine, inbound_id: int, reason: str, claim: bool = Fals
     with session(engine) as s:
         q = sa.update(in_t).where(in_t.c.id == inbound_id)
         s.execute((q.where(in_t.c.status == "new") if claim else q).values(status="quarantined",
-                                                                          reason=db_text(reason)[:1000]))
+                                                                          reason=fit(db_text(reason))))
     return Line(f"quarantined  #{inbound_id}: {reason}", inbound_id=inbound_id, status="quarantined")

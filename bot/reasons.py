@@ -13,7 +13,7 @@ from typing import Any
 from bot.i18n import amount_typed, day, figure, language, money, words
 from rules.reasons import pieces
 
-__all__ = ["CATALOG", "pieces", "plain_cue", "plain_text", "render"]
+__all__ = ["CATALOG", "fit", "pieces", "plain_cue", "plain_text", "render"]
 
 CATALOG: dict[str, tuple[str, str]] = {
     # How a message was tied to its invoices (rules/match.py).
@@ -227,6 +227,12 @@ def render(stored: str | list[Any]) -> str:
 def plain_text(stored: str) -> str:
     """A stored reason in English with its values as stored (`--json`)."""
     return "; ".join(_one(p, True) for p in pieces(stored or ""))
+
+
+def fit(stored: str, limit: int = 1000) -> str:
+    """A stored reason that fits its column. A coded one cut short would show as its JSON: one that
+    is too long (assigned to eighty invoices) is kept as its English sentence, cut."""
+    return stored if len(stored) <= limit else plain_text(stored)[:limit - 1] + "…"
 
 
 def plain_cue(cue: str) -> str:

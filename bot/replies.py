@@ -43,6 +43,7 @@ from bot.errors import MessageDataError, NotFoundError, RelanceError
 from bot.i18n import t
 from bot.mailer import Mailer
 from bot.models import Client, Event, Inbound, Invoice, Outbound, table
+from bot.reasons import fit
 from bot.render import REPLY_TEMPLATES, InvoiceContext, Rendered, Renderer
 from bot.store import inbound_raw, record_events, session
 from rules.plan import Instalment
@@ -259,7 +260,7 @@ def record(s: Connection, r: Composed, now: datetime, actor: str, why: str = "")
         to_addr=r.to, subject=r.subject, status="pending", raw=r.data, created_at=now, attempts=0,
         reply_token=r.reply_token).returning(out_t.c.id)).scalar_one())
     record_events(s, [{"invoice_id": int(i.id), "kind": "reply_queued", "at": now, "actor": actor,
-                       "reason": (why or r.template)[:1000], "inbound_id": r.inbound_id,
+                       "reason": fit(why or r.template), "inbound_id": r.inbound_id,
                        "outbound_id": outbound_id,
                        "data": {"template": r.template, "message_id": r.message_id, "to": r.to,
                                 "in_reply_to": r.in_reply_to}} for i in invoices])

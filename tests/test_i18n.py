@@ -206,13 +206,13 @@ def test_amounts_figures_and_actions_in_reasons_read_in_the_readers_language(
 
 
 def test_a_why_too_long_for_its_column_is_kept_as_a_sentence_not_cut_json() -> None:
-    from bot.desk import _fits
+    from bot.reasons import fit
 
     why = reason("decision.assign", numbers=", ".join(f"FAC-2027-{i:05d}" for i in range(80)))
-    kept = _fits(why)
+    kept = fit(why)
     assert len(why) > 1000 and len(kept) == 1000
     assert kept.startswith("assigned to FAC-2027-00000, ") and kept.endswith("…")
-    assert _fits(reason("decision.confirm")) == reason("decision.confirm")
+    assert fit(reason("decision.confirm")) == reason("decision.confirm")
 
 
 @pytest.mark.parametrize(("lang", "typed", "expected"), [

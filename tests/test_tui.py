@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, Sparkline, Static, TabbedContent, TextArea
 
-from bot import actions, inbound, ledger, reports, triage
+from bot import actions, desk, inbound, ledger, reports, triage
 from bot.config import Config
 from bot.mailbox import MemorySource
 from bot.reasons import render
@@ -159,15 +159,93 @@ async def test_a_confirmed_reading_can_be_undone(engine: Engine, make_config: Ca
     assert ("message_payment_plan", "tui:test") in [(k, a) for k, a in actors(engine) if k != "decision"]
 
 
+async def test_the_date_asked_after_a_refused_confirm_is_for_the_message_confirmed(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """c on a promise with no date, the cursor moved on while the decision ran: the prompt that
+    asks the date names the message c was pressed on, and labels it, not the row under the cursor."""
+    app = with_plan(engine, make_config(), tmp_path)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE inbound SET kind = 'promise_to_pay'"))
+    slow = desk.decide
+
+    def decide(*a: Any, **k: Any) -> Any:
+        time.sleep(0.3)
+        return slow(*a, **k)
+
+    monkeypatch.setattr(desk, "decide", decide)
+    async with running(app) as pilot:
+        assert cursor_key(app) == "m2"
+        await pilot.press("c")
+        await pilot.press("down")
+        await settle(pilot)
+        assert isinstance(app.screen, Prompt) and app.screen.question.startswith("#2 ")
+        app.screen.query_one(Input).value = "promise_to_pay 2027-04-20"
+        await pilot.press("enter")
+        await settle(pilot)
+    assert row(engine, "SELECT label, status FROM inbound WHERE id = 2") == ("promise_to_pay", "applied")
+    assert row(engine, "SELECT label, status FROM inbound WHERE id = 1") == (None, "triage")
+
+
+async def test_a_run_of_decisions_reads_no_page_back(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two confirms in a row, the second pressed while the first runs: each row gives way to its
+    invoice, and neither makes the poll read the page again (their own events are no one else's)."""
+    app = with_plan(engine, make_config(), tmp_path, poll_seconds=0.2)
+    pages: list[int] = []
+    real = triage.page
+    monkeypatch.setattr(triage, "page", lambda *a, **k: (pages.append(1), real(*a, **k))[1])
+    slow = desk.decide
+
+    def decide(*a: Any, **k: Any) -> Any:
+        time.sleep(0.2)
+        return slow(*a, **k)
+
+    monkeypatch.setattr(desk, "decide", decide)
+    async with running(app) as pilot:
+        pages.clear()
+        await pilot.press("c")
+        await pilot.press("down")
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.pause(1.0)
+        assert list(app.items) == ["iF-2", "iF-1"], "the plan and the dispute confirmed wait as invoices"
+        assert pages == []
+
+
+async def test_resume_clears_a_failing_address_only_where_the_invoice_waited_on_it(
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
+    """r on a row waiting for its address: the address works again, and the client's other invoice
+    on it leaves the queue too. A paused invoice resumed says nothing of its address."""
+    app = seeded_app(engine, make_config(), tmp_path)
+    (tmp_path / "l4.csv").write_text("number,client,email,amount,currency,issue_date,due_date\n"
+                                     "F-4,Client B,b@client.example,50.00,EUR,2027-03-01,2027-03-31\n")
+    ledger.import_rows(engine, ledger.read(tmp_path / "l4.csv", "fr"), NOW, "l4.csv")
+    actions.pause(engine, "F-4", NOW, None, "client asked", "cli:anne")
+    failing = "UPDATE contact SET failing = true, failure_reason = '550' WHERE email = 'b@client.example'"
+    with engine.begin() as c:
+        c.execute(sa.text(failing))
+    actions.resume(engine, "F-4", NOW, "cli:anne")
+    assert row(engine, "SELECT failing FROM contact WHERE email = 'b@client.example'") == (True,)
+    async with running(app) as pilot:
+        assert {"iF-2", "iF-4"} <= set(app.items)
+        app.query_one("#queue", DataTable).move_cursor(row=list(app.items).index("iF-2"))
+        await pilot.press("r")
+        await settle(pilot)
+        assert set(app.items) == {"m1"}
+    assert row(engine, "SELECT failing FROM contact WHERE email = 'b@client.example'") == (False,)
+
+
 def actors(engine: Engine) -> list[tuple[str, str]]:
     with engine.connect() as c:
         return [(k, a) for k, a in c.execute(sa.text("SELECT kind, actor FROM event ORDER BY id"))]
 
 
+@pytest.mark.parametrize("actor", ["relance", "tui:test"])
 async def test_a_change_made_just_before_a_decision_still_shows(
-        engine: Engine, make_config: Callable[..., Config], tmp_path: Path) -> None:
-    """The daemon pays 10 on F-1 after the screen was read, the person confirms another item before
-    the poll saw it: the decision does not mark the screen as up to date, and the poll shows it."""
+        engine: Engine, make_config: Callable[..., Config], tmp_path: Path, actor: str) -> None:
+    """The daemon (or the same person in another terminal: the same actor) pays 10 on F-1 after the
+    screen was read, and the person dismisses another item before the poll saw it: the decision
+    does not mark the screen as up to date, and the poll shows it."""
     cfg = make_config()
     app = with_plan(engine, cfg, tmp_path, poll_seconds=0.3)
     async with running(app) as pilot:
@@ -175,8 +253,8 @@ async def test_a_change_made_just_before_a_decision_still_shows(
         with engine.begin() as c:
             c.execute(sa.text("UPDATE invoice SET paid_cents = 1000 WHERE number = 'F-1'"))
             c.execute(sa.text("INSERT INTO event (invoice_id, kind, at, actor, reason, data) "
-                              "SELECT id, 'payment', :at, 'relance', '', '{}' FROM invoice WHERE number = 'F-1'"),
-                      {"at": NOW})
+                              "SELECT id, 'payment', :at, :actor, '', '{}' FROM invoice WHERE number = 'F-1'"),
+                      {"at": NOW, "actor": actor})
         assert cursor_key(app) == "m2"
         await pilot.press("d")
         await settle(pilot)

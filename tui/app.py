@@ -175,6 +175,7 @@ class RelanceApp(Decisions):
         self.sort, self.descending = "amount_due", True
         self.selected: set[str] = set()
         self.seen_marker: tuple[int, int, int] | None = None
+        self.acting = 0  # decisions under way (their events are not for the poll to read back)
         self.took: dict[str, float] = {}  # how long the last read of each part took (s): the queue, the KPIs...
         self.last_auto_read = 0.0  # time.monotonic() when the poll last had the screen read again
         self.next_auto_read = 0.0  # before which a change seen by the poll waits
@@ -323,6 +324,8 @@ class RelanceApp(Decisions):
         """A change by the daemon or another person shows without a key: read the marker, and the
         page when it moved."""
         if time.monotonic() < self.next_auto_read:  # the last reads were long: a run of changes waits a little
+            return
+        if self.acting:  # a decision's own events: it reads back what it changed itself
             return
         with self.engine.connect() as conn:
             marker = triage.marker(conn)

@@ -57,6 +57,7 @@ class Decisions(App[None]):
     filters: triage.Filters
     selected: set[str]
     seen_marker: tuple[int, int, int] | None
+    acting: int  # decisions under way
     offset: dict[str, int]  # where each table's page starts in its list
     total: dict[str, int]  # how long each table's list is
     page_size: int  # rows a page of a table holds
@@ -175,12 +176,24 @@ class Decisions(App[None]):
         key, number = at or self._at()
         item = self.items.get(key or "")
         concerned = tuple(dict.fromkeys((*scope.invoices, *((item.numbers or item.suggested) if item else ()))))
-        self._decide(action, why, scope, run, key, number, concerned, many, otherwise, self.seen_marker)
+        self.acting += 1  # the poll waits meanwhile: the decision's own events are no one else's change
+        self._decide(action, why, scope, run, key, number, concerned, many, otherwise)
+
+    def _acted(self) -> None:
+        self.acting -= 1
 
     @work(thread=True, group="act")
     def _decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
                 number: str | None, concerned: tuple[str, ...], many: bool,
-                otherwise: Callable[[], None] | None, seen: tuple[int, int, int] | None) -> None:
+                otherwise: Callable[[], None] | None) -> None:
+        try:
+            self._decided(action, why, scope, run, key, number, concerned, many, otherwise)
+        finally:
+            self.call_from_thread(self._acted)
+
+    def _decided(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
+                 number: str | None, concerned: tuple[str, ...], many: bool,
+                 otherwise: Callable[[], None] | None) -> None:
         try:
             done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
             self.decided.append(done.decision)
@@ -199,37 +212,41 @@ class Decisions(App[None]):
             self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
             return
         self._after(t("u: undo · {what} · by {actor}", actor=self.actor, what=done.text), key, number,
-                    concerned, seen)
+                    concerned, done.mark)
         if many:
             self.call_from_thread(self.refresh_all)
 
     def _after(self, line: str, key: str | None, number: str | None, concerned: tuple[str, ...],
-               seen: tuple[int, int, int] | None) -> None:
+               mark: int) -> None:
         """Read again only what the decision changed: the item and the invoice acted on; show them.
         An invoice the decision left in a dead end (a dispute confirmed) comes into the queue at
-        once. The counts follow once the person pauses (`recount_soon`).
-        The change marker moves past the decision only when nothing else changed since the screen
-        was read (`seen`): no event by another actor, no new message, the messages in triage fewer
-        by the one decided; else the poll reads the page again, and shows the other change."""
+        once. The counts follow once the person pauses (`recount_soon`). `mark`: the latest event
+        before the decision ran (`_changed` compares it with what the screen shows)."""
         with self.engine.connect() as conn:
             item = triage.one(conn, key) if key else None
             arrived = triage.dead_ends(conn, concerned) if concerned else []
             row = triage.invoice_row(conn, self.config, self.clock(), number) if number else None
             marker = triage.marker(conn)
-            left = 1 if key and key[0] == "m" and item is None else 0
-            alone = (seen is not None and marker[1] == seen[1] and marker[2] == seen[2] - left
-                     and not triage.others_since(conn, seen[0], self.actor))
-        self.call_from_thread(self._changed, line, key, item, number, row, marker if alone else None, arrived)
+            others = triage.others_since(conn, mark, self.actor)
+        left = 1 if key and key[0] == "m" and item is None else 0
+        self.call_from_thread(self._changed, line, key, item, number, row, (mark, marker, left, others), arrived)
         self.call_from_thread(self.recount_soon)
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
-                 row: dict[str, Any] | None, marker: tuple[int, int, int] | None, arrived: list[triage.Item]
-                 ) -> None:
+                 row: dict[str, Any] | None, moved: tuple[int, tuple[int, int, int], int, bool],
+                 arrived: list[triage.Item]) -> None:
         self.query_one("#done", Static).update(line, layout=False)  # one line, always
         screen = self.get_screen("item")
         if isinstance(screen, ItemScreen) and screen.is_mounted:
             screen.query_one("#done", Static).update(line, layout=False)
-        if marker is not None:
+        # The change marker moves past the decision only when nothing else changed since what the
+        # screen shows was read: no event at all before the decision began (`mark`), none by
+        # another actor while it ran, no new message, the messages in triage fewer by the one it
+        # decided. Else it stays, and the poll reads the page again and shows the other change.
+        mark, marker, left, others = moved
+        seen = self.seen_marker
+        if (seen is not None and mark == seen[0] and not others and marker[1] == seen[1]
+                and marker[2] == seen[2] - left):
             self.seen_marker = marker
         if key is not None and key in self.items:
             table = self.query_one("#queue", DataTable)
@@ -303,18 +320,21 @@ class Decisions(App[None]):
         found = self._message()
         if found is not None and found[0].kind in KINDS:
             item, inbound_id = found
+            at = self._at()
             self.decide("confirm", reason("decision.confirm"), desk.Scope(inbounds=(inbound_id,)),
                         lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(item.kind),
-                                                self.actor, in_triage=True),
-                        # a promise with no date read: the person gives it
-                        otherwise=self.action_label if item.kind == Kind.PROMISE_TO_PAY.value else None)
+                                                self.actor, in_triage=True), at=at,
+                        # a promise with no date read: the person gives it, for the message c was pressed on
+                        otherwise=(lambda: self._label(item, inbound_id, at))
+                        if item.kind == Kind.PROMISE_TO_PAY.value else None)
 
     def action_label(self) -> None:
         found = self._message()
-        if found is None:
-            return
-        item, inbound_id = found
+        if found is not None:
+            self._label(*found, self._at())
 
+    def _label(self, item: triage.Item, inbound_id: int, at: tuple[str | None, str | None]) -> None:
+        """The kind of message `inbound_id` (the row `at`), asked and recorded."""
         def then(answer: str) -> None:
             typed = re.fullmatch(r"(.*?)\s*(\d{4}-\d{2}-\d{2})?\s*", answer, re.DOTALL)
             assert typed is not None  # every text matches: the date is optional
@@ -322,10 +342,10 @@ class Decisions(App[None]):
             until = date.fromisoformat(when) if when else None
             self.decide("label", reason("decision.label", kind=kind), desk.Scope(inbounds=(inbound_id,)),
                         lambda: decisions.label(self.engine, self.config, self._now(), inbound_id, Kind(kind),
-                                                self.actor, until, in_triage=True))
+                                                self.actor, until, in_triage=True), at=at)
 
-        self.ask(t("kind ({kinds}), a promise's date after it; Enter; Escape cancels",
-                   kinds=", ".join(words(k) for k in KINDS)),
+        self.ask(f"#{inbound_id} · " + t("kind ({kinds}), a promise's date after it; Enter; Escape cancels",
+                                         kinds=", ".join(words(k) for k in KINDS)),
                  words(item.kind) + (" " if item.kind == Kind.PROMISE_TO_PAY.value else ""), then)
 
     def action_assign(self) -> None:
@@ -589,8 +609,11 @@ class Decisions(App[None]):
         target = self._target()
         if target is not None:
             number, seen, _ = target
+            item = self.items.get(self._current_key() or "") if self._pane() == "queue-pane" else None
+            # Resumed on a failing address: the client's other invoices on it leave the queue too.
             self.decide("resume", reason("decision.resume"), desk.Scope(invoices=(number,)),
-                        lambda: actions.resume(self.engine, number, self._now(), self.actor, seen))
+                        lambda: actions.resume(self.engine, number, self._now(), self.actor, seen),
+                        many=item is not None and item.kind == "bounce")
 
     def action_select(self) -> None:
         key = self._current_key()
