@@ -346,7 +346,7 @@ def ignore_sender(engine: Engine, address: str, now: datetime, actor: str, why: 
         waiting = list(s.execute(sa.select(in_t.c.id).where(in_t.c.status == "triage",
                                                              sa.func.lower(in_t.c.from_addr) == address)).scalars())
     for i in waiting:
-        actions.close_message(engine, i, now, actor, f"ignored sender {address}")
+        actions.close_message(engine, i, now, actor, reason("decision.ignore", address=address))
     return t("{address} ignored ({n} message(s) dismissed)", address=address, n=len(waiting))
 
 
