@@ -325,7 +325,7 @@ class RelanceApp(Decisions):
         page when it moved."""
         if time.monotonic() < self.next_auto_read:  # the last reads were long: a run of changes waits a little
             return
-        if self.acting:  # a decision's own events: it reads back what it changed itself
+        if self.acting > 0:  # a decision's own events: it reads back what it changed itself
             return
         with self.engine.connect() as conn:
             marker = triage.marker(conn)

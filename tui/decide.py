@@ -180,41 +180,44 @@ class Decisions(App[None]):
         self._decide(action, why, scope, run, key, number, concerned, many, otherwise)
 
     def _acted(self) -> None:
-        self.acting -= 1
+        self.acting = max(self.acting - 1, 0)
 
     @work(thread=True, group="act")
     def _decide(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
                 number: str | None, concerned: tuple[str, ...], many: bool,
                 otherwise: Callable[[], None] | None) -> None:
+        shown = False
         try:
-            self._decided(action, why, scope, run, key, number, concerned, many, otherwise)
+            shown = self._decided(action, why, scope, run, key, number, concerned, many, otherwise)
         finally:
-            self.call_from_thread(self._acted)
+            if not shown:  # refused, or failed: else `_shown` says the decision is over, in the same call
+                self.call_from_thread(self._acted)
 
     def _decided(self, action: str, why: str, scope: desk.Scope, run: Callable[[], str], key: str | None,
                  number: str | None, concerned: tuple[str, ...], many: bool,
-                 otherwise: Callable[[], None] | None) -> None:
+                 otherwise: Callable[[], None] | None) -> bool:
         try:
             done = desk.decide(self.engine, self.clock(), self.actor, action, why, scope, run)
             self.decided.append(done.decision)
         except StaleError as e:
             self.call_from_thread(self._refused, str(e), True)
-            return
+            return False
         except DateNeededError as e:
             self.call_from_thread(self._refused, str(e), False)
             if otherwise is not None:
                 self.call_from_thread(otherwise)
-            return
+            return False
         except RelanceError as e:
             self.call_from_thread(self._refused, str(e), False)
-            return
+            return False
         except Exception as e:
             self.call_from_thread(self._refused, f"{type(e).__name__}: {e}", True)
-            return
+            return False
         self._after(t("u: undo · {what} · by {actor}", actor=self.actor, what=done.text), key, number,
                     concerned, done.mark)
         if many:
             self.call_from_thread(self.refresh_all)
+        return True
 
     def _after(self, line: str, key: str | None, number: str | None, concerned: tuple[str, ...],
                mark: int) -> None:
@@ -230,7 +233,12 @@ class Decisions(App[None]):
             others = triage.others_since(conn, mark, self.actor)
         left = 1 if key and key[0] == "m" and item is None else 0
         self.call_from_thread(self._changed, line, key, item, number, row, (mark, marker, left, others), arrived)
-        self.call_from_thread(self.recount_soon)
+        self.call_from_thread(self._shown)
+
+    def _shown(self) -> None:
+        """The decision is on screen: the poll may read again; the counts once the person pauses."""
+        self._acted()
+        self.recount_soon()
 
     def _changed(self, line: str, key: str | None, item: triage.Item | None, number: str | None,
                  row: dict[str, Any] | None, moved: tuple[int, tuple[int, int, int], int, bool],
