@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, Sparkline, Static, TabbedContent, TextArea
+from textual.worker import WorkerCancelled
 
 from bot import actions, desk, inbound, ledger, reports, triage
 from bot.config import Config
@@ -72,9 +73,13 @@ async def running(app: RelanceApp, size: tuple[int, int] = (140, 40)) -> AsyncIt
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    """Until the workers are done and what they posted is on screen."""
+    """Until the workers are done and what they posted is on screen (a read that a newer one of its
+    kind replaced is cancelled: that is done too)."""
     for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:
+            await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
 

@@ -68,7 +68,7 @@ class Decisions(App[None]):
         """A worker's result shown on the UI thread; dropped when the app is ending (its widgets are
         being taken down: a read that finishes after `q` has nothing left to show on)."""
         def shown(*a: Any, **k: Any) -> Any:
-            if self._exit or self._closing:
+            if self._exit or self._closing or not self.is_running:
                 return None
             return callback(*a, **k)
         return super().call_from_thread(shown, *args, **kwargs)
