@@ -171,13 +171,7 @@ async def test_the_date_asked_after_a_refused_confirm_is_for_the_message_confirm
     app = with_plan(engine, make_config(), tmp_path)
     with engine.begin() as c:
         c.execute(sa.text("UPDATE inbound SET kind = 'promise_to_pay'"))
-    slow = desk.decide
-
-    def decide(*a: Any, **k: Any) -> Any:
-        time.sleep(0.3)
-        return slow(*a, **k)
-
-    monkeypatch.setattr(desk, "decide", decide)
+    slowed(monkeypatch, desk, "decide", 0.3)
     async with running(app) as pilot:
         assert cursor_key(app) == "m2"
         await pilot.press("c")
@@ -199,13 +193,7 @@ async def test_a_run_of_decisions_reads_no_page_back(
     pages: list[int] = []
     real = triage.page
     monkeypatch.setattr(triage, "page", lambda *a, **k: (pages.append(1), real(*a, **k))[1])
-    slow = desk.decide
-
-    def decide(*a: Any, **k: Any) -> Any:
-        time.sleep(0.2)
-        return slow(*a, **k)
-
-    monkeypatch.setattr(desk, "decide", decide)
+    slowed(monkeypatch, desk, "decide", 0.2)
     async with running(app) as pilot:
         pages.clear()
         await pilot.press("c")
@@ -238,6 +226,17 @@ async def test_resume_clears_a_failing_address_only_where_the_invoice_waited_on_
         await settle(pilot)
         assert set(app.items) == {"m1"}
     assert row(engine, "SELECT failing FROM contact WHERE email = 'b@client.example'") == (False,)
+
+
+def slowed(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, seconds: float) -> None:
+    """`module.name` taking `seconds` longer (a worker's read or a decision, as on a slow store)."""
+    real = getattr(module, name)
+
+    def slow(*a: Any, **k: Any) -> Any:
+        time.sleep(seconds)
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, slow)
 
 
 def actors(engine: Engine) -> list[tuple[str, str]]:
@@ -294,13 +293,7 @@ async def test_a_decision_read_in_a_worker_applies_to_the_row_the_key_was_presse
     """m reads what is due in a worker before it asks; the cursor moves meanwhile: the payment is
     for the row m was pressed on, and that row is the one read again."""
     app = with_plan(engine, make_config(), tmp_path)
-    slow = reports.status_rows
-
-    def status_rows(*a: Any, **k: Any) -> Any:
-        time.sleep(0.3)
-        return slow(*a, **k)
-
-    monkeypatch.setattr(reports, "status_rows", status_rows)
+    slowed(monkeypatch, reports, "status_rows", 0.3)
     async with running(app) as pilot:
         assert cursor_key(app) == "m2"
         await pilot.press("m")
